@@ -1,0 +1,35 @@
+# trunner developer commands. Every recipe bootstraps .venv from pyproject.toml first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+py := venv + "/bin/python"
+
+# Run every example job locally through the full pipeline.
+run *ARGS: setup
+    {{py}} -m trunner run --mode local --jobs examples/jobs {{ARGS}}
+
+# Run the test suite.
+test *ARGS: setup
+    {{py}} -m pytest {{ARGS}}
+
+# Print the benchmark figures.
+bench: setup
+    for script in bench/bench_*.py; do {{py}} "$script"; done
+
+# Static checks: ruff and mypy --strict.
+lint: setup
+    {{venv}}/bin/ruff check trunner tests bench
+    {{venv}}/bin/ruff format --check trunner tests bench
+    {{venv}}/bin/mypy
+
+# Create or refresh .venv when pyproject.toml changes.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    stamp="{{venv}}/.installed"
+    if [ ! -x "{{py}}" ]; then python3 -m venv "{{venv}}"; fi
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        "{{py}}" -m pip install -q --disable-pip-version-check -e '.[dev]'
+        touch "$stamp"
+    fi

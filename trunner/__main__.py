@@ -1,0 +1,3 @@
+from trunner.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per ``trunner`` subcommand; each has ``register(subparsers)``."""

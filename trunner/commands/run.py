@@ -1,0 +1,64 @@
+"""``trunner run``: take jobs from a source (OpsLevel API, Faktory, or local files) and run them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from types import ModuleType
+from typing import Any, Protocol, cast
+
+import trio
+
+from trunner.commands.common import add_common_arguments, settings_source
+from trunner.config import ConfigError, SettingsSource, add_arguments
+from trunner.executors import registry
+from trunner.executors.settings import JobRunSettings
+from trunner.logs.settings import LogSettings
+from trunner.runner import RunSettings
+
+MODES = {"api": "trunner.opslevel.mode", "faktory": "trunner.faktory.mode", "local": "trunner.local_mode"}
+
+
+class Mode(Protocol):
+    SETTINGS: tuple[type[Any], ...]
+
+    async def serve(self, source: SettingsSource, args: argparse.Namespace) -> int: ...
+
+
+def _mode_module(name: str) -> Mode | None:
+    try:
+        module: ModuleType = importlib.import_module(MODES[name])
+    except ModuleNotFoundError:
+        return None
+    return cast(Mode, module)
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "run",
+        help="Run jobs from the OpsLevel API (default), Faktory, or a folder of job files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--mode", choices=sorted(MODES), default="api", help="Where jobs come from.")
+    parser.add_argument("--jobs", metavar="DIR", help="With --mode local: the folder of job files to run.")
+    add_common_arguments(parser)
+    seen: set[type[Any]] = set()
+    groups: list[type[Any]] = [RunSettings, LogSettings, JobRunSettings, *registry.settings_classes()]
+    for name in MODES:
+        module = _mode_module(name)
+        if module is not None:
+            groups.extend(module.SETTINGS)
+    for cls in groups:
+        if cls not in seen:
+            seen.add(cls)
+            add_arguments(parser, cls)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    source = settings_source(args)
+    module = _mode_module(args.mode)
+    if module is None:
+        raise ConfigError([f"--mode: {args.mode} mode is not available in this build"])
+    code: int = trio.run(module.serve, source, args)
+    return code

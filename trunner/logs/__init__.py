@@ -1,0 +1,1 @@
+"""The per-job log pipeline: bytes -> lines -> outcome variables -> masking -> prefix -> batches."""

@@ -1,0 +1,105 @@
+"""Wire models shared by every source, executor and sink.
+
+Field names follow the Go runner's JSON tags (camelCase on the wire); the converter in
+:mod:`trunner.wire` maps them onto these snake_case attributes.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import re
+
+import attrs
+
+
+class Outcome(enum.Enum):
+    UNSTARTED = "unstarted"
+    CANCELED = "canceled"
+    FAILED = "failed"
+    SUCCESS = "success"
+    QUEUE_TIMEOUT = "queue_timeout"
+    EXECUTION_TIMEOUT = "execution_timeout"
+    POD_TIMEOUT = "pod_timeout"
+
+
+class JobStatus(enum.Enum):
+    CREATED = "created"
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+
+
+class VariableScope(enum.Enum):
+    """Which container sees a variable. ``BOTH`` is the wire's empty string."""
+
+    BOTH = ""
+    INIT = "init"
+    MAIN = "main"
+
+    def reaches_init(self) -> bool:
+        return self is not VariableScope.MAIN
+
+    def reaches_main(self) -> bool:
+        return self is not VariableScope.INIT
+
+
+@attrs.frozen
+class JobVariable:
+    key: str
+    value: str = ""
+    sensitive: bool = False
+    scope: VariableScope = VariableScope.BOTH
+
+
+@attrs.frozen
+class JobFile:
+    name: str
+    contents: str = ""
+
+
+_JOB_GID_PREFIX = "gid://opslevel/Runners::JobRun/"
+_RAW_URL_BASE64 = re.compile(r"[A-Za-z0-9_-]*")
+
+
+@attrs.frozen
+class RunnerJob:
+    id: str
+    image: str = ""
+    commands: tuple[str, ...] = ()
+    variables: tuple[JobVariable, ...] = ()
+    files: tuple[JobFile, ...] = ()
+    init_commands: tuple[str, ...] = ()
+    init_image: str = ""
+    outcome: Outcome | None = None
+    status: JobStatus | None = None
+
+    def number(self) -> str:
+        """The Go runner's ``RunnerJob.Number()``: the numeric part of a base64url job GID.
+
+        Any id that is not valid unpadded base64url (or whose decoding is not text) is returned as is.
+        """
+        if not _RAW_URL_BASE64.fullmatch(self.id) or len(self.id) % 4 == 1:
+            return self.id
+        try:
+            decoded = base64.urlsafe_b64decode(self.id + "=" * (-len(self.id) % 4)).decode()
+        except ValueError:
+            return self.id
+        return decoded.replace(_JOB_GID_PREFIX, "")
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(v.value for v in self.variables if v.sensitive and v.value)
+
+
+@attrs.frozen
+class OutcomeVariable:
+    key: str
+    value: str
+
+
+@attrs.frozen
+class JobOutcome:
+    outcome: Outcome
+    message: str = ""
+    exit_code: int | None = None
+    outcome_variables: tuple[OutcomeVariable, ...] = ()
