@@ -7,12 +7,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+import attrs
+
 from trunner import __version__, runlog
 from trunner.config import ConfigError, one_of, setting
 
-import attrs
-
-COMMANDS = ("test", "run", "enqueue", "version")
+COMMANDS = ("test", "run", "version")
 
 
 @attrs.frozen
@@ -20,7 +20,8 @@ class RunnerLogSettings:
     """Runner log"""
 
     log_level: str = setting(
-        "INFO", help="Runner log level: TRACE, DEBUG, INFO, WARN or ERROR.",
+        "INFO",
+        help="Runner log level: TRACE, DEBUG, INFO, WARN or ERROR.",
         checks=[lambda v: one_of(*runlog.LEVELS)(v.upper())],
     )
     log_format: str = setting(

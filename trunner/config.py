@@ -177,11 +177,22 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
         help_text = f"{spec.help} [env {', '.join(spec.env)}; default {shown}]"
         if type_ is bool:
             group.add_argument(
-                spec.flag, dest=field.name, nargs="?", const="true", default=argparse.SUPPRESS,
-                metavar="BOOL", help=help_text,
+                spec.flag,
+                dest=field.name,
+                nargs="?",
+                const="true",
+                default=argparse.SUPPRESS,
+                metavar="BOOL",
+                help=help_text,
             )
         else:
             group.add_argument(spec.flag, dest=field.name, default=argparse.SUPPRESS, help=help_text)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, classes: Iterable[type[Any]]) -> None:
+    """:func:`add_arguments` for each distinct class, in order."""
+    for cls in dict.fromkeys(classes):
+        add_arguments(parser, cls)
 
 
 def load(

@@ -11,7 +11,10 @@ from trunner.config import SettingsSource, add_arguments, read_config_file
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", metavar="FILE", default=None,
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=None,
         help="YAML config file: any setting by its flag name, plus the 'kubernetes:' job pod section.",
     )
     add_arguments(parser, RunnerLogSettings)

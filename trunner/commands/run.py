@@ -10,7 +10,7 @@ from typing import Any, Protocol, cast
 import trio
 
 from trunner.commands.common import add_common_arguments, settings_source
-from trunner.config import ConfigError, SettingsSource, add_arguments
+from trunner.config import ConfigError, SettingsSource, add_settings_arguments
 from trunner.executors import registry
 from trunner.executors.settings import JobRunSettings
 from trunner.logs.settings import LogSettings
@@ -42,16 +42,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--mode", choices=sorted(MODES), default="api", help="Where jobs come from.")
     parser.add_argument("--jobs", metavar="DIR", help="With --mode local: the folder of job files to run.")
     add_common_arguments(parser)
-    seen: set[type[Any]] = set()
     groups: list[type[Any]] = [RunSettings, LogSettings, JobRunSettings, *registry.settings_classes()]
     for name in MODES:
         module = _mode_module(name)
         if module is not None:
             groups.extend(module.SETTINGS)
-    for cls in groups:
-        if cls not in seen:
-            seen.add(cls)
-            add_arguments(parser, cls)
+    add_settings_arguments(parser, groups)
     parser.set_defaults(handler=run)
 
 

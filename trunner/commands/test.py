@@ -1,0 +1,75 @@
+"""``trunner test -f FILE|-``: run one job through the full pipeline and print what it ships."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+import trio
+
+from trunner.commands.common import add_common_arguments, settings_source
+from trunner.config import SettingsSource, add_settings_arguments
+from trunner.console import ConsoleSink
+from trunner.executors import registry
+from trunner.executors.settings import JobRunSettings
+from trunner.job import run_job
+from trunner.jobfile import JobFileError, load_job
+from trunner.logs.settings import LogSettings
+from trunner.metrics import RunnerMetrics
+from trunner.models import Outcome, RunnerJob
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "test",
+        help="Run one job file through the full pipeline and print its log, outcome and outcome variables.",
+    )
+    parser.add_argument(
+        "-f", "--file", required=True, metavar="FILE", help="Job YAML/JSON file, or - for stdin."
+    )
+    parser.add_argument(
+        "--executor",
+        choices=sorted(registry.EXECUTORS),
+        default="local",
+        help="Where the job runs (default local).",
+    )
+    add_common_arguments(parser)
+    add_settings_arguments(parser, (LogSettings, JobRunSettings, *registry.settings_classes()))
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    source = settings_source(args)
+    try:
+        job = load_job(args.file)
+    except JobFileError as exc:
+        print(f"trunner: {exc}", file=sys.stderr)
+        return 2
+    module = registry.executor_module(args.executor)
+    source.check(LogSettings, *module.SETTINGS)
+    outcome: Outcome = trio.run(_run, job, source, args.executor)
+    return 0 if outcome is Outcome.SUCCESS else 1
+
+
+async def _run(job: RunnerJob, source: SettingsSource, executor_name: str) -> Outcome:
+    module = registry.executor_module(executor_name)
+    sink = ConsoleSink()
+    async with module.open_executor(source, runner_id="test") as executor, trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+        result = await run_job(
+            job,
+            executor=executor,
+            sink=sink,
+            settings=source.get(LogSettings),
+            metrics=RunnerMetrics().logs,
+        )
+        nursery.cancel_scope.cancel()
+    return result.outcome
+
+
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()

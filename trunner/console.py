@@ -1,0 +1,42 @@
+"""A sink that prints a job's shipped lines and outcome to a text stream (``trunner test`` and
+``trunner run --mode local``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import trio
+
+from trunner.logs.batch import Batch
+from trunner.models import JobOutcome
+
+_write_lock = trio.Lock()
+
+
+class ConsoleSink:
+    def __init__(self, label: str = "", out: TextIO | None = None) -> None:
+        self._label = f"{label} | " if label else ""
+        self._out = out if out is not None else sys.stdout
+        self.lines: list[str] = []
+        self.outcome: JobOutcome | None = None
+
+    async def ship(self, batch: Batch) -> None:
+        text = "".join(f"{self._label}{line}\n" for line in batch.text_lines())
+        async with _write_lock:
+            await trio.to_thread.run_sync(self._write, text)
+
+    async def report(self, outcome: JobOutcome) -> None:
+        self.outcome = outcome
+        lines = [f"{self._label}outcome: {outcome.outcome.value}"]
+        if outcome.exit_code is not None:
+            lines.append(f"{self._label}exit code: {outcome.exit_code}")
+        if outcome.message:
+            lines.append(f"{self._label}message: {outcome.message}")
+        lines.extend(f"{self._label}outcome variable {v.key}={v.value}" for v in outcome.outcome_variables)
+        async with _write_lock:
+            await trio.to_thread.run_sync(self._write, "".join(line + "\n" for line in lines))
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()

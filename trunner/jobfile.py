@@ -1,0 +1,70 @@
+"""Reading jobs from YAML or JSON files (the Go runner's ``test -f job.yaml`` schema)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from trunner import wire
+from trunner.models import RunnerJob
+
+
+class JobFileError(ValueError):
+    """A job file that cannot be run; the message names the file and each bad field."""
+
+
+def validate_job(job: RunnerJob) -> list[str]:
+    """Problems any executor would reject, as ``<field>: <reason>``."""
+    problems = []
+    names = [f.name for f in job.files]
+    for index, name in enumerate(names):
+        if not name or "/" in name or name in (".", "..") or "\0" in name:
+            problems.append(f"files[{index}].name: {name!r} is not a plain file name")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"files: duplicate name(s): {', '.join(duplicates)}")
+    keys = [v.key for v in job.variables]
+    for index, key in enumerate(keys):
+        if not key:
+            problems.append(f"variables[{index}].key: must not be empty")
+    return problems
+
+
+def parse_job(text: str, source: str) -> RunnerJob:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobFileError(f"{source}: not valid YAML or JSON: {exc}") from None
+    try:
+        job = wire.structure(data, RunnerJob, what=source, converter=wire.strict)
+    except wire.WireError as exc:
+        raise JobFileError(str(exc)) from None
+    problems = validate_job(job)
+    if problems:
+        raise JobFileError(f"{source}: " + "; ".join(problems))
+    return job
+
+
+def load_job(path: str) -> RunnerJob:
+    """Load a job from ``path``, or from standard input when ``path`` is ``-``."""
+    if path == "-":
+        return parse_job(sys.stdin.read(), "<stdin>")
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise JobFileError(f"{path}: cannot read job file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise JobFileError(f"{path}: not a UTF-8 text file") from None
+    return parse_job(text, path)
+
+
+JOB_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def job_files(directory: str) -> list[Path]:
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise JobFileError(f"{directory}: not a directory")
+    return sorted(p for p in folder.iterdir() if p.suffix in JOB_SUFFIXES and p.is_file())

@@ -1,0 +1,91 @@
+"""``trunner run --mode local --jobs DIR``: every job file in a folder, through the same
+runner, pipeline and executors as the other modes, printed to the console."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from trunner.config import ConfigError, SettingsSource
+from trunner.console import ConsoleSink
+from trunner.executors import registry
+from trunner.jobfile import JobFileError, job_files, load_job
+from trunner.logs.settings import LogSettings
+from trunner.metrics import RunnerMetrics
+from trunner.runner import ClaimedJob, JobRecord, Runner, RunSettings
+
+logger = logging.getLogger("trunner.local")
+
+SETTINGS: tuple[type[Any], ...] = ()
+
+
+class DirectorySource:
+    """Claims each valid job file once; invalid files are reported, not run."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths = list(paths)
+        self.invalid: list[tuple[Path, str]] = []
+
+    async def claim(self) -> ClaimedJob | None:
+        while self._paths:
+            path = self._paths.pop(0)
+            try:
+                job = load_job(str(path))
+            except JobFileError as exc:
+                logger.error("skipping %s", exc)
+                self.invalid.append((path, str(exc)))
+                continue
+            return ClaimedJob(job, ConsoleSink(label=path.stem))
+        return None
+
+
+async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
+    if not args.jobs:
+        raise ConfigError(["--jobs: --mode local needs a folder of job files"])
+    try:
+        paths = job_files(args.jobs)
+    except JobFileError as exc:
+        raise ConfigError([f"--jobs: {exc}"]) from None
+    settings = source.get(RunSettings)
+    executor_name = "local" if settings.executor == "auto" else settings.executor
+    module = registry.executor_module(executor_name)
+    source.check(LogSettings, *module.SETTINGS)
+    jobs = DirectorySource(paths)
+    async with module.open_executor(source, runner_id="local") as executor:
+        runner = Runner(
+            source=jobs,
+            executor=executor,
+            settings=settings,
+            log_settings=source.get(LogSettings),
+            metrics=RunnerMetrics(runner_id="local"),
+            runner_id="local",
+        )
+        records = await runner.serve()
+    print(summary_table(records, jobs.invalid), file=sys.stdout)
+    return 1 if jobs.invalid else 0
+
+
+def _cell(text: str, width: int = 40) -> str:
+    flat = text.replace("\n", "\\n")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def summary_table(records: list[JobRecord], invalid: list[tuple[Path, str]]) -> str:
+    rows = [("job", "outcome", "exit", "seconds", "outcome variables")]
+    for record in sorted(records, key=lambda r: r.job.id):
+        variables = ", ".join(f"{v.key}={_cell(v.value)}" for v in record.outcome.outcome_variables)
+        exit_code = "" if record.outcome.exit_code is None else str(record.outcome.exit_code)
+        rows.append(
+            (record.job.id, record.outcome.outcome.value, exit_code, f"{record.duration:.1f}", variables)
+        )
+    for path, _ in invalid:
+        rows.append((path.name, "invalid job file", "", "", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

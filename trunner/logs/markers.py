@@ -1,0 +1,23 @@
+"""The visible marks trunner leaves in a job's log where it had to alter the output.
+
+Every shipped line is a real line, a piece of a real line framed by these markers, or a marker
+line; nothing is ever joined across line boundaries.
+"""
+
+from __future__ import annotations
+
+CUT_SUFFIX = b" [trunner: line continues]"
+"""Ends a piece of a line that was longer than the maximum line length."""
+
+CONTINUED_PREFIX = b"[trunner: continued] "
+"""Starts each following piece of such a line."""
+
+MASK = b"**********"
+
+
+def dropped(lines: int, size: int, reason: str) -> bytes:
+    return f"[trunner: {lines} lines ({size} bytes) dropped: {reason}]".encode()
+
+
+def note(text: str) -> bytes:
+    return f"[trunner] {text}".encode("utf-8", "replace")

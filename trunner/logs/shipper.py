@@ -1,0 +1,139 @@
+"""The one shipper: takes batches from the job's channel and delivers them to any sink.
+
+Each batch gets attempts until ``retry_timeout`` has passed since it was taken; then it is
+counted as lost and the next batch that gets through starts with a marker saying so. The
+shipper never holds more than the one batch it is delivering.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+import trio
+
+from trunner.logs import markers
+from trunner.logs.batch import Batch
+from trunner.logs.metrics import LogMetrics
+from trunner.sinks import ShipError, Sink
+
+_BACKOFF_FIRST = 0.5
+_BACKOFF_CAP = 10.0
+
+
+def backoff(attempt: int, retry_after: float | None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: the server's Retry-After if given,
+    else jittered exponential from 0.5 s, capped at 10 s."""
+    if retry_after is not None:
+        return max(retry_after, 0.0)
+    ceiling = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class Shipper:
+    def __init__(
+        self,
+        sink: Sink,
+        receive: trio.MemoryReceiveChannel[Batch],
+        *,
+        retry_timeout: float,
+        line_prefix: Callable[[], bytes],
+        on_slot_free: Callable[[], object] = lambda: None,
+        metrics: LogMetrics | None = None,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+    ) -> None:
+        self._sink = sink
+        self._receive = receive
+        self._retry_timeout = retry_timeout
+        self._line_prefix = line_prefix
+        self._on_slot_free = on_slot_free
+        self._metrics = metrics
+        self._log = log or logging.getLogger("trunner.shipper")
+        self._unannounced_lines = 0
+        self._unannounced_bytes = 0
+        self._last_error = ""
+        self.lost_lines = 0
+        self.lost_bytes = 0
+        self.lost_batches = 0
+        self.shipped_lines = 0
+        self.in_flight: Batch | None = None
+
+    async def run(self) -> None:
+        """Deliver batches until the channel is closed and drained. If cancelled (the flush
+        deadline), whatever is in flight or still queued is counted as lost."""
+        try:
+            async for batch in self._receive:
+                self.in_flight = batch
+                self._on_slot_free()
+                await self._deliver(batch)
+                self.in_flight = None
+        finally:
+            self._count_abandoned()
+
+    def _count_abandoned(self) -> None:
+        abandoned = [self.in_flight] if self.in_flight is not None else []
+        while True:
+            try:
+                abandoned.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        for batch in abandoned:
+            self._lose(batch, "the log flush deadline passed")
+        self.in_flight = None
+
+    async def _deliver(self, batch: Batch) -> None:
+        if self._unannounced_lines:
+            marker = markers.dropped(self._unannounced_lines, self._unannounced_bytes, self._last_error)
+            batch.blocks.insert(0, self._line_prefix() + marker)
+            batch.line_count += 1
+            batch.size += len(batch.blocks[0]) + 1
+        taken = trio.current_time()
+        deadline = taken + self._retry_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with trio.fail_at(deadline):
+                    await self._sink.ship(batch)
+            except trio.TooSlowError:
+                self._fail(batch, f"delivery took longer than {self._retry_timeout:g}s")
+                return
+            except ShipError as exc:
+                if self._metrics is not None:
+                    self._metrics.ship_attempts_failed.inc()
+                wait = backoff(attempt, exc.retry_after)
+                if not exc.retryable or trio.current_time() + wait >= deadline:
+                    self._fail(batch, str(exc))
+                    return
+                self._log.warning("log batch %d delivery failed, retrying in %.1fs: %s", batch.seq, wait, exc)
+                await trio.sleep(wait)
+                continue
+            except Exception as exc:
+                self._log.exception("log sink raised unexpectedly for batch %d", batch.seq)
+                self._fail(batch, f"sink error: {exc!r}")
+                return
+            break
+        self._unannounced_lines = self._unannounced_bytes = 0
+        self.shipped_lines += batch.line_count
+        if self._metrics is not None:
+            self._metrics.batches_shipped.inc()
+            self._metrics.lines_shipped.inc(batch.line_count)
+            self._metrics.bytes_shipped.inc(batch.size)
+            self._metrics.ship_latency.observe(trio.current_time() - taken)
+
+    def _fail(self, batch: Batch, reason: str) -> None:
+        self._log.error("log batch %d (%d lines) lost: %s", batch.seq, batch.line_count, reason)
+        self._lose(batch, reason)
+
+    def _lose(self, batch: Batch, reason: str) -> None:
+        self._last_error = f"log delivery failed: {reason}"
+        self._unannounced_lines += batch.line_count
+        self._unannounced_bytes += batch.size
+        self.lost_lines += batch.line_count
+        self.lost_bytes += batch.size
+        self.lost_batches += 1
+        if self._metrics is not None:
+            self._metrics.batches_failed.inc()
+            self._metrics.lines_dropped.inc(batch.line_count)
+            self._metrics.bytes_dropped.inc(batch.size)
