@@ -1,0 +1,217 @@
+"""Pure builders of a job's Kubernetes objects and of the command exec'd into its pod.
+
+The shapes follow the Go runner (``src/pkg/k8s.go``): an immutable ConfigMap of the job's files
+mounted at ``/opslevel`` (mode 0777), a PodDisruptionBudget with ``maxUnavailable: 0`` so a node
+drain cannot evict a running job, and a Pod whose ``job`` container sleeps for the job's lifetime
+while the commands are exec'd into it. Differences, all deliberate: every object carries the job's
+labels (the Go runner labels only the Pod, so its ConfigMaps and PDBs cannot be found after a
+crash); the configured pull policy and DNS policy apply to every container (the Go runner reads
+``dnsPolicy`` but never sets it, and hard-codes ``IfNotPresent`` on the job and init containers);
+the job directory is shell-quoted when it needs quoting; tolerations and affinity can be set.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+import shlex
+from collections.abc import Iterable
+
+import attrs
+
+from trunner.kube.names import JobIdentity
+from trunner.kube.objects import (
+    ConfigMap,
+    ConfigMapVolumeSource,
+    Container,
+    EmptyDirVolumeSource,
+    EnvVar,
+    LabelSelector,
+    ObjectMeta,
+    Pod,
+    PodDisruptionBudget,
+    PodDisruptionBudgetSpec,
+    PodSecurityContext,
+    PodSpec,
+    SecurityContext,
+    Volume,
+    VolumeMount,
+)
+from trunner.kube.settings import JobPodConfig
+from trunner.models import JobVariable, RunnerJob
+
+JOB_CONTAINER = "job"
+INIT_CONTAINER = "init"
+HELPER_CONTAINER = "helper"
+
+FILES_MOUNT = "/opslevel"
+HELPER_MOUNT = "/mount"
+FILES_MODE = 0o777
+CONFIG_MAP_MAX_BYTES = 1024 * 1024
+"""The API server's limit on a ConfigMap's data (``MaxSecretSize``)."""
+
+_FILES_VOLUME = "scripts"
+_HELPER_VOLUME = "shared"
+_WORKSPACE_VOLUME = "workspace"
+_CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+class PodSpecError(ValueError):
+    """The job cannot be turned into Kubernetes objects; ``problems`` say why, per field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@attrs.frozen
+class JobObjects:
+    config_map: ConfigMap
+    pod_disruption_budget: PodDisruptionBudget
+    pod: Pod
+
+
+def job_problems(job: RunnerJob) -> list[str]:
+    """Why ``job`` cannot run in a pod, as ``<field>: <reason>``; empty if it can."""
+    problems: list[str] = []
+    if not job.image.strip():
+        problems.append("image: a Kubernetes job needs an image")
+    seen: set[str] = set()
+    for index, file in enumerate(job.files):
+        where = f"files[{index}].name"
+        if len(file.name) > 253 or file.name in (".", "..") or not _CONFIG_MAP_KEY.fullmatch(file.name):
+            problems.append(
+                f"{where}: {file.name!r} is not a valid file name here "
+                "(1-253 letters, digits, '-', '_' or '.'; not '.' or '..')"
+            )
+        elif file.name in seen:
+            problems.append(f"{where}: {file.name!r} appears more than once")
+        seen.add(file.name)
+    size = sum(len(file.contents.encode()) for file in job.files)
+    if size > CONFIG_MAP_MAX_BYTES:
+        problems.append(
+            f"files: the job's files hold {size} bytes, more than the {CONFIG_MAP_MAX_BYTES} bytes (1 MiB) "
+            "a Kubernetes ConfigMap can hold"
+        )
+    for index, variable in enumerate(job.variables):
+        if not variable.key or "=" in variable.key or not variable.key.isprintable():
+            problems.append(
+                f"variables[{index}].key: {variable.key!r} is not a valid environment variable name"
+            )
+    return problems
+
+
+def job_directory(config: JobPodConfig, job: RunnerJob) -> str:
+    return posixpath.normpath(posixpath.join(config.workdir, job.id))
+
+
+def shell_command(config: JobPodConfig, job: RunnerJob, commands: Iterable[str]) -> tuple[str, ...]:
+    """``<shell> -e -c "mkdir -p <dir>;\\ncd <dir>;\\nset -xv;\\n<cmd1>;\\n<cmd2>"``, as the Go runner
+    runs both the init and the main commands."""
+    directory = shlex.quote(job_directory(config, job))
+    script = ";\n".join([f"mkdir -p {directory}", f"cd {directory}", "set -xv", *commands])
+    return (config.shell, "-e", "-c", script)
+
+
+def main_command(config: JobPodConfig, job: RunnerJob) -> tuple[str, ...]:
+    """The argv exec'd into the job container."""
+    return shell_command(config, job, job.commands)
+
+
+def _env(variables: Iterable[JobVariable]) -> tuple[EnvVar, ...] | None:
+    env = tuple(EnvVar(v.key, v.value) for v in variables)
+    return env or None
+
+
+def build_config_map(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> ConfigMap:
+    return ConfigMap(
+        metadata=ObjectMeta(identity.name, config.namespace, dict(identity.labels)),
+        immutable=True,
+        data={file.name: file.contents for file in job.files},
+    )
+
+
+def build_pod_disruption_budget(identity: JobIdentity, config: JobPodConfig) -> PodDisruptionBudget:
+    return PodDisruptionBudget(
+        metadata=ObjectMeta(identity.name, config.namespace, dict(identity.labels)),
+        spec=PodDisruptionBudgetSpec(selector=LabelSelector(match_labels=identity.selector), max_unavailable=0),
+    )
+
+
+def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Pod:
+    privileged = SecurityContext(privileged=True) if config.agent_mode else None
+    pod_security = PodSecurityContext(run_as_user=0, fs_group=0) if config.agent_mode else config.security_context
+    files_mount = VolumeMount(_FILES_VOLUME, FILES_MOUNT, read_only=True)
+    workspace_mount = VolumeMount(_WORKSPACE_VOLUME, config.workdir)
+
+    init_containers: list[Container] = []
+    volumes = [Volume(_FILES_VOLUME, config_map=ConfigMapVolumeSource(identity.name, default_mode=FILES_MODE))]
+    job_mounts = [files_mount, workspace_mount]
+    if config.helper_image is not None:
+        init_containers.append(
+            Container(
+                name=HELPER_CONTAINER,
+                image=config.helper_image,
+                image_pull_policy=config.pull_policy,
+                command=("cp", "/opslevel-runner", HELPER_MOUNT),
+                volume_mounts=(VolumeMount(_HELPER_VOLUME, HELPER_MOUNT),),
+            )
+        )
+        volumes.append(Volume(_HELPER_VOLUME, empty_dir=EmptyDirVolumeSource()))
+        job_mounts.insert(1, VolumeMount(_HELPER_VOLUME, HELPER_MOUNT, read_only=True))
+    volumes.append(Volume(_WORKSPACE_VOLUME, empty_dir=EmptyDirVolumeSource()))
+    if job.init_commands:
+        init_containers.append(
+            Container(
+                name=INIT_CONTAINER,
+                image=job.init_image or job.image,
+                image_pull_policy=config.pull_policy,
+                command=shell_command(config, job, job.init_commands),
+                env=_env(v for v in job.variables if v.scope.reaches_init()),
+                resources=config.resources,
+                security_context=privileged,
+                volume_mounts=(files_mount, workspace_mount),
+            )
+        )
+    job_container = Container(
+        name=JOB_CONTAINER,
+        image=job.image,
+        image_pull_policy=config.pull_policy,
+        command=(config.shell, "-c", f"sleep {math.ceil(config.lifetime)}"),
+        env=_env(v for v in job.variables if v.scope.reaches_main()),
+        resources=config.resources,
+        security_context=privileged,
+        volume_mounts=tuple(job_mounts),
+    )
+    return Pod(
+        metadata=ObjectMeta(
+            identity.name, config.namespace, dict(identity.labels),
+            dict(config.annotations) if config.annotations else None,
+        ),
+        spec=PodSpec(
+            containers=(job_container,),
+            restart_policy="Never",
+            termination_grace_period_seconds=config.termination_grace_period_seconds,
+            init_containers=tuple(init_containers) or None,
+            volumes=tuple(volumes),
+            security_context=pod_security,
+            service_account_name=config.service_account_name,
+            node_selector=dict(config.node_selector) if config.node_selector else None,
+            dns_policy=config.dns_policy,
+            tolerations=config.tolerations,
+            affinity=config.affinity,
+        ),
+    )
+
+
+def build_job_objects(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> JobObjects:
+    """All three objects of a job; raises :class:`PodSpecError` if the job cannot run in a pod."""
+    problems = job_problems(job)
+    if problems:
+        raise PodSpecError(problems)
+    return JobObjects(
+        build_config_map(job, identity, config),
+        build_pod_disruption_budget(identity, config),
+        build_pod(job, identity, config),
+    )
