@@ -1,0 +1,1 @@
+"""Kubernetes: configuration, the API client (REST, watch, WebSocket) and pod exec."""
