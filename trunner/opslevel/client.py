@@ -1,0 +1,280 @@
+"""The OpsLevel GraphQL client: one ``POST <api-url>/graphql`` per call, every attempt bounded by
+a timeout, retryable failures repeated with jittered exponential backoff bounded in attempts and
+in total time."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import platform
+import random
+import sys
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import attrs
+import httpx
+import trio
+
+from trunner import __version__
+from trunner.opslevel.errors import (
+    ApiAuthenticationError,
+    ApiError,
+    ApiGraphQLError,
+    ApiPayloadError,
+    ApiResponseError,
+    ApiStatusError,
+    ApiTransportError,
+)
+from trunner.opslevel.metrics import ApiMetrics
+from trunner.opslevel.operations import (
+    ACCOUNT,
+    Account,
+    Operation,
+    problems_from_json,
+    request_body,
+    structure_payload,
+)
+from trunner.opslevel.settings import ApiSettings
+
+V = TypeVar("V")
+P = TypeVar("P")
+
+log = logging.getLogger("trunner.opslevel.client")
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""Job payloads carry file contents; anything larger than this is not a real response."""
+
+TOKEN_REJECTED_TEXT = "Please provide a valid OpsLevel API token"
+"""What older API versions say in a GraphQL error when the token is wrong."""
+
+
+def graphql_endpoint(api_url: str) -> str:
+    """opslevel-go's rule: trailing slashes stripped, ``/graphql`` appended unless the URL contains
+    ``/LOCAL_TESTING/``. Unlike opslevel-go, a URL that already ends in ``/graphql`` (as in the Go
+    runner's README) is not doubled into ``/graphql/graphql``."""
+    url = api_url.rstrip("/")
+    if "/LOCAL_TESTING/" in url or url.endswith("/graphql"):
+        return url
+    return url + "/graphql"
+
+
+def user_agent(extras: str = "") -> str:
+    base = f"trunner/{__version__} python/{platform.python_version()} {sys.platform}/{platform.machine()}"
+    return f"{base} user/{extras}" if extras else base
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta seconds or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+@attrs.frozen
+class RetryPolicy:
+    max_retries: int
+    total: float
+    """Seconds the call may spend retrying: a retry whose wait would end later is not made."""
+    base: float = 1.0
+    cap: float = 30.0
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Wait before retry number ``retry`` (0-based): exponential, capped, with jitter in [50%, 100%]
+        so that many runners failing together do not retry together."""
+        return min(self.cap, self.base * 2.0**retry) * rng.uniform(0.5, 1.0)
+
+
+NO_RETRIES = RetryPolicy(max_retries=0, total=0.0)
+
+
+def _describe_transport_error(exc: httpx.TransportError) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _detail(body: bytes) -> str:
+    """The API's words from an error response: GraphQL error messages if it is JSON, else the text."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        try:
+            problems = problems_from_json(document.get("errors"))
+        except TypeError:
+            problems = ()
+        if problems:
+            return "; ".join(p.describe() for p in problems)
+        if isinstance(document.get("message"), str):
+            return str(document["message"])
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+class OpsLevelClient:
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        token: str,
+        timeout: float,
+        metrics: ApiMetrics,
+        retry: RetryPolicy,
+        agent: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.retry = retry
+        self._metrics = metrics
+        self._rng = rng or random.Random()
+        self._http = httpx.AsyncClient(
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                "GraphQL-Visibility": "internal",
+                "User-Agent": agent or user_agent(),
+            },
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ApiSettings,
+        metrics: ApiMetrics,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> OpsLevelClient:
+        return cls(
+            endpoint=graphql_endpoint(settings.api_url),
+            token=settings.api_token,
+            timeout=settings.api_timeout,
+            metrics=metrics,
+            retry=RetryPolicy(settings.api_max_retries, settings.api_retry_timeout),
+            agent=user_agent(settings.user_agent_extras),
+            transport=transport,
+            rng=rng,
+        )
+
+    async def __aenter__(self) -> OpsLevelClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
+            await self._http.aclose()
+
+    async def check_token(self) -> Account:
+        """``{account{id}}``, as opslevel-go's ``Validate`` sends it."""
+        return await self.call(ACCOUNT, None)
+
+    async def call(self, operation: Operation[V, P], variables: V, *, retry: RetryPolicy | None = None) -> P:
+        """Send ``operation``; return its payload or raise an :class:`ApiError`."""
+        policy = self.retry if retry is None else retry
+        content = json.dumps(request_body(operation, variables), separators=(",", ":")).encode() + b"\n"
+        give_up_at = trio.current_time() + policy.total
+        retry_number = 0
+        while True:
+            try:
+                return await self._attempt(operation, content)
+            except ApiError as exc:
+                if not exc.retryable or retry_number >= policy.max_retries:
+                    raise
+                wait = exc.retry_after
+                if wait is None:
+                    wait = policy.backoff(retry_number, self._rng)
+                if trio.current_time() + wait > give_up_at:
+                    raise
+                retry_number += 1
+                self._metrics.retry(operation.label)
+                log.warning(
+                    "OpsLevel API call failed, retrying",
+                    extra={"error": str(exc), "retry_in": round(wait, 3), "retry": retry_number},
+                )
+                await trio.sleep(wait)
+
+    async def _attempt(self, operation: Operation[Any, P], content: bytes) -> P:
+        label = operation.label
+        started = trio.current_time()
+        status = "connection_error"
+        try:
+            with trio.fail_after(self.timeout):
+                async with self._http.stream("POST", self.endpoint, content=content) as response:
+                    status = str(response.status_code)
+                    body = await self._read_body(response, label)
+        except (trio.TooSlowError, httpx.TimeoutException):
+            status = "timeout"
+            raise ApiTransportError(label, f"no response within {self.timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise ApiTransportError(label, f"connection failed ({_describe_transport_error(exc)})") from None
+        finally:
+            elapsed = trio.current_time() - started
+            self._metrics.request(label, status, elapsed)
+            log.debug("OpsLevel API call", extra={"operation": label, "status": status, "seconds": elapsed})
+        return self._payload(operation, response.status_code, response.headers, body)
+
+    @staticmethod
+    async def _read_body(response: httpx.Response, label: str) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise ApiResponseError(label, f"the response is larger than {MAX_RESPONSE_BYTES} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _payload(operation: Operation[Any, P], status: int, headers: Mapping[str, str], body: bytes) -> P:
+        label = operation.label
+        if status == 401:
+            detail = _detail(body)
+            raise ApiAuthenticationError(label, "HTTP 401" + (f": {detail}" if detail else ""))
+        if status not in (200, 201):
+            raise ApiStatusError(
+                label, status, _detail(body), retry_after=parse_retry_after(headers.get("retry-after"))
+            )
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise ApiResponseError(label, f"the response is not JSON: {_detail(body)!r}") from None
+        if not isinstance(document, dict):
+            raise ApiResponseError(label, "the response is not a JSON object")
+        try:
+            problems = problems_from_json(document.get("errors"))
+        except TypeError as exc:
+            raise ApiResponseError(label, f"malformed 'errors': {exc}") from None
+        if problems:
+            if any(TOKEN_REJECTED_TEXT in p.message for p in problems):
+                raise ApiAuthenticationError(label, "; ".join(p.message for p in problems))
+            raise ApiGraphQLError(label, problems)
+        try:
+            payload = structure_payload(operation, document.get("data"))
+        except ValueError as exc:
+            raise ApiResponseError(label, str(exc)) from None
+        payload_problems = getattr(payload, "errors", ())
+        if payload_problems:
+            raise ApiPayloadError(label, payload_problems)
+        return payload
