@@ -1,0 +1,199 @@
+"""Run a command in a pod container over the exec WebSocket and turn the session into an
+:class:`~trunner.executors.base.ExitResult`.
+
+Protocol (``v5.channel.k8s.io``, falling back to ``v4.channel.k8s.io``): every binary message is
+``[channel][payload]``; channel 1 is stdout, 2 stderr, 3 the ``metav1.Status`` that ends the
+session. The first message may be empty. A session that closes without a status (any close
+code, 1000 included) is *severed*: the command's result is unknown and never counted as success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import trio
+import trio_websocket
+
+from trunner.executors.base import ExitKind, ExitResult, OutputFeed, Stream
+from trunner.kube.client import KubeClient, Params
+from trunner.kube.errors import ApiError, KubeError, Status, StatusParseError, parse_status
+
+SUBPROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+MAX_MESSAGE_SIZE = 32 * 1024 * 1024
+RECEIVE_BUFFER_SIZE = 256 * 1024
+STDOUT_CHANNEL = 1
+STDERR_CHANNEL = 2
+STATUS_CHANNEL = 3
+
+
+@attrs.frozen
+class ExecTiming:
+    """Keepalive of an exec session: a ping every ``ping_interval`` seconds (5-30, as kubectl's
+    5 s); a pong not back within ``ping_timeout`` seconds means the connection is dead."""
+
+    ping_interval: float = 10.0
+    ping_timeout: float = 60.0
+    connect_timeout: float = 30.0
+    close_timeout: float = 5.0
+
+    def __attrs_post_init__(self) -> None:
+        if not 5.0 <= self.ping_interval <= 30.0:
+            raise ValueError("ping_interval must be between 5 and 30 seconds")
+        if self.ping_timeout <= 0 or self.connect_timeout <= 0 or self.close_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+
+
+def exec_path(namespace: str, pod: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods/{pod}/exec"
+
+
+async def exec_stream(
+    client: KubeClient,
+    namespace: str,
+    pod: str,
+    container: str,
+    command: Sequence[str],
+    output: OutputFeed,
+    *,
+    timing: ExecTiming | None = None,
+) -> ExitResult:
+    """Run ``command`` (an argv, not run through a shell) in ``container`` of ``pod`` and feed
+    its stdout/stderr to ``output`` as it arrives.
+
+    Returns ``ExitResult.exited(code)`` when the API reports the exit status; ``SEVERED`` when the
+    stream ended without one; ``INFRASTRUCTURE`` (with the API's message) when the exec was
+    rejected, the API reported another failure (e.g. ``InternalError``) or could not be
+    reached. Never raises for these; cancellation propagates after the socket is closed."""
+    timing = timing or ExecTiming()
+    params: Params = {"command": list(command), "container": container, "stdout": True, "stderr": True}
+    try:
+        async with client.open_websocket(
+            exec_path(namespace, pod),
+            params=params,
+            subprotocols=SUBPROTOCOLS,
+            max_message_size=MAX_MESSAGE_SIZE,
+            receive_buffer_size=RECEIVE_BUFFER_SIZE,
+            connect_timeout=timing.connect_timeout,
+            close_timeout=timing.close_timeout,
+        ) as ws:
+            return await _session(ws, output, timing)
+    except ApiError as exc:
+        return ExitResult(
+            ExitKind.INFRASTRUCTURE,
+            message=f"exec in pod {pod} was rejected: {exc.code} {exc.message or exc.reason}",
+        )
+    except KubeError as exc:
+        return ExitResult(ExitKind.INFRASTRUCTURE, message=f"exec in pod {pod} failed: {exc}")
+
+
+@attrs.define
+class _Session:
+    status_parts: list[bytes] = attrs.Factory(list)
+    close: trio_websocket.CloseReason | None = None
+    silent_for: float | None = None
+
+
+async def _session(ws: trio_websocket.WebSocketConnection, output: OutputFeed, timing: ExecTiming) -> ExitResult:
+    session = _Session()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_keepalive, ws, timing, session, nursery.cancel_scope)
+        await _read(ws, output, session)
+        nursery.cancel_scope.cancel()
+    return _result(session)
+
+
+async def _read(ws: trio_websocket.WebSocketConnection, output: OutputFeed, session: _Session) -> None:
+    feed = output.feed
+    parts = session.status_parts
+    while True:
+        try:
+            message = await ws.get_message()
+        except trio_websocket.ConnectionClosed as closed:
+            session.close = closed.reason
+            return
+        if isinstance(message, str):
+            message = message.encode()
+        if not message:
+            continue
+        channel = message[0]
+        if channel == STDOUT_CHANNEL:
+            if len(message) > 1:
+                feed(Stream.STDOUT, message[1:])
+        elif channel == STDERR_CHANNEL:
+            if len(message) > 1:
+                feed(Stream.STDERR, message[1:])
+        elif channel == STATUS_CHANNEL:
+            parts.append(message[1:])
+
+
+async def _keepalive(
+    ws: trio_websocket.WebSocketConnection,
+    timing: ExecTiming,
+    session: _Session,
+    reader: trio.CancelScope,
+) -> None:
+    while True:
+        await trio.sleep(timing.ping_interval)
+        try:
+            with trio.move_on_after(timing.ping_timeout) as waited:
+                await ws.ping()
+        except trio_websocket.ConnectionClosed:
+            return
+        if waited.cancelled_caught:
+            session.silent_for = timing.ping_timeout
+            reader.cancel()
+            return
+
+
+def _result(session: _Session) -> ExitResult:
+    if session.status_parts:
+        return status_result(b"".join(session.status_parts))
+    if session.silent_for is not None:
+        return ExitResult(
+            ExitKind.SEVERED,
+            message="the exec stream was severed: the API server did not answer a ping within "
+            f"{session.silent_for:g} s; the command's result is unknown",
+        )
+    close = session.close
+    how = "closed"
+    if close is not None:
+        how = f"closed with code {close.code}" + (f" ({close.reason})" if close.reason else "")
+    return ExitResult(
+        ExitKind.SEVERED,
+        message=f"the exec stream was severed: the connection {how} without an exit status; "
+        "the command's result is unknown",
+    )
+
+
+def status_result(data: bytes) -> ExitResult:
+    """The result of a session from its channel-3 bytes, decoded as client-go does."""
+    try:
+        status = parse_status(data)
+    except StatusParseError as exc:
+        return _protocol_error(f"{exc} in {data[:200]!r}")
+    if status.status == "Success":
+        return ExitResult.exited(0)
+    if status.status != "Failure":
+        return _protocol_error(f"unknown status {status.status!r}")
+    if status.reason == "NonZeroExitCode":
+        return _exit_code_result(status)
+    return ExitResult(
+        ExitKind.INFRASTRUCTURE, message=status.message or status.reason or "exec failed without a message"
+    )
+
+
+def _exit_code_result(status: Status) -> ExitResult:
+    if status.details is None:
+        return _protocol_error("details must be set")
+    cause = next((c for c in status.details.causes if c.reason == "ExitCode"), None)
+    if cause is None:
+        return _protocol_error("no ExitCode cause given")
+    text = cause.message
+    if not (text.isascii() and text.isdigit()) or int(text) > 255:
+        return _protocol_error(f"invalid exit code value {text!r}")
+    return ExitResult.exited(int(text))
+
+
+def _protocol_error(detail: str) -> ExitResult:
+    return ExitResult(ExitKind.INFRASTRUCTURE, message=f"exec error stream protocol error: {detail}")
