@@ -102,12 +102,19 @@ async def _execute(
             nursery.cancel_scope.cancel()
     except Exception as exc:
         log.exception("job failed with an internal error")
-        message = f"internal error: {exc!r}"
+        message = f"internal error: {describe_exception(exc)}"
         pipeline.note(message)
         return JobOutcome(Outcome.FAILED, message)
     if exit_result.message:
         pipeline.note(exit_result.message)
     return JobOutcome(exit_result.outcome(), exit_result.message, exit_result.exit_code)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` of each leaf of an exception group, for outcome messages."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_exception(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _final_flush(

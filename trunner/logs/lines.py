@@ -42,17 +42,20 @@ def to_utf8(block: bytes) -> bytes:
 
 
 class LineSplitter:
-    """Lines of one stream. Memory held: at most ``max_line`` bytes of an unfinished line.
+    """Lines of one stream. Memory held: at most ``max_line + holdback`` bytes of an unfinished line.
 
     ``\\r\\n`` ends a line like ``\\n``; a lone ``\\r`` (progress output) stays inside its line,
     so a progress bar without newlines becomes one long line, cut into marked pieces.
     """
 
-    def __init__(self, max_line: int, guard: CutGuard = _no_guard) -> None:
+    def __init__(self, max_line: int, guard: CutGuard = _no_guard, holdback: int = 0) -> None:
+        """``holdback``: bytes an unfinished line may exceed ``max_line`` by before it is cut, so
+        that anything ``guard`` protects (up to ``holdback + 1`` bytes) is wholly in the buffer."""
         if max_line < 1:
             raise ValueError("max_line must be positive")
         self.max_line = max_line
         self._guard = guard
+        self._holdback = holdback
         self._partial = b""
         self._continuing = False
         self.cuts = 0
@@ -66,7 +69,7 @@ class LineSplitter:
         else:
             self._partial = buf[last_newline + 1 :]
             out.extend(self._complete(buf[:last_newline]))
-        if len(self._partial) > self.max_line:
+        if len(self._partial) > self.max_line + self._holdback:
             out.extend(self._cut_partial())
         return out
 
@@ -122,12 +125,13 @@ class LineSplitter:
 
     def _pieces(self, line: bytes) -> list[bytes]:
         pieces = []
-        while len(line) > self.max_line:
-            cut = self._cut_offset(line)
-            pieces.append(line[:cut])
-            line = line[cut:]
+        start = 0
+        while len(line) - start > self.max_line:
+            cut = start + self._cut_offset(line[start : start + self.max_line + self._holdback + 1])
+            pieces.append(line[start:cut])
+            start = cut
             self.cuts += 1
-        pieces.append(line)
+        pieces.append(line[start:])
         return pieces
 
     def _cut_offset(self, buf: bytes) -> int:
@@ -138,12 +142,13 @@ class LineSplitter:
 
     def _cut_partial(self) -> list[Segment]:
         out: list[Segment] = []
-        while len(self._partial) > self.max_line:
-            cut = self._cut_offset(self._partial)
-            piece = self._partial[:cut]
-            self._partial = self._partial[cut:]
-            self.cuts += 1
+        buf, start = self._partial, 0
+        while len(buf) - start > self.max_line + self._holdback:
+            cut = start + self._cut_offset(buf[start : start + self.max_line + self._holdback + 1])
             head = CONTINUED_PREFIX if self._continuing else b""
-            out.append((head + piece + CUT_SUFFIX, self._continuing))
+            out.append((head + buf[start:cut] + CUT_SUFFIX, self._continuing))
+            start = cut
+            self.cuts += 1
             self._continuing = True
+        self._partial = buf[start:]
         return out

@@ -61,9 +61,11 @@ class Pipeline:
                 SHORT_SECRET,
             )
         max_line = effective_max_line(settings)
-        guard = self._masker.guard_cut if self._masker else None
         self._splitters = {
-            stream: LineSplitter(max_line, guard) if guard else LineSplitter(max_line) for stream in Stream
+            stream: LineSplitter(max_line, self._masker.guard_cut, holdback=self._masker.max_needle - 1)
+            if self._masker
+            else LineSplitter(max_line)
+            for stream in Stream
         }
         self._outcome_vars = OutcomeVarParser()
         self._worker = worker

@@ -7,6 +7,12 @@ import attrs
 from trunner.config import at_most, positive, setting
 
 
+def _batch_size(value: int) -> str | None:
+    if value <= 0:
+        return "must be greater than 0 (there is no unbounded setting)"
+    return None if value >= 1024 else "must be at least 1024 bytes"
+
+
 def _line_length(value: int) -> str | None:
     return None if value >= 256 else "must be at least 256 bytes"
 
@@ -18,7 +24,7 @@ class LogSettings:
     job_pod_log_max_size: int = setting(
         1_000_000,
         help="Bytes of log text per shipped batch; bounds the memory each job holds (about 4x this).",
-        checks=[positive],
+        checks=[_batch_size],
     )
     job_pod_log_max_interval: float = setting(
         30.0,

@@ -1,0 +1,59 @@
+from trunner.logs.outcome_vars import OutcomeVarParser
+
+
+def test_single_line_variable_consumed_and_recorded():
+    parser = OutcomeVarParser()
+    assert parser.filter(b"a\n::set-outcome-var hello-world=42\nb") == b"a\nb"
+    assert parser.variables() == {"hello-world": "42"}
+
+
+def test_value_may_contain_equals_and_spaces():
+    parser = OutcomeVarParser()
+    parser.filter(b"::set-outcome-var url=https://x/?a=b c")
+    assert parser.variables() == {"url": "https://x/?a=b c"}
+
+
+def test_set_x_lines_are_not_parsed():
+    parser = OutcomeVarParser()
+    assert parser.filter(b"+ echo ::set-outcome-var x=1") == b"+ echo ::set-outcome-var x=1"
+    assert parser.variables() == {}
+
+
+def test_multiline_variable_across_blocks():
+    parser = OutcomeVarParser()
+    assert parser.filter(b"before\n::start-multiline-outcome-var report\nline 1") == b"before"
+    assert parser.filter(b"line 2\n\n::end-multiline-outcome-var\nafter") == b"after"
+    assert parser.variables() == {"report": "line 1\nline 2"}
+
+
+def test_block_made_only_of_directives_leaves_nothing():
+    parser = OutcomeVarParser()
+    assert parser.filter(b"::set-outcome-var a=1\n::set-outcome-var b=2") is None
+
+
+def test_unterminated_multiline_is_kept_with_a_warning():
+    parser = OutcomeVarParser()
+    parser.filter(b"::start-multiline-outcome-var open\nx")
+    parser.finish()
+    assert parser.variables() == {"open": "x"}
+    assert "not closed" in parser.warnings[0]
+
+
+def test_total_size_is_bounded():
+    parser = OutcomeVarParser(max_total_bytes=100)
+    parser.filter(b"::set-outcome-var big=" + b"x" * 200)
+    parser.filter(
+        b"::start-multiline-outcome-var ml\n"
+        + b"y" * 60
+        + b"\n"
+        + b"z" * 60
+        + b"\n::end-multiline-outcome-var"
+    )
+    assert "big" not in parser.variables()
+    assert parser.variables()["ml"] == "y" * 60
+    assert len(parser.warnings) == 2
+
+
+def test_invalid_key_characters_are_not_a_directive():
+    parser = OutcomeVarParser()
+    assert parser.filter(b"::set-outcome-var bad key=1") == b"::set-outcome-var bad key=1"

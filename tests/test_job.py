@@ -1,0 +1,284 @@
+"""run_job: the per-job nursery, bounded final flush and outcome report.
+
+Each of the seed PR's review defects has a test here that would have caught it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import trio
+import trio.testing
+
+from tests.fakes import Chunk, RecordingSink, ScriptedExecutor
+from trunner.config import ConfigError, load
+from trunner.executors.base import ExitKind, ExitResult, Stream
+from trunner.job import run_job
+from trunner.logs.settings import LogSettings
+from trunner.metrics import RunnerMetrics
+from trunner.models import JobVariable, Outcome, RunnerJob
+from trunner.sinks import ShipError
+
+SETTINGS = LogSettings(
+    job_pod_log_max_size=4096,
+    job_pod_log_max_interval=30.0,
+    job_pod_log_max_line_length=1024,
+    log_flush_timeout=30.0,
+    job_outcome_timeout=10.0,
+    log_ship_retry_timeout=60.0,
+)
+JOB = RunnerJob(id="42", commands=("true",))
+
+
+def all_tasks() -> set[trio.lowlevel.Task]:
+    found, todo = set(), [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        found.add(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return found
+
+
+def tasks_started_since(before: set[trio.lowlevel.Task]) -> set[trio.lowlevel.Task]:
+    return all_tasks() - before
+
+
+async def test_job_lines_outcome_and_outcome_variables(autojump_clock):
+    sink = RecordingSink()
+    executor = ScriptedExecutor(
+        [b"hello\n::set-outcome-var answer=42\n", Chunk(b"warn\n", Stream.STDERR), b"tail without newline"],
+        ExitResult.exited(0),
+    )
+    outcome = await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    assert outcome.outcome is Outcome.SUCCESS
+    assert sink.bodies() == ["hello", "warn", "tail without newline"]
+    assert [(v.key, v.value) for v in sink.outcomes[0].outcome_variables] == [("answer", "42")]
+    assert sink.lines[0].endswith("[1] hello")
+
+
+async def test_stderr_is_not_parsed_for_outcome_variables(autojump_clock):
+    sink = RecordingSink()
+    executor = ScriptedExecutor([Chunk(b"::set-outcome-var x=1\n", Stream.STDERR)])
+    outcome = await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    assert outcome.outcome_variables == ()
+    assert sink.bodies() == ["::set-outcome-var x=1"]
+
+
+async def test_hung_sink_cannot_hang_the_final_flush(autojump_clock):
+    """Review defect 1: the final flush blocked forever on a slow API."""
+    sink = RecordingSink(stall=True, stall_report=True)
+    executor = ScriptedExecutor([b"line %d\n" % i for i in range(5000)])
+    start = trio.current_time()
+    outcome = await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    elapsed = trio.current_time() - start
+    assert elapsed <= SETTINGS.log_flush_timeout + SETTINGS.job_outcome_timeout + 1
+    assert "could not be delivered" in outcome.message
+
+
+async def test_interval_ships_while_the_job_is_silent(autojump_clock):
+    sink = RecordingSink()
+    executor = ScriptedExecutor([b"first\n", Chunk(b"second\n", delay=1), Chunk(b"third\n", delay=1000)])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_job(JOB, executor=executor, sink=sink, settings=SETTINGS))
+        await trio.sleep(1 + SETTINGS.job_pod_log_max_interval + 0.5)
+        assert sink.bodies() == ["first", "second"]
+    assert sink.bodies() == ["first", "second", "third"]
+
+
+async def test_exception_in_executor_reports_failed_and_leaves_no_task(autojump_clock):
+    """Review defect 3: the shipper leaked when the job panicked."""
+    before = all_tasks()
+    sink = RecordingSink()
+    executor = ScriptedExecutor([b"before the crash\n"], raise_after=RuntimeError("boom"))
+    outcome = await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    assert outcome.outcome is Outcome.FAILED
+    assert "boom" in outcome.message
+    assert executor.cleaned_up
+    assert sink.bodies()[0] == "before the crash"
+    assert sink.outcomes == [outcome]
+    assert tasks_started_since(before) == set()
+
+
+async def test_exception_in_a_processor_reports_failed(autojump_clock, monkeypatch):
+    before = all_tasks()
+    from trunner.logs import pipeline
+
+    def broken(self, block):
+        raise ValueError("processor bug")
+
+    monkeypatch.setattr(pipeline.OutcomeVarParser, "filter", broken)
+    sink = RecordingSink()
+    outcome = await run_job(JOB, executor=ScriptedExecutor([b"x\n"]), sink=sink, settings=SETTINGS)
+    assert outcome.outcome is Outcome.FAILED
+    assert "processor bug" in outcome.message
+    assert tasks_started_since(before) == set()
+
+
+async def test_cancellation_reports_canceled_within_deadlines(autojump_clock):
+    """Review defect 4: on SIGTERM the flush deadlocked and shippers leaked."""
+    before = all_tasks()
+    sink = RecordingSink(ship_delay=5)
+    executor = ScriptedExecutor([b"working\n"], hang=True)
+    with trio.move_on_after(100):
+        await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    assert executor.cleaned_up
+    assert sink.outcomes[0].outcome is Outcome.CANCELED
+    assert "working" in sink.bodies()
+    assert tasks_started_since(before) == set()
+
+
+async def test_cancellation_with_a_hung_sink_is_still_bounded(autojump_clock):
+    sink = RecordingSink(stall=True, stall_report=True)
+    executor = ScriptedExecutor([b"working\n"], hang=True)
+    with trio.move_on_after(10):
+        await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    assert trio.current_time() <= 10 + SETTINGS.log_flush_timeout + SETTINGS.job_outcome_timeout + 1
+
+
+async def test_secret_split_across_chunks_is_masked(autojump_clock):
+    job = RunnerJob(id="1", variables=(JobVariable("TOKEN", "abcdef123456", sensitive=True),))
+    sink = RecordingSink()
+    executor = ScriptedExecutor([b"token=abc", b"def1", b"23456 end\n::set-outcome-var t=abcdef123456\n"])
+    outcome = await run_job(job, executor=executor, sink=sink, settings=SETTINGS)
+    assert sink.bodies() == ["token=********** end"]
+    assert outcome.outcome_variables[0].value == "**********"
+
+
+async def test_secret_across_a_long_line_cut_is_masked(autojump_clock):
+    secret = "S3CR3T-VALUE-0123456789"
+    job = RunnerJob(id="1", variables=(JobVariable("S", secret, sensitive=True),))
+    sink = RecordingSink()
+    line = b"a" * 1015 + secret.encode() + b"b" * 2000 + b"\n"
+    executor = ScriptedExecutor([line[i : i + 7] for i in range(0, len(line), 7)])
+    await run_job(job, executor=executor, sink=sink, settings=SETTINGS)
+    assert secret not in "".join(sink.lines)
+    assert any("**********" in line for line in sink.lines)
+
+
+async def test_invalid_utf8_is_replaced_not_dropped(autojump_clock):
+    sink = RecordingSink()
+    await run_job(JOB, executor=ScriptedExecutor([b"bad \xff\xfe byte\n"]), sink=sink, settings=SETTINGS)
+    assert sink.bodies() == ["bad \ufffd\ufffd byte"]
+
+
+async def test_crlf_and_progress_output(autojump_clock):
+    sink = RecordingSink()
+    executor = ScriptedExecutor([b"win\r\n", b"10%\r", b"100%\r\n"])
+    await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    assert sink.bodies() == ["win", "10%\r100%"]
+
+
+async def test_fifty_megabyte_line_stays_within_the_memory_bound(autojump_clock):
+    """A 50 MB line with no newline, against a sink that stalls: memory held stays within the
+    pipeline's bound, no batch exceeds log_max_size, and the pieces are marked."""
+    import tracemalloc
+
+    sink = RecordingSink(ship_delay=3600)
+    chunk = b"z" * (1 << 20)
+    sizes: list[int] = []
+
+    class Probe:
+        async def ship(self, batch):
+            sizes.append(batch.size)
+            await sink.ship(batch)
+
+        async def report(self, outcome):
+            await sink.report(outcome)
+
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        outcome = await run_job(JOB, executor=ScriptedExecutor([chunk] * 50), sink=Probe(), settings=SETTINGS)
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    bound = 4 * SETTINGS.job_pod_log_max_size + 2 * len(chunk) + 256 * 1024
+    assert peak <= bound, (peak, bound)
+    assert max(sizes) <= SETTINGS.job_pod_log_max_size
+    assert "could not be delivered" in outcome.message
+
+
+async def test_failed_batch_is_retried_then_announced(autojump_clock):
+    def fail(batch, attempt):
+        return ShipError("503 Service Unavailable", retryable=True, retry_after=1) if attempt <= 3 else None
+
+    sink = RecordingSink(fail=fail)
+    outcome = await run_job(JOB, executor=ScriptedExecutor([b"a\n", b"b\n"]), sink=sink, settings=SETTINGS)
+    assert sink.bodies() == ["a", "b"]
+    assert outcome.message == ""
+
+
+async def test_batch_lost_after_retry_budget_is_marked_in_next_batch(autojump_clock):
+    def fail(batch, attempt):
+        return ShipError("rejected", retryable=False) if batch.seq == 0 else None
+
+    sink = RecordingSink()
+    sink.fail = fail
+    executor = ScriptedExecutor([b"first\n", Chunk(b"second\n", delay=1)])
+    outcome = await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    assert sink.bodies()[0].startswith("[trunner: 1 lines")
+    assert "rejected" in sink.bodies()[0]
+    assert sink.bodies()[1:] == ["second"]
+    assert "1 log lines could not be delivered" in outcome.message
+
+
+async def test_one_shipper_serves_every_sink(autojump_clock):
+    """Review defect 7: lifecycle code duplicated per sink. Any Sink works with run_job, and the
+    sink only implements ship/report."""
+    from trunner.console import ConsoleSink
+
+    class MinimalSink:
+        def __init__(self):
+            self.shipped = []
+
+        async def ship(self, batch):
+            self.shipped.extend(batch.text_lines())
+
+        async def report(self, outcome):
+            self.outcome = outcome
+
+    for sink in (MinimalSink(), RecordingSink()):
+        await run_job(JOB, executor=ScriptedExecutor([b"x\n"]), sink=sink, settings=SETTINGS)
+    assert {"ship", "report"} >= {
+        n for n in vars(ConsoleSink) if not n.startswith("_") and callable(getattr(ConsoleSink, n))
+    }
+
+
+async def test_executor_exit_kinds_map_to_outcomes(autojump_clock):
+    cases = {
+        ExitResult.exited(0): Outcome.SUCCESS,
+        ExitResult.exited(2): Outcome.FAILED,
+        ExitResult(ExitKind.SEVERED, message="stream severed"): Outcome.EXECUTION_TIMEOUT,
+        ExitResult(ExitKind.LIFETIME_EXCEEDED): Outcome.EXECUTION_TIMEOUT,
+        ExitResult(ExitKind.POD_TIMEOUT, message="ImagePullBackOff"): Outcome.POD_TIMEOUT,
+        ExitResult(ExitKind.COULD_NOT_START): Outcome.FAILED,
+        ExitResult(ExitKind.INFRASTRUCTURE): Outcome.FAILED,
+    }
+    for result, expected in cases.items():
+        outcome = await run_job(
+            JOB, executor=ScriptedExecutor([], result), sink=RecordingSink(), settings=SETTINGS
+        )
+        assert outcome.outcome is expected
+        assert outcome.exit_code == result.exit_code
+
+
+async def test_metrics_count_shipped_and_dropped(autojump_clock):
+    metrics = RunnerMetrics()
+    sink = RecordingSink()
+    await run_job(
+        JOB, executor=ScriptedExecutor([b"a\nb\n"]), sink=sink, settings=SETTINGS, metrics=metrics.logs
+    )
+    assert metrics.registry.get_sample_value("trunner_log_lines_shipped_total", {"runner": ""}) == 2
+
+
+def test_zero_log_size_is_rejected_not_unbounded():
+    """Review defect 5: 0 silently meant unbounded."""
+    with pytest.raises(ConfigError, match="job-pod-log-max-size.*greater than 0"):
+        load(LogSettings, environ={"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "0"})
+    with pytest.raises(ConfigError, match="at least 1024"):
+        load(LogSettings, environ={"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "10"})
+    with pytest.raises(ConfigError):
+        load(LogSettings, environ={"OPSLEVEL_JOB_POD_LOG_MAX_INTERVAL": "-1"})
+    assert math.isfinite(load(LogSettings, environ={}).job_pod_log_max_interval)
