@@ -275,7 +275,7 @@ async def test_metrics_count_shipped_and_dropped(autojump_clock):
 
 def test_zero_log_size_is_rejected_not_unbounded():
     """Review defect 5: 0 silently meant unbounded."""
-    with pytest.raises(ConfigError, match="job-pod-log-max-size.*greater than 0"):
+    with pytest.raises(ConfigError, match=r"job-pod-log-max-size.*greater than 0"):
         load(LogSettings, environ={"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "0"})
     with pytest.raises(ConfigError, match="at least 1024"):
         load(LogSettings, environ={"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "10"})

@@ -39,7 +39,7 @@ async def test_batch_handed_off_before_it_would_exceed_max_size():
 
 
 async def test_block_split_at_line_boundary_to_fill_a_batch():
-    batcher, receive = make(max_size=20, capacity=0)
+    batcher, _receive = make(max_size=20, capacity=0)
     batcher.add(b"first", 1, False)  # capacity 0: nothing can be handed off
     batcher.add(b"aaaa\nbbbb\ncccc\ndddd", 4, False)
     assert batcher.current.size <= 20
@@ -78,7 +78,7 @@ async def test_dropping_a_cut_piece_drops_the_rest_of_that_line():
 
 
 async def test_final_batch_announces_drops_since_last_handoff():
-    batcher, receive = make(max_size=20, capacity=0)
+    batcher, _receive = make(max_size=20, capacity=0)
     batcher.add(b"a" * 19, 1, False)
     batcher.add(b"lost", 1, False)
     final = batcher.final_batch()

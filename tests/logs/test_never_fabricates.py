@@ -3,6 +3,7 @@ piece of one framed by cut markers, or a marker; gaps are always announced by a 
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import trio
@@ -82,8 +83,7 @@ def run(lines, cuts, max_line, max_size, delays, fail_every, retry_timeout, ship
     data = "".join(line + "\n" for line in lines).encode()
     bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     chunks = [
-        Chunk(data[a:b], delay=delays[i % len(delays)])
-        for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False))
+        Chunk(data[a:b], delay=delays[i % len(delays)]) for i, (a, b) in enumerate(itertools.pairwise(bounds))
     ]
 
     def fail(batch, attempt):
