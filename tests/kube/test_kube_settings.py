@@ -1,0 +1,236 @@
+"""Job-pod settings: the Go runner's flags and defaults, and the ``kubernetes:`` config section
+(explicit flag/env > section > top-level file key > default; strict checking)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from trunner.config import ConfigError, SettingsSource, add_arguments
+from trunner.executors.settings import JobRunSettings
+from trunner.kube.names import JobNaming, job_identity
+from trunner.kube.objects import PodSecurityContext, SeccompProfile, Toleration, to_wire
+from trunner.kube.podspec import build_pod
+from trunner.kube.settings import DEFAULT_HELPER_IMAGE, KubeJobSettings, resolve
+from trunner.models import RunnerJob
+
+
+def source(argv: list[str] | None = None, *, env: dict[str, str] | None = None, file: str = "") -> SettingsSource:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, JobRunSettings)
+    add_arguments(parser, KubeJobSettings)
+    data: dict[str, Any] = (yaml.safe_load(file) or {}) if file else {}
+    return SettingsSource(args=parser.parse_args(argv or []), environ=env or {}, file=data,
+                          source_name="opslevel.yaml")
+
+
+def test_defaults_are_the_go_runners() -> None:
+    config = resolve(source())
+    assert config.namespace == "default"
+    assert config.shell == "/bin/sh" and config.workdir == "/jobs"
+    assert config.lifetime == 3600 and config.max_wait == 60
+    assert config.termination_grace_period_seconds == 5
+    assert config.helper_image == DEFAULT_HELPER_IMAGE
+    assert config.pull_policy == "IfNotPresent"
+    assert config.agent_mode is False
+    assert config.service_account_name is None and config.dns_policy is None
+    assert config.resources is not None
+    assert config.resources.requests == {"cpu": "1000m", "memory": "1024Mi", "ephemeral-storage": "64Mi"}
+    assert config.resources.limits == {"cpu": "1000m", "memory": "1024Mi", "ephemeral-storage": "26624Mi"}
+    assert config.owner == socket.gethostname()
+
+
+FULL_SECTION = """
+kubernetes:
+  namespace: jobs
+  lifetime: 600
+  shell: /bin/bash
+  workingDir: /workspace
+  annotations: {team: platform, "example.com/note": "a, b = c"}
+  resources:
+    requests: {cpu: 250m, memory: 1Gi}
+    limits: {cpu: 2, nvidia.com/gpu: 1}
+  serviceAccountName: job-runner
+  terminationGracePeriodSeconds: 30
+  dnsPolicy: ClusterFirstWithHostNet
+  pullPolicy: Always
+  securityContext:
+    runAsUser: 1000
+    runAsNonRoot: true
+    seccompProfile: {type: RuntimeDefault}
+  nodeSelector: {pool: jobs}
+  agentMode: true
+  helperImage: registry.local/helper:1
+  tolerations:
+    - {key: dedicated, operator: Equal, value: jobs, effect: NoSchedule}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+          - matchExpressions: [{key: arch, operator: In, values: [arm64]}]
+"""
+
+
+def test_the_kubernetes_section_overrides_flag_defaults() -> None:
+    config = resolve(source(file=FULL_SECTION))
+    assert config.namespace == "jobs"
+    assert config.lifetime == 600
+    assert config.shell == "/bin/bash" and config.workdir == "/workspace"
+    assert config.annotations == {"team": "platform", "example.com/note": "a, b = c"}
+    assert config.service_account_name == "job-runner"
+    assert config.termination_grace_period_seconds == 30
+    assert config.dns_policy == "ClusterFirstWithHostNet"
+    assert config.pull_policy == "Always"
+    assert config.security_context == PodSecurityContext(
+        run_as_user=1000, run_as_non_root=True, seccomp_profile=SeccompProfile("RuntimeDefault")
+    )
+    assert config.node_selector == {"pool": "jobs"}
+    assert config.agent_mode is True
+    assert config.helper_image == "registry.local/helper:1"
+    assert config.tolerations == (Toleration(key="dedicated", operator="Equal", value="jobs", effect="NoSchedule"),)
+    assert config.affinity is not None and config.affinity.node_affinity is not None
+    # Per-quantity merge: the section's values replace only the flags they name.
+    assert config.resources is not None
+    assert config.resources.requests == {"cpu": "250m", "memory": "1Gi", "ephemeral-storage": "64Mi"}
+    assert config.resources.limits == {
+        "cpu": "2", "memory": "1024Mi", "ephemeral-storage": "26624Mi", "nvidia.com/gpu": "1"
+    }
+
+
+def test_the_resolved_settings_make_a_valid_pod() -> None:
+    config = resolve(source(file=FULL_SECTION.replace("agentMode: true", "agentMode: false")))
+    job = RunnerJob(id="1", image="alpine", init_commands=("true",))
+    identity = job_identity(job, runner_id="r", owner=config.owner, naming=JobNaming.NUMBER, unix_time=1)
+    pod = to_wire(build_pod(job, identity, config))
+    kubernetes_validate.validate(pod, "1.33.0", strict=True)
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+
+
+def test_explicit_flags_and_env_beat_the_section() -> None:
+    file = """
+job-pod-namespace: top-level
+job-pod-max-wait: 90
+kubernetes:
+  namespace: from-section
+  shell: /bin/bash
+  lifetime: 600
+  resources: {limits: {memory: 4Gi, cpu: "3"}}
+"""
+    config = resolve(source(
+        ["--job-pod-namespace", "from-flag", "--job-pod-limits-memory", "2048"],
+        env={"OPSLEVEL_JOB_POD_SHELL": "/bin/zsh"},
+        file=file,
+    ))
+    assert config.namespace == "from-flag"
+    assert config.shell == "/bin/zsh"
+    assert config.lifetime == 600
+    assert config.max_wait == 90  # a top-level key still works for what the section lacks
+    assert config.resources is not None and config.resources.limits is not None
+    assert config.resources.limits["memory"] == "2048Mi"
+    assert config.resources.limits["cpu"] == "3"
+
+
+def test_the_section_beats_top_level_keys() -> None:
+    config = resolve(source(file="job-pod-namespace: top\nkubernetes:\n  namespace: section\n"))
+    assert config.namespace == "section"
+    assert resolve(source(file="job-pod-namespace: top\n")).namespace == "top"
+
+
+def test_zero_leaves_a_resource_unset() -> None:
+    config = resolve(source(["--job-pod-limits-cpu", "0", "--job-pod-requests-ephemeral-storage", "0"]))
+    assert config.resources is not None and config.resources.limits is not None
+    assert "cpu" not in config.resources.limits
+    assert config.resources.requests == {"cpu": "1000m", "memory": "1024Mi"}
+
+
+def test_flag_forms_of_maps_and_switches() -> None:
+    config = resolve(source([
+        "--job-pod-node-selector", "pool=jobs,kubernetes.io/arch=amd64",
+        "--job-pod-annotations", "a=1=2",
+        "--job-pod-helper-enabled", "false",
+        "--job-agent-mode",
+        "--job-pod-owner", "runner-7f9c",
+    ]))
+    assert config.node_selector == {"pool": "jobs", "kubernetes.io/arch": "amd64"}
+    assert config.annotations == {"a": "1=2"}
+    assert config.helper_image is None
+    assert config.agent_mode is True
+    assert config.owner == "runner-7f9c"
+    assert resolve(source(env={"RUNNER_POD_NAME": "runner-abc"})).owner == "runner-abc"
+
+
+def problems(**kwargs: Any) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        resolve(source(**kwargs))
+    return caught.value.problems
+
+
+def test_section_mistakes_are_named_precisely_and_together() -> None:
+    file = """
+kubernetes:
+  serviceAccount: typo
+  lifetime: "ten"
+  securityContext: {runAsUser: root, seLinuxOptions: {usr: x}}
+  resources: {limits: {memory: lots}}
+  tolerations: {key: x}
+"""
+    assert sorted(problems(file=file)) == sorted([
+        "opslevel.yaml: kubernetes: unknown field(s): serviceAccount",
+        "opslevel.yaml: kubernetes.lifetime: expected a whole number, got 'ten'",
+        "opslevel.yaml: kubernetes.securityContext.runAsUser: expected a whole number, got 'root'",
+        "opslevel.yaml: kubernetes.securityContext.seLinuxOptions: unknown field(s): usr",
+        "opslevel.yaml: kubernetes.resources.limits['memory']: not a Kubernetes quantity: 'lots' "
+        "(e.g. 500m, 2, 1Gi, 512Mi)",
+        "opslevel.yaml: kubernetes.tolerations: expected a list, got {'key': 'x'}",
+    ])
+
+
+def test_section_values_are_checked() -> None:
+    file = """
+kubernetes:
+  namespace: Not_A_Namespace
+  lifetime: 0
+  workingDir: relative
+  pullPolicy: Sometimes
+  terminationGracePeriodSeconds: -1
+"""
+    assert problems(file=file) == [
+        "opslevel.yaml: kubernetes.namespace: must be a DNS-1123 label, got 'Not_A_Namespace'",
+        "opslevel.yaml: kubernetes.lifetime: must be a number of seconds greater than 0, got 0",
+        "opslevel.yaml: kubernetes.workingDir: must be an absolute path, got 'relative'",
+        "opslevel.yaml: kubernetes.terminationGracePeriodSeconds: must be 0 or greater, got -1",
+        "opslevel.yaml: kubernetes.pullPolicy: must be one of Always, IfNotPresent, Never, got 'Sometimes'",
+    ]
+
+
+def test_section_must_be_a_mapping() -> None:
+    assert problems(file="kubernetes: [1]\n") == ["opslevel.yaml: kubernetes: expected a mapping, got [1]"]
+
+
+def test_flag_mistakes_are_collected_with_section_mistakes() -> None:
+    found = problems(
+        argv=["--job-pod-pull-policy", "Sometimes", "--job-pod-max-wait", "0"],
+        file="kubernetes:\n  bogus: 1\n",
+    )
+    assert "opslevel.yaml: kubernetes: unknown field(s): bogus" in found
+    assert any(p.startswith("--job-pod-pull-policy") and "must be one of Always" in p for p in found)
+    assert any(p.startswith("--job-pod-max-wait") for p in found)
+
+
+def test_bad_map_items_and_requests_above_limits() -> None:
+    found = problems(
+        argv=["--job-pod-node-selector", "pool=bad value!,/x=1", "--job-pod-requests-cpu", "2000"],
+        file="kubernetes:\n  resources: {requests: {memory: 3Gi}}\n",
+    )
+    assert found == [
+        "--job-pod-node-selector: pool='bad value!': not a valid label value",
+        "--job-pod-node-selector: '/x': the prefix must be a DNS subdomain",
+        "resources: the cpu request (2000m) is more than its limit (1000m)",
+        "resources: the memory request (3Gi) is more than its limit (1024Mi)",
+    ]
+    assert problems(argv=["--job-pod-annotations", "novalue"])[0].startswith("--job-pod-annotations")
