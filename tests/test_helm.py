@@ -1,0 +1,693 @@
+"""The Helm chart in helm/trunner: rendered offline with the Helm Go SDK (helm-python-sdk), linted, every object
+validated against the Kubernetes 1.33 schemas (kubernetes-validate, strict), and checked against trunner itself:
+its flags and environment variables, its config file section, and the Kubernetes API calls it makes."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import pkgutil
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+import trunner
+from trunner import config as trunner_config
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "trunner"
+KUBE_VERSION = "1.33.0"
+RELEASE = "demo"
+NAMESPACE = "runners"
+FULLNAME = f"{RELEASE}-trunner"
+
+TOKEN = {"opslevel": {"apiToken": "s3cr3t-token"}}
+EXISTING = {"opslevel": {"existingSecret": {"name": "opslevel-token", "key": "token"}}}
+SCALING = {
+    **TOKEN,
+    "scaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 7, "jobConcurrencyFactor": 50},
+}
+FULL = {
+    **EXISTING,
+    "fullnameOverride": "runner",
+    "image": {"repository": "registry.example.com/trunner", "digest": "sha256:" + "ab" * 32},
+    "imagePullSecrets": [{"name": "pull"}],
+    "opslevel": {**EXISTING["opslevel"], "apiUrl": "https://opslevel.example.com", "queue": "builds"},
+    "runner": {
+        "jobConcurrency": 8,
+        "shutdownGrace": 600,
+        "logFlushTimeout": 12.5,
+        "jobOutcomeTimeout": 20,
+        "logLevel": "DEBUG",
+        "logFormat": "TEXT",
+        "extraArgs": ["--poll-interval=5"],
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+    },
+    "scaling": {"enabled": True, "maxReplicas": 4},
+    "jobPods": {
+        "namespace": "jobs",
+        "config": {
+            "serviceAccountName": "job-runner",
+            "annotations": {"example.com/team": "platform"},
+            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "workingDir": "/work",
+        },
+    },
+    "serviceAccount": {"name": "runner-sa", "annotations": {"iam.example.com/role": "runner"}},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "service": {"annotations": {"example.com/scrape": "true"}},
+    "podAnnotations": {"example.com/owner": "platform"},
+    "podLabels": {"team": "platform"},
+    "nodeSelector": {"kubernetes.io/arch": "amd64"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "runners", "effect": "NoSchedule"}],
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "trunner"}},
+                    },
+                }
+            ]
+        }
+    },
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "trunner"}},
+        }
+    ],
+    "priorityClassName": "runners",
+    "tmpSizeLimit": None,
+}
+NO_RBAC = {
+    **TOKEN,
+    "rbac": {"create": False},
+    "serviceAccount": {"create": False, "name": "existing-sa"},
+    "service": {"enabled": False},
+}
+
+VALUE_SETS = {
+    "token": TOKEN,
+    "existing-secret": EXISTING,
+    "scaling": SCALING,
+    "full": FULL,
+    "no-rbac": NO_RBAC,
+}
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, Mapping) and key in merged else value
+    return merged
+
+
+@attrs.frozen
+class Rendered:
+    manifests: dict[str, str]
+    objects: list[dict[str, Any]]
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str, name: str | None = None) -> dict[str, Any]:
+        found = [o for o in self.all(kind) if name is None or o["metadata"]["name"] == name]
+        assert len(found) == 1, (
+            f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in found]}"
+        )
+        return found[0]
+
+    @property
+    def container(self) -> dict[str, Any]:
+        containers = self.one("Deployment")["spec"]["template"]["spec"]["containers"]
+        assert len(containers) == 1
+        return containers[0]
+
+    @property
+    def pod_spec(self) -> dict[str, Any]:
+        return self.one("Deployment")["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+    def env(self) -> dict[str, dict[str, Any]]:
+        return {e["name"]: e for e in self.container["env"]}
+
+    def args(self) -> list[str]:
+        return list(self.container["args"])
+
+    def flag(self, name: str) -> str | None:
+        values = [a.partition("=")[2] for a in self.args() if a.partition("=")[0] == name]
+        assert len(values) <= 1, f"{name} given twice"
+        return values[0] if values else None
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    helm.disable_logging()
+    with helm.Chart.load(str(CHART)) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: Mapping[str, Any]) -> Rendered:
+    manifests = chart.render(dict(values), name=RELEASE, namespace=NAMESPACE)
+    objects = []
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return Rendered(manifests, objects)
+
+
+def render_error(chart: helm.Chart, values: Mapping[str, Any]) -> str:
+    with pytest.raises((helm.HelmRenderError, helm.HelmValuesError)) as caught:
+        chart.render(dict(values), name=RELEASE, namespace=NAMESPACE)
+    return str(caught.value)
+
+
+# --- lint and schemas ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_lint_is_clean(name: str) -> None:
+    helm.disable_logging()
+    result = helm.lint(
+        str(CHART), dict(VALUE_SETS[name]), strict=True, namespace=NAMESPACE, kube_version=KUBE_VERSION
+    )
+    assert result["errors"] == []
+    # Severity 1 is INFO ("icon is recommended"); warnings (2) and errors (3) must not appear.
+    assert [m for m in result["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_object_is_valid_for_kubernetes(chart: helm.Chart, name: str) -> None:
+    rendered = render(chart, VALUE_SETS[name])
+    problems = []
+    for obj in rendered.objects:
+        if obj["apiVersion"] == "monitoring.coreos.com/v1":
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            problems.append(f"{obj['kind']} {obj['metadata']['name']}: {exc.message}")
+    assert problems == []
+    for obj in rendered.objects:
+        assert obj["metadata"]["name"] and len(obj["metadata"]["name"]) <= 63
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_service_monitor_selects_the_metrics_service(chart: helm.Chart) -> None:
+    rendered = render(chart, FULL)
+    monitor = rendered.one("ServiceMonitor")
+    service = rendered.one("Service")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert not render(chart, TOKEN).all("ServiceMonitor")
+    error = render_error(
+        chart, _merge(TOKEN, {"serviceMonitor": {"enabled": True}, "service": {"enabled": False}})
+    )
+    assert "needs service.enabled" in error
+
+
+def test_values_schema_rejects_misspelt_and_mistyped_values(chart: helm.Chart) -> None:
+    assert "additional properties 'replica' not allowed" in render_error(chart, {**TOKEN, "replica": 3})
+    assert "want number" in render_error(chart, _merge(TOKEN, {"runner": {"shutdownGrace": "20s"}}))
+    assert "minimum" in render_error(chart, _merge(TOKEN, {"runner": {"jobConcurrency": 0}}))
+
+
+# --- security ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_runner_runs_non_root_read_only_without_capabilities(chart: helm.Chart, name: str) -> None:
+    rendered = render(chart, VALUE_SETS[name])
+    pod = rendered.pod_spec["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = rendered.container["securityContext"]
+    assert container["runAsNonRoot"] is True
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert container["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {m["mountPath"]: m for m in rendered.container["volumeMounts"]}
+    volumes = {v["name"]: v for v in rendered.pod_spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]], "trunner needs a writable /tmp"
+    assert mounts["/etc/trunner"]["readOnly"] is True
+
+
+def test_runner_uid_matches_the_image_user(chart: helm.Chart) -> None:
+    user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert user is not None
+    pod = render(chart, TOKEN).pod_spec["securityContext"]
+    assert (pod["runAsUser"], pod["runAsGroup"]) == (int(user[1]), int(user[2]))
+
+
+def test_api_token_never_appears_in_the_pod_spec(chart: helm.Chart) -> None:
+    rendered = render(chart, TOKEN)
+    assert "s3cr3t-token" not in json.dumps(rendered.one("Deployment"))
+    assert "s3cr3t-token" not in json.dumps(rendered.one("ConfigMap"))
+
+
+# --- the API token: a Secret the chart creates, or an existing one -----------------------------------------
+
+
+def test_token_value_creates_a_secret_the_container_reads(chart: helm.Chart) -> None:
+    rendered = render(chart, TOKEN)
+    secret = rendered.one("Secret")
+    assert secret["type"] == "Opaque"
+    assert base64.b64decode(secret["data"]["api-token"]).decode() == "s3cr3t-token"
+    ref = rendered.env()["OPSLEVEL_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "api-token"}
+    annotations = rendered.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"]), "pods roll when the token changes"
+    other = render(chart, _merge(TOKEN, {"opslevel": {"apiToken": "rotated"}}))
+    other_annotations = other.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert other_annotations["checksum/secret"] != annotations["checksum/secret"]
+
+
+def test_existing_secret_is_referenced_and_none_is_created(chart: helm.Chart) -> None:
+    rendered = render(chart, EXISTING)
+    assert rendered.all("Secret") == []
+    ref = rendered.env()["OPSLEVEL_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "opslevel-token", "key": "token"}
+    assert "checksum/secret" not in rendered.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_token_must_come_from_exactly_one_place(chart: helm.Chart) -> None:
+    assert "the OpsLevel API token is missing" in render_error(chart, {})
+    both = _merge(TOKEN, EXISTING)
+    assert "not both" in render_error(chart, both)
+
+
+# --- shutdown: terminationGracePeriodSeconds ------------------------------------------------------------
+
+
+def grace(rendered: Rendered) -> int:
+    value = rendered.pod_spec["terminationGracePeriodSeconds"]
+    assert isinstance(value, int)
+    return value
+
+
+def test_grace_period_covers_shutdown_grace_flush_and_outcome_deadlines(chart: helm.Chart) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    runner, margin = values["runner"], values["terminationGraceMarginSeconds"]
+    assert (runner["shutdownGrace"], runner["logFlushTimeout"], runner["jobOutcomeTimeout"]) == (20, 30, 30)
+    rendered = render(chart, TOKEN)
+    assert grace(rendered) == 20 + 30 + 30 + margin == 95
+    assert rendered.flag("--shutdown-grace") == "20"
+    assert rendered.flag("--log-flush-timeout") == "30"
+    assert rendered.flag("--job-outcome-timeout") == "30"
+
+
+def test_grace_period_follows_the_values_and_rounds_up(chart: helm.Chart) -> None:
+    rendered = render(chart, FULL)
+    assert grace(rendered) == 600 + 13 + 20 + 15
+    assert rendered.flag("--shutdown-grace") == "600"
+    assert rendered.flag("--log-flush-timeout") == "12.5"
+    long_jobs = render(
+        chart, _merge(TOKEN, {"runner": {"shutdownGrace": 3600}, "terminationGraceMarginSeconds": 0})
+    )
+    assert grace(long_jobs) == 3660
+
+
+def test_explicit_grace_period_must_not_be_shorter_than_trunner_needs(chart: helm.Chart) -> None:
+    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 95})) == 95
+    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 300})) == 300
+    error = render_error(chart, {**TOKEN, "terminationGracePeriodSeconds": 94})
+    assert "terminationGracePeriodSeconds 94 is shorter than trunner needs" in error and "= 95" in error
+
+
+def test_trunner_shutdown_defaults_match_the_chart() -> None:
+    from trunner.logs.settings import LogSettings
+    from trunner.runner import RunSettings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["runner"]
+    assert values["shutdownGrace"] == RunSettings().shutdown_grace
+    assert values["logFlushTimeout"] == LogSettings().log_flush_timeout
+    assert values["jobOutcomeTimeout"] == LogSettings().job_outcome_timeout
+    assert values["jobConcurrency"] == RunSettings().job_concurrency
+
+
+# --- the Deployment ------------------------------------------------------------------------------------
+
+
+def test_deployment_defaults(chart: helm.Chart) -> None:
+    rendered = render(chart, TOKEN)
+    deployment = rendered.one("Deployment", FULLNAME)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert rendered.container["image"] == "trunner:0.1.0"
+    assert rendered.args()[:2] == ["run", "--mode=api"]
+    assert rendered.flag("--executor") == "kubernetes"
+    assert rendered.flag("--job-pod-namespace") == NAMESPACE
+    assert rendered.flag("--scaling-enabled") is None
+    env = rendered.env()
+    assert env["OPSLEVEL_API_URL"]["value"] == "https://api.opslevel.com"
+    assert "OPSLEVEL_QUEUE" not in env
+    assert env["RUNNER_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["RUNNER_POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert rendered.pod_spec["serviceAccountName"] == FULLNAME
+    assert rendered.pod_spec["automountServiceAccountToken"] is True
+    for absent in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets"):
+        assert absent not in rendered.pod_spec
+
+
+def test_deployment_takes_every_pod_setting_from_values(chart: helm.Chart) -> None:
+    rendered = render(chart, FULL)
+    template = rendered.one("Deployment", "runner")["spec"]["template"]
+    spec = rendered.pod_spec
+    assert template["metadata"]["labels"]["team"] == "platform"
+    assert template["metadata"]["annotations"]["example.com/owner"] == "platform"
+    for key in (
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "topologySpreadConstraints",
+        "priorityClassName",
+        "imagePullSecrets",
+    ):
+        assert spec[key] == FULL[key], key
+    assert spec["serviceAccountName"] == "runner-sa"
+    assert rendered.container["image"] == "registry.example.com/trunner@sha256:" + "ab" * 32
+    env = rendered.env()
+    assert env["OPSLEVEL_API_URL"]["value"] == "https://opslevel.example.com"
+    assert env["OPSLEVEL_QUEUE"]["value"] == "builds"
+    assert env["HTTPS_PROXY"]["value"] == "http://proxy:3128"
+    assert rendered.flag("--job-concurrency") == "8"
+    assert rendered.flag("--log-level") == "DEBUG" and rendered.flag("--log-format") == "TEXT"
+    assert rendered.flag("--job-pod-namespace") == "jobs"
+    assert rendered.args()[-1] == "--poll-interval=5"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["tmp"]["emptyDir"] == {}
+
+
+def test_probes_and_metrics_port(chart: helm.Chart) -> None:
+    rendered = render(chart, TOKEN)
+    [port] = rendered.container["ports"]
+    assert port == {"name": "metrics", "containerPort": 10354, "protocol": "TCP"}
+    assert rendered.flag("--metrics-port") == "10354"
+    assert rendered.container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert rendered.container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    service = rendered.one("Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 10354, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert (
+        service["spec"]["selector"].items()
+        <= rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    )
+    moved = render(chart, _merge(TOKEN, {"runner": {"metricsPort": 9100}}))
+    assert moved.container["ports"][0]["containerPort"] == 9100 and moved.flag("--metrics-port") == "9100"
+
+
+def test_large_numbers_are_not_rendered_in_exponent_form(chart: helm.Chart) -> None:
+    rendered = render(chart, _merge(TOKEN, {"runner": {"shutdownGrace": 1000000}}))
+    assert rendered.flag("--shutdown-grace") == "1000000"
+    assert grace(rendered) == 1000075
+
+
+def test_rendered_args_are_accepted_by_trunner(chart: helm.Chart) -> None:
+    """Every flag the chart passes is one `trunner run` knows, with a value it accepts."""
+    from trunner.cli import build_parser
+
+    for name in ("token", "scaling", "full"):
+        args = render(chart, VALUE_SETS[name]).args()
+        try:
+            build_parser().parse_args(args)
+        except SystemExit:
+            pytest.fail(f"trunner rejects the chart's arguments ({name}): {args}")
+
+
+def _settings_env_names() -> set[str]:
+    names: set[str] = set()
+    for module_info in pkgutil.walk_packages(trunner.__path__, "trunner."):
+        if module_info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(module_info.name)
+        for value in vars(module).values():
+            if isinstance(value, type) and attrs.has(value) and value.__module__ == module.__name__:
+                names.update(env for _, spec, _ in trunner_config._fields(value) for env in spec.env)
+    return names
+
+
+def test_every_environment_variable_is_read_by_trunner(chart: helm.Chart) -> None:
+    known = _settings_env_names()
+    for name in ("scaling", "full"):
+        env = render(chart, VALUE_SETS[name]).env()
+        chart_env = {key for key in env if key not in {"HTTPS_PROXY"}}
+        assert chart_env - known == set()
+
+
+# --- the job pod config ----------------------------------------------------------------------------------
+
+
+def test_config_map_holds_the_kubernetes_section_trunner_reads(chart: helm.Chart) -> None:
+    from trunner.kube.settings import read_section
+
+    rendered = render(chart, FULL)
+    config_map = rendered.one("ConfigMap")
+    file = yaml.safe_load(config_map["data"]["trunner.yaml"])
+    assert file == {"kubernetes": FULL["jobPods"]["config"]}
+    section = read_section(file, "trunner.yaml")
+    assert section.service_account_name == "job-runner"
+    assert section.working_dir == "/work"
+    mount = next(m for m in rendered.container["volumeMounts"] if m["name"] == "config")
+    volume = next(v for v in rendered.pod_spec["volumes"] if v["name"] == "config")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert rendered.flag("--config") == mount["mountPath"] + "/trunner.yaml"
+    empty = yaml.safe_load(render(chart, TOKEN).one("ConfigMap")["data"]["trunner.yaml"])
+    assert empty == {"kubernetes": {}}
+    read_section(empty, "trunner.yaml")
+
+
+def test_job_pod_namespace_is_set_by_jobpods_namespace_only(chart: helm.Chart) -> None:
+    error = render_error(chart, _merge(TOKEN, {"jobPods": {"config": {"namespace": "x"}}}))
+    assert "jobPods.namespace" in error
+
+
+# --- RBAC ------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ApiCall:
+    verb: str
+    group: str
+    resource: str
+    subresource: str = ""
+    name: str | None = None
+
+
+def allowed(rules: list[dict[str, Any]], call: ApiCall) -> bool:
+    """Kubernetes RBAC rule matching for one namespaced request."""
+    resource = f"{call.resource}/{call.subresource}" if call.subresource else call.resource
+    for rule in rules:
+        if call.group not in rule.get("apiGroups", []) and "*" not in rule.get("apiGroups", []):
+            continue
+        if resource not in rule.get("resources", []) and "*" not in rule.get("resources", []):
+            continue
+        if call.verb not in rule["verbs"] and "*" not in rule["verbs"]:
+            continue
+        names = rule.get("resourceNames")
+        if names and (call.name is None or call.name not in names):
+            continue
+        return True
+    return False
+
+
+def roles_for_service_account(rendered: Rendered, namespace: str) -> list[dict[str, Any]]:
+    """Rules of every Role in ``namespace`` bound to the runner's ServiceAccount."""
+    account = rendered.pod_spec["serviceAccountName"]
+    rules = []
+    for binding in rendered.all("RoleBinding"):
+        if binding["metadata"]["namespace"] != namespace:
+            continue
+        if not any(
+            s["kind"] == "ServiceAccount" and s["name"] == account and s["namespace"] == NAMESPACE
+            for s in binding["subjects"]
+        ):
+            continue
+        role = rendered.one("Role", binding["roleRef"]["name"])
+        assert role["metadata"]["namespace"] == namespace
+        rules.extend(role["rules"])
+    return rules
+
+
+# The Kubernetes calls trunner makes for a job (create the job's ConfigMap, PodDisruptionBudget and pod, wait
+# for it, exec, delete the three) and at start-up (list leftovers of this runner by label, delete them).
+JOB_CALLS = [
+    ApiCall("list", "", "pods"),
+    ApiCall("list", "", "configmaps"),
+    ApiCall("list", "policy", "poddisruptionbudgets"),
+    ApiCall("create", "", "configmaps"),
+    ApiCall("create", "policy", "poddisruptionbudgets"),
+    ApiCall("create", "", "pods"),
+    ApiCall("get", "", "pods", name="job-pod"),
+    ApiCall("watch", "", "pods"),
+    ApiCall("get", "", "pods", "exec", name="job-pod"),
+    ApiCall("create", "", "pods", "exec", name="job-pod"),
+    ApiCall("delete", "", "pods", name="job-pod"),
+    ApiCall("delete", "", "configmaps", name="job-files"),
+    ApiCall("delete", "policy", "poddisruptionbudgets", name="job-pdb"),
+]
+
+
+def scaling_calls(deployment: str) -> list[ApiCall]:
+    return [
+        ApiCall("get", "coordination.k8s.io", "leases", name=deployment),
+        ApiCall("create", "coordination.k8s.io", "leases"),
+        ApiCall("update", "coordination.k8s.io", "leases", name=deployment),
+        ApiCall("get", "apps", "deployments", name=deployment),
+        ApiCall("get", "apps", "deployments", "scale", name=deployment),
+        ApiCall("update", "apps", "deployments", "scale", name=deployment),
+        ApiCall("patch", "apps", "deployments", "scale", name=deployment),
+        ApiCall("patch", "", "pods", name=f"{deployment}-7d9f8-abcde"),
+    ]
+
+
+def test_job_rbac_allows_what_the_executor_does_and_no_more(chart: helm.Chart) -> None:
+    rendered = render(chart, TOKEN)
+    rules = roles_for_service_account(rendered, NAMESPACE)
+    denied = [call for call in JOB_CALLS if not allowed(rules, call)]
+    assert denied == []
+    for call in [
+        ApiCall("get", "", "secrets", name="x"),
+        ApiCall("list", "", "secrets"),
+        ApiCall("patch", "", "pods", name="job-pod"),
+        ApiCall("create", "", "pods", "attach", name="job-pod"),
+        ApiCall("get", "", "pods", "log", name="job-pod"),
+        ApiCall("create", "coordination.k8s.io", "leases"),
+        ApiCall("get", "apps", "deployments", name=FULLNAME),
+        ApiCall("update", "apps", "deployments", "scale", name=FULLNAME),
+        ApiCall("deletecollection", "", "pods"),
+    ]:
+        assert not allowed(rules, call), call
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+
+
+def test_scaling_rbac_only_when_scaling_is_enabled(chart: helm.Chart) -> None:
+    off = render(chart, TOKEN)
+    on = render(chart, SCALING)
+    assert {r["metadata"]["name"] for r in off.all("Role")} == {f"{FULLNAME}-jobs"}
+    assert {r["metadata"]["name"] for r in on.all("Role")} == {f"{FULLNAME}-jobs", f"{FULLNAME}-scaling"}
+    deployment = on.one("Deployment")["metadata"]["name"]
+    assert on.flag("--runner-deployment") == deployment, "the Lease and the scaled Deployment share a name"
+    rules = roles_for_service_account(on, NAMESPACE)
+    assert [c for c in scaling_calls(deployment) + JOB_CALLS if not allowed(rules, c)] == []
+    for call in [
+        ApiCall("get", "coordination.k8s.io", "leases", name="someone-elses-lease"),
+        ApiCall("update", "apps", "deployments", "scale", name="other-deployment"),
+        ApiCall("update", "apps", "deployments", name=deployment),
+        ApiCall("delete", "coordination.k8s.io", "leases", name=deployment),
+    ]:
+        assert not allowed(rules, call), call
+    off_rules = roles_for_service_account(off, NAMESPACE)
+    assert [c for c in scaling_calls(deployment) if allowed(off_rules, c)] == []
+
+
+def test_scaling_flags_and_replicas(chart: helm.Chart) -> None:
+    rendered = render(chart, SCALING)
+    assert "replicas" not in rendered.one("Deployment")["spec"], "the leader owns the replica count"
+    assert rendered.flag("--scaling-enabled") == "true"
+    assert rendered.flag("--runner-min-replicas") == "2"
+    assert rendered.flag("--runner-max-replicas") == "7"
+    assert rendered.flag("--job-concurrency-factor") == "50"
+    error = render_error(chart, _merge(SCALING, {"scaling": {"minReplicas": 8}}))
+    assert "maxReplicas must be at least scaling.minReplicas" in error
+
+
+def test_job_role_goes_to_the_job_namespace(chart: helm.Chart) -> None:
+    rendered = render(chart, FULL)
+    job_rules = roles_for_service_account(rendered, "jobs")
+    assert [c for c in JOB_CALLS if not allowed(job_rules, c)] == []
+    home_rules = roles_for_service_account(rendered, NAMESPACE)
+    assert [c for c in scaling_calls("runner") if not allowed(home_rules, c)] == []
+    assert not allowed(home_rules, ApiCall("create", "", "pods")), "no job pods in the runner namespace"
+    for binding in rendered.all("RoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "runner-sa", "namespace": NAMESPACE}
+        ]
+
+
+def test_rbac_and_service_account_can_be_left_to_the_operator(chart: helm.Chart) -> None:
+    rendered = render(chart, NO_RBAC)
+    for kind in ("Role", "RoleBinding", "ServiceAccount", "Service"):
+        assert rendered.all(kind) == [], kind
+    assert rendered.pod_spec["serviceAccountName"] == "existing-sa"
+
+
+# --- documentation ----------------------------------------------------------------------------------------
+
+KUBERNETES_OBJECT_VALUES = {
+    "updateStrategy",
+    "resources",
+    "podSecurityContext",
+    "securityContext",
+    "livenessProbe",
+    "readinessProbe",
+    "jobPods.config",
+}
+
+
+def documented_values() -> list[tuple[str, bool]]:
+    """(dotted key, has a comment directly above) for every key of values.yaml outside Kubernetes objects."""
+    found = []
+    stack: list[str] = []
+    previous = ""
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        key = re.match(r"^(\s*)([A-Za-z][\w-]*):", line)
+        if key:
+            stack = [*stack[: len(key[1]) // 2], key[2]]
+            path = ".".join(stack)
+            if not any(path.startswith(p + ".") for p in KUBERNETES_OBJECT_VALUES):
+                found.append((path, previous.lstrip().startswith("#")))
+        if line.strip():
+            previous = line
+    return found
+
+
+def test_values_are_documented_line_by_line() -> None:
+    undocumented = [path for path, commented in documented_values() if not commented]
+    assert undocumented == []
+
+
+def test_readme_table_lists_every_value_with_its_default() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    rows = {}
+    for line in (CHART / "README.md").read_text().splitlines():
+        row = re.match(r"^\| `([\w.]+)` \| `(.*)` \| .+ \|$", line)
+        if row:
+            rows[row[1]] = json.loads(row[2].replace("\\|", "|"))
+    leaves = set()
+    for path, _ in documented_values():
+        value: Any = values
+        for part in path.split("."):
+            value = value[part]
+        if isinstance(value, dict) and value and path not in KUBERNETES_OBJECT_VALUES:
+            continue
+        leaves.add(path)
+        assert path in rows, f"{path} is missing from the README table"
+        assert rows[path] == value, f"README default of {path}"
+    assert set(rows) == leaves
+
+
+def test_notes_render(chart: helm.Chart) -> None:
+    notes = render(chart, SCALING).manifests["trunner/templates/NOTES.txt"]
+    assert "between 2 and 7" in notes and "termination grace period is 95 s" in notes
