@@ -11,7 +11,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -97,6 +97,31 @@ class RetryPolicy:
 
 
 NO_RETRIES = RetryPolicy(max_retries=0, total=0.0)
+
+
+def encode_body(operation: Operation[V, Any], variables: V) -> bytes:
+    """The request body as opslevel-go writes it: compact JSON and a newline (``json.Encoder``)."""
+    return json.dumps(request_body(operation, variables), separators=(",", ":")).encode() + b"\n"
+
+
+@attrs.frozen
+class RequestBody:
+    """A request body of known length, produced piece by piece for each attempt, so a large log
+    batch is never held a second time in encoded form."""
+
+    length: int
+    pieces: Callable[[], Iterable[bytes]]
+
+    @classmethod
+    def of(cls, data: bytes) -> RequestBody:
+        return cls(len(data), lambda: (data,))
+
+    def content(self) -> AsyncIterator[bytes]:
+        async def produce() -> AsyncIterator[bytes]:
+            for piece in self.pieces():
+                yield piece
+
+        return produce()
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:
@@ -192,13 +217,18 @@ class OpsLevelClient:
 
     async def call(self, operation: Operation[V, P], variables: V, *, retry: RetryPolicy | None = None) -> P:
         """Send ``operation``; return its payload or raise an :class:`ApiError`."""
+        return await self.send(operation, RequestBody.of(encode_body(operation, variables)), retry=retry)
+
+    async def send(
+        self, operation: Operation[Any, P], body: RequestBody, *, retry: RetryPolicy | None = None
+    ) -> P:
+        """Send a request body already encoded for ``operation``."""
         policy = self.retry if retry is None else retry
-        content = json.dumps(request_body(operation, variables), separators=(",", ":")).encode() + b"\n"
         give_up_at = trio.current_time() + policy.total
         retry_number = 0
         while True:
             try:
-                return await self._attempt(operation, content)
+                return await self._attempt(operation, body)
             except ApiError as exc:
                 if not exc.retryable or retry_number >= policy.max_retries:
                     raise
@@ -215,15 +245,20 @@ class OpsLevelClient:
                 )
                 await trio.sleep(wait)
 
-    async def _attempt(self, operation: Operation[Any, P], content: bytes) -> P:
+    async def _attempt(self, operation: Operation[Any, P], body: RequestBody) -> P:
         label = operation.label
         started = trio.current_time()
         status = "connection_error"
         try:
             with trio.fail_after(self.timeout):
-                async with self._http.stream("POST", self.endpoint, content=content) as response:
+                async with self._http.stream(
+                    "POST",
+                    self.endpoint,
+                    content=body.content(),
+                    headers={"Content-Length": str(body.length)},
+                ) as response:
                     status = str(response.status_code)
-                    body = await self._read_body(response, label)
+                    answer = await self._read_body(response, label)
         except (trio.TooSlowError, httpx.TimeoutException):
             status = "timeout"
             raise ApiTransportError(label, f"no response within {self.timeout:g} s") from None
@@ -233,7 +268,7 @@ class OpsLevelClient:
             elapsed = trio.current_time() - started
             self._metrics.request(label, status, elapsed)
             log.debug("OpsLevel API call", extra={"operation": label, "status": status, "seconds": elapsed})
-        return self._payload(operation, response.status_code, response.headers, body)
+        return self._payload(operation, response.status_code, response.headers, answer)
 
     @staticmethod
     async def _read_body(response: httpx.Response, label: str) -> bytes:

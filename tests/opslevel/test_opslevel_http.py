@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+import trio.testing
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.parser import text_string_to_metric_families
+
+from trunner.http import MAX_CONNECTIONS, REQUEST_TIMEOUT, serve_http
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self.ready = False
+
+    def __call__(self) -> bool:
+        return self.ready
+
+
+@pytest.fixture
+def readiness() -> Readiness:
+    return Readiness()
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, registry: CollectorRegistry, readiness: Readiness) -> str:
+    port = await nursery.start(
+        lambda task_status: serve_http(
+            registry, port=0, ready=readiness, host="127.0.0.1", task_status=task_status
+        )
+    )
+    return f"http://127.0.0.1:{port}"
+
+
+async def get(url: str, method: str = "GET") -> httpx.Response:
+    async with httpx.AsyncClient(timeout=5) as client:
+        return await client.request(method, url)
+
+
+async def test_metrics_serves_the_registry(server: str, registry: CollectorRegistry) -> None:
+    Counter("trunner_demo", "A demo counter.", ["runner"], registry=registry).labels("r1").inc(3)
+    response = await get(server + "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    sample = next(s for s in families["trunner_demo"].samples if s.name == "trunner_demo_total")
+    assert sample.labels == {"runner": "r1"}
+    assert sample.value == 3
+
+
+async def test_healthz_is_always_ok(server: str) -> None:
+    response = await get(server + "/healthz")
+    assert (response.status_code, response.text) == (200, "ok\n")
+
+
+async def test_readyz_follows_readiness(server: str, readiness: Readiness) -> None:
+    assert (await get(server + "/readyz")).status_code == 503
+    readiness.ready = True
+    response = await get(server + "/readyz?verbose=1")
+    assert (response.status_code, response.text) == (200, "ready\n")
+
+
+async def test_unknown_paths_and_methods(server: str) -> None:
+    assert (await get(server + "/nope")).status_code == 404
+    response = await get(server + "/metrics", method="POST")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+async def test_head_has_no_body(server: str) -> None:
+    response = await get(server + "/healthz", method="HEAD")
+    assert response.status_code == 200
+    assert response.headers["content-length"] == "3"
+    assert response.content == b""
+
+
+async def test_a_malformed_request_gets_400(server: str) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
+    reply = b""
+    while chunk := await stream.receive_some(4096):
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_an_idle_connection_is_dropped_after_the_timeout(
+    server: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    started = trio.current_time()
+    await stream.send_all(b"GET /metr")
+    assert await stream.receive_some(4096) == b""
+    assert trio.current_time() - started == pytest.approx(REQUEST_TIMEOUT, abs=0.01)
+
+
+async def test_connections_beyond_the_limit_are_closed_at_once(
+    server: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    idle = [await trio.open_tcp_stream(host, int(port)) for _ in range(MAX_CONNECTIONS)]
+    await trio.testing.wait_all_tasks_blocked()
+    extra = await trio.open_tcp_stream(host, int(port))
+    started = trio.current_time()
+    assert await extra.receive_some(4096) == b""
+    assert trio.current_time() - started < 1.0
+    for stream in idle:
+        await stream.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert (await get(server + "/healthz")).status_code == 200
+
+
+async def test_a_taken_port_fails_before_serving(registry: CollectorRegistry) -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    taken = listeners[0].socket.getsockname()[1]
+    with pytest.raises(OSError):
+        await serve_http(registry, port=taken, ready=lambda: True, host="127.0.0.1")
+    await listeners[0].aclose()
