@@ -12,7 +12,7 @@ import attrs
 from trunner import __version__, runlog
 from trunner.config import ConfigError, one_of, setting
 
-COMMANDS = ("test", "run", "version")
+COMMANDS = ("test", "run", "enqueue", "version")
 
 
 @attrs.frozen

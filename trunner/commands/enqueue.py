@@ -27,13 +27,41 @@ import trio
 import yaml
 
 from trunner.commands.common import add_common_arguments, settings_source
-from trunner.config import add_arguments
+from trunner.config import add_arguments, at_most, positive, setting
 from trunner.faktory import protocol
 from trunner.faktory.client import ServerLocation, WorkerIdentity, connect, locate_server
 from trunner.faktory.protocol import FaktoryError, Job
-from trunner.faktory.settings import FaktorySettings
 
 DEFAULT_FILE = "./job.yaml"
+
+_DESCRIPTION = """\
+Push one Faktory job described in YAML. The server comes from FAKTORY_URL or FAKTORY_PROVIDER.
+
+keys:
+  type          the job type (required), e.g. legacy
+  queue         queue name (default: default)
+  args          list of job arguments (default: empty)
+  custom        mapping of custom fields, e.g. opslevel-runner-job-id
+  retries       retry count (-1: straight to the dead set, 0: none; default 25)
+  at            run at this RFC3339 time, e.g. 2026-01-02T15:04:05Z
+  reserve_for   seconds a worker may hold the job (60-86400; default 1800)
+  backtrace     FAIL backtrace lines the server keeps
+  unique_for    seconds the job is unique (Faktory Enterprise)
+  unique_until  success or start (Faktory Enterprise)
+  expires_in    seconds until the job is discarded unrun (Faktory Enterprise)
+  batch         bid of an open batch to push into (Faktory Enterprise)
+
+The Go runner's reservefor/uniquefor/uniqueuntil/expiresin spellings are accepted too.
+"""
+
+
+@attrs.frozen
+class EnqueueSettings:
+    """Faktory connection"""
+
+    faktory_timeout: float = setting(
+        5.0, help="Seconds connecting and each Faktory command may take.", checks=[positive, at_most(300)]
+    )
 
 _ALIASES = {"reservefor": "reserve_for", "uniquefor": "unique_for", "uniqueuntil": "unique_until",
             "expiresin": "expires_in"}
@@ -240,7 +268,7 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "enqueue",
         help="Push a Faktory job described in YAML (to try out Faktory mode).",
-        description=__doc__,
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -248,7 +276,7 @@ def register(subparsers: Any) -> None:
         help=f"YAML job description, or - for standard input (default {DEFAULT_FILE}).",
     )
     add_common_arguments(parser)
-    add_arguments(parser, FaktorySettings)
+    add_arguments(parser, EnqueueSettings)
     parser.set_defaults(handler=run)
 
 
@@ -268,7 +296,7 @@ def _read(path: str) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     source = settings_source(args)
-    timeout = source.get(FaktorySettings).faktory_timeout
+    timeout = source.get(EnqueueSettings).faktory_timeout
     location = locate_server(source.environ)
     try:
         text, origin = _read(args.file)
