@@ -145,7 +145,7 @@ class Runner:
     ) -> list[JobRecord]:
         async with trio.open_nursery() as outer:
             if handle_signals:
-                outer.start_soon(self._watch_signals)
+                await outer.start(self._watch_signals)
             async with trio.open_nursery() as jobs:
                 self._jobs_scope = jobs.cancel_scope
                 if self._shutting_down:
@@ -227,8 +227,9 @@ class Runner:
             except Exception:
                 log.exception("could not acknowledge the finished job to its source")
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if not self._shutting_down:

@@ -39,9 +39,9 @@ _KILL_WAIT = 5.0
 SETTINGS: tuple[type[Any], ...] = (JobRunSettings,)
 
 
-def _runner_environment() -> dict[str, str]:
-    """The host environment minus the runner's own settings (the API token must not leak)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("OPSLEVEL_", "FAKTORY_"))}
+def _without_runner_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment minus the runner's own settings: the API token must not reach jobs."""
+    return {k: v for k, v in environ.items() if not k.startswith(("OPSLEVEL_", "FAKTORY_"))}
 
 
 def _phase_env(base: Mapping[str, str], variables: Sequence[JobVariable], init: bool) -> dict[str, str]:
@@ -57,7 +57,7 @@ class LocalExecutor:
 
     def __init__(self, settings: JobRunSettings, *, base_env: Mapping[str, str] | None = None) -> None:
         self._settings = settings
-        self._base_env = dict(_runner_environment() if base_env is None else base_env)
+        self._base_env = _without_runner_settings(os.environ if base_env is None else base_env)
         self._namespace_probed = False
         self._namespace_problem: str | None = None
 

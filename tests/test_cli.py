@@ -1,0 +1,98 @@
+"""The command line as a user runs it: real subprocesses, bounded by timeouts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def trunner(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "trunner", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+    )
+
+
+def test_version():
+    result = trunner("version")
+    assert result.returncode == 0 and result.stdout.startswith("trunner ")
+
+
+def test_test_command_prints_lines_outcome_and_variables():
+    result = trunner("test", "-f", "examples/jobs/02-outcome-vars.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "computing a report" in result.stdout
+    assert "outcome: success" in result.stdout
+    assert "outcome variable status=green" in result.stdout
+    assert "::set-outcome-var" not in result.stdout.replace("+ echo ::set-outcome-var", "")
+
+
+def test_test_command_exit_status_follows_the_outcome():
+    result = trunner("test", "-f", "examples/jobs/05-failing.yaml")
+    assert result.returncode == 1
+    assert "outcome: failed" in result.stdout and "exit code: 3" in result.stdout
+
+
+def test_test_command_reads_stdin():
+    result = trunner("test", "-f", "-", stdin='{"id": "9", "commands": ["echo from stdin"]}')
+    assert result.returncode == 0 and "from stdin" in result.stdout
+
+
+def test_bad_job_file_is_one_clear_line_without_traceback():
+    result = trunner("test", "-f", "-", stdin="id: '1'\ncommands: echo hi\n")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "trunner: <stdin>: commands: expected a list, got str"
+
+
+def test_invalid_settings_are_rejected_before_running():
+    result = trunner("test", "-f", "examples/jobs/01-hello.yaml", env={"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "0"})
+    assert result.returncode == 2
+    assert "--job-pod-log-max-size (OPSLEVEL_JOB_POD_LOG_MAX_SIZE): must be greater than 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_flags_win_over_environment():
+    result = trunner(
+        "test",
+        "-f",
+        "examples/jobs/01-hello.yaml",
+        "--job-pod-log-max-size",
+        "4096",
+        env={"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "0"},
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_run_local_mode_runs_every_example_and_prints_a_summary():
+    result = trunner("run", "--mode", "local", "--jobs", "examples/jobs")
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout[result.stdout.index("job  ") :]
+    for job_id, outcome in [("1", "success"), ("2", "success"), ("5", "failed"), ("6", "success")]:
+        assert any(line.split()[:2] == [job_id, outcome] for line in summary.splitlines()), summary
+    assert "01-hello | " in result.stdout
+    assert "World!" not in result.stdout
+
+
+def test_run_help_documents_settings_with_defaults_and_env():
+    result = trunner("run", "--help")
+    assert result.returncode == 0
+    for text in (
+        "--job-concurrency",
+        "OPSLEVEL_JOB_CONCURRENCY",
+        "--job-pod-log-max-size",
+        "--shutdown-grace",
+    ):
+        assert text in result.stdout

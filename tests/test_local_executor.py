@@ -1,0 +1,186 @@
+"""The local executor runs real processes, so these tests use the real clock; every wait is on
+the subprocess itself and bounded by a short lifetime or a fail_after."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import trio
+
+from trunner.executors.base import ExitKind, Stream
+from trunner.executors.local import LocalExecutor
+from trunner.executors.script import phase_script
+from trunner.executors.settings import JobRunSettings
+from trunner.models import JobFile, JobVariable, RunnerJob, VariableScope
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.data = {Stream.STDOUT: b"", Stream.STDERR: b""}
+        self.notes: list[str] = []
+        self.seen = trio.Event()
+
+    def feed(self, stream: Stream, data: bytes) -> None:
+        self.data[stream] += data
+        if b"started" in self.data[Stream.STDOUT]:
+            self.seen.set()
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    @property
+    def out(self) -> str:
+        return self.data[Stream.STDOUT].decode()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie awaiting its reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def executor(lifetime: float = 30.0, workdir: str = "") -> LocalExecutor:
+    settings = JobRunSettings(job_pod_shell="/bin/sh", job_pod_workdir=workdir, job_pod_max_lifetime=lifetime)
+    return LocalExecutor(settings, base_env={"PATH": os.environ["PATH"], "OPSLEVEL_API_TOKEN": "never-leak"})
+
+
+def test_script_has_the_go_runner_form():
+    assert (
+        phase_script("/jobs", "42", ["echo a", "echo b"])
+        == "mkdir -p /jobs/42;\ncd /jobs/42;\nset -xv;\necho a;\necho b"
+    )
+
+
+async def test_commands_run_in_the_job_directory_with_exit_code():
+    output = Collect()
+    job = RunnerJob(id="7", commands=("pwd", "echo hello", "exit 4"))
+    result = await executor().run(job, output)
+    assert result.kind is ExitKind.EXITED and result.exit_code == 4
+    lines = output.out.splitlines()
+    assert lines[0].endswith("/7") and lines[1] == "hello"
+    assert "+ echo hello" in output.data[Stream.STDERR].decode()
+
+
+async def test_env_scoping_and_runner_secrets_do_not_leak():
+    job = RunnerJob(
+        id="1",
+        init_commands=('echo "init:${INIT_ONLY:-}:${MAIN_ONLY:-}:${BOTH:-}"',),
+        commands=('echo "main:${INIT_ONLY:-}:${MAIN_ONLY:-}:${BOTH:-}:${OPSLEVEL_API_TOKEN:-}"',),
+        variables=(
+            JobVariable("INIT_ONLY", "i", scope=VariableScope.INIT),
+            JobVariable("MAIN_ONLY", "m", scope=VariableScope.MAIN),
+            JobVariable("BOTH", "b"),
+        ),
+    )
+    output = Collect()
+    result = await executor().run(job, output)
+    assert result.exit_code == 0
+    assert output.out.splitlines() == ["init:i::b", "main::m:b:"]
+
+
+async def test_init_failure_stops_the_job():
+    output = Collect()
+    job = RunnerJob(id="1", init_commands=("exit 9",), commands=("echo never",))
+    result = await executor().run(job, output)
+    assert (result.kind, result.exit_code) == (ExitKind.EXITED, 9)
+    assert "init commands" in result.message
+    assert "never" not in output.out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root here")
+async def test_files_appear_at_opslevel_for_each_job_separately():
+    def job(n: int) -> RunnerJob:
+        return RunnerJob(
+            id=str(n),
+            commands=("cat /opslevel/check.sh", "/opslevel/check.sh", "stat -c %a /opslevel/check.sh"),
+            files=(JobFile("check.sh", f"#!/bin/sh\necho script {n}\n"),),
+        )
+
+    outputs = [Collect(), Collect()]
+    results = []
+    async with trio.open_nursery() as nursery:
+        for n, output in enumerate(outputs):
+
+            async def one(n=n, output=output):
+                results.append(await executor().run(job(n), output))
+
+            nursery.start_soon(one)
+    assert all(r.exit_code == 0 for r in results)
+    for n, output in enumerate(outputs):
+        assert output.out.splitlines()[-2:] == [f"script {n}", "777"]
+    assert not os.listdir("/opslevel")
+
+
+async def test_files_without_a_mount_namespace_fail_with_a_reason(monkeypatch):
+    from trunner.executors import local
+
+    async def unavailable():
+        return "a private mount namespace is not available (test)"
+
+    monkeypatch.setattr(local, "_probe_mount_namespace", unavailable)
+    job = RunnerJob(id="1", commands=("true",), files=(JobFile("a.sh", "x"),))
+    result = await executor().run(job, Collect())
+    assert result.kind is ExitKind.COULD_NOT_START
+    assert "/opslevel/<name>" in result.message and "not available" in result.message
+
+
+async def test_lifetime_exceeded_kills_the_process_group():
+    output = Collect()
+    job = RunnerJob(id="1", commands=("sleep 30 & echo $! > child.pid", "echo started", "sleep 30"))
+    with trio.fail_after(10):
+        result = await executor(lifetime=1.0, workdir="/tmp/trunner-test-lifetime").run(job, output)
+    assert result.kind is ExitKind.LIFETIME_EXCEEDED
+    with open("/tmp/trunner-test-lifetime/1/child.pid") as f:
+        child = int(f.read())
+    assert not running(child)
+
+
+async def test_cancellation_kills_the_process_group():
+    output = Collect()
+    job = RunnerJob(id="2", commands=("sleep 30 & echo $! > child.pid", "echo started", "sleep 30"))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(executor(workdir="/tmp/trunner-test-cancel").run, job, output)
+            await output.seen.wait()
+            nursery.cancel_scope.cancel()
+    with open("/tmp/trunner-test-cancel/2/child.pid") as f:
+        child = int(f.read())
+    assert not running(child)
+
+
+async def test_missing_shell_could_not_start():
+    settings = JobRunSettings(job_pod_shell="/nonexistent/sh", job_pod_workdir="", job_pod_max_lifetime=5)
+    result = await LocalExecutor(settings).run(RunnerJob(id="1", commands=("true",)), Collect())
+    assert result.kind is ExitKind.COULD_NOT_START
+    assert "/nonexistent/sh" in result.message
+
+
+async def test_temporary_workdir_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    result = await executor().run(RunnerJob(id="1", commands=("touch here",)), Collect())
+    assert result.exit_code == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_job_rejects_bad_files_and_empty_commands():
+    job = RunnerJob(id="1", files=(JobFile("a/b", ""), JobFile("x", ""), JobFile("x", "")))
+    problems = executor().check_job(job)
+    assert any("not a plain file name" in p for p in problems)
+    assert any("duplicate" in p for p in problems)
+    assert any("no commands" in p for p in problems)
+
+
+def test_files_are_written_executable(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("x")
+    path.chmod(0o777)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o777

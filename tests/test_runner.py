@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import os
+import signal
+
+import trio
+
+from tests.fakes import Chunk, RecordingSink, ScriptedExecutor
+from trunner.executors.base import ExitResult
+from trunner.logs.settings import LogSettings
+from trunner.metrics import RunnerMetrics
+from trunner.models import JobOutcome, Outcome, RunnerJob
+from trunner.runner import ClaimedJob, Runner, RunSettings
+
+LOGS = LogSettings(log_flush_timeout=5.0, job_outcome_timeout=5.0)
+
+
+class SleepyExecutor(ScriptedExecutor):
+    """Each job prints its id, then runs for the number of seconds in its first command."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.max_running = 0
+
+    async def run(self, job, output):
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            output.feed(1, f"job {job.id} running\n".encode())
+            await trio.sleep(float(job.commands[0]))
+            return ExitResult.exited(0)
+        finally:
+            self.running -= 1
+
+
+class ListSource:
+    def __init__(self, jobs: list[RunnerJob], executor: SleepyExecutor | None = None, endless: bool = False):
+        self.jobs = list(jobs)
+        self.sinks: dict[str, RecordingSink] = {}
+        self.acked: list[tuple[str, Outcome]] = []
+        self.claims_while_full = 0
+        self.executor = executor
+        self.endless = endless
+        self.concurrency = 0
+
+    async def claim(self):
+        if self.executor is not None and self.executor.running >= self.concurrency:
+            self.claims_while_full += 1
+        if not self.jobs:
+            if self.endless:
+                await trio.sleep_forever()
+            return None
+        job = self.jobs.pop(0)
+        sink = self.sinks[job.id] = RecordingSink()
+
+        async def finished(outcome: JobOutcome, job_id=job.id):
+            self.acked.append((job_id, outcome.outcome))
+
+        return ClaimedJob(job, sink, finished)
+
+
+def make_runner(source, executor, concurrency=2, grace=20.0):
+    source.concurrency = concurrency
+    return Runner(
+        source=source,
+        executor=executor,
+        settings=RunSettings(job_concurrency=concurrency, shutdown_grace=grace),
+        log_settings=LOGS,
+        metrics=RunnerMetrics(runner_id="r1"),
+        runner_id="r1",
+    )
+
+
+def jobs(*durations: float) -> list[RunnerJob]:
+    return [RunnerJob(id=str(i), commands=(str(d),)) for i, d in enumerate(durations)]
+
+
+async def test_runs_every_job_with_bounded_concurrency_and_claims_only_when_free(autojump_clock):
+    executor = SleepyExecutor()
+    source = ListSource(jobs(5, 1, 3, 2, 4, 1), executor)
+    runner = make_runner(source, executor, concurrency=2)
+    records = await runner.serve(handle_signals=False)
+    assert len(records) == 6 and all(r.outcome.outcome is Outcome.SUCCESS for r in records)
+    assert executor.max_running == 2
+    assert source.claims_while_full == 0
+    assert sorted(source.acked) == sorted((str(i), Outcome.SUCCESS) for i in range(6))
+    assert source.sinks["3"].bodies() == ["job 3 running"]
+    metrics = runner._metrics.registry
+    assert (
+        metrics.get_sample_value("trunner_jobs_finished_total", {"runner": "r1", "outcome": "success"}) == 6
+    )
+    assert metrics.get_sample_value("trunner_jobs_in_progress", {"runner": "r1"}) == 0
+
+
+async def test_graceful_shutdown_lets_short_jobs_finish_and_cancels_long_ones(autojump_clock):
+    executor = SleepyExecutor()
+    source = ListSource(jobs(10, 1000), executor, endless=True)
+    runner = make_runner(source, executor, concurrency=2, grace=20)
+    async with trio.open_nursery() as nursery:
+        records = []
+
+        async def serve():
+            records.extend(await runner.serve(handle_signals=False))
+
+        nursery.start_soon(serve)
+        await trio.sleep(1)
+        assert runner.ready and runner.busy == 2
+        runner.begin_shutdown()
+        assert not runner.ready or runner.shutting_down
+        started = trio.current_time()
+    outcomes = {r.job.id: r.outcome.outcome for r in records}
+    assert outcomes == {"0": Outcome.SUCCESS, "1": Outcome.CANCELED}
+    assert trio.current_time() - started <= 20 + LOGS.log_flush_timeout + LOGS.job_outcome_timeout
+    assert source.sinks["1"].outcomes[0].outcome is Outcome.CANCELED
+    assert ("1", Outcome.CANCELED) in source.acked
+
+
+async def test_shutdown_now_skips_the_grace(autojump_clock):
+    executor = SleepyExecutor()
+    source = ListSource(jobs(1000), executor, endless=True)
+    runner = make_runner(source, executor, grace=600)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner.serve)
+        await trio.sleep(1)
+        runner.begin_shutdown()
+        await trio.sleep(1)
+        runner.shutdown_now()
+        started = trio.current_time()
+    assert trio.current_time() - started <= LOGS.log_flush_timeout + LOGS.job_outcome_timeout
+    assert runner.records[0].outcome.outcome is Outcome.CANCELED
+
+
+async def test_sigterm_then_second_sigterm(autojump_clock):
+    executor = SleepyExecutor()
+    source = ListSource(jobs(1000), executor, endless=True)
+    runner = make_runner(source, executor, grace=600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.serve)
+        await trio.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await trio.sleep(1)
+        assert runner.shutting_down and runner.busy == 1
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert runner.records[0].outcome.outcome is Outcome.CANCELED
+    assert trio.current_time() < 600
+
+
+async def test_job_failure_does_not_stop_the_runner(autojump_clock):
+    class Crashy(SleepyExecutor):
+        async def run(self, job, output):
+            if job.id == "0":
+                raise RuntimeError("executor bug")
+            return await super().run(job, output)
+
+    executor = Crashy()
+    source = ListSource(jobs(1, 1), executor)
+    records = await make_runner(source, executor).serve(handle_signals=False)
+    assert sorted(r.outcome.outcome.value for r in records) == ["failed", "success"]
+
+
+async def test_chunked_output_reaches_the_claimed_jobs_sink(autojump_clock):
+    executor = ScriptedExecutor([b"a\n", Chunk(b"b\n", delay=2)])
+    source = ListSource(jobs(0))
+    await make_runner(source, executor).serve(handle_signals=False)
+    assert source.sinks["0"].bodies() == ["a", "b"]
