@@ -226,14 +226,14 @@ def test_main_command_is_the_go_runner_form() -> None:
     assert main_command(JobPodConfig(), JOB) == (
         "/bin/sh", "-e", "-c", f"mkdir -p /jobs/{JOB.id};\ncd /jobs/{JOB.id};\nset -xv;\necho hello;\nls -la",
     )
-    assert main_command(FULL, RunnerJob(id="9", image="x")) == (
-        "/bin/bash", "-e", "-c", "mkdir -p /workspace/9;\ncd /workspace/9;\nset -xv",
+    assert main_command(FULL, RunnerJob(id="9", image="x", commands=("make",))) == (
+        "/bin/bash", "-e", "-c", "mkdir -p /workspace/9;\ncd /workspace/9;\nset -xv;\nmake",
     )
 
 
 def test_an_odd_job_id_cannot_break_out_of_the_shell_line() -> None:
     job = RunnerJob(id="1; rm -rf /", image="x", commands=("true",))
-    assert main_command(JobPodConfig(), job)[3].splitlines()[0] == "mkdir -p '/jobs/1; rm -rf ';"
+    assert main_command(JobPodConfig(), job)[3].splitlines()[0] == "mkdir -p '/jobs/1; rm -rf /';"
 
 
 def test_full_settings_reach_the_pod() -> None:

@@ -7,19 +7,18 @@ while the commands are exec'd into it. Differences, all deliberate: every object
 labels (the Go runner labels only the Pod, so its ConfigMaps and PDBs cannot be found after a
 crash); the configured pull policy and DNS policy apply to every container (the Go runner reads
 ``dnsPolicy`` but never sets it, and hard-codes ``IfNotPresent`` on the job and init containers);
-the job directory is shell-quoted when it needs quoting; tolerations and affinity can be set.
+the job directory is shell-quoted when it needs quoting (``trunner.executors.script``); tolerations and affinity can be set.
 """
 
 from __future__ import annotations
 
 import math
-import posixpath
 import re
-import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import attrs
 
+from trunner.executors.script import phase_argv
 from trunner.kube.names import JobIdentity
 from trunner.kube.objects import (
     ConfigMap,
@@ -102,16 +101,10 @@ def job_problems(job: RunnerJob) -> list[str]:
     return problems
 
 
-def job_directory(config: JobPodConfig, job: RunnerJob) -> str:
-    return posixpath.normpath(posixpath.join(config.workdir, job.id))
-
-
-def shell_command(config: JobPodConfig, job: RunnerJob, commands: Iterable[str]) -> tuple[str, ...]:
+def shell_command(config: JobPodConfig, job: RunnerJob, commands: Sequence[str]) -> tuple[str, ...]:
     """``<shell> -e -c "mkdir -p <dir>;\\ncd <dir>;\\nset -xv;\\n<cmd1>;\\n<cmd2>"``, as the Go runner
-    runs both the init and the main commands."""
-    directory = shlex.quote(job_directory(config, job))
-    script = ";\n".join([f"mkdir -p {directory}", f"cd {directory}", "set -xv", *commands])
-    return (config.shell, "-e", "-c", script)
+    runs both the init and the main commands (the same script every executor runs)."""
+    return tuple(phase_argv(config.shell, config.workdir, job.id, commands))
 
 
 def main_command(config: JobPodConfig, job: RunnerJob) -> tuple[str, ...]:

@@ -102,3 +102,25 @@ def evaluate(pod: PodObservation) -> PodVerdict:
     if not parts:
         parts.append(f"the pod is {status.phase}" if status.phase else "the pod has no status yet")
     return PodVerdict(PodState.WAITING, "; ".join(parts))
+
+
+def explain_stop(pod: PodObservation) -> str | None:
+    """What the pod says about a job whose exec ended badly: the job container killed (e.g.
+    ``OOMKilled``), the pod evicted or marked for disruption, or deleted; None if nothing."""
+    status = pod.status
+    causes = []
+    for container in status.container_statuses:
+        ended = container.state.terminated if container.state else None
+        if ended is not None:
+            how = _reason(ended.reason, ended.message) or "terminated"
+            causes.append(f"container {container.name} ended: {how} (exit code {ended.exit_code})")
+    if status.phase == "Failed" and (status.reason or status.message):
+        causes.append(f"the pod failed: {_reason(status.reason, status.message)}")
+    causes.extend(
+        f"the pod is marked for disruption: {_reason(c.reason, c.message)}"
+        for c in status.conditions
+        if c.type == "DisruptionTarget" and c.status == "True"
+    )
+    if pod.metadata.deletion_timestamp:
+        causes.append("the pod was being deleted")
+    return "; ".join(causes) or None

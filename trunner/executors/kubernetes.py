@@ -1,0 +1,262 @@
+"""Runs each job in its own Kubernetes pod, as the Go runner does: an immutable ConfigMap of the
+job's files, a PodDisruptionBudget so a drain cannot evict the running job, and a pod whose ``job``
+container sleeps while the commands are exec'd into it over the exec WebSocket.
+
+Beyond the Go runner: the pod wait watches instead of polling and says why a pod is not running;
+an exec that outlives the job's lifetime ends as ``execution_timeout`` (not ``failed``); the exit
+code is reported; when the exec ends badly the pod is read once more to name an OOM kill or an
+eviction; the three objects are deleted on every exit path, cancellation included, in a shielded
+scope with its own deadline; and objects left behind by a crashed predecessor of this runner
+process are deleted at startup.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from trunner.config import SettingsSource
+from trunner.executors.base import ExitKind, ExitResult, OutputFeed
+from trunner.executors.settings import JobRunSettings
+from trunner.kube import names, podspec
+from trunner.kube.client import KubeApiSettings, KubeClient
+from trunner.kube.config import load_config
+from trunner.kube.errors import AlreadyExists, ApiError, KubeError, NotFound
+from trunner.kube.exec import ExecTiming, exec_stream
+from trunner.kube.names import JobIdentity, JobNaming
+from trunner.kube.objects import ObjectError, PodObservation, from_wire, lenient, to_wire
+from trunner.kube.podstate import explain_stop
+from trunner.kube.settings import JobPodConfig, KubeJobSettings, resolve
+from trunner.kube.wait import pod_path, wait_until_running
+from trunner.models import RunnerJob
+
+logger = logging.getLogger("trunner.executors.kubernetes")
+
+SETTINGS: tuple[type[Any], ...] = (JobRunSettings, KubeJobSettings, KubeApiSettings)
+
+CLEANUP_TIMEOUT = 30.0
+"""Seconds the deletion of one job's objects may take, even after cancellation."""
+LEFTOVER_TIMEOUT = 120.0
+"""Seconds the startup deletion of a previous run's objects may take."""
+
+
+@attrs.frozen
+class ObjectKind:
+    """A resource type the executor creates: its kind and collection path in a namespace."""
+
+    kind: str
+    prefix: str
+    plural: str
+
+    def collection(self, namespace: str) -> str:
+        return f"{self.prefix}/namespaces/{namespace}/{self.plural}"
+
+    def item(self, namespace: str, name: str) -> str:
+        return f"{self.collection(namespace)}/{name}"
+
+
+CONFIG_MAPS = ObjectKind("ConfigMap", "/api/v1", "configmaps")
+DISRUPTION_BUDGETS = ObjectKind("PodDisruptionBudget", "/apis/policy/v1", "poddisruptionbudgets")
+PODS = ObjectKind("Pod", "/api/v1", "pods")
+JOB_KINDS = (PODS, DISRUPTION_BUDGETS, CONFIG_MAPS)
+"""In deletion order: the pod first, so nothing keeps using the ConfigMap."""
+
+
+def _api_problem(exc: KubeError) -> str:
+    if isinstance(exc, ApiError):
+        return f"{exc.code} {exc.reason or 'error'}: {exc.message or '(no message)'}"
+    return str(exc)
+
+
+class KubernetesExecutor:
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        client: KubeClient,
+        config: JobPodConfig,
+        *,
+        runner_id: str,
+        naming: JobNaming = JobNaming.NUMBER,
+        observe_pod_start: Callable[[float], None] | None = None,
+        exec_timing: ExecTiming | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        cleanup_timeout: float = CLEANUP_TIMEOUT,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.runner_id = runner_id
+        self.naming = naming
+        self._observe_pod_start = observe_pod_start
+        self._exec_timing = exec_timing
+        self._wall_clock = wall_clock
+        self._cleanup_timeout = cleanup_timeout
+
+    def check_job(self, job: RunnerJob) -> list[str]:
+        return podspec.job_problems(job)
+
+    def identity(self, job: RunnerJob) -> JobIdentity:
+        return names.job_identity(
+            job, runner_id=self.runner_id, owner=self.config.owner, naming=self.naming,
+            unix_time=int(self._wall_clock()),
+        )
+
+    async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
+        started = trio.current_time()
+        try:
+            objects = podspec.build_job_objects(job, self.identity(job), self.config)
+        except podspec.PodSpecError as exc:
+            return ExitResult(ExitKind.COULD_NOT_START, message="; ".join(exc.problems))
+        name = objects.pod.metadata.name
+        created: list[ObjectKind] = []
+        try:
+            return await self._run(job, objects, created, output, started)
+        finally:
+            await self._delete_all(name, created)
+
+    async def _run(
+        self,
+        job: RunnerJob,
+        objects: podspec.JobObjects,
+        created: list[ObjectKind],
+        output: OutputFeed,
+        started: float,
+    ) -> ExitResult:
+        namespace = self.config.namespace
+        name = objects.pod.metadata.name
+        for kind, obj in (
+            (CONFIG_MAPS, objects.config_map),
+            (DISRUPTION_BUDGETS, objects.pod_disruption_budget),
+            (PODS, objects.pod),
+        ):
+            # Recorded before the call: a create that timed out may still have happened.
+            created.append(kind)
+            try:
+                await self.client.request("POST", kind.collection(namespace), json=to_wire(obj))
+            except KubeError as exc:
+                if isinstance(exc, AlreadyExists):
+                    created.remove(kind)  # someone else's object: never delete it
+                return ExitResult(
+                    ExitKind.COULD_NOT_START,
+                    message=f"could not create the {kind.kind} {namespace}/{name}: {_api_problem(exc)}",
+                )
+        pod_created = trio.current_time()
+        not_running = await wait_until_running(
+            self.client, namespace, name, max_wait=self.config.max_wait, output=output
+        )
+        if not_running is not None:
+            return not_running
+        if self._observe_pod_start is not None:
+            self._observe_pod_start(trio.current_time() - pod_created)
+        with trio.move_on_at(started + self.config.lifetime) as lifetime:
+            result = await exec_stream(
+                self.client, namespace, name, podspec.JOB_CONTAINER, podspec.main_command(self.config, job),
+                output, timing=self._exec_timing,
+            )
+        if lifetime.cancelled_caught:
+            return ExitResult(
+                ExitKind.LIFETIME_EXCEEDED,
+                message=f"the job ran longer than its lifetime of {self.config.lifetime:g} s",
+            )
+        if result.kind is not ExitKind.EXITED or result.exit_code in (137, 143):
+            return await self._explained(name, result)
+        return result
+
+    async def _explained(self, name: str, result: ExitResult) -> ExitResult:
+        """``result`` with what happened to the pod appended, when the pod tells (OOM kill,
+        eviction, deletion); the exec alone cannot tell these from a dropped connection."""
+        try:
+            with trio.move_on_after(10):
+                raw = await self.client.request("GET", pod_path(self.config.namespace, name), timeout=5)
+                reason = explain_stop(from_wire(raw, PodObservation, where=f"pod {name}", converter=lenient))
+                if reason:
+                    message = f"{result.message}; {reason}" if result.message else reason
+                    return attrs.evolve(result, message=message)
+        except (KubeError, ObjectError) as exc:
+            logger.info("could not read pod %s after its exec ended: %s", name, exc)
+        return result
+
+    async def _delete_all(self, name: str, kinds: list[ObjectKind]) -> None:
+        """Delete the job's objects concurrently; shielded so it also runs when cancelled."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._cleanup_timeout
+            async with trio.open_nursery() as nursery:
+                for kind in JOB_KINDS:
+                    if kind in kinds:
+                        nursery.start_soon(self._delete, kind, name)
+        if scope.cancelled_caught:
+            logger.error(
+                "deleting the objects of %s/%s did not finish within %g s; they are deleted when this "
+                "runner restarts", self.config.namespace, name, self._cleanup_timeout,
+            )
+
+    async def _delete(self, kind: ObjectKind, name: str) -> bool:
+        try:
+            await self.client.request(
+                "DELETE", kind.item(self.config.namespace, name), params={"propagationPolicy": "Background"}
+            )
+        except NotFound:
+            return True
+        except KubeError as exc:
+            logger.error("could not delete %s %s/%s: %s", kind.kind, self.config.namespace, name, exc)
+            return False
+        return True
+
+    async def delete_leftovers(self) -> int:
+        """Delete every object an earlier process of this runner (same owner) left behind, e.g.
+        after a crash; returns how many were deleted. Problems are logged, not raised: the runner
+        can work without this."""
+        selector = names.leftover_selector(self.config.owner)
+        deleted = 0
+        for kind in JOB_KINDS:
+            try:
+                listing = await self.client.request(
+                    "GET", kind.collection(self.config.namespace), params={"labelSelector": selector}
+                )
+            except KubeError as exc:
+                logger.warning("cannot list leftover %ss (%s): %s", kind.kind, selector, exc)
+                continue
+            for item in (listing or {}).get("items", []):
+                name = (item.get("metadata") or {}).get("name")
+                if isinstance(name, str) and name:
+                    logger.info("deleting leftover %s %s/%s", kind.kind, self.config.namespace, name)
+                    if await self._delete(kind, name):
+                        deleted += 1
+        return deleted
+
+
+def naming_for(source: SettingsSource) -> JobNaming:
+    """Faktory mode names objects by job id, every other mode by job number (as the Go runner)."""
+    return JobNaming.ID if getattr(source.args, "mode", None) == "faktory" else JobNaming.NUMBER
+
+
+@asynccontextmanager
+async def open_executor(
+    source: SettingsSource,
+    *,
+    runner_id: str,
+    observe_pod_start: Callable[[float], None] | None = None,
+) -> AsyncIterator[KubernetesExecutor]:
+    """The executor with its API client; leftovers of a previous run are deleted before it is
+    handed out. ``observe_pod_start`` receives each pod's seconds from creation to running
+    (e.g. ``RunnerMetrics.pod_start_latency.observe``)."""
+    config = resolve(source)
+    api_settings = source.get(KubeApiSettings)
+    kube_config = load_config(source.environ, context=api_settings.k8s_context or None)
+    async with KubeClient.open(kube_config, api_settings) as client:
+        executor = KubernetesExecutor(
+            client, config, runner_id=runner_id, naming=naming_for(source), observe_pod_start=observe_pod_start
+        )
+        with trio.move_on_after(LEFTOVER_TIMEOUT) as startup:
+            deleted = await executor.delete_leftovers()
+        if startup.cancelled_caught:
+            logger.warning("deleting leftover job objects took over %g s; continuing without", LEFTOVER_TIMEOUT)
+        elif deleted:
+            logger.info("deleted %d leftover job objects of owner %s", deleted, config.owner)
+        yield executor
