@@ -116,22 +116,21 @@ async def test_fetch_retries_with_backoff_until_the_server_is_back(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="trunner.faktory")
-    async with faktory_double() as server:
-        async with worker_client(server, timeout=1) as client:
-            await server.stop()
-            worker = make_worker(client, backoff=Backoff(initial=1.0, maximum=8.0))
-            result: list[ClaimedJob | None] = []
+    async with faktory_double() as server, worker_client(server, timeout=1) as client:
+        await server.stop()
+        worker = make_worker(client, backoff=Backoff(initial=1.0, maximum=8.0))
+        result: list[ClaimedJob | None] = []
 
-            async def claimer() -> None:
-                result.append(await worker.claim())
+        async def claimer() -> None:
+            result.append(await worker.claim())
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(claimer)
-                await trio.sleep(30)
-                assert not result
-                server.enqueue("legacy", [GOOD])
-                await server.start()
-            assert result[0] is not None and result[0].job.id == "job-1"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(claimer)
+            await trio.sleep(30)
+            assert not result
+            server.enqueue("legacy", [GOOD])
+            await server.start()
+        assert result[0] is not None and result[0].job.id == "job-1"
     warnings = [r for r in caplog.records if "cannot fetch jobs" in r.getMessage()]
     assert len(warnings) == 1  # one warning per outage, not one per attempt
     assert any("fetching jobs from Faktory again" in r.getMessage() for r in caplog.records)
