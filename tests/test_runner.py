@@ -69,6 +69,7 @@ def make_runner(source, executor, concurrency=2, grace=20.0):
         log_settings=LOGS,
         metrics=RunnerMetrics(runner_id="r1"),
         runner_id="r1",
+        keep_records=True,
     )
 
 

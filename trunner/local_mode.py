@@ -62,6 +62,7 @@ async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
             log_settings=source.get(LogSettings),
             metrics=RunnerMetrics(runner_id="local"),
             runner_id="local",
+            keep_records=True,
         )
         records = await runner.serve()
     print(summary_table(records, jobs.invalid), file=sys.stdout)

@@ -93,7 +93,10 @@ class Runner:
         log_settings: LogSettings,
         metrics: RunnerMetrics,
         runner_id: str,
+        keep_records: bool = False,
     ) -> None:
+        """``keep_records``: remember every finished job (for a summary at the end); off for
+        long-running modes, where it would grow without bound."""
         self._source = source
         self._executor = executor
         self._settings = settings
@@ -105,7 +108,9 @@ class Runner:
         self._shutting_down = False
         self._claiming = False
         self._busy = 0
+        self._keep_records = keep_records
         self.records: list[JobRecord] = []
+        self.finished_jobs = 0
 
     @property
     def ready(self) -> bool:
@@ -205,7 +210,9 @@ class Runner:
             self._metrics.jobs_in_progress.dec()
             self._metrics.job_duration.observe(duration)
             self._metrics.job_finished(outcome.outcome)
-            self.records.append(JobRecord(job, outcome, duration))
+            self.finished_jobs += 1
+            if self._keep_records:
+                self.records.append(JobRecord(job, outcome, duration))
             log.info("finished job %s in %.1fs: %s", job.number(), duration, outcome.outcome.value)
             if claimed.finished is not None:
                 await self._acknowledge(claimed.finished, outcome, log)
