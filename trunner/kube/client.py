@@ -20,7 +20,7 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 import attrs
@@ -447,6 +447,7 @@ class KubeClient:
         headers = [(k.lower().encode(), v.encode()) for k, v in (await self._auth_headers()).items()]
         headers.append((b"user-agent", USER_AGENT.encode()))
         max_message_size, receive_buffer_size, message_queue_size = sizes
+        where = resource.split("?")[0]
         try:
             with trio.fail_after(limit):
                 stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
@@ -459,9 +460,10 @@ class KubeClient:
                         https_compatible=True,
                     )
                     await stream.do_handshake()
+                watched = _HandshakeStream(stream)
                 ws = await trio_websocket.wrap_client_stream(
                     nursery,
-                    stream,
+                    cast(Any, watched),
                     host_header,
                     (url.path.rstrip("/") + resource) if url.path not in ("", "/") else resource,
                     subprotocols=offered or None,
@@ -470,16 +472,16 @@ class KubeClient:
                     max_message_size=max_message_size,
                     receive_buffer_size=receive_buffer_size,
                 )
+                watched.handshake_done()
         except trio.TooSlowError:
-            raise TransportError(f"websocket {resource.split('?')[0]}: no handshake within {limit:g} s") from None
+            raise TransportError(f"websocket {where}: no handshake within {limit:g} s") from None
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            raise TransportError(f"websocket {resource.split('?')[0]}: cannot connect: {exc}") from None
+            raise TransportError(f"websocket {where}: cannot connect: {exc}") from None
         if offered and ws.subprotocol not in offered:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ws.aclose()
             raise TransportError(
-                f"websocket {resource.split('?')[0]}: server chose subprotocol {ws.subprotocol!r}, "
-                f"expected one of {offered}"
+                f"websocket {where}: server chose subprotocol {ws.subprotocol!r}, expected one of {offered}"
             )
         return ws
 
@@ -504,6 +506,67 @@ def _transport_error(method: str, path: str, exc: httpx.HTTPError) -> TransportE
     not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     detail = str(exc) or "connection failed"
     return TransportError(f"{method} {path}: {type(exc).__name__}: {detail}", request_not_sent=not_sent)
+
+
+class _HandshakeStream(trio.abc.Stream):
+    """Passes a stream through, watching the handshake answer. x/net answers a failed handshake
+    with a bare status line and closes (no Content-Length), and wsproto rejects a 101 it does not
+    like by closing the stream; in both cases trio-websocket would wait for the handshake until
+    the connect timeout. Here an end of stream during the handshake raises at once: the
+    rejection (``ConnectionRejected`` with the status and body) or a :class:`TransportError`."""
+
+    _KEEP = 64 * 1024
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self._inner = inner
+        self._answer = bytearray()
+        self._watching = True
+        self.transport_stream = inner
+
+    def handshake_done(self) -> None:
+        self._watching = False
+        self._answer = bytearray()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if not self._watching:
+            return await self._inner.receive_some(max_bytes)
+        try:
+            data = await self._inner.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._failed() from None
+        if not data:
+            raise self._failed()
+        if len(self._answer) < self._KEEP:
+            self._answer += data[: self._KEEP - len(self._answer)]
+        return data
+
+    def _failed(self) -> Exception:
+        head, found, body = bytes(self._answer).partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if not found or len(parts) < 2 or not parts[1].isdigit():
+            return TransportError("the connection closed during the websocket handshake")
+        code = int(parts[1])
+        headers = tuple(
+            (name.strip().lower().encode(), value.strip().encode())
+            for name, _, value in (line.partition(":") for line in lines[1:])
+        )
+        if code == 101:
+            chosen = dict(headers).get(b"sec-websocket-protocol", b"").decode("latin-1")
+            return TransportError(
+                f"the websocket handshake answer was not accepted ({lines[0]}; "
+                f"Sec-WebSocket-Protocol: {chosen or '(none)'})"
+            )
+        return trio_websocket.ConnectionRejected(code, headers, body)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class _WatchEvents:

@@ -79,12 +79,18 @@ async def exec_stream(
         ) as ws:
             return await _session(ws, output, timing)
     except ApiError as exc:
-        return ExitResult(
-            ExitKind.INFRASTRUCTURE,
-            message=f"exec in pod {pod} was rejected: {exc.code} {exc.message or exc.reason}",
-        )
+        return ExitResult(ExitKind.INFRASTRUCTURE, message=_rejection(pod, exc))
     except KubeError as exc:
         return ExitResult(ExitKind.INFRASTRUCTURE, message=f"exec in pod {pod} failed: {exc}")
+
+
+def _rejection(pod: str, error: ApiError) -> str:
+    if error.code == 403 and error.message.endswith("with an empty body"):
+        return (
+            f"exec in pod {pod} was rejected: 403 Forbidden with an empty body (the API server accepts "
+            f"none of the offered subprotocols {', '.join(SUBPROTOCOLS)})"
+        )
+    return f"exec in pod {pod} was rejected: {error.code} {error.reason}: {error.message}"
 
 
 @attrs.define
