@@ -158,7 +158,7 @@ async def test_tls() -> None:
             await connect(location, IDENTITY, timeout=5, ssl_context=untrusted)
 
 
-async def test_plain_client_to_tls_server_fails_cleanly() -> None:
+async def test_plain_client_to_tls_server_fails_cleanly(autojump_clock: trio.testing.MockClock) -> None:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     trustme.CA().issue_cert("127.0.0.1").configure_cert(server_context)
     async with faktory_double(ssl_context=server_context) as server:

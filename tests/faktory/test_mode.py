@@ -1,0 +1,300 @@
+"""Faktory mode end to end: the server double, the shared runner and pipeline, a fake (or the
+local) executor. Logs and outcomes arrive on ``app``, every job is ACKed after its outcome,
+and quiet / terminate / SIGTERM shut down gracefully."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from tests.doubles.faktory import FaktoryDouble, faktory_double
+from trunner.config import SettingsSource
+from trunner.executors.base import ExitResult, OutputFeed, Stream
+from trunner.faktory import mode
+from trunner.faktory.mode import Running, run_faktory
+from trunner.models import RunnerJob
+
+
+class CountingExecutor:
+    """Prints two lines and an outcome variable, takes ``duration`` virtual seconds, and counts
+    how many jobs run at once."""
+
+    name = "counting"
+
+    def __init__(self, duration: float = 10.0, *, hang: bool = False) -> None:
+        self.duration = duration
+        self.hang = hang
+        self.running = 0
+        self.peak = 0
+        self.started: list[str] = []
+        self.jobs: list[RunnerJob] = []
+        self.cancelled: list[str] = []
+
+    def check_job(self, job: RunnerJob) -> list[str]:
+        return []
+
+    async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        self.started.append(job.id)
+        self.jobs.append(job)
+        try:
+            output.feed(Stream.STDOUT, f"hello from {job.id}\n".encode())
+            await trio.sleep(self.duration / 2)
+            output.feed(Stream.STDERR, b"halfway\n")
+            output.feed(Stream.STDOUT, f"::set-outcome-var who={job.id}\n".encode())
+            if self.hang:
+                await trio.sleep_forever()
+            await trio.sleep(self.duration / 2)
+            return ExitResult.exited(0)
+        except trio.Cancelled:
+            self.cancelled.append(job.id)
+            raise
+        finally:
+            self.running -= 1
+
+
+def source_for(server: FaktoryDouble, **settings: str) -> SettingsSource:
+    environ = {"FAKTORY_URL": server.url()}
+    environ.update({f"OPSLEVEL_{k.upper()}": v for k, v in settings.items()})
+    return SettingsSource(environ=environ)
+
+
+@asynccontextmanager
+async def running_mode(
+    server: FaktoryDouble, executor: Any, *, handle_signals: bool = False, **settings: str
+) -> AsyncIterator[tuple[Running, list[int]]]:
+    codes: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def run(task_status: trio.TaskStatus[Running]) -> None:
+            codes.append(
+                await run_faktory(
+                    source_for(server, **settings), executor, handle_signals=handle_signals,
+                    task_status=task_status,
+                )
+            )
+
+        handle = await nursery.start(run)
+        yield handle, codes
+
+
+def pushes(server: FaktoryDouble, jobtype: str) -> list[dict[str, Any]]:
+    return [j["args"][0] for j in server.pushed if j["jobtype"] == f"Runners::Faktory::{jobtype}"]
+
+
+def log_lines(server: FaktoryDouble, runner_job_id: str) -> list[str]:
+    return [
+        base64.b64decode(chunk).decode()
+        for args in pushes(server, "AppendJobLog")
+        if args["runnerJobId"] == runner_job_id
+        for chunk in args["logChunk"]
+    ]
+
+
+def command_index(server: FaktoryDouble, predicate: Any) -> int:
+    return next(i for i, c in enumerate(server.commands) if predicate(c))
+
+
+def job_args(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"job-{n}", "image": "alpine", "commands": ["echo hi"]}]
+
+
+async def test_jobs_run_at_the_configured_concurrency_and_are_acked_after_their_outcome(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
+    jids = {server.enqueue("legacy", job_args(n)): f"job-{n}" for n in range(5)}
+    executor = CountingExecutor(duration=10)
+    async with running_mode(server, executor, job_concurrency="2") as (handle, codes):
+        await server.wait_for(lambda: len(server.acks) == 5)
+        assert executor.peak == 2
+        server.signal(handle.worker.wid, "terminate")
+    assert codes == [0]
+    assert sorted(server.acks) == sorted(jids) and server.fails == [] and server.working == {}
+
+    for jid, job_id in jids.items():
+        lines = log_lines(server, job_id)
+        bodies = [line.split("] ", 1)[1] for line in lines]
+        assert f"hello from {job_id}" in bodies and "halfway" in bodies
+        assert not any("set-outcome-var" in body for body in bodies)
+        [report] = [a for a in pushes(server, "ReportJobOutcome") if a["runnerJobId"] == job_id]
+        assert report == {"runnerId": "faktory", "runnerJobId": job_id, "outcome": "success",
+                          "outcomeVariables": [{"key": "who", "value": job_id}]}
+        reported = command_index(
+            server, lambda c, job_id=job_id: c.verb == "PUSH" and "ReportJobOutcome" in c.argument
+            and f'"runnerJobId":"{job_id}"' in c.argument
+        )
+        last_log = max(
+            i for i, c in enumerate(server.commands)
+            if c.verb == "PUSH" and "AppendJobLog" in c.argument and f'"runnerJobId":"{job_id}"' in c.argument
+        )
+        acked = command_index(server, lambda c, jid=jid: c.verb == "ACK" and jid in c.argument)
+        assert last_log < reported < acked
+    assert all(j["queue"] == "app" for j in server.pushed)
+    # RUNNER_JOB_ID and FAKTORY_URL reached the job
+    assert executor.jobs[0].variables[-1].key == "RUNNER_JOB_ID"
+    assert any(v.key == "FAKTORY_URL" for v in executor.jobs[0].variables)
+    assert "END" in server.verbs()  # connections were closed politely
+
+
+async def test_claims_only_when_a_slot_is_free(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
+    for n in range(3):
+        server.enqueue("legacy", job_args(n))
+    executor = CountingExecutor(duration=100)
+    async with running_mode(server, executor, job_concurrency="1") as (handle, _):
+        await trio.sleep(50)
+        assert len(server.fetched) == 1 and len(server.queues["default"]) == 2
+        await server.wait_for(lambda: len(server.acks) == 3)
+        handle.runner.begin_shutdown()
+
+
+async def test_bad_payload_is_failed_and_the_rest_runs(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
+    bad = server.enqueue("legacy", ["not a job"])
+    good = server.enqueue("legacy", job_args(1))
+    async with running_mode(server, CountingExecutor(duration=2)) as (handle, _):
+        await server.wait_for(lambda: len(server.acks) == 1)
+        handle.runner.begin_shutdown()
+    assert server.acks == [good]
+    assert [(f["jid"], f["errtype"]) for f in server.fails] == [(bad, "InvalidRunnerJob")]
+    assert "args[0]: expected a JSON object (a RunnerJob), got a string" in server.fails[0]["message"]
+
+
+async def test_quiet_stops_fetching_and_terminate_shuts_down(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
+    server.enqueue("legacy", job_args(1))
+    executor = CountingExecutor(duration=40)
+    async with running_mode(server, executor, job_concurrency="3") as (handle, codes):
+        await server.wait_for(lambda: len(server.fetched) == 1)
+        server.signal(handle.worker.wid, "quiet")
+        await server.wait_for(lambda: handle.worker.state == "quiet")
+        fetches = server.verbs().count("FETCH")
+        server.enqueue("legacy", job_args(2))
+        await server.wait_for(lambda: len(server.acks) == 1)
+        await trio.sleep(60)
+        assert server.verbs().count("FETCH") == fetches and len(server.queues["default"]) == 1
+        assert not codes  # quiet is not an exit
+        beats = len(server.beats)
+        await trio.sleep(31)
+        assert len(server.beats) >= beats + 2  # still beating while quiet
+        server.signal(handle.worker.wid, "terminate")
+    assert codes == [0] and executor.started == ["job-1"]
+
+
+async def test_terminate_gives_running_jobs_the_grace_then_cancels(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
+    jid = server.enqueue("legacy", job_args(1))
+    executor = CountingExecutor(hang=True)
+    async with running_mode(server, executor, shutdown_grace="20") as (handle, codes):
+        await server.wait_for(lambda: len(server.fetched) == 1)
+        server.signal(handle.worker.wid, "terminate")
+        await server.wait_for(lambda: handle.worker.state == "terminate")
+        stopping = trio.current_time()
+    assert codes == [0]
+    assert 20 <= trio.current_time() - stopping < 25
+    assert executor.cancelled == ["job-1"]
+    [report] = pushes(server, "ReportJobOutcome")
+    assert report["outcome"] == "canceled"
+    assert server.acks == [jid] and server.fails == []
+
+
+async def test_sigterm_lets_the_running_job_finish(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
+    jid = server.enqueue("legacy", job_args(1))
+    executor = CountingExecutor(duration=10)
+    async with running_mode(server, executor, handle_signals=True) as (handle, codes):
+        await server.wait_for(lambda: len(server.fetched) == 1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await server.wait_for(lambda: handle.runner.shutting_down)
+        fetches = server.verbs().count("FETCH")
+        server.enqueue("legacy", job_args(2))
+    assert codes == [0]
+    assert server.acks == [jid] and executor.started == ["job-1"] and executor.cancelled == []
+    assert server.verbs().count("FETCH") == fetches
+    [report] = pushes(server, "ReportJobOutcome")
+    assert report["outcome"] == "success"
+
+
+async def test_server_restart_mid_job(server: FaktoryDouble, autojump_clock: trio.testing.MockClock) -> None:
+    jid = server.enqueue("legacy", job_args(1))
+    executor = CountingExecutor(duration=20)
+    async with running_mode(server, executor) as (handle, _):
+        await server.wait_for(lambda: len(server.fetched) == 1)
+        await trio.sleep(3)
+        await server.restart()
+        await server.wait_for(lambda: len(server.acks) == 1)
+        handle.runner.begin_shutdown()
+    assert server.acks == [jid]
+    bodies = [line.split("] ", 1)[1] for line in log_lines(server, "job-1")]
+    assert "hello from job-1" in bodies and "halfway" in bodies
+    assert pushes(server, "ReportJobOutcome")[0]["outcome"] == "success"
+    assert server.connections_opened >= 3
+
+
+async def test_server_down_at_start_is_waited_for(autojump_clock: trio.testing.MockClock) -> None:
+    async with faktory_double() as server:
+        await server.stop()
+        async with running_mode(server, CountingExecutor(duration=1)) as (handle, _):
+            await trio.sleep(20)
+            server.enqueue("legacy", job_args(1))
+            await server.start()
+            await server.wait_for(lambda: len(server.acks) == 1)
+            handle.runner.begin_shutdown()
+
+
+async def test_wrong_password_exits_1(autojump_clock: trio.testing.MockClock) -> None:
+    async with faktory_double(password="right") as server:
+        source = SettingsSource(environ={"FAKTORY_URL": server.url("wrong")})
+        assert await run_faktory(source, CountingExecutor(), handle_signals=False) == 1
+
+
+async def test_batch_job_reports_into_its_batch(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
+    server.batches.add("bid-9")
+    jid = server.enqueue("legacy", job_args(1), custom={"bid": "bid-9"})
+    executor = CountingExecutor(duration=2)
+    async with running_mode(server, executor) as (handle, _):
+        await server.wait_for(lambda: len(server.acks) == 1)
+        handle.runner.begin_shutdown()
+    assert server.acks == [jid]
+    assert server.pushed and all(j["custom"] == {"bid": "bid-9"} for j in server.pushed)
+    assert len(server.batch_opens) == len(server.pushed)
+    job = executor.jobs[0]
+    assert ("FAKTORY_BATCH_ID", "bid-9") in [(v.key, v.value) for v in job.variables]
+
+
+async def test_serve_with_the_local_executor(server: FaktoryDouble) -> None:
+    jid = server.enqueue(
+        "legacy", [{"id": "local-1", "commands": ["echo hello from the shell", "echo \"::set-outcome-var x=$RUNNER_JOB_ID\""]}]
+    )
+    source = SettingsSource(
+        environ={"FAKTORY_URL": server.url(), "OPSLEVEL_EXECUTOR": "local", "OPSLEVEL_SHUTDOWN_GRACE": "5"}
+    )
+    codes: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def serve() -> None:
+            codes.append(await mode.serve(source, None))  # type: ignore[arg-type]
+
+        nursery.start_soon(serve)
+        with trio.fail_after(30):
+            await server.wait_for(lambda: len(server.acks) == 1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert codes == [0] and server.acks == [jid]
+    [report] = pushes(server, "ReportJobOutcome")
+    assert report == {"runnerId": "faktory", "runnerJobId": "local-1", "outcome": "success",
+                      "outcomeVariables": [{"key": "x", "value": "local-1"}]}
+    assert any(line.endswith("hello from the shell") for line in log_lines(server, "local-1"))
