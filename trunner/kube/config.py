@@ -197,7 +197,9 @@ def _read_file(path: Path, merged: _Merged) -> None:
     if not isinstance(data, dict):
         raise KubeConfigError(where, "expected a mapping at the top level (a kubeconfig file)")
     for section, (body_key, model) in _SECTIONS.items():
-        entries = data.get(section) or []
+        entries = data.get(section)
+        if entries is None:
+            entries = []
         if not isinstance(entries, list):
             raise KubeConfigError(where, f"{section}: expected a list")
         target: dict[str, tuple[Any, Path]] = getattr(merged, section)
