@@ -199,7 +199,7 @@ async def test_terminate_gives_running_jobs_the_grace_then_cancels(
     async with running_mode(server, executor, shutdown_grace="20") as (handle, codes):
         await server.wait_for(lambda: len(server.fetched) == 1)
         server.signal(handle.worker.wid, "terminate")
-        await server.wait_for(lambda: handle.worker.state == "terminate")
+        await server.wait_for(lambda: len(server.beats) == 1)  # the reply to this BEAT says terminate
         stopping = trio.current_time()
     assert codes == [0]
     assert 20 <= trio.current_time() - stopping < 25
