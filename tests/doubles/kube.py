@@ -92,6 +92,8 @@ class RecordedRequest:
     body: bytes
     client_cert: bool
     """A client certificate was presented and verified."""
+    at: float = 0.0
+    """trio.current_time() when the request was read."""
 
     def params(self, key: str) -> list[str]:
         return [value for name, value in self.query if name == key]
@@ -398,6 +400,7 @@ class KubeApiDouble:
                 headers=tuple((k.decode().lower(), v.decode()) for k, v in head.headers),
                 body=body,
                 client_cert=client_cert,
+                at=trio.current_time(),
             )
             self.requests.append(record)
             fault = self._take_fault(record)

@@ -158,6 +158,13 @@ class _ExecCredential:
 
 def _exec_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=False)
+
+    def text(value: Any, _: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")
+        return value
+
+    conv.register_structure_hook(str, text)
     conv.register_structure_hook(
         _ExecStatus,
         make_dict_structure_fn(
