@@ -476,7 +476,7 @@ class KubeClient:
         except trio.TooSlowError:
             raise TransportError(f"websocket {where}: no handshake within {limit:g} s") from None
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            raise TransportError(f"websocket {where}: cannot connect: {exc}") from None
+            raise TransportError(f"websocket {where}: cannot connect: {_describe(exc)}") from None
         if offered and ws.subprotocol not in offered:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ws.aclose()
@@ -502,10 +502,24 @@ def _encode(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def _describe(exc: BaseException) -> str:
+    """The messages along an exception's cause chain (httpx and trio wrap the SSL error that
+    says what actually went wrong)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text and text not in parts:
+            parts.append(text)
+        current = current.__cause__ or current.__context__
+    return ": ".join(parts) or "connection failed"
+
+
 def _transport_error(method: str, path: str, exc: httpx.HTTPError) -> TransportError:
     not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    detail = str(exc) or "connection failed"
-    return TransportError(f"{method} {path}: {type(exc).__name__}: {detail}", request_not_sent=not_sent)
+    return TransportError(f"{method} {path}: {type(exc).__name__}: {_describe(exc)}", request_not_sent=not_sent)
 
 
 class _HandshakeStream(trio.abc.Stream):
