@@ -3,6 +3,7 @@ Retry-After, the QPS/burst limit, per-call timeouts (all in virtual time)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -150,7 +151,7 @@ async def test_5xx_get_is_retried_with_growing_jittered_backoff(autojump_clock: 
         api.fail(500, "InternalError", "boom", times=3)
         await client.request("GET", PODS)
         times = [r.at for r in api.requests]
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(gaps) == 3
         for attempt, gap in enumerate(gaps, start=1):
             ceiling = 0.25 * 2 ** (attempt - 1)
@@ -234,7 +235,7 @@ async def test_qps_and_burst(autojump_clock: trio.testing.MockClock) -> None:
         offsets = sorted(r.at - started for r in api.requests)
         assert offsets[:5] == [0.0] * 5
         assert offsets[-1] == pytest.approx(2.0)
-        for earlier, later in zip(offsets[5:], offsets[6:], strict=False):
+        for earlier, later in itertools.pairwise(offsets):
             assert later - earlier == pytest.approx(0.1)
 
 
