@@ -353,6 +353,17 @@ class PodObservation:
     status: PodStatus = PodStatus()
 
 
+@attrs.frozen
+class ListMeta:
+    resource_version: str = ""
+
+
+@attrs.frozen
+class PodObservationList:
+    metadata: ListMeta = ListMeta()
+    items: tuple[PodObservation, ...] = ()
+
+
 # --- converters ----------------------------------------------------------------------------------
 
 

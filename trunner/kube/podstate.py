@@ -16,6 +16,8 @@ import attrs
 from trunner.kube.objects import ContainerStatus, PodObservation
 
 FATAL_WAITING_REASONS = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
+"""Waiting reasons of a pod starting normally; not mentioned next to a real problem."""
 
 
 class PodState(enum.Enum):
@@ -98,7 +100,8 @@ def evaluate(pod: PodObservation) -> PodVerdict:
         for c in status.conditions
         if c.type == "PodScheduled" and c.status == "False"
     ]
-    parts.extend(description for _, description in waiting)
+    problems = [description for reason, description in waiting if reason not in STARTING_REASONS]
+    parts.extend(problems or [description for _, description in waiting])
     if not parts:
         parts.append(f"the pod is {status.phase}" if status.phase else "the pod has no status yet")
     return PodVerdict(PodState.WAITING, "; ".join(parts))

@@ -1,6 +1,8 @@
-"""Wait for a job pod to be running: a GET for the current state and ``resourceVersion``, then a
-watch (not a poll loop) that resumes where it left off when the server ends the stream and lists
-again after ``410 Expired``, all within the pod wait limit.
+"""Wait for a job pod to be running: a LIST (by name) for the current state and the collection's
+``resourceVersion``, then a watch (not a poll loop) that resumes where it left off when the server
+ends the stream and lists again after ``410 Expired``, all within the pod wait limit. The list's
+version, not the pod's own: a pod unchanged for longer than the API server keeps history has a
+version a watch can no longer start from, and re-reading it would loop on 410.
 
 While waiting, the job's log says what the pod waits for, once per change (as GitLab Runner
 prints the pod's state and condition reasons). On timeout the outcome is ``pod_timeout`` and its
@@ -16,8 +18,8 @@ import trio
 
 from trunner.executors.base import ExitKind, ExitResult, OutputFeed
 from trunner.kube.client import KubeClient, WatchEventType
-from trunner.kube.errors import Expired, KubeError, NotFound
-from trunner.kube.objects import ObjectError, PodObservation, from_wire, lenient
+from trunner.kube.errors import Expired, KubeError
+from trunner.kube.objects import ObjectError, PodObservation, PodObservationList, from_wire, lenient
 from trunner.kube.podstate import PodState, PodVerdict, evaluate
 
 logger = logging.getLogger("trunner.kube.wait")
@@ -40,7 +42,8 @@ class _PodWatcher:
         self.output = output
         self.last: PodVerdict | None = None
         self.trouble: str | None = None
-        """The last API problem met while waiting, for the timeout message."""
+        """The API problem met since the watch last delivered, for the timeout message."""
+        self.collection = f"/api/v1/namespaces/{namespace}/pods"
         self.version = ""
         """The newest ``resourceVersion`` seen, where a resumed watch starts."""
         self._announced: str | None = None
@@ -49,10 +52,11 @@ class _PodWatcher:
     def observe(self, raw: object) -> PodVerdict:
         pod = from_wire(raw, PodObservation, where=f"pod {self.name}", converter=lenient)
         self.version = pod.metadata.resource_version or self.version
+        return self._judge(pod)
+
+    def _judge(self, pod: PodObservation) -> PodVerdict:
         verdict = evaluate(pod)
         self.last = verdict
-        self.trouble = None
-        self._failures = 0
         if verdict.state is PodState.WAITING and verdict.detail != self._announced:
             self._announced = verdict.detail
             self.output.note(f"Waiting for pod {self.namespace}/{self.name} to be running: {verdict.detail}")
@@ -70,12 +74,17 @@ class _PodWatcher:
         """List, then watch (resuming; listing again after 410), until the pod is ready or failed."""
         while True:
             try:
-                verdict = self.observe(await self.client.request("GET", pod_path(self.namespace, self.name)))
-            except NotFound:
-                return PodVerdict(PodState.FAILED, "the pod disappeared before it was running")
+                raw = await self.client.request(
+                    "GET", self.collection, params={"fieldSelector": f"metadata.name={self.name}"}
+                )
             except KubeError as exc:
                 await self.pause_after(f"cannot read the pod: {exc}")
                 continue
+            listing = from_wire(raw, PodObservationList, where=f"pod list {self.name}", converter=lenient)
+            if not listing.items:
+                return PodVerdict(PodState.FAILED, "the pod disappeared before it was running")
+            self.version = listing.metadata.resource_version
+            verdict = self._judge(listing.items[0])
             if verdict.state is not PodState.WAITING:
                 return verdict
             settled = await self._watch(deadline)
@@ -96,9 +105,11 @@ class _PodWatcher:
                 params["resourceVersion"] = self.version
             try:
                 async with self.client.watch(
-                    f"/api/v1/namespaces/{self.namespace}/pods", params=params, read_timeout=seconds + _READ_SLACK
+                    self.collection, params=params, read_timeout=seconds + _READ_SLACK
                 ) as events:
                     async for event in events:
+                        self.trouble = None
+                        self._failures = 0
                         if event.type is WatchEventType.BOOKMARK:
                             self.version = event.resource_version or self.version
                             continue
@@ -129,5 +140,7 @@ async def wait_until_running(
         if verdict.state is PodState.READY:
             return None
         return ExitResult(ExitKind.COULD_NOT_START, verdict.exit_code, f"pod {name} could not start: {verdict.detail}")
-    why = watcher.trouble or (watcher.last.detail if watcher.last else "the pod was never seen")
+    why = watcher.last.detail if watcher.last else "the pod was never seen"
+    if watcher.trouble:
+        why += f" (and {watcher.trouble})"
     return ExitResult(ExitKind.POD_TIMEOUT, message=f"pod {name} was not running within {max_wait:g} s: {why}")
