@@ -553,10 +553,8 @@ def scaling_calls(deployment: str) -> list[ApiCall]:
         ApiCall("get", "coordination.k8s.io", "leases", name=deployment),
         ApiCall("create", "coordination.k8s.io", "leases"),
         ApiCall("update", "coordination.k8s.io", "leases", name=deployment),
-        ApiCall("get", "apps", "deployments", name=deployment),
         ApiCall("get", "apps", "deployments", "scale", name=deployment),
         ApiCall("update", "apps", "deployments", "scale", name=deployment),
-        ApiCall("patch", "apps", "deployments", "scale", name=deployment),
         ApiCall("patch", "", "pods", name=f"{deployment}-7d9f8-abcde"),
     ]
 
@@ -595,6 +593,8 @@ def test_scaling_rbac_only_when_scaling_is_enabled(chart: helm.Chart) -> None:
         ApiCall("get", "coordination.k8s.io", "leases", name="someone-elses-lease"),
         ApiCall("update", "apps", "deployments", "scale", name="other-deployment"),
         ApiCall("update", "apps", "deployments", name=deployment),
+        ApiCall("get", "apps", "deployments", name=deployment),
+        ApiCall("patch", "apps", "deployments", "scale", name=deployment),
         ApiCall("delete", "coordination.k8s.io", "leases", name=deployment),
     ]:
         assert not allowed(rules, call), call
