@@ -206,6 +206,8 @@ class KubeApiDouble:
         """Path A: ``v5.channel.k8s.io`` is served when offered."""
         self.legacy_protocols: tuple[str, ...] = (V4,)
         """Path B: what the kubelet's streaming server accepts (first offered one wins)."""
+        self.force_subprotocol: str | None = None
+        """A misbehaving server: answer 101 with this subprotocol ("" for none) whatever was offered."""
         self.pod_behaviour: PodBehaviour | Callable[[Obj], PodBehaviour] = PodBehaviour()
         self.pod_termination_delay = 0.0
         """Seconds a deleted running pod stays (with deletionTimestamp) before it is gone."""
@@ -214,7 +216,6 @@ class KubeApiDouble:
         self.exec_cwd: str | None = None
         self._watches: list[_Watch] = []
         self._nursery: trio.Nursery | None = None
-        self._pod_exec_scopes: dict[tuple[str, str], list[trio.CancelScope]] = {}
         self.store.listeners.append(self._fan_out)
 
     # --- addresses and client configuration -----------------------------------------------------
@@ -357,8 +358,9 @@ class KubeApiDouble:
                 self._nursery.start_soon(self._pod_lifecycle, event.collection[1], event.object)
             if event.type == "DELETED":
                 name = event.object["metadata"]["name"]
-                for scope in self._pod_exec_scopes.pop((event.collection[1], name), []):
-                    scope.cancel()
+                for session in self.exec_sessions:
+                    if (session.request.namespace, session.request.pod_name) == (event.collection[1], name):
+                        kube_exec.kill_session(session)
 
     # --- connections ----------------------------------------------------------------------------
 
@@ -638,7 +640,10 @@ class KubeApiDouble:
         # x/net reads only the first header line (Header.Get) and splits it on commas.
         lines = record.header_lines("sec-websocket-protocol")
         offered = tuple(p.strip() for p in lines[0].split(",")) if lines else ("",)
-        if self.translator and V5 in offered:
+        chosen: str | None
+        if self.force_subprotocol is not None:
+            chosen = self.force_subprotocol
+        elif self.translator and V5 in offered:
             chosen = V5
         else:
             chosen = next((p for p in offered if p in self.legacy_protocols), None)
@@ -714,10 +719,8 @@ class KubeApiDouble:
     async def _exec_session(self, peer: WsPeer, pod: Obj) -> None:
         request = peer.session.request
         first = 1 if request.stdout else 2 if request.stderr else 3
-        key = (request.namespace, request.pod_name)
         try:
             async with trio.open_nursery() as nursery:
-                self._pod_exec_scopes.setdefault(key, []).append(nursery.cancel_scope)
 
                 async def watch_client() -> None:
                     await peer.reader()
@@ -742,8 +745,6 @@ class KubeApiDouble:
                     pass
                 nursery.cancel_scope.cancel()
         finally:
-            scopes = self._pod_exec_scopes.get(key, [])
-            self._pod_exec_scopes[key] = [s for s in scopes if not s.cancel_called]
             peer.session.finished.set()
             await peer.close_tcp()
 

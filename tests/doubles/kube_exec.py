@@ -187,6 +187,7 @@ class ExecSession:
     status_sent: bytes | None = None
     pings_answered: int = 0
     killed: bool = False
+    process: trio.Process | None = None
     finished: trio.Event = attrs.Factory(trio.Event)
 
 
@@ -378,14 +379,16 @@ async def run_subprocess(peer: WsPeer, plan: Subprocess) -> None:
         )
     except OSError as exc:
         name = plan.argv[0] if plan.argv else ""
+        why = "executable file not found in $PATH" if isinstance(exc, FileNotFoundError) else exc.strerror
         cause = (
             "error executing command in container: failed to exec in container: failed to start exec: "
             f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{name}": '
-            f"{exc.strerror or exc}: unknown"
+            f"{why}: unknown"
         )
         await _send_status(peer, internal_error_status(cause))
         await peer.close()
         return
+    peer.session.process = process
     try:
         async with trio.open_nursery() as nursery:
 
@@ -416,6 +419,13 @@ async def run_subprocess(peer: WsPeer, plan: Subprocess) -> None:
                 await process.wait()
     await _send_status(peer, _exit_status(_returncode(code)))
     await peer.close()
+
+
+def kill_session(session: ExecSession) -> None:
+    """The container is killed (pod deleted): the command dies of SIGKILL, reported as 137."""
+    if session.process is not None and session.process.returncode is None:
+        session.killed = True
+        _kill_group(session.process)
 
 
 def _kill_group(process: trio.Process) -> None:
@@ -478,6 +488,7 @@ __all__ = [
     "container_env",
     "exit_code_status",
     "internal_error_status",
+    "kill_session",
     "play_script",
     "run_subprocess",
     "success_status",

@@ -406,10 +406,17 @@ class KubeClient:
         while True:
             await self.limiter.acquire()
             connected = False
+            watched: list[_HandshakeStream] = []
             try:
                 async with trio.open_nursery() as nursery:
-                    ws = await self._ws_handshake(nursery, resource, offered, limit, (
-                        max_message_size, receive_buffer_size, message_queue_size))
+                    ws = await self._ws_handshake(
+                        nursery,
+                        resource,
+                        offered,
+                        limit,
+                        (max_message_size, receive_buffer_size, message_queue_size),
+                        watched,
+                    )
                     connected = True
                     try:
                         yield ws
@@ -422,11 +429,11 @@ class KubeClient:
                 single = _single_exception(group)
                 if connected:
                     raise single from None
-                error = self._ws_failure(single, path)
-            except trio_websocket.ConnectionRejected as exc:
+                error = _ws_failure(single, path, watched)
+            except (trio_websocket.ConnectionRejected, KubeError) as exc:
                 if connected:
                     raise
-                error = self._ws_failure(exc, path)
+                error = _ws_failure(exc, path, watched)
             if isinstance(error, Unauthorized) and not reauthenticated and self._auth.invalidate():
                 reauthenticated = True
                 continue
@@ -439,6 +446,7 @@ class KubeClient:
         offered: list[str],
         limit: float,
         sizes: tuple[int, int, int],
+        watched: list[_HandshakeStream],
     ) -> trio_websocket.WebSocketConnection:
         url = urlsplit(self.config.server)
         host = url.hostname or ""
@@ -460,10 +468,10 @@ class KubeClient:
                         https_compatible=True,
                     )
                     await stream.do_handshake()
-                watched = _HandshakeStream(stream)
+                watched.append(_HandshakeStream(stream))
                 ws = await trio_websocket.wrap_client_stream(
                     nursery,
-                    cast(Any, watched),
+                    cast(Any, watched[0]),
                     host_header,
                     (url.path.rstrip("/") + resource) if url.path not in ("", "/") else resource,
                     subprotocols=offered or None,
@@ -472,7 +480,7 @@ class KubeClient:
                     max_message_size=max_message_size,
                     receive_buffer_size=receive_buffer_size,
                 )
-                watched.handshake_done()
+                watched[0].handshake_done()
         except trio.TooSlowError:
             raise TransportError(f"websocket {where}: no handshake within {limit:g} s") from None
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
@@ -485,15 +493,22 @@ class KubeClient:
             )
         return ws
 
-    @staticmethod
-    def _ws_failure(exc: BaseException, path: str) -> KubeError:
-        if isinstance(exc, trio_websocket.ConnectionRejected):
-            return error_from_response(exc.status_code, exc.body or b"")
-        if isinstance(exc, KubeError):
-            return exc
-        if isinstance(exc, trio_websocket.HandshakeError | trio_websocket.ConnectionClosed | OSError):
-            return TransportError(f"websocket {path}: {exc!r}")
+
+
+def _ws_failure(exc: BaseException, path: str, watched: list[_HandshakeStream]) -> KubeError:
+    """The error for a WebSocket that failed before it was open. Anything the library raised
+    while handling a bad answer (it crashes on some) becomes a :class:`TransportError`
+    describing the answer; cancellation and other BaseExceptions propagate."""
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return error_from_response(exc.status_code, exc.body or b"")
+    if isinstance(exc, KubeError):
+        return exc
+    if not isinstance(exc, Exception):
         raise exc
+    answer = watched[0].answer_summary() if watched else None
+    if answer is not None:
+        return TransportError(f"websocket {path}: the handshake answer was not accepted ({answer})")
+    return TransportError(f"websocket {path}: handshake failed: {_describe(exc)}")
 
 
 def _encode(body: Any) -> bytes:
@@ -547,30 +562,41 @@ class _HandshakeStream(trio.abc.Stream):
         try:
             data = await self._inner.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise self._failed() from None
+            raise self.failure() from None
         if not data:
-            raise self._failed()
+            raise self.failure()
         if len(self._answer) < self._KEEP:
             self._answer += data[: self._KEEP - len(self._answer)]
         return data
 
-    def _failed(self) -> Exception:
+    def _head(self) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes, str] | None:
         head, found, body = bytes(self._answer).partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if not found or len(parts) < 2 or not parts[1].isdigit():
-            return TransportError("the connection closed during the websocket handshake")
-        code = int(parts[1])
+            return None
         headers = tuple(
             (name.strip().lower().encode(), value.strip().encode())
             for name, _, value in (line.partition(":") for line in lines[1:])
         )
+        return int(parts[1]), headers, body, lines[0]
+
+    def answer_summary(self) -> str | None:
+        """The status line and chosen subprotocol of a complete 101 answer, if one was seen."""
+        head = self._head()
+        if head is None or head[0] != 101:
+            return None
+        chosen = dict(head[1]).get(b"sec-websocket-protocol", b"").decode("latin-1")
+        return f"{head[3]}; Sec-WebSocket-Protocol: {chosen or '(none)'}"
+
+    def failure(self) -> Exception:
+        """The error for a stream that ended during the handshake."""
+        head = self._head()
+        if head is None:
+            return TransportError("the connection closed during the websocket handshake")
+        code, headers, body, _ = head
         if code == 101:
-            chosen = dict(headers).get(b"sec-websocket-protocol", b"").decode("latin-1")
-            return TransportError(
-                f"the websocket handshake answer was not accepted ({lines[0]}; "
-                f"Sec-WebSocket-Protocol: {chosen or '(none)'})"
-            )
+            return TransportError(f"the websocket handshake answer was not accepted ({self.answer_summary()})")
         return trio_websocket.ConnectionRejected(code, headers, body)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
