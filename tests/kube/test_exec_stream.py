@@ -308,12 +308,18 @@ async def test_subprocess_missing_executable() -> None:
 
 async def test_subprocess_killed_when_the_pod_is_deleted() -> None:
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
-        feed = RecordingFeed()
+        started = trio.Event()
+
+        class StartFeed(RecordingFeed):
+            def feed(self, stream: Stream, data: bytes) -> None:
+                super().feed(stream, data)
+                started.set()
+
+        feed = StartFeed()
         async with trio.open_nursery() as nursery:
 
             async def delete_when_started() -> None:
-                while not feed.stdout:
-                    await trio.sleep(0.01)
+                await started.wait()
                 await client.request("DELETE", f"/api/v1/namespaces/{NS}/pods/{pod}")
 
             nursery.start_soon(delete_when_started)
