@@ -35,6 +35,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -572,7 +573,7 @@ class KubeApiDouble:
         timeout_text = record.param("timeoutSeconds")
         timeout = float(timeout_text) if timeout_text else math.inf
         try:
-            await _send(conn, stream, h11.Response(status_code=200, headers=_headers((
+            await _send(conn, stream, h11.Response(status_code=200, reason=b"OK", headers=_headers((
                 ("Content-Type", "application/json"),
                 ("Transfer-Encoding", "chunked"),
             ))))
@@ -745,8 +746,15 @@ class KubeApiDouble:
                     pass
                 nursery.cancel_scope.cancel()
         finally:
+            # x/net's Conn.Close ends every session: a close frame (1000) unless the socket is
+            # already gone, then FIN. A hung peer just drops the socket.
+            with trio.move_on_after(2) as scope:
+                scope.shield = True
+                if peer.hung:
+                    await peer.close_tcp()
+                else:
+                    await peer.close()
             peer.session.finished.set()
-            await peer.close_tcp()
 
 
 # --- pod status transitions ----------------------------------------------------------------------
@@ -882,6 +890,13 @@ def _json_body(record: RecordedRequest) -> Any:
         raise bad_request("the body of the request was in an unknown format") from None
 
 
+def _reason(code: int) -> bytes:
+    try:
+        return HTTPStatus(code).phrase.encode()
+    except ValueError:
+        return b""
+
+
 def _headers(extra: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
     return [
         ("Audit-Id", str(uuid.uuid4())),
@@ -901,7 +916,7 @@ async def _respond(
     conn: h11.Connection, stream: trio.abc.Stream, code: int, body: bytes, headers: tuple[tuple[str, str], ...]
 ) -> None:
     all_headers = [*_headers(headers), ("Content-Length", str(len(body)))]
-    await _send(conn, stream, h11.Response(status_code=code, headers=all_headers))
+    await _send(conn, stream, h11.Response(status_code=code, headers=all_headers, reason=_reason(code)))
     await _send(conn, stream, h11.Data(data=body))
     await _send(conn, stream, h11.EndOfMessage())
 

@@ -204,11 +204,14 @@ class WsPeer:
         self.session = session
         self._lock = trio.Lock()
         self.hung = False
+        self.closed = False
         self.client_gone = trio.Event()
         self.stdin_eof = trio.Event()
         self._stdin_send, self.stdin_receive = trio.open_memory_channel[bytes](16)
 
     async def send_raw(self, event: Any) -> None:
+        if self.closed:
+            raise SessionEnded()
         async with self._lock:
             if self.ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
                 raise SessionEnded()
@@ -288,6 +291,7 @@ class WsPeer:
         await self.close_tcp()
 
     async def close_tcp(self) -> None:
+        self.closed = True
         with trio.move_on_after(2) as scope:
             scope.shield = True
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -300,6 +304,7 @@ class WsPeer:
             raw = raw.transport_stream
         raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         raw.socket.close()
+        self.closed = True
 
 
 def _exit_status(code: int) -> bytes:
