@@ -287,7 +287,9 @@ class KubeApiDouble:
         body = go_json(ApiFailure(code, reason, message).status()) + b"\n"
         self.faults.append(RestFault(match or (lambda _: True), times, code, headers, body))
 
-    def drop_connection(self, times: int = 1, *, match: Callable[[RecordedRequest], bool] | None = None) -> None:
+    def drop_connection(
+        self, times: int = 1, *, match: Callable[[RecordedRequest], bool] | None = None
+    ) -> None:
         """Close the connection after reading the request, without an answer."""
         self.faults.append(RestFault(match or (lambda _: True), times, drop=True))
 
@@ -309,11 +311,15 @@ class KubeApiDouble:
 
     # --- objects --------------------------------------------------------------------------------
 
-    def get(self, plural: str, name: str, *, namespace: str = "default", api_version: str = "v1") -> Obj | None:
+    def get(
+        self, plural: str, name: str, *, namespace: str = "default", api_version: str = "v1"
+    ) -> Obj | None:
         return self.store.find(api_version, namespace, plural, name)
 
     def objects(self, plural: str, *, namespace: str = "default", api_version: str = "v1") -> list[Obj]:
-        return [copy.deepcopy(o) for _, o in sorted(self.store.bucket((api_version, namespace, plural)).items())]
+        return [
+            copy.deepcopy(o) for _, o in sorted(self.store.bucket((api_version, namespace, plural)).items())
+        ]
 
     def put_object(self, obj: Obj, *, plural: str | None = None) -> Obj:
         """Store an object directly (as if created by someone else)."""
@@ -460,7 +466,9 @@ class KubeApiDouble:
             raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
         if not where.name:
             if method == "GET":
-                items = self.store.list(where, record.param("labelSelector") or "", record.param("fieldSelector") or "")
+                items = self.store.list(
+                    where, record.param("labelSelector") or "", record.param("fieldSelector") or ""
+                )
                 limit = int(record.param("limit") or 0)
                 chosen, token = page(items, limit, record.param("continue") or "")
                 return 200, list_body(where, chosen, self.store.revision, token)
@@ -471,10 +479,16 @@ class KubeApiDouble:
                     body = dict(body, status={"phase": "Pending", "qosClass": _qos_class(body)})
                 return 201, self.store.create(where, body)
             if method == "DELETE":
-                items = self.store.list(where, record.param("labelSelector") or "", record.param("fieldSelector") or "")
-                deleted = [self._delete(attrs.evolve(where, name=i["metadata"]["name"]), record) for i in items]
+                items = self.store.list(
+                    where, record.param("labelSelector") or "", record.param("fieldSelector") or ""
+                )
+                deleted = [
+                    self._delete(attrs.evolve(where, name=i["metadata"]["name"]), record) for i in items
+                ]
                 return 200, list_body(where, deleted, self.store.revision)
-            raise ApiFailure(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            raise ApiFailure(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
         if method == "GET":
             return 200, self.store.get(where)
         if method == "PUT":
@@ -494,7 +508,9 @@ class KubeApiDouble:
             if where.plural == "pods":
                 return 200, obj
             return 200, delete_status(where, obj)
-        raise ApiFailure(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        raise ApiFailure(
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
 
     def _delete(self, where: ResourcePath, record: RecordedRequest) -> Obj:
         obj = self.store.get(where)
@@ -532,7 +548,9 @@ class KubeApiDouble:
 
         marked = self.store.mutate(where, mark)
         assert self._nursery is not None
-        self._nursery.start_soon(self._finish_termination, where, min(float(grace), self.pod_termination_delay))
+        self._nursery.start_soon(
+            self._finish_termination, where, min(float(grace), self.pod_termination_delay)
+        )
         return marked
 
     async def _finish_termination(self, where: ResourcePath, seconds: float) -> None:
@@ -573,12 +591,24 @@ class KubeApiDouble:
         timeout_text = record.param("timeoutSeconds")
         timeout = float(timeout_text) if timeout_text else math.inf
         try:
-            await _send(conn, stream, h11.Response(status_code=200, reason=b"OK", headers=_headers((
-                ("Content-Type", "application/json"),
-                ("Transfer-Encoding", "chunked"),
-            ))))
+            await _send(
+                conn,
+                stream,
+                h11.Response(
+                    status_code=200,
+                    reason=b"OK",
+                    headers=_headers(
+                        (
+                            ("Content-Type", "application/json"),
+                            ("Transfer-Encoding", "chunked"),
+                        )
+                    ),
+                ),
+            )
             if expired is not None:
-                await _send(conn, stream, h11.Data(data=go_json({"type": "ERROR", "object": expired}) + b"\n"))
+                await _send(
+                    conn, stream, h11.Data(data=go_json({"type": "ERROR", "object": expired}) + b"\n")
+                )
             else:
                 for kind, obj in initial:
                     await _send(conn, stream, h11.Data(data=go_json({"type": kind, "object": obj}) + b"\n"))
@@ -587,7 +617,9 @@ class KubeApiDouble:
                         if item is None:
                             break
                         kind, obj = item
-                        await _send(conn, stream, h11.Data(data=go_json({"type": kind, "object": obj}) + b"\n"))
+                        await _send(
+                            conn, stream, h11.Data(data=go_json({"type": kind, "object": obj}) + b"\n")
+                        )
             await _send(conn, stream, h11.EndOfMessage())
         finally:
             self._watches.remove(watch)
@@ -622,13 +654,17 @@ class KubeApiDouble:
 
     # --- exec -----------------------------------------------------------------------------------
 
-    async def _websocket(self, conn: h11.Connection, stream: trio.abc.Stream, record: RecordedRequest) -> None:
+    async def _websocket(
+        self, conn: h11.Connection, stream: trio.abc.Stream, record: RecordedRequest
+    ) -> None:
         where = parse_path(record.path)
         try:
             if where is None or where.plural != "pods" or where.subresource != "exec":
                 raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
             if record.method not in ("GET", "POST"):
-                raise ApiFailure(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+                raise ApiFailure(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
             pod = self.store.get(ResourcePath("", "v1", where.namespace, "pods", where.name))
             request = self._exec_request(record, where, pod)
         except ApiFailure as failure:
@@ -658,7 +694,11 @@ class KubeApiDouble:
         ]
         if chosen:
             headers.append((b"Sec-WebSocket-Protocol", chosen.encode()))
-        await _send(conn, stream, h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols"))
+        await _send(
+            conn,
+            stream,
+            h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols"),
+        )
         trailing, _ = conn.trailing_data
         session = ExecSession(request=request, subprotocol=chosen, offered=offered)
         self.exec_sessions.append(session)
@@ -778,7 +818,12 @@ def _status_entry(container: Obj, state: Obj, ready: bool = False) -> Obj:
 
 
 def _condition(kind: str, status: str, reason: str = "", message: str = "") -> Obj:
-    condition: Obj = {"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
+    condition: Obj = {
+        "type": kind,
+        "status": status,
+        "lastProbeTime": None,
+        "lastTransitionTime": now_rfc3339(),
+    }
     if reason:
         condition["reason"] = reason
     if message:
@@ -792,7 +837,8 @@ def _qos_class(pod: Obj) -> str:
     if not any(r.get("requests") or r.get("limits") for r in resources):
         return "BestEffort"
     guaranteed = all(
-        (r.get("limits") or {}).get(res) and (r.get("requests") or {}).get(res, (r.get("limits") or {}).get(res))
+        (r.get("limits") or {}).get(res)
+        and (r.get("requests") or {}).get(res, (r.get("limits") or {}).get(res))
         == (r.get("limits") or {}).get(res)
         for r in resources
         for res in ("cpu", "memory")
@@ -813,14 +859,18 @@ def _scheduled(pod: Obj) -> None:
     pod["status"].update(
         conditions=[
             _condition("PodScheduled", "True"),
-            _condition("Initialized", "False" if init else "True", "ContainersNotInitialized" if init else ""),
+            _condition(
+                "Initialized", "False" if init else "True", "ContainersNotInitialized" if init else ""
+            ),
             _condition("Ready", "False", "ContainersNotReady"),
             _condition("ContainersReady", "False", "ContainersNotReady"),
         ],
         hostIP="10.0.0.2",
         podIP="10.1.0.7",
         startTime=now_rfc3339(),
-        containerStatuses=[_status_entry(c, {"waiting": {"reason": waiting_reason}}) for c in _container_names(pod)],
+        containerStatuses=[
+            _status_entry(c, {"waiting": {"reason": waiting_reason}}) for c in _container_names(pod)
+        ],
     )
     if init:
         pod["status"]["initContainerStatuses"] = [
@@ -836,8 +886,15 @@ def _waiting(pod: Obj, reason: str, message: str) -> None:
 def _completed_init(pod: Obj) -> None:
     init = _container_names(pod, init=True)
     if init:
-        done = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now_rfc3339(),
-                               "finishedAt": now_rfc3339(), "containerID": "containerd://" + uuid.uuid4().hex}}
+        done = {
+            "terminated": {
+                "exitCode": 0,
+                "reason": "Completed",
+                "startedAt": now_rfc3339(),
+                "finishedAt": now_rfc3339(),
+                "containerID": "containerd://" + uuid.uuid4().hex,
+            }
+        }
         pod["status"]["initContainerStatuses"] = [_status_entry(c, done) for c in init]
 
 
@@ -861,8 +918,14 @@ def _finished(pod: Obj, behaviour: PodBehaviour) -> None:
     _completed_init(pod)
     phase = behaviour.final_phase or "Failed"
     code = 0 if phase == "Succeeded" else behaviour.exit_code
-    state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                            "startedAt": now_rfc3339(), "finishedAt": now_rfc3339()}}
+    state = {
+        "terminated": {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": now_rfc3339(),
+            "finishedAt": now_rfc3339(),
+        }
+    }
     pod["status"]["phase"] = phase
     if behaviour.final_reason:
         pod["status"]["reason"] = behaviour.final_reason
@@ -913,7 +976,11 @@ async def _send(conn: h11.Connection, stream: trio.abc.Stream, event: Any) -> No
 
 
 async def _respond(
-    conn: h11.Connection, stream: trio.abc.Stream, code: int, body: bytes, headers: tuple[tuple[str, str], ...]
+    conn: h11.Connection,
+    stream: trio.abc.Stream,
+    code: int,
+    body: bytes,
+    headers: tuple[tuple[str, str], ...],
 ) -> None:
     all_headers = [*_headers(headers), ("Content-Length", str(len(body)))]
     await _send(conn, stream, h11.Response(status_code=code, headers=all_headers, reason=_reason(code)))
@@ -922,7 +989,9 @@ async def _respond(
 
 
 async def _respond_failure(conn: h11.Connection, stream: trio.abc.Stream, failure: ApiFailure) -> None:
-    await _respond(conn, stream, failure.code, go_json(failure.status()) + b"\n", (("Content-Type", "application/json"),))
+    await _respond(
+        conn, stream, failure.code, go_json(failure.status()) + b"\n", (("Content-Type", "application/json"),)
+    )
 
 
 async def _raw_close(stream: trio.abc.Stream, data: bytes) -> None:

@@ -51,7 +51,13 @@ def now_rfc3339() -> str:
 def go_json(value: Any) -> bytes:
     """JSON as Go's encoding/json writes it: compact, UTF-8, with <, > and & escaped."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(raw, escaped)
     return text.encode()
 
@@ -153,7 +159,9 @@ def not_found(where: ResourcePath, name: str) -> ApiFailure:
 
 
 def already_exists(where: ResourcePath, name: str) -> ApiFailure:
-    return ApiFailure(409, "AlreadyExists", f'{where.qualified} "{name}" already exists', _details(where, name))
+    return ApiFailure(
+        409, "AlreadyExists", f'{where.qualified} "{name}" already exists', _details(where, name)
+    )
 
 
 def conflict(where: ResourcePath, name: str) -> ApiFailure:
@@ -184,7 +192,9 @@ def unauthorized() -> ApiFailure:
 
 # --- selectors ----------------------------------------------------------------------------------
 
-_SET_TERM = re.compile(r"^\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+_SET_TERM = re.compile(
+    r"^\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$"
+)
 
 
 def _split_terms(selector: str) -> list[str]:
@@ -236,8 +246,10 @@ def field_matcher(selector: str) -> Callable[[Obj], bool]:
     for term in _split_terms(selector):
         match = re.match(r"^\s*([A-Za-z.]+)\s*(==|=|!=)\s*(.*?)\s*$", term)
         if not match or match.group(1) not in ("metadata.name", "metadata.namespace", "status.phase"):
-            raise bad_request(f'"{term.strip()}" is not a known field selector: only "metadata.name", '
-                              '"metadata.namespace", "status.phase"')
+            raise bad_request(
+                f'"{term.strip()}" is not a known field selector: only "metadata.name", '
+                '"metadata.namespace", "status.phase"'
+            )
         field, op, value = match.groups()
         section, key = field.split(".")
 
@@ -348,7 +360,9 @@ class Store:
                 "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
             )
         if metadata.get("namespace") not in (None, "", where.namespace):
-            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         bucket = self.bucket(where.collection)
         if name in bucket:
             raise already_exists(where, name)
@@ -402,11 +416,21 @@ class Store:
                 else:
                     updated.pop("status", None)
             if current.get("immutable") and (
-                updated.get("data") != current.get("data") or updated.get("binaryData") != current.get("binaryData")
+                updated.get("data") != current.get("data")
+                or updated.get("binaryData") != current.get("binaryData")
             ):
-                raise invalid(where, where.name, "data", "Forbidden: field is immutable when `immutable` is set")
+                raise invalid(
+                    where, where.name, "data", "Forbidden: field is immutable when `immutable` is set"
+                )
         metadata = updated.setdefault("metadata", {})
-        for key in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
+        for key in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
             if key in current["metadata"]:
                 metadata[key] = current["metadata"][key]
         updated.setdefault("apiVersion", current.get("apiVersion"))
@@ -461,7 +485,12 @@ def list_body(where: ResourcePath, items: list[Obj], revision: int, continue_tok
     metadata: Obj = {"resourceVersion": str(revision)}
     if continue_token:
         metadata["continue"] = continue_token
-    return {"kind": where.kind + "List", "apiVersion": where.api_version, "metadata": metadata, "items": items}
+    return {
+        "kind": where.kind + "List",
+        "apiVersion": where.api_version,
+        "metadata": metadata,
+        "items": items,
+    }
 
 
 def delete_status(where: ResourcePath, obj: Obj) -> Obj:
@@ -484,5 +513,7 @@ def page(items: list[Obj], limit: int, continue_token: str) -> tuple[list[Obj], 
         start = next((i for i, obj in enumerate(items) if obj["metadata"]["name"] > last), len(items))
     chosen = items[start : start + limit] if limit > 0 else items[start:]
     more = limit > 0 and start + limit < len(items)
-    token = base64.urlsafe_b64encode(chosen[-1]["metadata"]["name"].encode()).decode() if more and chosen else ""
+    token = (
+        base64.urlsafe_b64encode(chosen[-1]["metadata"]["name"].encode()).decode() if more and chosen else ""
+    )
     return chosen, token

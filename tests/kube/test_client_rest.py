@@ -51,10 +51,14 @@ async def test_requests_on_the_wire(autojump_clock: trio.testing.MockClock) -> N
         patched = await client.request("PATCH", f"{CONFIGMAPS}/a", json={"data": {"k": None, "n": "1"}})
         assert patched["data"] == {"n": "1"}
         listed = await client.request(
-            "GET", CONFIGMAPS, params={"labelSelector": "x!=y", "limit": 10, "watch": False, "tag": ["a", "b"]}
+            "GET",
+            CONFIGMAPS,
+            params={"labelSelector": "x!=y", "limit": 10, "watch": False, "tag": ["a", "b"]},
         )
         assert [item["metadata"]["name"] for item in listed["items"]] == ["a"]
-        deleted = await client.request("DELETE", f"{CONFIGMAPS}/a", params={"propagationPolicy": "Background"})
+        deleted = await client.request(
+            "DELETE", f"{CONFIGMAPS}/a", params={"propagationPolicy": "Background"}
+        )
         assert deleted["status"] == "Success"
         post, get, patch, list_, delete = api.requests
         assert post.method == "POST" and post.header("content-type") == "application/json"
@@ -63,7 +67,13 @@ async def test_requests_on_the_wire(autojump_clock: trio.testing.MockClock) -> N
         assert json.loads(post.body)["metadata"]["name"] == "a"
         assert get.body == b""
         assert patch.header("content-type") == "application/merge-patch+json"
-        assert list_.query == (("labelSelector", "x!=y"), ("limit", "10"), ("watch", "false"), ("tag", "a"), ("tag", "b"))
+        assert list_.query == (
+            ("labelSelector", "x!=y"),
+            ("limit", "10"),
+            ("watch", "false"),
+            ("tag", "a"),
+            ("tag", "b"),
+        )
         assert delete.query == (("propagationPolicy", "Background"),)
 
 
@@ -133,7 +143,9 @@ async def test_429_retried_for_post_too(autojump_clock: trio.testing.MockClock) 
 
 async def test_5xx_with_retry_after_is_retried_even_for_post(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
-        api.fail(503, "ServiceUnavailable", "the server is currently unable to handle the request", retry_after=2)
+        api.fail(
+            503, "ServiceUnavailable", "the server is currently unable to handle the request", retry_after=2
+        )
         await client.request("POST", CONFIGMAPS, json=configmap("c"))
         assert len(api.requests) == 2
 
@@ -146,7 +158,9 @@ async def test_5xx_without_retry_after_post_is_not_retried(autojump_clock: trio.
         assert len(api.requests) == 1
 
 
-async def test_5xx_get_is_retried_with_growing_jittered_backoff(autojump_clock: trio.testing.MockClock) -> None:
+async def test_5xx_get_is_retried_with_growing_jittered_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
         api.fail(500, "InternalError", "boom", times=3)
         await client.request("GET", PODS)
@@ -178,7 +192,9 @@ async def test_retries_are_bounded_by_total_time(autojump_clock: trio.testing.Mo
         assert len(api.requests) == 3
 
 
-async def test_retry_after_longer_than_the_budget_fails_at_once(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retry_after_longer_than_the_budget_fails_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
         api.throttle(times=1, retry_after=600)
         started = trio.current_time()
@@ -284,11 +300,21 @@ def test_status_body_parsed_into_typed_error() -> None:
 @pytest.mark.parametrize(
     ("code", "body", "cls", "message"),
     [
-        (429, b"Too many requests, please try again later.\n", TooManyRequests, "Too many requests, please try again later."),
+        (
+            429,
+            b"Too many requests, please try again later.\n",
+            TooManyRequests,
+            "Too many requests, please try again later.",
+        ),
         (403, b"", Forbidden, "HTTP 403 with an empty body"),
         (502, b"<html><body>Bad Gateway</body></html>", ServerError, "<html><body>Bad Gateway</body></html>"),
         (404, b'{"message": 5}', NotFound, '{"message": 5}'),
-        (410, b'{"kind":"Status","status":"Failure","reason":"Expired","message":"too old","code":410}', Expired, "too old"),
+        (
+            410,
+            b'{"kind":"Status","status":"Failure","reason":"Expired","message":"too old","code":410}',
+            Expired,
+            "too old",
+        ),
         (409, b'{"status":"Failure","reason":"Conflict","message":"modified"}', Conflict, "modified"),
         (418, b"teapot", ApiError, "teapot"),
     ],

@@ -75,7 +75,9 @@ async def test_broken_tls_material_is_a_config_error(autojump_clock: trio.testin
     pki = make_pki()
     async with tls_api(pki) as api:
         with pytest.raises(KubeConfigError, match="certificate authority is not valid PEM"):
-            async with client_for(api, ca_pem=b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"):
+            async with client_for(
+                api, ca_pem=b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"
+            ):
                 pass
         with pytest.raises(KubeConfigError, match="client certificate/key are not a valid PEM pair"):
             async with client_for(api, client_cert_pem=b"x", client_key_pem=b"y"):
@@ -114,14 +116,17 @@ async def test_exec_over_wss_with_client_certificate_and_server_name() -> None:
     async with tls_api(pki) as api:
         api.tokens = set()
         api.client_cert_auth = True
-        async with client_for(
-            api,
-            ca_pem=pki.ca.cert_pem.bytes(),
-            tls_server_name="kube.internal",
-            auth=StaticAuth(None),
-            client_cert_pem=pki.client_cert_pem,
-            client_key_pem=pki.client_key_pem,
-        ) as client, running_pod(api, client) as pod:
+        async with (
+            client_for(
+                api,
+                ca_pem=pki.ca.cert_pem.bytes(),
+                tls_server_name="kube.internal",
+                auth=StaticAuth(None),
+                client_cert_pem=pki.client_cert_pem,
+                client_key_pem=pki.client_key_pem,
+            ) as client,
+            running_pod(api, client) as pod,
+        ):
             api.script_exec(steps.Stdout(b"secure\n"), steps.Exit(0))
             feed = RecordingFeed()
             result = await exec_stream(client, NS, pod, "job", ["true"], feed)

@@ -40,7 +40,11 @@ async def test_watch_from_a_resource_version(autojump_clock: trio.testing.MockCl
             await client.request("DELETE", f"{CONFIGMAPS}/a")
             last = await collect(events, 1)
         kinds = [(e.type, e.object["metadata"]["name"]) for e in first + last]
-        assert kinds == [(WatchEventType.ADDED, "a"), (WatchEventType.MODIFIED, "a"), (WatchEventType.DELETED, "a")]
+        assert kinds == [
+            (WatchEventType.ADDED, "a"),
+            (WatchEventType.MODIFIED, "a"),
+            (WatchEventType.DELETED, "a"),
+        ]
         versions = [int(e.resource_version) for e in first + last]
         assert versions == sorted(versions) and versions[0] > int(rv)
         request = api.requests[-2]
@@ -48,7 +52,9 @@ async def test_watch_from_a_resource_version(autojump_clock: trio.testing.MockCl
         assert request.param("resourceVersion") == rv
 
 
-async def test_watch_without_a_version_starts_with_the_current_objects(autojump_clock: trio.testing.MockClock) -> None:
+async def test_watch_without_a_version_starts_with_the_current_objects(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
         await client.request("POST", CONFIGMAPS, json=configmap("x", {"team": "a"}))
         await client.request("POST", CONFIGMAPS, json=configmap("y", {"team": "b"}))
@@ -83,11 +89,17 @@ async def test_pod_lifecycle_is_watched_by_field_selector(autojump_clock: trio.t
 
 async def test_bookmarks(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
-        async with client.watch(CONFIGMAPS, params={"allowWatchBookmarks": True, "resourceVersion": "1000"}) as events:
+        async with client.watch(
+            CONFIGMAPS, params={"allowWatchBookmarks": True, "resourceVersion": "1000"}
+        ) as events:
             api.bookmark()
             (event,) = await collect(events, 1)
         assert event.type is WatchEventType.BOOKMARK
-        assert event.object == {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"resourceVersion": "999"}}
+        assert event.object == {
+            "kind": "ConfigMap",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": "999"},
+        }
         assert event.resource_version == "999"
 
 
@@ -106,7 +118,9 @@ async def test_too_old_resource_version_raises_expired(autojump_clock: trio.test
 
 async def test_server_ending_the_stream_ends_the_iteration(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
-        async with client.watch(CONFIGMAPS, params={"timeoutSeconds": 30, "resourceVersion": "999"}) as events:
+        async with client.watch(
+            CONFIGMAPS, params={"timeoutSeconds": 30, "resourceVersion": "999"}
+        ) as events:
             started = trio.current_time()
             assert await collect(events, 1) == []
         assert trio.current_time() - started == pytest.approx(30)

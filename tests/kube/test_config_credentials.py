@@ -55,7 +55,9 @@ print(json.dumps({{"apiVersion": {api_version!r}, "kind": "ExecCredential", "sta
 
 
 class Plugin:
-    def __init__(self, folder: Path, *, output: Any = None, api_version: str = V1, returned_version: str | None = None) -> None:
+    def __init__(
+        self, folder: Path, *, output: Any = None, api_version: str = V1, returned_version: str | None = None
+    ) -> None:
         self.folder = folder
         self.state = folder / "count"
         self.info = folder / "info.json"
@@ -81,7 +83,9 @@ class Plugin:
             install_hint=changes.pop("install_hint", ""),
             **changes,
         )
-        return ExecAuth(plugin, ExecClusterInfo(server="https://kube.test:6443", certificate_authority_data=b"CA"))
+        return ExecAuth(
+            plugin, ExecClusterInfo(server="https://kube.test:6443", certificate_authority_data=b"CA")
+        )
 
     @property
     def runs(self) -> int:
@@ -102,7 +106,9 @@ async def test_static_token() -> None:
     assert auth.invalidate() is False
 
 
-async def test_token_file_is_reread_every_minute(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_token_file_is_reread_every_minute(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     token = tmp_path / "token"
     token.write_text("first\n")
     auth = authenticator(TokenFileAuth(token))
@@ -124,7 +130,9 @@ async def test_token_file_is_reread_after_invalidate(tmp_path: Path) -> None:
     assert (await auth.credentials()).token == "rotated"
 
 
-@pytest.mark.parametrize(("content", "expected"), [(None, "cannot read token file"), ("  \n", "token file is empty")])
+@pytest.mark.parametrize(
+    ("content", "expected"), [(None, "cannot read token file"), ("  \n", "token file is empty")]
+)
 async def test_token_file_problems(tmp_path: Path, content: str | None, expected: str) -> None:
     token = tmp_path / "token"
     if content is not None:
@@ -232,7 +240,9 @@ async def test_exec_plugin_rerun_after_401(tmp_path: Path) -> None:
         ("broken", {"install_hint": "brew install it"}, r"\(brew install it\)"),
     ],
 )
-async def test_exec_plugin_failures(tmp_path: Path, output: Any, kwargs: dict[str, Any], expected: str) -> None:
+async def test_exec_plugin_failures(
+    tmp_path: Path, output: Any, kwargs: dict[str, Any], expected: str
+) -> None:
     plugin = Plugin(tmp_path, output=output)
     with pytest.raises(CredentialError, match=expected) as caught:
         await authenticator(plugin.spec(**kwargs)).credentials()
@@ -241,7 +251,9 @@ async def test_exec_plugin_failures(tmp_path: Path, output: Any, kwargs: dict[st
 
 async def test_exec_plugin_wrong_api_version_in_answer(tmp_path: Path) -> None:
     plugin = Plugin(tmp_path, api_version=V1, returned_version=V1BETA1)
-    with pytest.raises(CredentialError, match="configured for 'client.authentication.k8s.io/v1' but returned"):
+    with pytest.raises(
+        CredentialError, match="configured for 'client.authentication.k8s.io/v1' but returned"
+    ):
         await authenticator(plugin.spec()).credentials()
 
 

@@ -40,7 +40,9 @@ def kubeconfig(
     return doc
 
 
-def simple(server: str = "https://10.0.0.1:6443", user: dict[str, Any] | None = None, **ctx: Any) -> dict[str, Any]:
+def simple(
+    server: str = "https://10.0.0.1:6443", user: dict[str, Any] | None = None, **ctx: Any
+) -> dict[str, Any]:
     return kubeconfig(
         clusters={"c": {"server": server}},
         users={"u": user if user is not None else {"token": "abc"}},
@@ -111,7 +113,9 @@ def test_certificate_authority_path_is_relative_to_the_kubeconfig(tmp_path: Path
 
 def test_certificate_authority_data_wins_over_the_path(tmp_path: Path) -> None:
     doc = simple()
-    doc["clusters"][0]["cluster"].update({"certificate-authority": "missing.crt", "certificate-authority-data": b64(PEM)})
+    doc["clusters"][0]["cluster"].update(
+        {"certificate-authority": "missing.crt", "certificate-authority-data": b64(PEM)}
+    )
     assert load_config(env_for(write(tmp_path / "config", doc))).ca_pem == PEM
 
 
@@ -123,7 +127,9 @@ def test_client_certificate_files_relative_and_data(tmp_path: Path) -> None:
     config = load_config(env_for(write(tmp_path / "config", by_file)))
     assert (config.client_cert_pem, config.client_key_pem) == (b"CERT", b"KEY")
     assert config.auth == StaticAuth(None)
-    by_data = simple(user={"client-certificate-data": b64(b"CERT2"), "client-key-data": b64(b"KEY2"), "token": "t"})
+    by_data = simple(
+        user={"client-certificate-data": b64(b"CERT2"), "client-key-data": b64(b"KEY2"), "token": "t"}
+    )
     config = load_config(env_for(write(tmp_path / "other", by_data)))
     assert (config.client_cert_pem, config.client_key_pem) == (b"CERT2", b"KEY2")
     assert config.auth == StaticAuth("t")
@@ -227,7 +233,9 @@ def test_missing_files_in_the_list_are_skipped(tmp_path: Path) -> None:
 
 def test_explicit_context(tmp_path: Path) -> None:
     doc = simple()
-    doc["contexts"].append({"name": "other", "context": {"cluster": "c", "user": "u", "namespace": "elsewhere"}})
+    doc["contexts"].append(
+        {"name": "other", "context": {"cluster": "c", "user": "u", "namespace": "elsewhere"}}
+    )
     config = load_config(env_for(write(tmp_path / "config", doc)), context="other")
     assert config.namespace == "elsewhere"
     assert "context other" in config.source
@@ -327,7 +335,9 @@ def test_broken_file(tmp_path: Path, text: str, expected: str) -> None:
         (simple() | {"current-context": "nope"}, "context 'nope' is not defined"),
         (kubeconfig(contexts={"main": {"cluster": "gone", "user": "u"}}), "refers to cluster 'gone'"),
         (
-            kubeconfig(clusters={"c": {"server": "https://x"}}, contexts={"main": {"cluster": "c", "user": "who"}}),
+            kubeconfig(
+                clusters={"c": {"server": "https://x"}}, contexts={"main": {"cluster": "c", "user": "who"}}
+            ),
             "refers to user 'who'",
         ),
         (kubeconfig(clusters={"c": {}}, contexts={"main": {"cluster": "c"}}), "cluster 'c' has no server"),
@@ -346,7 +356,10 @@ def test_broken_file(tmp_path: Path, text: str, expected: str) -> None:
             ),
             "certificate-authority /nonexistent/ca.crt: cannot read",
         ),
-        (simple(user={"client-certificate-data": b64(b"C")}), "client-certificate and client-key must be given together"),
+        (
+            simple(user={"client-certificate-data": b64(b"C")}),
+            "client-certificate and client-key must be given together",
+        ),
         (simple(user={"auth-provider": {"name": "gcp"}}), "auth-provider 'gcp' is not supported"),
         (simple(user={"username": "admin", "password": "x"}), "basic auth"),
         (simple(user={"exec": {"apiVersion": "client.authentication.k8s.io/v1"}}), "exec.command is missing"),

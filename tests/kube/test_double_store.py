@@ -40,7 +40,9 @@ async def test_grouped_resources_with_optimistic_concurrency(autojump_clock: tri
         assert int(updated["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
         with pytest.raises(Conflict) as stale:
             await client.request("PUT", f"{LEASES}/leader", json=update)
-        assert stale.value.message.startswith('Operation cannot be fulfilled on leases.coordination.k8s.io "leader"')
+        assert stale.value.message.startswith(
+            'Operation cannot be fulfilled on leases.coordination.k8s.io "leader"'
+        )
         assert stale.value.status.details is not None
         assert stale.value.status.details.group == "coordination.k8s.io"
         with pytest.raises(NotFound, match='leases.coordination.k8s.io "other" not found'):
@@ -48,7 +50,9 @@ async def test_grouped_resources_with_optimistic_concurrency(autojump_clock: tri
         assert api.get("leases", "leader", namespace=NS, api_version="coordination.k8s.io/v1") is not None
 
 
-async def test_merge_patch_and_its_resource_version_precondition(autojump_clock: trio.testing.MockClock) -> None:
+async def test_merge_patch_and_its_resource_version_precondition(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
         deployment = {
             "apiVersion": "apps/v1",
@@ -58,15 +62,22 @@ async def test_merge_patch_and_its_resource_version_precondition(autojump_clock:
         }
         await client.request("POST", DEPLOYMENTS, json=deployment)
         patched = await client.request(
-            "PATCH", f"{DEPLOYMENTS}/runner", json={"metadata": {"annotations": {"a": None, "c": "3"}}, "spec": {"replicas": 5}}
+            "PATCH",
+            f"{DEPLOYMENTS}/runner",
+            json={"metadata": {"annotations": {"a": None, "c": "3"}}, "spec": {"replicas": 5}},
         )
         assert patched["metadata"]["annotations"] == {"b": "2", "c": "3"}
         assert patched["spec"] == {"replicas": 5}
         with pytest.raises(Conflict):
-            await client.request("PATCH", f"{DEPLOYMENTS}/runner", json={"metadata": {"resourceVersion": "1"}})
+            await client.request(
+                "PATCH", f"{DEPLOYMENTS}/runner", json={"metadata": {"resourceVersion": "1"}}
+            )
         with pytest.raises(ApiError, match="415 UnsupportedMediaType"):
             await client.request(
-                "PATCH", f"{DEPLOYMENTS}/runner", json=[{"op": "remove", "path": "/spec"}], content_type="application/json-patch+json"
+                "PATCH",
+                f"{DEPLOYMENTS}/runner",
+                json=[{"op": "remove", "path": "/spec"}],
+                content_type="application/json-patch+json",
             )
 
 
@@ -77,12 +88,16 @@ async def test_status_subresource(autojump_clock: trio.testing.MockClock) -> Non
         pod = await client.request("GET", f"{PODS}/job-1")
         assert pod["status"]["phase"] == "Pending"
         patched = await client.request(
-            "PATCH", f"{PODS}/job-1/status", json={"status": {"phase": "Failed"}, "spec": {"restartPolicy": "Always"}}
+            "PATCH",
+            f"{PODS}/job-1/status",
+            json={"status": {"phase": "Failed"}, "spec": {"restartPolicy": "Always"}},
         )
         assert patched["status"]["phase"] == "Failed"
         assert patched["spec"]["restartPolicy"] == "Never"
         relabelled = await client.request(
-            "PATCH", f"{PODS}/job-1", json={"metadata": {"labels": {"x": "y"}}, "status": {"phase": "Running"}}
+            "PATCH",
+            f"{PODS}/job-1",
+            json={"metadata": {"labels": {"x": "y"}}, "status": {"phase": "Running"}},
         )
         assert relabelled["metadata"]["labels"]["x"] == "y"
         assert relabelled["status"]["phase"] == "Failed"
@@ -113,9 +128,13 @@ async def test_delete_answers(autojump_clock: trio.testing.MockClock) -> None:
 async def test_graceful_pod_deletion_takes_time(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
         api.pod_termination_delay = 3
-        created = await client.request("POST", PODS, json=dict(POD, spec=dict(POD["spec"], terminationGracePeriodSeconds=5)))
+        created = await client.request(
+            "POST", PODS, json=dict(POD, spec=dict(POD["spec"], terminationGracePeriodSeconds=5))
+        )
         await trio.sleep(1)
-        async with client.watch(PODS, params={"resourceVersion": created["metadata"]["resourceVersion"]}) as events:
+        async with client.watch(
+            PODS, params={"resourceVersion": created["metadata"]["resourceVersion"]}
+        ) as events:
             await client.request("DELETE", f"{PODS}/job-1")
             started = trio.current_time()
             seen = []
@@ -142,13 +161,17 @@ async def test_delete_collection_by_label(autojump_clock: trio.testing.MockClock
 async def test_list_selectors_and_paging(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
         for index in range(5):
-            await client.request("POST", CONFIGMAPS, json={"metadata": {"name": f"cm-{index}", "labels": {"n": str(index)}}})
+            await client.request(
+                "POST", CONFIGMAPS, json={"metadata": {"name": f"cm-{index}", "labels": {"n": str(index)}}}
+            )
         names = await list_names(client, {"labelSelector": "n in (1,3),n!=3"})
         assert names == ["cm-1"]
         assert await list_names(client, {"fieldSelector": "metadata.name=cm-4"}) == ["cm-4"]
         first = await client.request("GET", CONFIGMAPS, params={"limit": 2})
         assert [i["metadata"]["name"] for i in first["items"]] == ["cm-0", "cm-1"]
-        second = await client.request("GET", CONFIGMAPS, params={"limit": 2, "continue": first["metadata"]["continue"]})
+        second = await client.request(
+            "GET", CONFIGMAPS, params={"limit": 2, "continue": first["metadata"]["continue"]}
+        )
         assert [i["metadata"]["name"] for i in second["items"]] == ["cm-2", "cm-3"]
         with pytest.raises(BadRequest, match="not a known field selector"):
             await client.request("GET", CONFIGMAPS, params={"fieldSelector": "spec.nodeName=x"})
@@ -163,7 +186,9 @@ async def test_validation_the_double_performs(autojump_clock: trio.testing.MockC
     async with serve_kube_api() as api, client_for(api) as client:
         with pytest.raises(Invalid, match="a lowercase RFC 1123 subdomain"):
             await client.request("POST", CONFIGMAPS, json={"metadata": {"name": "Bad_Name"}})
-        await client.request("POST", CONFIGMAPS, json={"metadata": {"name": "frozen"}, "immutable": True, "data": {"a": "1"}})
+        await client.request(
+            "POST", CONFIGMAPS, json={"metadata": {"name": "frozen"}, "immutable": True, "data": {"a": "1"}}
+        )
         with pytest.raises(Invalid, match="field is immutable"):
             await client.request("PATCH", f"{CONFIGMAPS}/frozen", json={"data": {"a": "2"}})
         generated = await client.request("POST", CONFIGMAPS, json={"metadata": {"generateName": "job-"}})
@@ -177,7 +202,9 @@ async def test_pod_lifecycles(autojump_clock: trio.testing.MockClock) -> None:
     behaviours = {
         "stuck": PodBehaviour(waiting=("ImagePullBackOff", 'Back-off pulling image "nope:1"')),
         "unschedulable": PodBehaviour(unschedulable="0/3 nodes are available: 3 Insufficient memory."),
-        "failed": PodBehaviour(start_delay=2, final_phase="Failed", final_reason="Evicted", final_message="low on disk"),
+        "failed": PodBehaviour(
+            start_delay=2, final_phase="Failed", final_reason="Evicted", final_message="low on disk"
+        ),
         "with-init": PodBehaviour(start_delay=4),
     }
     async with serve_kube_api() as api, client_for(api) as client:
@@ -195,10 +222,16 @@ async def test_pod_lifecycles(autojump_clock: trio.testing.MockClock) -> None:
         }
         unschedulable = await client.request("GET", f"{PODS}/unschedulable")
         (condition,) = unschedulable["status"]["conditions"]
-        assert (condition["type"], condition["status"], condition["reason"]) == ("PodScheduled", "False", "Unschedulable")
+        assert (condition["type"], condition["status"], condition["reason"]) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        )
         assert "nodeName" not in unschedulable["spec"]
         init = await client.request("GET", f"{PODS}/with-init")
-        assert init["status"]["initContainerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+        assert init["status"]["initContainerStatuses"][0]["state"] == {
+            "waiting": {"reason": "PodInitializing"}
+        }
         assert init["status"]["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
         await trio.sleep(5)
         failed = await client.request("GET", f"{PODS}/failed")

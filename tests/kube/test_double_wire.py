@@ -45,7 +45,9 @@ def split(response: bytes) -> tuple[str, dict[str, str], bytes]:
 
 async def test_status_bodies_are_the_apiservers(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api:
-        status, headers, body = split(await exchange(api.port, http("GET", f"/api/v1/namespaces/{NS}/pods/job-1")))
+        status, headers, body = split(
+            await exchange(api.port, http("GET", f"/api/v1/namespaces/{NS}/pods/job-1"))
+        )
         assert status == "HTTP/1.1 404 Not Found"
         assert headers["content-type"] == "application/json"
         assert body == (
@@ -77,7 +79,9 @@ async def test_plain_text_429(autojump_clock: trio.testing.MockClock) -> None:
 async def test_watch_is_chunked_json_lines(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api:
         async with client_for(api) as client:
-            await client.request("POST", f"/api/v1/namespaces/{NS}/configmaps", json={"metadata": {"name": "a"}})
+            await client.request(
+                "POST", f"/api/v1/namespaces/{NS}/configmaps", json={"metadata": {"name": "a"}}
+            )
         request = http("GET", f"/api/v1/namespaces/{NS}/configmaps?watch=true&timeoutSeconds=1")
         status, headers, body = split(await exchange(api.port, request))
         assert status == "HTTP/1.1 200 OK"
@@ -153,7 +157,10 @@ async def test_no_common_protocol_is_a_bare_403(autojump_clock: trio.testing.Moc
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         api.translator = False
         path = f"/api/v1/namespaces/{NS}/pods/{pod}/exec?command=true&stdout=true"
-        assert await exchange(api.port, upgrade(path, ["v5.channel.k8s.io"])) == b"HTTP/1.1 403 Forbidden\r\n\r\n"
+        assert (
+            await exchange(api.port, upgrade(path, ["v5.channel.k8s.io"]))
+            == b"HTTP/1.1 403 Forbidden\r\n\r\n"
+        )
 
 
 async def test_exec_without_upgrade_or_streams(autojump_clock: trio.testing.MockClock) -> None:
@@ -194,7 +201,9 @@ async def test_stdin_and_the_v5_close_signal() -> None:
         assert session.stdin_closed
 
 
-async def test_malformed_close_signal_ends_the_session_without_status(autojump_clock: trio.testing.MockClock) -> None:
+async def test_malformed_close_signal_ends_the_session_without_status(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         api.script_exec(steps.Pause(100))
         url = f"ws://127.0.0.1:{api.port}/api/v1/namespaces/{NS}/pods/{pod}/exec?command=cat&stdin=true&stdout=true"
@@ -210,7 +219,9 @@ async def test_malformed_close_signal_ends_the_session_without_status(autojump_c
         assert api.exec_sessions[-1].status_sent is None
 
 
-async def test_token_as_a_websocket_subprotocol_is_not_confused_with_channels(autojump_clock: trio.testing.MockClock) -> None:
+async def test_token_as_a_websocket_subprotocol_is_not_confused_with_channels(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     token = base64.urlsafe_b64encode(b"t").decode().rstrip("=")
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         api.script_exec()

@@ -23,7 +23,9 @@ from trunner.kube.exec import ExecTiming, exec_stream, status_result
 MiB = 1024 * 1024
 
 
-async def run(api: object, client: object, pod: str, *script: steps.ExecStep, **kwargs: object) -> tuple[ExitResult, RecordingFeed]:
+async def run(
+    api: object, client: object, pod: str, *script: steps.ExecStep, **kwargs: object
+) -> tuple[ExitResult, RecordingFeed]:
     if script:
         api.script_exec(*script)  # type: ignore[attr-defined]
     feed = RecordingFeed()
@@ -34,10 +36,20 @@ async def run(api: object, client: object, pod: str, *script: steps.ExecStep, **
 async def test_handshake_and_output_demux(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         result, feed = await run(
-            api, client, pod, steps.Stdout(b"one\n"), steps.Stderr(b"warn\n"), steps.Stdout(b"two\n"), steps.Exit(0)
+            api,
+            client,
+            pod,
+            steps.Stdout(b"one\n"),
+            steps.Stderr(b"warn\n"),
+            steps.Stdout(b"two\n"),
+            steps.Exit(0),
         )
         assert result == ExitResult.exited(0)
-        assert feed.chunks == [(Stream.STDOUT, b"one\n"), (Stream.STDERR, b"warn\n"), (Stream.STDOUT, b"two\n")]
+        assert feed.chunks == [
+            (Stream.STDOUT, b"one\n"),
+            (Stream.STDERR, b"warn\n"),
+            (Stream.STDOUT, b"two\n"),
+        ]
         request = api.requests[-1]
         assert request.method == "GET"
         assert request.path == f"/api/v1/namespaces/{NS}/pods/{pod}/exec"
@@ -68,9 +80,14 @@ async def test_non_zero_exit_code(autojump_clock: trio.testing.MockClock) -> Non
 
 async def test_internal_error_status(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
-        result, _ = await run(api, client, pod, steps.Fail('unable to upgrade connection: container not found ("job")'))
+        result, _ = await run(
+            api, client, pod, steps.Fail('unable to upgrade connection: container not found ("job")')
+        )
         assert result.kind is ExitKind.INFRASTRUCTURE
-        assert result.message == 'Internal error occurred: unable to upgrade connection: container not found ("job")'
+        assert (
+            result.message
+            == 'Internal error occurred: unable to upgrade connection: container not found ("job")'
+        )
         assert result.exit_code is None
 
 
@@ -100,10 +117,18 @@ async def test_status_split_across_two_messages(autojump_clock: trio.testing.Moc
         assert result == ExitResult.exited(7)
 
 
-async def test_unknown_channels_and_empty_messages_are_ignored(autojump_clock: trio.testing.MockClock) -> None:
+async def test_unknown_channels_and_empty_messages_are_ignored(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         result, feed = await run(
-            api, client, pod, steps.RawMessage(b"\x05junk"), steps.RawMessage(b"\x01"), steps.Stdout(b"ok"), steps.Exit(0)
+            api,
+            client,
+            pod,
+            steps.RawMessage(b"\x05junk"),
+            steps.RawMessage(b"\x01"),
+            steps.Stdout(b"ok"),
+            steps.Exit(0),
         )
         assert result == ExitResult.exited(0)
         assert feed.chunks == [(Stream.STDOUT, b"ok")]
@@ -118,7 +143,9 @@ async def test_v4_fallback(autojump_clock: trio.testing.MockClock) -> None:
         assert api.exec_sessions[-1].subprotocol == "v4.channel.k8s.io"
 
 
-async def test_no_common_subprotocol_is_a_403_with_an_empty_body(autojump_clock: trio.testing.MockClock) -> None:
+async def test_no_common_subprotocol_is_a_403_with_an_empty_body(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         api.translator = False
         api.legacy_protocols = ("channel.k8s.io",)
@@ -131,7 +158,9 @@ async def test_no_common_subprotocol_is_a_403_with_an_empty_body(autojump_clock:
         assert api.exec_sessions == []
 
 
-@pytest.mark.parametrize(("forced", "expected"), [("v9.channel.k8s.io", "not accepted"), ("", "server chose subprotocol None")])
+@pytest.mark.parametrize(
+    ("forced", "expected"), [("v9.channel.k8s.io", "not accepted"), ("", "server chose subprotocol None")]
+)
 async def test_an_answer_outside_the_offer_is_refused(
     autojump_clock: trio.testing.MockClock, forced: str, expected: str
 ) -> None:
@@ -148,15 +177,22 @@ async def test_rejections_before_the_upgrade(autojump_clock: trio.testing.MockCl
     async with serve_kube_api() as api, client_for(api) as client:
         result, _ = await run(api, client, "missing")
         assert result == ExitResult(
-            ExitKind.INFRASTRUCTURE, message='exec in pod missing was rejected: 404 NotFound: pods "missing" not found'
+            ExitKind.INFRASTRUCTURE,
+            message='exec in pod missing was rejected: 404 NotFound: pods "missing" not found',
         )
         api.pod_behaviour = PodBehaviour(unschedulable="0/3 nodes are available: 3 Insufficient cpu.")
         await client.request("POST", f"/api/v1/namespaces/{NS}/pods", json=POD)
         result, _ = await run(api, client, "job-1")
-        assert result.message == "exec in pod job-1 was rejected: 400 BadRequest: pod job-1 does not have a host assigned"
+        assert (
+            result.message
+            == "exec in pod job-1 was rejected: 400 BadRequest: pod job-1 does not have a host assigned"
+        )
         feed = RecordingFeed()
         result = await exec_stream(client, NS, "job-1", "sidecar", ["true"], feed)
-        assert result.message == "exec in pod job-1 was rejected: 400 BadRequest: container sidecar is not valid for pod job-1"
+        assert (
+            result.message
+            == "exec in pod job-1 was rejected: 400 BadRequest: container sidecar is not valid for pod job-1"
+        )
         api.fail(403, "Forbidden", 'pods "job-1" is forbidden: cannot create resource "pods/exec"')
         result, _ = await run(api, client, "job-1")
         assert result.message == (
@@ -177,7 +213,9 @@ async def test_container_not_running_is_an_internal_error(autojump_clock: trio.t
         assert 'container not found ("job")' in result.message
 
 
-async def test_rotated_token_after_a_401_on_the_upgrade(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+async def test_rotated_token_after_a_401_on_the_upgrade(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     token = tmp_path / "token"
     token.write_text("old")
     async with serve_kube_api() as api, client_for(api, auth=TokenFileAuth(token)) as client:
@@ -219,7 +257,14 @@ async def test_stalled_output_keeps_the_session_alive(autojump_clock: trio.testi
     timing = ExecTiming(ping_interval=5, ping_timeout=10)
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         result, feed = await run(
-            api, client, pod, steps.Stdout(b"a"), steps.Pause(300), steps.Stdout(b"b"), steps.Exit(0), timing=timing
+            api,
+            client,
+            pod,
+            steps.Stdout(b"a"),
+            steps.Pause(300),
+            steps.Stdout(b"b"),
+            steps.Exit(0),
+            timing=timing,
         )
         assert result == ExitResult.exited(0)
         assert feed.stdout == b"ab"
@@ -255,23 +300,35 @@ def test_exec_timing_bounds() -> None:
         (b"{", ExitResult(ExitKind.INFRASTRUCTURE, message="exec error stream protocol error: not JSON: ")),
         (
             b'{"status":"Failure","reason":"NonZeroExitCode"}',
-            ExitResult(ExitKind.INFRASTRUCTURE, message="exec error stream protocol error: details must be set"),
+            ExitResult(
+                ExitKind.INFRASTRUCTURE, message="exec error stream protocol error: details must be set"
+            ),
         ),
         (
             b'{"status":"Failure","reason":"NonZeroExitCode","details":{"causes":[{"reason":"Other","message":"1"}]}}',
-            ExitResult(ExitKind.INFRASTRUCTURE, message="exec error stream protocol error: no ExitCode cause given"),
+            ExitResult(
+                ExitKind.INFRASTRUCTURE, message="exec error stream protocol error: no ExitCode cause given"
+            ),
         ),
         (
             b'{"status":"Failure","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"256"}]}}',
-            ExitResult(ExitKind.INFRASTRUCTURE, message="exec error stream protocol error: invalid exit code value '256'"),
+            ExitResult(
+                ExitKind.INFRASTRUCTURE,
+                message="exec error stream protocol error: invalid exit code value '256'",
+            ),
         ),
         (
             b'{"status":"Failure","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"-1"}]}}',
-            ExitResult(ExitKind.INFRASTRUCTURE, message="exec error stream protocol error: invalid exit code value '-1'"),
+            ExitResult(
+                ExitKind.INFRASTRUCTURE,
+                message="exec error stream protocol error: invalid exit code value '-1'",
+            ),
         ),
         (
             b'{"status":"Maybe"}',
-            ExitResult(ExitKind.INFRASTRUCTURE, message="exec error stream protocol error: unknown status 'Maybe'"),
+            ExitResult(
+                ExitKind.INFRASTRUCTURE, message="exec error stream protocol error: unknown status 'Maybe'"
+            ),
         ),
         (b'{"status":"Failure","reason":"Timeout"}', ExitResult(ExitKind.INFRASTRUCTURE, message="Timeout")),
     ],
@@ -324,6 +381,8 @@ async def test_subprocess_killed_when_the_pod_is_deleted() -> None:
 
             nursery.start_soon(delete_when_started)
             with trio.fail_after(20):
-                result = await exec_stream(client, NS, pod, "job", ["sh", "-c", "echo started; exec sleep 60"], feed)
+                result = await exec_stream(
+                    client, NS, pod, "job", ["sh", "-c", "echo started; exec sleep 60"], feed
+                )
         assert result == ExitResult.exited(137)
         assert api.exec_sessions[-1].killed

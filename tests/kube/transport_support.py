@@ -84,7 +84,9 @@ async def client_for(
 
 
 @asynccontextmanager
-async def running_pod(api: KubeApiDouble, client: KubeClient, pod: dict[str, Any] | None = None) -> AsyncIterator[str]:
+async def running_pod(
+    api: KubeApiDouble, client: KubeClient, pod: dict[str, Any] | None = None
+) -> AsyncIterator[str]:
     """Create a pod through the API and wait (virtual time) until the double runs it."""
     body = pod or POD
     await client.request("POST", f"/api/v1/namespaces/{NS}/pods", json=body)

@@ -203,9 +203,7 @@ def exec_info(plugin: ExecPluginSpec, cluster: ExecClusterInfo | None) -> str:
         if cluster.insecure_skip_tls_verify:
             info["insecure-skip-tls-verify"] = True
         if cluster.certificate_authority_data:
-            info["certificate-authority-data"] = base64.b64encode(
-                cluster.certificate_authority_data
-            ).decode()
+            info["certificate-authority-data"] = base64.b64encode(cluster.certificate_authority_data).decode()
         if cluster.config is not None:
             info["config"] = cluster.config
         spec["cluster"] = info

@@ -322,9 +322,7 @@ class KubeClient:
             try:
                 return response.json()
             except ValueError:
-                raise TransportError(
-                    f"{method} {path}: answer {response.status_code} is not JSON"
-                ) from None
+                raise TransportError(f"{method} {path}: answer {response.status_code} is not JSON") from None
 
         return await self._with_retries(method, attempt)
 
@@ -350,7 +348,12 @@ class KubeClient:
         async def attempt() -> httpx.Response:
             headers = await self._auth_headers()
             request = self._http.build_request(
-                "GET", path, params=httpx.QueryParams(query), headers=headers, timeout=timeout, extensions=self._extensions
+                "GET",
+                path,
+                params=httpx.QueryParams(query),
+                headers=headers,
+                timeout=timeout,
+                extensions=self._extensions,
             )
             try:
                 with trio.fail_after(connect_limit):
@@ -494,7 +497,6 @@ class KubeClient:
         return ws
 
 
-
 def _ws_failure(exc: BaseException, path: str, watched: list[_HandshakeStream]) -> KubeError:
     """The error for a WebSocket that failed before it was open. Anything the library raised
     while handling a bad answer (it crashes on some) becomes a :class:`TransportError`
@@ -534,7 +536,9 @@ def _describe(exc: BaseException) -> str:
 
 def _transport_error(method: str, path: str, exc: httpx.HTTPError) -> TransportError:
     not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    return TransportError(f"{method} {path}: {type(exc).__name__}: {_describe(exc)}", request_not_sent=not_sent)
+    return TransportError(
+        f"{method} {path}: {type(exc).__name__}: {_describe(exc)}", request_not_sent=not_sent
+    )
 
 
 class _HandshakeStream(trio.abc.Stream):
@@ -596,7 +600,9 @@ class _HandshakeStream(trio.abc.Stream):
             return TransportError("the connection closed during the websocket handshake")
         code, headers, body, _ = head
         if code == 101:
-            return TransportError(f"the websocket handshake answer was not accepted ({self.answer_summary()})")
+            return TransportError(
+                f"the websocket handshake answer was not accepted ({self.answer_summary()})"
+            )
         return trio_websocket.ConnectionRejected(code, headers, body)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -625,9 +631,7 @@ class _WatchEvents:
             try:
                 line = await self._lines.__anext__()
             except httpx.ReadTimeout:
-                raise TransportError(
-                    f"watch {self._path}: no data for {self._read_timeout:g} s"
-                ) from None
+                raise TransportError(f"watch {self._path}: no data for {self._read_timeout:g} s") from None
             except httpx.HTTPError as exc:
                 raise _transport_error("GET", self._path, exc) from None
             if line.strip():

@@ -310,7 +310,9 @@ def _from_merged(merged: _Merged, files: list[Path], context: str | None) -> Kub
     ctx, ctx_file = merged.contexts[name]
     where = str(ctx_file)
     if not ctx.cluster or ctx.cluster not in merged.clusters:
-        raise KubeConfigError(where, f"context {name!r} refers to cluster {ctx.cluster!r}, which is not defined")
+        raise KubeConfigError(
+            where, f"context {name!r} refers to cluster {ctx.cluster!r}, which is not defined"
+        )
     cluster, cluster_file = merged.clusters[ctx.cluster]
     cluster_where = str(cluster_file)
     server = _server(cluster.server, cluster_where, ctx.cluster)
@@ -369,9 +371,7 @@ def load_kubeconfig(files: list[Path], *, context: str | None = None) -> KubeCon
     return _from_merged(merged, files, context)
 
 
-def load_in_cluster(
-    environ: Mapping[str, str], *, account_dir: Path = SERVICE_ACCOUNT_DIR
-) -> KubeConfig:
+def load_in_cluster(environ: Mapping[str, str], *, account_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeConfig:
     host = environ.get("KUBERNETES_SERVICE_HOST", "")
     port = environ.get("KUBERNETES_SERVICE_PORT", "")
     if not host or not port:
@@ -427,7 +427,9 @@ def load_config(
         raise KubeConfigError(looked_at, "none of these kubeconfig files exists")
     if environ.get("KUBERNETES_SERVICE_HOST") and environ.get("KUBERNETES_SERVICE_PORT"):
         if context:
-            raise KubeConfigError("in-cluster config", f"context {context!r} requested but there is no kubeconfig")
+            raise KubeConfigError(
+                "in-cluster config", f"context {context!r} requested but there is no kubeconfig"
+            )
         return load_in_cluster(environ, account_dir=account_dir)
     raise KubeConfigError(
         looked_at,

@@ -56,9 +56,7 @@ def _status_converter() -> cattrs.Converter:
     conv.register_structure_hook(str, text)
     conv.register_structure_hook(
         StatusDetails,
-        make_dict_structure_fn(
-            StatusDetails, conv, retry_after_seconds=override(rename="retryAfterSeconds")
-        ),
+        make_dict_structure_fn(StatusDetails, conv, retry_after_seconds=override(rename="retryAfterSeconds")),
     )
     return conv
 

@@ -100,7 +100,9 @@ class _Session:
     silent_for: float | None = None
 
 
-async def _session(ws: trio_websocket.WebSocketConnection, output: OutputFeed, timing: ExecTiming) -> ExitResult:
+async def _session(
+    ws: trio_websocket.WebSocketConnection, output: OutputFeed, timing: ExecTiming
+) -> ExitResult:
     session = _Session()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_keepalive, ws, timing, session, nursery.cancel_scope)
