@@ -361,6 +361,13 @@ def test_broken_file(tmp_path: Path, text: str, expected: str) -> None:
             "client-certificate and client-key must be given together",
         ),
         (simple(user={"auth-provider": {"name": "gcp"}}), "auth-provider 'gcp' is not supported"),
+        (
+            kubeconfig(
+                clusters={"c": {"server": "https://x", "proxy-url": "socks5://proxy:1080"}},
+                contexts={"main": {"cluster": "c"}},
+            ),
+            "proxy-url is not supported",
+        ),
         (simple(user={"username": "admin", "password": "x"}), "basic auth"),
         (simple(user={"exec": {"apiVersion": "client.authentication.k8s.io/v1"}}), "exec.command is missing"),
         (simple(user={"exec": {"command": "x"}}), "exec.apiVersion is missing"),

@@ -315,6 +315,11 @@ def _from_merged(merged: _Merged, files: list[Path], context: str | None) -> Kub
         )
     cluster, cluster_file = merged.clusters[ctx.cluster]
     cluster_where = str(cluster_file)
+    if cluster.proxy_url:
+        raise KubeConfigError(
+            cluster_where,
+            f"cluster {ctx.cluster!r}: proxy-url is not supported (connect to the server directly)",
+        )
     server = _server(cluster.server, cluster_where, ctx.cluster)
     ca = _pem_or_file(
         cluster.certificate_authority_data,
