@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import importlib
 import json
-import pkgutil
+import random
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -17,10 +17,27 @@ import attrs
 import helm_python as helm
 import kubernetes_validate
 import pytest
+import trio
 import yaml
+from prometheus_client import CollectorRegistry
 
+import tests.doubles.kube as kube_double
 import trunner
+from tests.doubles import kube_store
+from tests.doubles.kube import serve_kube_api
+from tests.doubles.kube_exec import Exit, Stdout
+from tests.kube.transport_support import NS, RecordingFeed, client_for
+from tests.test_executor_kubernetes import CONFIG, JOB, NAME, NOW, plant_leftovers
+from tests.test_scaling import (
+    DEPLOYMENT,
+    AdvisingDouble,
+    ScaleSubresourceDouble,
+    add_runner_objects,
+    opslevel_client,
+)
 from trunner import config as trunner_config
+from trunner.executors.kubernetes import KubernetesExecutor
+from trunner.scaling import ScalingSettings, serve_scaling
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "trunner"
@@ -160,8 +177,8 @@ def chart() -> Iterator[helm.Chart]:
         yield loaded
 
 
-def render(chart: helm.Chart, values: Mapping[str, Any]) -> Rendered:
-    manifests = chart.render(dict(values), name=RELEASE, namespace=NAMESPACE)
+def render(chart: helm.Chart, values: Mapping[str, Any], namespace: str = NAMESPACE) -> Rendered:
+    manifests = chart.render(dict(values), name=RELEASE, namespace=namespace)
     objects = []
     for path, text in manifests.items():
         if path.endswith("NOTES.txt"):
@@ -423,24 +440,72 @@ def test_large_numbers_are_not_rendered_in_exponent_form(chart: helm.Chart) -> N
     assert grace(rendered) == 1000075
 
 
-def test_rendered_args_are_accepted_by_trunner(chart: helm.Chart) -> None:
-    """Every flag the chart passes is one `trunner run` knows, with a value it accepts."""
-    from trunner.cli import build_parser
+def container_environment(rendered: Rendered) -> dict[str, str]:
+    """The container's environment as the kubelet would fill it in (Secret and downward API values)."""
+    environ = {}
+    for name, entry in rendered.env().items():
+        source = entry.get("valueFrom") or {}
+        if "secretKeyRef" in source:
+            environ[name] = "token-from-the-secret"
+        elif "fieldRef" in source:
+            field = source["fieldRef"]["fieldPath"]
+            environ[name] = {"metadata.name": f"{FULLNAME}-7d9f8-abcde", "metadata.namespace": NAMESPACE}[
+                field
+            ]
+        else:
+            environ[name] = entry["value"]
+    return environ
 
-    for name in ("token", "scaling", "full"):
-        args = render(chart, VALUE_SETS[name]).args()
-        try:
-            build_parser().parse_args(args)
-        except SystemExit:
-            pytest.fail(f"trunner rejects the chart's arguments ({name}): {args}")
+
+@pytest.mark.parametrize("name", ["token", "scaling", "full"])
+def test_trunner_accepts_the_rendered_arguments_environment_and_config_file(
+    chart: helm.Chart, name: str
+) -> None:
+    """`trunner run` parses the chart's arguments and resolves every setting from them, the container's
+    environment and the mounted config file without a problem (what it does at start in the pod)."""
+    from trunner.cli import build_parser
+    from trunner.commands.run import MODES
+    from trunner.executors import registry
+    from trunner.executors.settings import JobRunSettings
+    from trunner.kube.settings import resolve
+    from trunner.logs.settings import LogSettings
+    from trunner.opslevel.settings import ApiSettings, PollSettings
+    from trunner.runner import RunSettings
+    from trunner.scaling import check_scaling
+
+    values = VALUE_SETS[name]
+    rendered = render(chart, values)
+    try:
+        args = build_parser().parse_args(rendered.args())
+    except SystemExit:
+        pytest.fail(f"trunner rejects the chart's arguments: {rendered.args()}")
+    file = yaml.safe_load(rendered.one("ConfigMap")["data"]["trunner.yaml"])
+    source = trunner_config.SettingsSource(
+        args=args, environ=container_environment(rendered), file=file, source_name="/etc/trunner/trunner.yaml"
+    )
+    api_mode = importlib.import_module(MODES[args.mode])
+    source.check(RunSettings, LogSettings, JobRunSettings, *registry.settings_classes(), *api_mode.SETTINGS)
+    job_pods = resolve(source)
+    check_scaling(source)
+    assert args.mode == "api" and source.get(RunSettings).executor == "kubernetes"
+    assert source.get(ApiSettings).api_token == "token-from-the-secret"
+    assert source.get(PollSettings).runner_pod_name == f"{FULLNAME}-7d9f8-abcde"
+    assert job_pods.namespace == (values.get("jobPods") or {}).get("namespace", NAMESPACE)
+    assert source.get(ScalingSettings).scaling_enabled == bool((values.get("scaling") or {}).get("enabled"))
 
 
 def _settings_env_names() -> set[str]:
+    """Every environment variable any settings class of trunner reads (every module, packages with or
+    without an ``__init__``)."""
     names: set[str] = set()
-    for module_info in pkgutil.walk_packages(trunner.__path__, "trunner."):
-        if module_info.name.endswith("__main__"):
+    package_root = Path(trunner.__file__).parent
+    for path in sorted(package_root.rglob("*.py")):
+        parts = path.relative_to(package_root.parent).with_suffix("").parts
+        if parts[-1] in ("__init__", "__main__"):
+            parts = parts[:-1] if parts[-1] == "__init__" else ()
+        if not parts:
             continue
-        module = importlib.import_module(module_info.name)
+        module = importlib.import_module(".".join(parts))
         for value in vars(module).values():
             if isinstance(value, type) and attrs.has(value) and value.__module__ == module.__name__:
                 names.update(env for _, spec, _ in trunner_config._fields(value) for env in spec.env)
@@ -511,15 +576,18 @@ def allowed(rules: list[dict[str, Any]], call: ApiCall) -> bool:
     return False
 
 
-def roles_for_service_account(rendered: Rendered, namespace: str) -> list[dict[str, Any]]:
-    """Rules of every Role in ``namespace`` bound to the runner's ServiceAccount."""
+def roles_for_service_account(
+    rendered: Rendered, namespace: str, release_namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
+    """Rules of every Role in ``namespace`` bound to the runner's ServiceAccount (which lives in the
+    release namespace)."""
     account = rendered.pod_spec["serviceAccountName"]
     rules = []
     for binding in rendered.all("RoleBinding"):
         if binding["metadata"]["namespace"] != namespace:
             continue
         if not any(
-            s["kind"] == "ServiceAccount" and s["name"] == account and s["namespace"] == NAMESPACE
+            s["kind"] == "ServiceAccount" and s["name"] == account and s["namespace"] == release_namespace
             for s in binding["subjects"]
         ):
             continue
@@ -691,3 +759,103 @@ def test_readme_table_lists_every_value_with_its_default() -> None:
 def test_notes_render(chart: helm.Chart) -> None:
     notes = render(chart, SCALING).manifests["trunner/templates/NOTES.txt"]
     assert "between 2 and 7" in notes and "termination grace period is 95 s" in notes
+
+
+# --- RBAC against the requests trunner really makes --------------------------------------------------------
+
+
+def required_permissions(request: Any) -> list[ApiCall]:
+    """The RBAC checks the apiserver makes for one request (its RequestInfo: verb from the method, list vs
+    get from the presence of a name, watch from the parameter). A WebSocket exec is a GET that newer
+    apiservers also authorize as create, so both must be allowed."""
+    where = kube_store.parse_path(request.path)
+    assert where is not None, request.path
+    method = request.method
+    if method == "GET":
+        watch = request.param("watch") in ("1", "true")
+        verbs = ["get"] if where.name else ["watch"] if watch else ["list"]
+        if where.subresource == "exec":
+            verbs = ["get", "create"]
+    else:
+        verbs = [{"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "")]
+        if method == "DELETE":
+            verbs = ["delete" if where.name else "deletecollection"]
+    return [ApiCall(verb, where.group, where.plural, where.subresource, where.name or None) for verb in verbs]
+
+
+async def test_the_roles_allow_every_request_of_a_job_and_of_scaling(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    """A job (with leftovers of a crashed predecessor to delete) through the Kubernetes executor, and two
+    runners electing a leader that scales, against the Kubernetes API double; every request it recorded
+    must be allowed by the Roles the chart binds to the runner's ServiceAccount."""
+    rendered = render(
+        chart, {**TOKEN, "fullnameOverride": DEPLOYMENT, "scaling": {"enabled": True}}, namespace=NS
+    )
+    assert rendered.flag("--runner-deployment") == DEPLOYMENT
+    monkeypatch.setattr(kube_double, "KubeApiDouble", ScaleSubresourceDouble)
+    async with serve_kube_api() as api, trio.open_nursery() as nursery:
+        add_runner_objects(api)
+        plant_leftovers(api)
+        api.script_exec(Stdout(b"hello\n"), Exit(0))
+        async with client_for(api) as client:
+            executor = KubernetesExecutor(client, CONFIG, runner_id="1234", wall_clock=lambda: NOW)
+            assert await executor.delete_leftovers() == 6
+            result = await executor.run(JOB, RecordingFeed())
+            assert result.exit_code == 0
+        opslevel: AdvisingDouble = await nursery.start(AdvisingDouble().serve)
+        opslevel.recommendation = 5
+        settings = ScalingSettings(
+            scaling_enabled=True, runner_deployment=DEPLOYMENT, runner_pod_namespace=NS
+        )
+        scopes = [trio.CancelScope(), trio.CancelScope()]
+        for scope, pod in zip(scopes, ("runner-a", "runner-b"), strict=True):
+            nursery.start_soon(scaling_runner, api, opslevel, settings, pod, scope)
+            await trio.sleep(1)
+        await trio.sleep(70)
+        scopes[0].cancel()
+        await trio.sleep(70)
+        scopes[1].cancel()
+        assert {c.variables["runnerId"] for c in opslevel.calls_to("RunnerScale")} == {
+            "id-runner-a",
+            "id-runner-b",
+        }
+        nursery.cancel_scope.cancel()
+    rules = roles_for_service_account(rendered, NS, release_namespace=NS)
+    seen = {call for request in api.requests for call in required_permissions(request)}
+    assert {c.resource for c in seen} == {
+        "pods",
+        "configmaps",
+        "poddisruptionbudgets",
+        "leases",
+        "deployments",
+    }
+    assert ApiCall("update", "apps", "deployments", "scale", DEPLOYMENT) in seen
+    assert ApiCall("patch", "", "pods", "", "runner-a") in seen
+    assert ApiCall("create", "", "pods", "exec", NAME) in seen
+    assert sorted(str(c) for c in seen if not allowed(rules, c)) == []
+    # And nothing in the Roles goes unused: every rule was needed by some request.
+    for rule in rules:
+        assert any(allowed([rule], c) for c in seen), f"rule not needed by any request: {rule}"
+
+
+async def scaling_runner(
+    api: kube_double.KubeApiDouble,
+    opslevel: AdvisingDouble,
+    settings: ScalingSettings,
+    pod: str,
+    scope: trio.CancelScope,
+) -> None:
+    with scope:
+        async with client_for(api) as kube, opslevel_client(opslevel) as client:
+            await serve_scaling(
+                settings,
+                kube=kube,
+                opslevel=client,
+                pod_name=pod,
+                runner_id=f"id-{pod}",
+                job_concurrency=3,
+                busy=lambda: 0,
+                registry=CollectorRegistry(),
+                rng=random.Random(len(pod)),
+            )

@@ -109,34 +109,39 @@ class AdvisingDouble(OpsLevelDouble):
         return super()._execute(operation, variables)
 
 
+def add_runner_objects(api: KubeApiDouble) -> None:
+    """The runner Deployment (2 replicas) and two of its pods, as the cluster would have them."""
+    api.put_object(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": DEPLOYMENT, "namespace": NS},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "runner"}},
+                "template": {
+                    "metadata": {"labels": {"app": "runner"}},
+                    "spec": {"containers": [{"name": "trunner", "image": "trunner:0.1.0"}]},
+                },
+            },
+        }
+    )
+    for pod in ("runner-a", "runner-b"):
+        api.put_object(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod, "namespace": NS, "labels": {"app": "runner"}},
+                "spec": {"containers": [{"name": "trunner", "image": "trunner:0.1.0"}]},
+            }
+        )
+
+
 @pytest.fixture
 async def api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeApiDouble]:
     monkeypatch.setattr(kube_double, "KubeApiDouble", ScaleSubresourceDouble)
     async with serve_kube_api() as served:
-        served.put_object(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": DEPLOYMENT, "namespace": NS},
-                "spec": {
-                    "replicas": 2,
-                    "selector": {"matchLabels": {"app": "runner"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "runner"}},
-                        "spec": {"containers": [{"name": "trunner", "image": "trunner:0.1.0"}]},
-                    },
-                },
-            }
-        )
-        for pod in ("runner-a", "runner-b"):
-            served.put_object(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {"name": pod, "namespace": NS, "labels": {"app": "runner"}},
-                    "spec": {"containers": [{"name": "trunner", "image": "trunner:0.1.0"}]},
-                }
-            )
+        add_runner_objects(served)
         yield served
 
 
