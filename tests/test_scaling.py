@@ -3,9 +3,11 @@ the OpsLevel double, on trio's virtual clock."""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -33,6 +35,7 @@ from trunner.scaling import (
     check_scaling,
     clamp_replicas,
     jobs_per_runner,
+    run_scaling,
     serve_scaling,
 )
 
@@ -685,3 +688,44 @@ async def test_serve_scaling_refuses_unusable_settings(api: KubeApiDouble, opsle
                 registry=CollectorRegistry(),
             )
     assert api.requests == []
+
+
+async def test_run_scaling_reads_its_settings_and_kubeconfig(
+    api: KubeApiDouble, opslevel: AdvisingDouble, autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
+    opslevel.recommendation = 3
+    environ = {
+        "KUBECONFIG": str(kubeconfig),
+        "SCALING_ENABLED": "true",
+        "RUNNER_DEPLOYMENT": DEPLOYMENT,
+        "RUNNER_POD_NAME": "runner-b",
+        "OPSLEVEL_JOB_CONCURRENCY": "2",
+    }
+    async with opslevel_client(opslevel) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(
+                run_scaling,
+                SettingsSource(environ=environ),
+                opslevel=client,
+                runner_id="id-b",
+                busy=lambda: 2,
+                registry=CollectorRegistry(),
+            )
+        )
+        await trio.sleep(5)
+        assert replicas(api) == 3
+        [call] = opslevel.calls_to("RunnerScale")
+        assert call.variables["jobConcurrency"] == 200
+        pod = api.get("pods", "runner-b", namespace=NS)
+        assert pod is not None and pod["metadata"]["annotations"][DELETION_COST_ANNOTATION] == "2"
+        nursery.cancel_scope.cancel()
+    assert lease(api)["spec"]["holderIdentity"] == "", "released on the way out"
+    with trio.fail_after(1):
+        await run_scaling(
+            SettingsSource(environ={}),
+            opslevel=client,
+            runner_id="x",
+            busy=lambda: 0,
+            registry=CollectorRegistry(),
+        )
