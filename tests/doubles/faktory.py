@@ -276,10 +276,15 @@ class FaktoryDouble:
         except ValueError:
             return None
         self.hellos.append(hello)
+        self._notify()
         fault = self._fault_for("HELLO")
         if fault is not None and fault.action == "reject":
             await stream.send_all(f"-ERR {fault.message}\r\n".encode())
             return None
+        if fault is not None and fault.action == "drop":
+            return None
+        if fault is not None:
+            await trio.sleep(fault.seconds)
         if self.password:
             expected = server_hash(self.password, salt, iterations if hello.get("v", 0) >= 2 else 1)
             if hello.get("pwdhash") != expected:

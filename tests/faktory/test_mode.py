@@ -15,9 +15,9 @@ import trio
 
 from tests.doubles.faktory import FaktoryDouble, faktory_double
 from trunner.config import SettingsSource
-from trunner.executors.base import ExitResult, OutputFeed, Stream
+from trunner.executors.base import Executor, ExitResult, OutputFeed, Stream
 from trunner.faktory import mode
-from trunner.faktory.mode import Running, run_faktory
+from trunner.faktory.mode import FaktoryMode
 from trunner.models import RunnerJob
 
 
@@ -60,29 +60,51 @@ class CountingExecutor:
             self.running -= 1
 
 
-def source_for(server: FaktoryDouble, **settings: str) -> SettingsSource:
-    environ = {"FAKTORY_URL": server.url()}
+def source_for(server: FaktoryDouble, password: str | None = None, **settings: str) -> SettingsSource:
+    environ = {"FAKTORY_URL": server.url(password), "OPSLEVEL_METRICS_PORT": "0"}
     environ.update({f"OPSLEVEL_{k.upper()}": v for k, v in settings.items()})
     return SettingsSource(environ=environ)
+
+
+def fixed_executor(executor: Any) -> mode.OpenExecutor:
+    @asynccontextmanager
+    async def opening(runner_id: str) -> AsyncIterator[Executor]:
+        yield executor
+
+    return opening
+
+
+class Handle:
+    def __init__(self, faktory: FaktoryMode) -> None:
+        self.mode = faktory
+
+    @property
+    def worker(self) -> Any:
+        return self.mode.worker
+
+    @property
+    def runner(self) -> Any:
+        return self.mode.runner
 
 
 @asynccontextmanager
 async def running_mode(
     server: FaktoryDouble, executor: Any, *, handle_signals: bool = False, **settings: str
-) -> AsyncIterator[tuple[Running, list[int]]]:
+) -> AsyncIterator[tuple[Handle, list[int]]]:
     codes: list[int] = []
+    faktory = FaktoryMode(
+        source_for(server, **settings), open_executor=fixed_executor(executor), http_host="127.0.0.1",
+        handle_signals=handle_signals,
+    )
     async with trio.open_nursery() as nursery:
 
-        async def run(task_status: trio.TaskStatus[Running]) -> None:
-            codes.append(
-                await run_faktory(
-                    source_for(server, **settings), executor, handle_signals=handle_signals,
-                    task_status=task_status,
-                )
-            )
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            codes.append(await faktory.serve(task_status=task_status))
 
-        handle = await nursery.start(run)
-        yield handle, codes
+        await nursery.start(run)
+        with trio.fail_after(60):
+            await faktory.running.wait()
+        yield Handle(faktory), codes
 
 
 def pushes(server: FaktoryDouble, jobtype: str) -> list[dict[str, Any]]:
@@ -256,8 +278,57 @@ async def test_server_down_at_start_is_waited_for(autojump_clock: trio.testing.M
 
 async def test_wrong_password_exits_1(autojump_clock: trio.testing.MockClock) -> None:
     async with faktory_double(password="right") as server:
-        source = SettingsSource(environ={"FAKTORY_URL": server.url("wrong")})
-        assert await run_faktory(source, CountingExecutor(), handle_signals=False) == 1
+        executor = CountingExecutor()
+        faktory = FaktoryMode(
+            source_for(server, "wrong"), open_executor=fixed_executor(executor), handle_signals=False,
+            http_host="127.0.0.1",
+        )
+        assert await faktory.serve() == 1
+        assert executor.started == [] and server.rejected_hellos == 1
+
+
+async def test_metrics_and_readiness(server: FaktoryDouble, autojump_clock: trio.testing.MockClock) -> None:
+    server.enqueue("legacy", ["bad payload"])
+    async with running_mode(server, CountingExecutor(duration=2)) as (handle, _):
+        port = handle.mode.http_port
+        assert port
+        await server.wait_for(lambda: len(server.fails) == 1)
+        assert (await http_get(port, "/readyz")).startswith("HTTP/1.1 200")
+        metrics = await http_get(port, "/metrics")
+        assert 'trunner_faktory_jobs_rejected_total{reason="bad_payload",runner="faktory"} 1.0' in metrics
+        server.signal(handle.worker.wid, "quiet")
+        await server.wait_for(lambda: handle.worker.state == "quiet")
+        assert (await http_get(port, "/readyz")).startswith("HTTP/1.1 503")
+        handle.runner.begin_shutdown()
+
+
+async def http_get(port: int, path: str) -> str:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    return data.decode()
+
+
+async def test_stop_during_start_up_exits_cleanly(autojump_clock: trio.testing.MockClock) -> None:
+    async with faktory_double() as server:
+        server.inject("HELLO", "delay", seconds=30)
+        faktory = FaktoryMode(source_for(server, faktory_timeout="60"),
+                              open_executor=fixed_executor(CountingExecutor()), http_host="127.0.0.1",
+                              handle_signals=False)
+        async with trio.open_nursery() as nursery:
+            codes: list[int] = []
+
+            async def run() -> None:
+                codes.append(await faktory.serve())
+
+            nursery.start_soon(run)
+            await server.wait_for(lambda: len(server.hellos) == 1)
+            faktory.stop()
+        assert codes == [0] and faktory.runner is None
+        assert trio.current_time() < 30
 
 
 async def test_batch_job_reports_into_its_batch(
@@ -280,9 +351,7 @@ async def test_serve_with_the_local_executor(server: FaktoryDouble) -> None:
     jid = server.enqueue(
         "legacy", [{"id": "local-1", "commands": ["echo hello from the shell", "echo \"::set-outcome-var x=$RUNNER_JOB_ID\""]}]
     )
-    source = SettingsSource(
-        environ={"FAKTORY_URL": server.url(), "OPSLEVEL_EXECUTOR": "local", "OPSLEVEL_SHUTDOWN_GRACE": "5"}
-    )
+    source = source_for(server, executor="local", shutdown_grace="5")
     codes: list[int] = []
     async with trio.open_nursery() as nursery:
 

@@ -1,24 +1,31 @@
 """``trunner run --mode faktory``: a Faktory worker process that runs ``legacy`` jobs through
-the shared runner, reporting to the ``app`` queue.
+the shared runner and reports to the ``app`` queue.
 
-Shutdown is the runner's: SIGTERM/SIGINT, or a ``terminate`` heartbeat reply, stops fetching at
-once, running jobs get ``--shutdown-grace`` and are then cancelled (each reports ``canceled``);
-every finished job is ACKed. A ``quiet`` reply only stops fetching. Jobs claimed but never run
-are FAILed on the way out so Faktory retries them without waiting for their reservation.
+Sequence: validate settings; serve /metrics, /healthz, /readyz (as the Go runner does in this
+mode too); connect once to check the server accepts us (a refused HELLO exits 1; an unreachable
+server is waited for); open the executor; run jobs until shut down.
+
+Shutdown: SIGTERM/SIGINT (handled here for the whole life of the process) or a ``terminate``
+heartbeat reply stops fetching at once; running jobs get ``--shutdown-grace`` and are then
+cancelled, each reporting ``canceled``; a second signal skips the rest of the grace. A ``quiet``
+reply only stops fetching. Every job that ran is ACKed after its outcome was reported; jobs
+claimed but never run are FAILed on the way out so Faktory retries them at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import ssl
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from functools import partial
 from typing import Any
 
-import attrs
 import trio
 
-from trunner.config import SettingsSource
+from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry
 from trunner.executors.base import Executor
 from trunner.faktory.client import FaktoryClient, WorkerIdentity, locate_server
@@ -27,96 +34,195 @@ from trunner.faktory.protocol import FaktoryError, HandshakeRejected
 from trunner.faktory.settings import FaktorySettings
 from trunner.faktory.sink import RUNNER_ID
 from trunner.faktory.worker import FaktoryWorker
+from trunner.http import MetricsServerSettings, serve_http
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.runner import Runner, RunSettings
 
 log = logging.getLogger("trunner.faktory")
 
-SETTINGS: tuple[type[Any], ...] = (FaktorySettings,)
+SETTINGS: tuple[type[Any], ...] = (FaktorySettings, MetricsServerSettings)
+
+OpenExecutor = Callable[[str], AbstractAsyncContextManager[Executor]]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
 
 _CONNECTION_SLACK = 3
 """Pool connections beyond one per job slot: the FETCH, the heartbeat, and one spare."""
 
 
-@attrs.frozen
-class Running:
-    """Handed to ``task_status`` once the runner is claiming (for tests and embedding)."""
-
-    worker: FaktoryWorker
-    runner: Runner
-    client: FaktoryClient
-    metrics: RunnerMetrics
+def executor_name(configured: str) -> str:
+    return "kubernetes" if configured == "auto" else configured
 
 
 async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
-    settings = source.get(RunSettings)
-    executor_name = "kubernetes" if settings.executor == "auto" else settings.executor
-    module = registry.executor_module(executor_name)
-    source.check(LogSettings, FaktorySettings, *module.SETTINGS)
+    run_settings = source.get(RunSettings)
+    module = registry.executor_module(executor_name(run_settings.executor))
+    source.check(FaktorySettings, MetricsServerSettings, LogSettings, *module.SETTINGS)
     locate_server(source.environ)
-    async with module.open_executor(source, runner_id=RUNNER_ID) as executor:
-        return await run_faktory(source, executor)
+    return await FaktoryMode(source).serve()
 
 
-async def run_faktory(
-    source: SettingsSource,
-    executor: Executor,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    handle_signals: bool = True,
-    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
-) -> int:
-    """Run the worker until shutdown; 0 after a clean shutdown, 1 if Faktory refuses us."""
-    settings = source.get(RunSettings)
-    faktory = source.get(FaktorySettings)
-    location = locate_server(source.environ)
-    identity = WorkerIdentity.consumer(faktory.faktory_labels)
-    metrics = RunnerMetrics(runner_id=RUNNER_ID)
-    faktory_metrics = FaktoryMetrics(metrics.registry, RUNNER_ID)
-    async with FaktoryClient(
-        location,
-        identity,
-        timeout=faktory.faktory_timeout,
-        max_connections=settings.job_concurrency + _CONNECTION_SLACK,
-        ssl_context=ssl_context,
-    ) as client:
+class FaktoryMode:
+    def __init__(
+        self,
+        source: SettingsSource,
+        *,
+        open_executor: OpenExecutor | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        http_host: str | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        """``open_executor(runner_id)`` replaces the executor named by ``--executor``;
+        ``ssl_context`` replaces the default trust for ``tcp+tls://``."""
+        self._source = source
+        self._open_executor_override = open_executor
+        self._ssl_context = ssl_context
+        self._http_host = http_host
+        self._handle_signals = handle_signals
+        self._run_settings = source.get(RunSettings)
+        self._settings = source.get(FaktorySettings)
+        self._http = source.get(MetricsServerSettings)
+        self._log_settings = source.get(LogSettings)
+        self.location = locate_server(source.environ)
+        self.identity = WorkerIdentity.consumer(self._settings.faktory_labels)
+        self.metrics = RunnerMetrics(runner_id=RUNNER_ID)
+        self.faktory_metrics = FaktoryMetrics(self.metrics.registry, RUNNER_ID)
+        self.worker: FaktoryWorker | None = None
+        self.runner: Runner | None = None
+        self.http_port: int | None = None
+        self.running = trio.Event()
+        """Set once the runner is claiming jobs."""
+        self._startup = trio.CancelScope()
+        self._signals = 0
+
+    @property
+    def ready(self) -> bool:
+        """Taking jobs: the runner claims and Faktory has not quieted this worker."""
+        return (
+            self.runner is not None and self.runner.ready and self.worker is not None and not self.worker.state
+        )
+
+    def stop(self) -> None:
+        """What a first SIGTERM/SIGINT does; calling it again is what a second signal does."""
+        self._signals += 1
+        if self.runner is None:
+            if self._signals == 1:
+                log.info("shutting down during start-up")
+            self._startup.cancel()
+        elif self._signals == 1:
+            self.runner.begin_shutdown()
+        else:
+            self.runner.shutdown_now()
+
+    async def serve(self, *, task_status: trio.TaskStatus[FaktoryMode] = trio.TASK_STATUS_IGNORED) -> int:
+        async with trio.open_nursery() as background:
+            if self._handle_signals:
+                background.start_soon(self._watch_signals)
+            try:
+                self.http_port = await background.start(
+                    partial(
+                        serve_http, self.metrics.registry, port=self._http.metrics_port,
+                        ready=lambda: self.ready, host=self._http_host,
+                    )
+                )
+            except OSError as exc:
+                log.error("cannot serve metrics on port %d: %s", self._http.metrics_port, exc.strerror or exc)
+                background.cancel_scope.cancel()
+                return EXIT_FAILED
+            task_status.started(self)
+            code = await self._run()
+            background.cancel_scope.cancel()
+        return code
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s", signal.Signals(signum).name)
+                self.stop()
+
+    async def _run(self) -> int:
+        async with AsyncExitStack() as stack:
+            code = await self._start_and_work(stack)
+        return code
+
+    async def _start_and_work(self, stack: AsyncExitStack) -> int:
+        client = await stack.enter_async_context(
+            FaktoryClient(
+                self.location,
+                self.identity,
+                timeout=self._settings.faktory_timeout,
+                max_connections=self._run_settings.job_concurrency + _CONNECTION_SLACK,
+                ssl_context=self._ssl_context,
+            )
+        )
+        executor: Executor | None = None
+        with self._startup:
+            if not await self._check_server(client):
+                return EXIT_FAILED
+            executor = await self._open_executor(stack)
+            if executor is None:
+                return EXIT_FAILED
+        if executor is None:
+            return EXIT_OK
+        return await self._work(client, executor)
+
+    async def _check_server(self, client: FaktoryClient) -> bool:
         try:
             async with client.connection():
                 pass
         except HandshakeRejected as exc:
-            log.error("Faktory at %s refused this worker: %s", location.describe(), exc)
-            return 1
+            log.error("Faktory at %s refused this worker: %s", self.location.describe(), exc)
+            return False
         except FaktoryError as exc:
-            log.warning("Faktory at %s is not reachable yet, will keep trying: %s", location.describe(), exc)
-        worker = FaktoryWorker(
+            log.warning("Faktory at %s is not reachable yet, will keep trying: %s", self.location.describe(), exc)
+        return True
+
+    async def _open_executor(self, stack: AsyncExitStack) -> Executor | None:
+        name = executor_name(self._run_settings.executor)
+        try:
+            if self._open_executor_override is not None:
+                opening = self._open_executor_override(RUNNER_ID)
+            else:
+                opening = registry.executor_module(name).open_executor(self._source, runner_id=RUNNER_ID)
+            executor: Executor = await stack.enter_async_context(opening)
+        except (ConfigError, OSError) as exc:
+            log.error("cannot start the %s executor: %s", name, exc)
+            return None
+        return executor
+
+    async def _work(self, client: FaktoryClient, executor: Executor) -> int:
+        worker = self.worker = FaktoryWorker(
             client,
-            queues=faktory.queues,
-            environ=source.environ,
-            heartbeat_interval=faktory.faktory_heartbeat_interval,
-            metrics=faktory_metrics,
+            queues=self._settings.queues,
+            environ=self._source.environ,
+            heartbeat_interval=self._settings.faktory_heartbeat_interval,
+            metrics=self.faktory_metrics,
         )
-        runner = Runner(
+        runner = self.runner = Runner(
             source=worker,
             executor=executor,
-            settings=settings,
-            log_settings=source.get(LogSettings),
-            metrics=metrics,
+            settings=self._run_settings,
+            log_settings=self._log_settings,
+            metrics=self.metrics,
             runner_id=RUNNER_ID,
         )
+        if self._signals:
+            runner.begin_shutdown()
         log.info(
             "Faktory worker %s on %s: fetching from %s, %d job(s) at a time, %s executor",
-            identity.wid, location.describe(), ", ".join(faktory.queues), settings.job_concurrency,
-            executor.name,
+            self.identity.wid, self.location.describe(), ", ".join(self._settings.queues),
+            self._run_settings.job_concurrency, executor.name,
         )
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(worker.heartbeat, runner.begin_shutdown, lambda: runner.shutting_down)
                 async with trio.open_nursery() as serving:
-                    await serving.start(partial(runner.serve, handle_signals=handle_signals))
-                    task_status.started(Running(worker, runner, client, metrics))
+                    await serving.start(partial(runner.serve, handle_signals=False))
+                    self.running.set()
                 nursery.cancel_scope.cancel()
         finally:
             await worker.release_unfinished()
-    log.info("Faktory worker %s stopped", identity.wid)
-    return 0
+        log.info("Faktory worker %s stopped", self.identity.wid)
+        return EXIT_OK
