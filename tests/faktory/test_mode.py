@@ -5,8 +5,11 @@ and quiet / terminate / SIGTERM shut down gracefully."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -367,3 +370,39 @@ async def test_serve_with_the_local_executor(server: FaktoryDouble) -> None:
     assert report == {"runnerId": "faktory", "runnerJobId": "local-1", "outcome": "success",
                       "outcomeVariables": [{"key": "x", "value": "local-1"}]}
     assert any(line.endswith("hello from the shell") for line in log_lines(server, "local-1"))
+
+
+async def test_the_cli_process_runs_a_job_and_exits_0_on_sigterm(server: FaktoryDouble) -> None:
+    """``trunner run --mode faktory`` as a real process: a job, its report and ACK, then SIGTERM."""
+    jid = server.enqueue("legacy", [{"id": "cli-1", "commands": ["echo from the cli"]}])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLEVEL_", "FAKTORY_"))}
+    env.update(FAKTORY_URL=server.url(), OPSLEVEL_METRICS_PORT="0", OPSLEVEL_LOG_FORMAT="JSON")
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trunner", "run", "--mode", "faktory", "--executor", "local"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    stderr = b""
+
+    async def collect() -> None:
+        nonlocal stderr
+        assert process.stderr is not None
+        while chunk := await process.stderr.receive_some():
+            stderr += chunk
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect)
+            with trio.fail_after(60):
+                await server.wait_for(lambda: len(server.acks) == 1)
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert server.acks == [jid]
+    assert any(line.endswith("from the cli") for line in log_lines(server, "cli-1"))
+    messages = [json.loads(line)["message"] for line in stderr.decode().splitlines() if line.startswith("{")]
+    assert any(m.startswith("Faktory worker") and "fetching from default" in m for m in messages)
+    assert "received SIGTERM" in messages
