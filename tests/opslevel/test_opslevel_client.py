@@ -356,7 +356,9 @@ async def test_the_double_refuses_badly_typed_variables(
 
 async def test_a_malformed_payload_is_a_clear_error(client: OpsLevelClient, double: OpsLevelDouble) -> None:
     wrong = Operation("RunnerRegister", RUNNER_REGISTER.text, "runnerRegister", RegisteredRunner)
-    with pytest.raises(ApiResponseError, match=r"^RunnerRegister: data\.runnerRegister\.id: required field missing$"):
+    with pytest.raises(
+        ApiResponseError, match=r"^RunnerRegister: data\.runnerRegister\.id: required field missing$"
+    ):
         await client.call(wrong, RegisterVariables(None))
 
 

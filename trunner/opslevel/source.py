@@ -154,11 +154,11 @@ class PendingJobSource:
                     result = await self._client.call(RUNNER_GET_PENDING_JOB, variables, retry=NO_RETRIES)
                 except ApiError as exc:
                     result = exc
-            nursery.cancel_scope.cancel()
             if isinstance(result, RunnerGetPendingJobPayload):
                 self._token = result.last_update_token or ""
-                if trio.current_effective_deadline() == -math.inf:
+                if trio.current_effective_deadline() == -math.inf:  # shutdown cancelled the claim
                     await self._hand_back(result.runner_job)
+            nursery.cancel_scope.cancel()
         if isinstance(result, ApiError):
             raise result
         if result is None:
