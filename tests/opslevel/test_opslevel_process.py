@@ -1,0 +1,159 @@
+"""``python -m trunner run`` as a real process pointed at the OpsLevel double, with the local
+executor: real signals, real exit codes. These wait on real time, bounded, for the process only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.doubles.opslevel import OpsLevelDouble, Stall, job_payload
+from tests.opslevel.harness import job_output
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RunnerProcess:
+    def __init__(self, process: trio.Process, stderr: Path) -> None:
+        self.process = process
+        self.stderr_path = stderr
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    async def wait(self, timeout: float) -> tuple[int, float]:
+        """Exit code and seconds taken; kills the process if it overruns."""
+        started = trio.current_time()
+        with trio.move_on_after(timeout):
+            code = await self.process.wait()
+            return code, trio.current_time() - started
+        self.process.kill()
+        await self.process.wait()
+        raise AssertionError(f"trunner did not exit within {timeout}s; stderr:\n{self.stderr}")
+
+
+async def start_runner(
+    double: OpsLevelDouble, tmp_path: Path, *, prefix: tuple[str, ...] = (), **env: str
+) -> RunnerProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLEVEL_", "FAKTORY_", "RUNNER_"))}
+    environ.update(
+        OPSLEVEL_API_URL=double.url,
+        OPSLEVEL_API_TOKEN=double.token,
+        OPSLEVEL_METRICS_PORT="0",
+        OPSLEVEL_EXECUTOR="local",
+        OPSLEVEL_POLL_INTERVAL="0.2",
+        OPSLEVEL_JOB_POD_LOG_MAX_INTERVAL="0.2",
+        PYTHONPATH=str(ROOT),
+    )
+    environ.update(env)
+    stderr = tmp_path / "trunner.stderr"
+    process = await trio.lowlevel.open_process(
+        [*prefix, sys.executable, "-m", "trunner", "run"],
+        env=environ,
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr.open("wb"),
+    )
+    return RunnerProcess(process, stderr)
+
+
+async def wait_for(
+    double: OpsLevelDouble, predicate: object, runner: RunnerProcess, timeout: float = 30
+) -> None:
+    with trio.move_on_after(timeout):
+        await double.wait_until(predicate)  # type: ignore[arg-type]
+        return
+    runner.process.kill()
+    raise AssertionError(f"condition not met within {timeout}s; stderr:\n{runner.stderr}")
+
+
+async def test_sigterm_mid_job_reports_canceled_unregisters_and_exits_0(
+    double: OpsLevelDouble, tmp_path: Path
+) -> None:
+    double.add_job(job_payload("job-ok", ["echo hello", "echo '::set-outcome-var answer=42'"]))
+    double.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
+    runner = await start_runner(double, tmp_path, OPSLEVEL_JOB_CONCURRENCY="1", OPSLEVEL_SHUTDOWN_GRACE="1")
+    await wait_for(double, lambda: "started" in job_output(double, "job-long"), runner)
+    runner.process.send_signal(signal.SIGTERM)
+    code, seconds = await runner.wait(timeout=20)
+    assert code == 0, runner.stderr
+    assert seconds < 10
+    [ok] = double.outcomes["job-ok"]
+    assert (ok.outcome, ok.variables) == ("success", (("answer", "42"),))
+    assert "hello" in job_output(double, "job-ok")
+    assert [o.outcome for o in double.outcomes["job-long"]] == ["canceled"]
+    assert double.calls[-1].operation == "RunnerUnregister"
+    assert not double.runners["runner-1"].registered
+
+
+async def test_a_hung_api_at_shutdown_still_lets_the_process_exit(
+    double: OpsLevelDouble, tmp_path: Path
+) -> None:
+    double.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
+    runner = await start_runner(
+        double,
+        tmp_path,
+        OPSLEVEL_SHUTDOWN_GRACE="1",
+        OPSLEVEL_LOG_FLUSH_TIMEOUT="2",
+        OPSLEVEL_JOB_OUTCOME_TIMEOUT="2",
+        OPSLEVEL_API_TIMEOUT="2",
+    )
+    await wait_for(double, lambda: "started" in job_output(double, "job-long"), runner)
+    double.inject(Stall(), times=None)
+    runner.process.send_signal(signal.SIGTERM)
+    code, seconds = await runner.wait(timeout=30)
+    assert code == 0, runner.stderr
+    assert seconds < 1 + 2 + 2 + 2 + 3
+    assert "could not unregister" in runner.stderr
+
+
+async def test_a_rejected_token_exits_1_with_one_line_and_no_token(
+    double: OpsLevelDouble, tmp_path: Path
+) -> None:
+    runner = await start_runner(double, tmp_path, OPSLEVEL_API_TOKEN="wrong-secret-token")
+    code, _ = await runner.wait(timeout=30)
+    assert code == 1
+    errors = [line for line in runner.stderr.splitlines() if " ERRO " in line]
+    assert len(errors) == 1, runner.stderr
+    assert "export OPSLEVEL_API_TOKEN=XXX" in errors[0]
+    assert "wrong-secret-token" not in runner.stderr
+
+
+async def test_a_missing_token_is_a_configuration_error(double: OpsLevelDouble, tmp_path: Path) -> None:
+    runner = await start_runner(double, tmp_path, OPSLEVEL_API_TOKEN="")
+    code, _ = await runner.wait(timeout=30)
+    assert code == 2
+    assert "--api-token (OPSLEVEL_API_TOKEN): is required" in runner.stderr
+    assert double.calls == []
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+async def test_as_pid_1_sigterm_still_shuts_down_gracefully(double: OpsLevelDouble, tmp_path: Path) -> None:
+    probe = await trio.run_process(["unshare", "--pid", "--fork", "true"], capture_stderr=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("cannot create a PID namespace here")
+    double.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
+    runner = await start_runner(
+        double, tmp_path, prefix=("unshare", "--pid", "--fork", "--kill-child"), OPSLEVEL_SHUTDOWN_GRACE="1"
+    )
+    await wait_for(double, lambda: "started" in job_output(double, "job-long"), runner)
+    children = Path(f"/proc/{runner.process.pid}/task/{runner.process.pid}/children").read_text().split()
+    [pid_1] = children
+    [nspid] = [
+        line for line in Path(f"/proc/{pid_1}/status").read_text().splitlines() if line.startswith("NSpid:")
+    ]
+    assert nspid.split()[-1] == "1"
+    os.kill(int(pid_1), signal.SIGTERM)
+    code, seconds = await runner.wait(timeout=20)
+    assert code == 0, runner.stderr
+    assert seconds < 10
+    assert [o.outcome for o in double.outcomes["job-long"]] == ["canceled"]
+    assert double.calls[-1].operation == "RunnerUnregister"
