@@ -274,3 +274,18 @@ async def test_unknown_server_state_is_ignored(server: FaktoryDouble) -> None:
         worker = make_worker(client)
         worker.apply_server_state("sleepy", lambda: None)
         assert worker.state == ""
+
+
+async def test_a_job_fetched_as_claiming_is_cancelled_is_handed_back(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
+    jid = server.enqueue("legacy", [GOOD])
+    server.inject("FETCH", "delay", seconds=1)
+    async with worker_client(server) as client:
+        worker = make_worker(client)
+        with trio.move_on_after(0.5) as scope:
+            await worker.claim()
+        assert scope.cancelled_caught
+        assert worker.outstanding == {}
+    assert [f["jid"] for f in server.fails] == [jid] and server.fails[0]["errtype"] == "Shutdown"
+    assert server.working == {} and server.retries[0]["jid"] == jid

@@ -305,9 +305,12 @@ class FaktoryWorker:
                 return claimed
 
     async def _fetch(self) -> bytes | None:
+        # Shielded (each FETCH is bounded by its own timeout): a FETCH cut short could leave a job
+        # reserved by the server but unseen here until its reservation expires (30 min by default).
         try:
-            async with self._client.connection() as conn:
-                raw = await conn.fetch(self.queues)
+            with trio.CancelScope(shield=True):
+                async with self._client.connection() as conn:
+                    raw = await conn.fetch(self.queues)
         except FaktoryError as exc:
             self._metrics.command_failed("FETCH")
             delay = self._backoff.next_delay()
@@ -322,7 +325,27 @@ class FaktoryWorker:
             log.info("fetching jobs from Faktory again")
             self._fetch_failing = False
         self._backoff.reset()
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except trio.Cancelled:
+            if raw is not None:
+                await self._hand_back(raw)
+            raise
         return raw
+
+    async def _hand_back(self, raw: bytes) -> None:
+        """FAIL a job fetched just as claiming was cancelled (shutdown), so Faktory retries it now."""
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = None
+        jid = payload.get("jid") if isinstance(payload, dict) else None
+        if not isinstance(jid, str) or not jid:
+            return
+        rejection = Rejection("Shutdown", "the runner shut down before the job started")
+        log.info("handing job %s back to Faktory: the runner is shutting down", jid)
+        with trio.CancelScope(shield=True), trio.move_on_after(self._client.timeout * 2):
+            await self._answer("FAIL", jid, rejection)
 
     async def _accept(self, raw: bytes) -> ClaimedJob | None:
         try:
