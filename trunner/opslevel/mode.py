@@ -40,10 +40,11 @@ from trunner.opslevel.operations import (
 from trunner.opslevel.settings import ApiSettings, PollSettings
 from trunner.opslevel.source import PendingJobSource
 from trunner.runner import Runner, RunSettings
+from trunner.scaling import ScalingSettings, check_scaling, run_scaling
 
 log = logging.getLogger("trunner.opslevel")
 
-SETTINGS: tuple[type[Any], ...] = (ApiSettings, PollSettings, MetricsServerSettings)
+SETTINGS: tuple[type[Any], ...] = (ApiSettings, PollSettings, MetricsServerSettings, ScalingSettings)
 
 OpenExecutor = Callable[[str], AbstractAsyncContextManager[Executor]]
 
@@ -63,6 +64,7 @@ async def serve(source: SettingsSource, args: argparse.Namespace, *, http_host: 
     run_settings = source.get(RunSettings)
     module = executors.executor_module(executor_name(run_settings.executor))
     source.check(ApiSettings, PollSettings, MetricsServerSettings, LogSettings, *module.SETTINGS)
+    check_scaling(source)
     mode = ApiMode(source, run_settings, http_host=http_host)
     return await mode.serve()
 
@@ -179,7 +181,20 @@ class ApiMode:
             )
             if self._signals:
                 self.runner.begin_shutdown()
-            await self.runner.serve(handle_signals=False)
+            runner = self.runner
+            async with trio.open_nursery() as scaling:
+                scaling.start_soon(
+                    partial(
+                        run_scaling,
+                        self._source,
+                        opslevel=client,
+                        runner_id=runner_id,
+                        busy=lambda: runner.busy,
+                        registry=self.registry,
+                    )
+                )
+                await runner.serve(handle_signals=False)
+                scaling.cancel_scope.cancel()
             log.info("runner %s stopped after %d job(s)", runner_id, self.runner.finished_jobs)
         return EXIT_OK
 
