@@ -103,11 +103,13 @@ class _PodWatcher:
             }
             if self.version:
                 params["resourceVersion"] = self.version
+            delivered = False
             try:
                 async with self.client.watch(
                     self.collection, params=params, read_timeout=seconds + _READ_SLACK
                 ) as events:
                     async for event in events:
+                        delivered = True
                         self.trouble = None
                         self._failures = 0
                         if event.type is WatchEventType.BOOKMARK:
@@ -123,6 +125,9 @@ class _PodWatcher:
             except KubeError as exc:
                 await self.pause_after(f"the pod watch failed: {exc}")
                 return None
+            if not delivered:
+                # A stream that ends with nothing in it, again and again, must not spin.
+                await trio.sleep(_RETRY_DELAYS[0])
 
 
 async def wait_until_running(
