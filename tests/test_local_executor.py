@@ -35,14 +35,16 @@ class Collect:
         return self.data[Stream.STDOUT].decode()
 
 
-def running(pid: int) -> bool:
-    """Alive and not a zombie awaiting its reaper."""
+async def wait_for_exit(pid: int) -> None:
+    """Returns once ``pid`` has terminated (a pidfd turns readable; works for non-children)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
 
 
 def executor(lifetime: float = 30.0, workdir: str = "") -> LocalExecutor:
@@ -138,7 +140,8 @@ async def test_lifetime_exceeded_kills_the_process_group():
     assert result.kind is ExitKind.LIFETIME_EXCEEDED
     with open("/tmp/trunner-test-lifetime/1/child.pid") as f:
         child = int(f.read())
-    assert not running(child)
+    with trio.fail_after(5):
+        await wait_for_exit(child)
 
 
 async def test_cancellation_kills_the_process_group():
@@ -151,7 +154,8 @@ async def test_cancellation_kills_the_process_group():
             nursery.cancel_scope.cancel()
     with open("/tmp/trunner-test-cancel/2/child.pid") as f:
         child = int(f.read())
-    assert not running(child)
+    with trio.fail_after(5):
+        await wait_for_exit(child)
 
 
 async def test_missing_shell_could_not_start():
