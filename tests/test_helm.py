@@ -327,7 +327,7 @@ def test_grace_period_covers_shutdown_grace_flush_and_outcome_deadlines(chart: h
     runner, margin = values["runner"], values["terminationGraceMarginSeconds"]
     assert (runner["shutdownGrace"], runner["logFlushTimeout"], runner["jobOutcomeTimeout"]) == (20, 30, 30)
     rendered = render(chart, TOKEN)
-    assert grace(rendered) == 20 + 30 + 30 + margin == 95
+    assert grace(rendered) == 20 + 30 + 30 + margin == 125
     assert rendered.flag("--shutdown-grace") == "20"
     assert rendered.flag("--log-flush-timeout") == "30"
     assert rendered.flag("--job-outcome-timeout") == "30"
@@ -335,7 +335,7 @@ def test_grace_period_covers_shutdown_grace_flush_and_outcome_deadlines(chart: h
 
 def test_grace_period_follows_the_values_and_rounds_up(chart: helm.Chart) -> None:
     rendered = render(chart, FULL)
-    assert grace(rendered) == 600 + 13 + 20 + 15
+    assert grace(rendered) == 600 + 13 + 20 + 45
     assert rendered.flag("--shutdown-grace") == "600"
     assert rendered.flag("--log-flush-timeout") == "12.5"
     long_jobs = render(
@@ -345,10 +345,10 @@ def test_grace_period_follows_the_values_and_rounds_up(chart: helm.Chart) -> Non
 
 
 def test_explicit_grace_period_must_not_be_shorter_than_trunner_needs(chart: helm.Chart) -> None:
-    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 95})) == 95
+    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 125})) == 125
     assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 300})) == 300
-    error = render_error(chart, {**TOKEN, "terminationGracePeriodSeconds": 94})
-    assert "terminationGracePeriodSeconds 94 is shorter than trunner needs" in error and "= 95" in error
+    error = render_error(chart, {**TOKEN, "terminationGracePeriodSeconds": 124})
+    assert "terminationGracePeriodSeconds 124 is shorter than trunner needs" in error and "= 125" in error
 
 
 def test_trunner_shutdown_defaults_match_the_chart() -> None:
@@ -437,7 +437,7 @@ def test_probes_and_metrics_port(chart: helm.Chart) -> None:
 def test_large_numbers_are_not_rendered_in_exponent_form(chart: helm.Chart) -> None:
     rendered = render(chart, _merge(TOKEN, {"runner": {"shutdownGrace": 1000000}}))
     assert rendered.flag("--shutdown-grace") == "1000000"
-    assert grace(rendered) == 1000075
+    assert grace(rendered) == 1000105
 
 
 def container_environment(rendered: Rendered) -> dict[str, str]:
@@ -758,7 +758,7 @@ def test_readme_table_lists_every_value_with_its_default() -> None:
 
 def test_notes_render(chart: helm.Chart) -> None:
     notes = render(chart, SCALING).manifests["trunner/templates/NOTES.txt"]
-    assert "between 2 and 7" in notes and "termination grace period is 95 s" in notes
+    assert "between 2 and 7" in notes and "termination grace period is 125 s" in notes
 
 
 # --- RBAC against the requests trunner really makes --------------------------------------------------------
