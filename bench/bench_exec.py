@@ -12,12 +12,13 @@
 The ratios to the raw rate are the figures (target for end to end: >= 0.5). The double and the
 client share one process, so the double's framing cost is inside every figure; CPU seconds
 (``process_time``) are printed next to wall seconds because the wall clock also counts other
-load on the machine. Each figure is the best of a few rounds.
+load on the machine. Each figure is the best of a few interleaved rounds.
 Run: ``.venv/bin/python bench/bench_exec.py``.
 """
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 import time
@@ -88,6 +89,8 @@ Timing = tuple[float, float]
 
 
 def clocks() -> Timing:
+    """Start of a measurement: garbage from the previous one is collected first."""
+    gc.collect()
     return time.perf_counter(), time.process_time()
 
 
@@ -109,7 +112,7 @@ async def raw_rate(api: KubeApiDouble, pod: str) -> Timing:
         try:
             while True:
                 message = await ws.get_message()
-                if message[:1] == b"\x01":
+                if message and message[0] == 1:
                     received += len(message) - 1
         except trio_websocket.ConnectionClosed:
             pass
@@ -150,9 +153,13 @@ async def main() -> None:
                 async for event in events:
                     if event.object["status"].get("phase") == "Running":
                         break
-            raw = [await raw_rate(api, "bench") for _ in range(ROUNDS)]
-            reader = [await reader_rate(client, "bench") for _ in range(ROUNDS)]
-            end_to_end = [await end_to_end_rate(client, i) for i in range(ROUNDS)]
+            raw: list[Timing] = []
+            reader: list[Timing] = []
+            end_to_end: list[Timing] = []
+            for round_ in range(ROUNDS):
+                raw.append(await raw_rate(api, "bench"))
+                reader.append(await reader_rate(client, "bench"))
+                end_to_end.append(await end_to_end_rate(client, round_))
     megabytes = PAYLOAD / 1e6
     print(
         f"payload: {megabytes:.0f} MB, {LINES:,} lines of 100 bytes, ~32 KiB v5 messages from the API double (loopback)"

@@ -111,7 +111,9 @@ async def test_client_certificate_from_credentials(autojump_clock: trio.testing.
         assert api.requests[-1].client_cert
 
 
-async def test_exec_over_wss_with_client_certificate_and_server_name() -> None:
+async def test_exec_over_wss_with_client_certificate_and_server_name(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     pki = make_pki(names=("kube.internal",))
     async with tls_api(pki) as api:
         api.tokens = set()

@@ -18,7 +18,9 @@ import pytest
 import trio
 
 from tests.doubles.kube import serve_kube_api
-from tests.kube.transport_support import NS, client_for
+from tests.doubles.kube_exec import Exit, Stdout
+from tests.kube.transport_support import NS, RecordingFeed, client_for, running_pod
+from trunner.executors.base import ExitResult
 from trunner.kube.auth import (
     CredentialError,
     Credentials,
@@ -32,6 +34,7 @@ from trunner.kube.auth import (
     exec_info,
 )
 from trunner.kube.errors import Unauthorized
+from trunner.kube.exec import exec_stream
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"
@@ -228,6 +231,21 @@ async def test_exec_plugin_rerun_after_401(tmp_path: Path) -> None:
         with pytest.raises(Unauthorized):
             await client.request("GET", f"/api/v1/namespaces/{NS}/pods")
         assert plugin.runs == 3
+
+
+async def test_exec_plugin_rerun_after_401_on_the_exec_upgrade(tmp_path: Path) -> None:
+    plugin = Plugin(tmp_path)
+    async with serve_kube_api() as api, client_for(api, auth=plugin.spec()) as client:
+        async with running_pod(api, client) as pod:
+            api.tokens = {"token-2"}
+            api.script_exec(Stdout(b"authenticated\n"), Exit(0))
+            feed = RecordingFeed()
+            with trio.fail_after(20):
+                result = await exec_stream(client, NS, pod, "job", ["true"], feed)
+        assert result == ExitResult.exited(0)
+        assert feed.stdout == b"authenticated\n"
+        upgrades = [r.header("authorization") for r in api.requests if r.path.endswith("/exec")]
+        assert upgrades == ["Bearer token-1", "Bearer token-2"]
 
 
 @pytest.mark.parametrize(

@@ -199,10 +199,7 @@ class KubeClient:
     # --- credentials ---------------------------------------------------------------------------
 
     async def _credentials(self) -> Credentials:
-        try:
-            credentials = await self._auth.credentials()
-        except KubeError:
-            raise
+        credentials = await self._auth.credentials()
         if (
             self._tls is not None
             and credentials.client_cert_pem is not None
