@@ -34,6 +34,7 @@ from trunner.kube.objects import ObjectError, PodObservation, from_wire, lenient
 from trunner.kube.podstate import explain_stop
 from trunner.kube.settings import JobPodConfig, KubeJobSettings, resolve
 from trunner.kube.wait import pod_path, wait_until_running
+from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
 
 logger = logging.getLogger("trunner.executors.kubernetes")
@@ -241,11 +242,14 @@ async def open_executor(
     source: SettingsSource,
     *,
     runner_id: str,
+    metrics: RunnerMetrics | None = None,
     observe_pod_start: Callable[[float], None] | None = None,
 ) -> AsyncIterator[KubernetesExecutor]:
     """The executor with its API client; leftovers of a previous run are deleted before it is
-    handed out. ``observe_pod_start`` receives each pod's seconds from creation to running
-    (e.g. ``RunnerMetrics.pod_start_latency.observe``)."""
+    handed out. Each pod's seconds from creation to running go to ``observe_pod_start``, or
+    else to ``metrics.pod_start_latency``."""
+    if observe_pod_start is None and metrics is not None:
+        observe_pod_start = metrics.pod_start_latency.observe
     config = resolve(source)
     api_settings = source.get(KubeApiSettings)
     kube_config = load_config(source.environ, context=api_settings.k8s_context or None)

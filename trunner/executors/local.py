@@ -26,6 +26,7 @@ from trunner.executors.base import ExitKind, ExitResult, OutputFeed, Stream
 from trunner.executors.script import phase_argv
 from trunner.executors.settings import JobRunSettings
 from trunner.jobfile import validate_job
+from trunner.metrics import RunnerMetrics
 from trunner.models import JobVariable, RunnerJob
 
 logger = logging.getLogger("trunner.executors.local")
@@ -191,5 +192,7 @@ async def _probe_mount_namespace() -> str | None:
 
 
 @asynccontextmanager
-async def open_executor(source: SettingsSource, *, runner_id: str) -> AsyncIterator[LocalExecutor]:
+async def open_executor(
+    source: SettingsSource, *, runner_id: str, metrics: RunnerMetrics | None = None
+) -> AsyncIterator[LocalExecutor]:
     yield LocalExecutor(source.get(JobRunSettings))

@@ -1,5 +1,6 @@
 """Executors by name. Each executor module provides ``SETTINGS`` (its settings classes) and
-``open_executor(source, *, runner_id)``, an async context manager yielding the executor."""
+``open_executor(source, *, runner_id, metrics=None)``, an async context manager yielding the
+executor; ``metrics`` receives what the executor measures (e.g. pod start latency)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Protocol, cast
 
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors.base import Executor
+from trunner.metrics import RunnerMetrics
 
 EXECUTORS = {"local": "trunner.executors.local", "kubernetes": "trunner.executors.kubernetes"}
 
@@ -18,7 +20,7 @@ class ExecutorModule(Protocol):
     SETTINGS: tuple[type[Any], ...]
 
     def open_executor(
-        self, source: SettingsSource, *, runner_id: str
+        self, source: SettingsSource, *, runner_id: str, metrics: RunnerMetrics | None = None
     ) -> AbstractAsyncContextManager[Executor]: ...
 
 

@@ -185,7 +185,9 @@ class FaktoryMode:
             if self._open_executor_override is not None:
                 opening = self._open_executor_override(RUNNER_ID)
             else:
-                opening = registry.executor_module(name).open_executor(self._source, runner_id=RUNNER_ID)
+                opening = registry.executor_module(name).open_executor(
+                    self._source, runner_id=RUNNER_ID, metrics=self.metrics
+                )
             executor: Executor = await stack.enter_async_context(opening)
         except (ConfigError, OSError) as exc:
             log.error("cannot start the %s executor: %s", name, exc)
