@@ -16,7 +16,7 @@ from trunner.logs.batch import Batch
 from trunner.models import JobOutcome, Outcome, OutcomeVariable
 from trunner.opslevel.client import OpsLevelClient, encode_body
 from trunner.opslevel.operations import RUNNER_APPEND_JOB_LOG, AppendJobLogVariables, RunnerAppendJobLogInput
-from trunner.opslevel.sink import PIECE_SIZE, OpsLevelSink, append_body
+from trunner.opslevel.sink import OpsLevelSink, append_body
 from trunner.sinks import ShipError
 
 SENT_NS = 1_656_637_200_123_456_789
@@ -54,15 +54,22 @@ def test_streamed_append_body_equals_the_plain_encoding(lines: list[bytes], per_
     assert body.length == len(expected)
 
 
-def test_a_large_batch_is_produced_in_pieces() -> None:
+def test_a_large_batch_is_produced_block_by_block() -> None:
     lines = [(b"%06d " % i) + b"x" * 200 for i in range(2000)]
     body = append_body("r", "j", "2022-07-01T01:00:00Z", batch_of(lines, per_block=100))
     pieces = list(body.pieces())
-    assert len(pieces) > 3
-    assert max(len(p) for p in pieces) < PIECE_SIZE + 1024
+    assert max(len(p) for p in pieces) < 100 * 280
     assert sum(len(p) for p in pieces) == body.length
     decoded = json.loads(b"".join(pieces))["variables"]["input"]["logChunk"]
     assert [base64.b64decode(x) for x in decoded] == lines
+
+
+def test_an_empty_batch_sends_an_empty_chunk() -> None:
+    body = append_body("r", "j", "2022-07-01T01:00:00Z", Batch(seq=3))
+    assert b"".join(body.pieces()) == encode_body(
+        RUNNER_APPEND_JOB_LOG,
+        AppendJobLogVariables(RunnerAppendJobLogInput("r", "j", "2022-07-01T01:00:00Z", ())),
+    )
 
 
 async def test_ship_sends_each_line_as_padded_standard_base64(

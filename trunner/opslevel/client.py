@@ -174,6 +174,9 @@ class OpsLevelClient:
                 "User-Agent": agent or user_agent(),
             },
             timeout=timeout,
+            # No pool limit: each job holds at most one append and one report, so connections are
+            # bounded by --job-concurrency; a cap would let stalled appends starve polls and reports.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             transport=transport,
             follow_redirects=False,
             trust_env=False,

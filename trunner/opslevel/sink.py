@@ -9,8 +9,11 @@ the time one batch can take and hide failed attempts from the shipper's metrics.
 from __future__ import annotations
 
 import binascii
+import functools
+import operator
 import time
 from collections.abc import Callable, Iterator
+from itertools import repeat
 
 from trunner.logs.batch import Batch
 from trunner.models import JobOutcome
@@ -27,19 +30,22 @@ from trunner.opslevel.operations import (
 )
 from trunner.sinks import ShipError
 
-PIECE_SIZE = 64 * 1024
-
 _PLACEHOLDER = '"logChunk":["@"]'
 
+_encode_line = functools.partial(binascii.b2a_base64, newline=False)
 
-def _base64_length(size: int) -> int:
-    return 4 * ((size + 2) // 3)
+
+def _encoded_length(block: bytes) -> tuple[int, int]:
+    """(lines, bytes of their quoted base64 entries without separators) of one block."""
+    sizes = list(map(len, block.split(b"\n")))
+    padded = sum(map(operator.floordiv, map(operator.add, sizes, repeat(2)), repeat(3)))
+    return len(sizes), 4 * padded + 2 * len(sizes)
 
 
 def append_body(runner_id: str, job_id: str, sent_at: str, batch: Batch) -> RequestBody:
     """The ``runnerAppendJobLog`` request for ``batch``, byte for byte what :func:`encode_body` would
-    make of ``logChunk = [base64(line) for line in batch]``, but produced in pieces: the encoded
-    batch (a third larger than the batch) never exists whole in memory."""
+    make of ``logChunk = [base64(line) for line in batch.lines()]``, produced one block at a time:
+    besides the batch, a request in flight holds the encoding of one block, never of the batch."""
     template = encode_body(
         RUNNER_APPEND_JOB_LOG,
         AppendJobLogVariables(RunnerAppendJobLogInput(runner_id, job_id, sent_at, ("@",))),
@@ -47,22 +53,22 @@ def append_body(runner_id: str, job_id: str, sent_at: str, batch: Batch) -> Requ
     head, _, tail = template.partition(_PLACEHOLDER.encode())
     head += b'"logChunk":['
     tail = b"]" + tail
-    sizes = [_base64_length(len(line)) + 2 for line in batch.lines()]
-    length = len(head) + sum(sizes) + max(0, len(sizes) - 1) + len(tail)
+    lines = encoded = 0
+    for block in batch.blocks:
+        block_lines, block_encoded = _encoded_length(block)
+        lines += block_lines
+        encoded += block_encoded
+    length = len(head) + encoded + max(0, lines - 1) + len(tail)
 
     def pieces() -> Iterator[bytes]:
-        piece = bytearray(head)
-        separator = b'"'
-        for line in batch.lines():
-            piece += separator
-            piece += binascii.b2a_base64(line, newline=False)
-            piece += b'"'
-            separator = b',"'
-            if len(piece) >= PIECE_SIZE:
-                yield bytes(piece)
-                piece.clear()
-        piece += tail
-        yield bytes(piece)
+        yield head
+        opening = b'"'
+        for block in batch.blocks:
+            yield opening
+            yield b'","'.join(map(_encode_line, block.split(b"\n")))
+            yield b'"'
+            opening = b',"'
+        yield tail
 
     return RequestBody(length, pieces)
 
