@@ -16,7 +16,7 @@ from trunner.logs.batch import Batch
 from trunner.models import JobOutcome, Outcome, OutcomeVariable
 from trunner.opslevel.client import OpsLevelClient, encode_body
 from trunner.opslevel.operations import RUNNER_APPEND_JOB_LOG, AppendJobLogVariables, RunnerAppendJobLogInput
-from trunner.opslevel.sink import OpsLevelSink, append_body
+from trunner.opslevel.sink import PART_SIZE, OpsLevelSink, append_body, parts_of
 from trunner.sinks import ShipError
 
 SENT_NS = 1_656_637_200_123_456_789
@@ -58,10 +58,22 @@ def test_a_large_batch_is_produced_block_by_block() -> None:
     lines = [(b"%06d " % i) + b"x" * 200 for i in range(2000)]
     body = append_body("r", "j", "2022-07-01T01:00:00Z", batch_of(lines, per_block=100))
     pieces = list(body.pieces())
-    assert max(len(p) for p in pieces) < 100 * 280
+    assert max(len(p) for p in pieces) < PART_SIZE * 4 // 3 + 300
     assert sum(len(p) for p in pieces) == body.length
     decoded = json.loads(b"".join(pieces))["variables"]["input"]["logChunk"]
     assert [base64.b64decode(x) for x in decoded] == lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=2000))
+def test_parts_keep_every_line(lines: list[bytes]) -> None:
+    block = b"\n".join(lines)
+    assert [line for part in parts_of(block) for line in part.split(b"\n")] == lines
+
+
+def test_a_line_longer_than_a_part_stays_whole() -> None:
+    lines = [b"a" * 10, b"b" * (PART_SIZE * 2), b"", b"c"]
+    assert [line for part in parts_of(b"\n".join(lines)) for line in part.split(b"\n")] == lines
 
 
 def test_an_empty_batch_sends_an_empty_chunk() -> None:

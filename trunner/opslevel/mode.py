@@ -159,12 +159,12 @@ class ApiMode:
                 if runner_id is None:
                     return EXIT_FAILED
                 stack.push_async_callback(self._unregister, client, runner_id)
-                executor = await self._open_executor(stack, runner_id)
+                metrics = RunnerMetrics(self.registry, runner_id)
+                executor = await self._open_executor(stack, runner_id, metrics)
                 if executor is None:
                     return EXIT_FAILED
             if runner_id is None or executor is None:
                 return EXIT_OK
-            metrics = RunnerMetrics(self.registry, runner_id)
             self.runner = Runner(
                 source=PendingJobSource(
                     client,
@@ -217,13 +217,17 @@ class ApiMode:
         )
         return payload.runner.id
 
-    async def _open_executor(self, stack: AsyncExitStack, runner_id: str) -> Executor | None:
+    async def _open_executor(
+        self, stack: AsyncExitStack, runner_id: str, metrics: RunnerMetrics
+    ) -> Executor | None:
         name = executor_name(self._run_settings.executor)
         try:
             if self._open_executor_override is not None:
                 opening = self._open_executor_override(runner_id)
             else:
-                opening = executors.executor_module(name).open_executor(self._source, runner_id=runner_id)
+                opening = executors.executor_module(name).open_executor(
+                    self._source, runner_id=runner_id, metrics=metrics
+                )
             executor: Executor = await stack.enter_async_context(opening)
         except (ConfigError, OSError) as exc:
             log.error("cannot start the %s executor: %s", name, exc)

@@ -32,6 +32,9 @@ from trunner.sinks import ShipError
 
 _PLACEHOLDER = '"logChunk":["@"]'
 
+PART_SIZE = 16 * 1024
+"""Bytes of a block encoded at a time: a request in flight holds one encoded part, not the batch."""
+
 _encode_line = functools.partial(binascii.b2a_base64, newline=False)
 
 
@@ -42,10 +45,25 @@ def _encoded_length(block: bytes) -> tuple[int, int]:
     return len(sizes), 4 * padded + 2 * len(sizes)
 
 
+def parts_of(block: bytes) -> Iterator[bytes]:
+    """``block`` cut at newlines into parts of about ``PART_SIZE`` bytes (a longer line stays
+    whole); the lines of the parts are the lines of the block, in order."""
+    start = 0
+    while len(block) - start > PART_SIZE:
+        cut = block.rfind(b"\n", start, start + PART_SIZE)
+        if cut < 0:
+            cut = block.find(b"\n", start + PART_SIZE)
+            if cut < 0:
+                break
+        yield block[start:cut]
+        start = cut + 1
+    yield block[start:]
+
+
 def append_body(runner_id: str, job_id: str, sent_at: str, batch: Batch) -> RequestBody:
     """The ``runnerAppendJobLog`` request for ``batch``, byte for byte what :func:`encode_body` would
-    make of ``logChunk = [base64(line) for line in batch.lines()]``, produced one block at a time:
-    besides the batch, a request in flight holds the encoding of one block, never of the batch."""
+    make of ``logChunk = [base64(line) for line in batch.lines()]``, produced a part at a time so that
+    the encoded batch (a third larger than the batch) never exists whole in memory."""
     template = encode_body(
         RUNNER_APPEND_JOB_LOG,
         AppendJobLogVariables(RunnerAppendJobLogInput(runner_id, job_id, sent_at, ("@",))),
@@ -64,10 +82,11 @@ def append_body(runner_id: str, job_id: str, sent_at: str, batch: Batch) -> Requ
         yield head
         opening = b'"'
         for block in batch.blocks:
-            yield opening
-            yield b'","'.join(map(_encode_line, block.split(b"\n")))
-            yield b'"'
-            opening = b',"'
+            for part in parts_of(block):
+                yield opening
+                yield b'","'.join(map(_encode_line, part.split(b"\n")))
+                yield b'"'
+                opening = b',"'
         yield tail
 
     return RequestBody(length, pieces)
