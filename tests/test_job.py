@@ -124,7 +124,7 @@ async def test_cancellation_reports_canceled_within_deadlines(autojump_clock):
         await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
     assert executor.cleaned_up
     assert sink.outcomes[0].outcome is Outcome.CANCELED
-    assert "working" in sink.bodies()
+    assert sink.bodies() == ["working", "[trunner] job canceled: the runner is shutting down"]
     assert tasks_started_since(before) == set()
 
 

@@ -64,8 +64,9 @@ async def run_job(
             nursery.start_soon(_run_in_scope, ship_scope, shipper.run)
             try:
                 result = await _execute(job, executor, pipeline, log)
-            except trio.Cancelled:
-                pipeline.note("job canceled: the runner is shutting down")
+            except BaseException as exc:
+                if _is_cancellation(exc):
+                    pipeline.note("job canceled: the runner is shutting down")
                 raise
             finally:
                 await _final_flush(pipeline, send, ship_scope, settings.log_flush_timeout, log)
@@ -108,6 +109,13 @@ async def _execute(
     if exit_result.message:
         pipeline.note(exit_result.message)
     return JobOutcome(exit_result.outcome(), exit_result.message, exit_result.exit_code)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Cancellation reaches here bare or wrapped in the groups of the nurseries it crossed."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(trio.Cancelled) is not None
+    return isinstance(exc, trio.Cancelled)
 
 
 def describe_exception(exc: BaseException) -> str:
