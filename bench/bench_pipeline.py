@@ -114,10 +114,15 @@ def main() -> None:
     split_seconds = min(bare_split(chunks) for _ in range(3))
     plain_seconds, shipped = min(pipeline_rate(chunks, RunnerJob(id="1")) for _ in range(2))
     assert shipped == lines, (shipped, lines)
-    secrets = (JobVariable("TOKEN", "s3cr3t-token-value", sensitive=True), JobVariable("PW", "hunter22", sensitive=True))
+    secrets = (
+        JobVariable("TOKEN", "s3cr3t-token-value", sensitive=True),
+        JobVariable("PW", "hunter22", sensitive=True),
+    )
     masked_seconds, _ = pipeline_rate(chunks, RunnerJob(id="1", variables=secrets))
     print(f"input: {megabytes:.0f} MB, {lines:,.0f} lines of 100 bytes, fed in {CHUNK // 1024} KiB chunks")
-    print(f"bare bytes.split        {megabytes / split_seconds:8.0f} MB/s {lines / split_seconds:12,.0f} lines/s")
+    print(
+        f"bare bytes.split        {megabytes / split_seconds:8.0f} MB/s {lines / split_seconds:12,.0f} lines/s"
+    )
     for label, seconds in (("pipeline", plain_seconds), ("pipeline, 2 secrets", masked_seconds)):
         print(
             f"{label:<22}  {megabytes / seconds:8.0f} MB/s {lines / seconds:12,.0f} lines/s"

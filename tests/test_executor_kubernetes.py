@@ -62,8 +62,9 @@ async def executor_for(
         yield KubernetesExecutor(client, config, runner_id="1234", wall_clock=lambda: NOW, **kwargs)
 
 
-async def run_job(api: KubeApiDouble, job: RunnerJob = JOB, config: JobPodConfig = CONFIG,
-                  **kwargs: Any) -> tuple[ExitResult, RecordingFeed]:
+async def run_job(
+    api: KubeApiDouble, job: RunnerJob = JOB, config: JobPodConfig = CONFIG, **kwargs: Any
+) -> tuple[ExitResult, RecordingFeed]:
     feed = RecordingFeed()
     async with executor_for(api, config, **kwargs) as executor:
         result = await executor.run(job, feed)
@@ -106,7 +107,9 @@ async def test_a_failing_command_reports_its_exit_code(tmp_path: Path) -> None:
         assert job_objects(api) == NOTHING_LEFT
 
 
-async def test_objects_are_created_in_order_with_the_job_labels(autojump_clock: trio.testing.MockClock) -> None:
+async def test_objects_are_created_in_order_with_the_job_labels(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api:
         api.script_exec(Stdout(b"line 1\nline 2\n"), Stderr(b"warn\n"), Exit(0))
         result, feed = await run_job(api)
@@ -123,15 +126,19 @@ async def test_objects_are_created_in_order_with_the_job_labels(autojump_clock: 
             assert body["metadata"]["name"] == NAME
             assert body["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "runner-1234"
         pod = creates[2].json()
-        env = {c["name"]: {e["name"] for e in c.get("env", [])} for c in pod["spec"]["initContainers"]
-               + pod["spec"]["containers"]}
+        env = {
+            c["name"]: {e["name"] for e in c.get("env", [])}
+            for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]
+        }
         assert env == {"init": {"GREETING", "CLONE_TOKEN"}, "job": {"GREETING"}}
         deletes = sorted(r.path for r in api.requests if r.method == "DELETE")
-        assert deletes == sorted([
-            f"/api/v1/namespaces/{NS}/pods/{NAME}",
-            f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{NAME}",
-            f"/api/v1/namespaces/{NS}/configmaps/{NAME}",
-        ])
+        assert deletes == sorted(
+            [
+                f"/api/v1/namespaces/{NS}/pods/{NAME}",
+                f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{NAME}",
+                f"/api/v1/namespaces/{NS}/configmaps/{NAME}",
+            ]
+        )
         assert job_objects(api) == NOTHING_LEFT
 
 
@@ -170,12 +177,12 @@ async def test_image_pull_backoff_times_out_with_the_reason(autojump_clock: trio
         assert trio.current_time() - start == pytest.approx(60, abs=1)
         assert result == ExitResult(
             ExitKind.POD_TIMEOUT,
-            message=f'pod {NAME} was not running within 60 s: container job: ImagePullBackOff: '
+            message=f"pod {NAME} was not running within 60 s: container job: ImagePullBackOff: "
             'Back-off pulling image "alpine:nope"',
         )
         assert result.outcome() is Outcome.POD_TIMEOUT
         assert feed.notes[-1] == (
-            f'Waiting for pod {NS}/{NAME} to be running: container job: ImagePullBackOff: '
+            f"Waiting for pod {NS}/{NAME} to be running: container job: ImagePullBackOff: "
             'Back-off pulling image "alpine:nope"'
         )
         assert api.exec_sessions == []
@@ -184,7 +191,9 @@ async def test_image_pull_backoff_times_out_with_the_reason(autojump_clock: trio
 
 async def test_invalid_image_name_fails_at_once(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api:
-        api.pod_behaviour = PodBehaviour(waiting=("InvalidImageName", 'couldn\'t parse image name "Alpine:Bad"'))
+        api.pod_behaviour = PodBehaviour(
+            waiting=("InvalidImageName", 'couldn\'t parse image name "Alpine:Bad"')
+        )
         start = trio.current_time()
         result, _ = await run_job(api)
         assert trio.current_time() - start < 1
@@ -212,8 +221,12 @@ async def test_unschedulable_pod_times_out_with_the_scheduler_reason(
 
 async def test_a_pod_that_fails_before_running_fails_the_job(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api:
-        api.pod_behaviour = PodBehaviour(final_phase="Failed", final_reason="Evicted",
-                                         final_message="The node was low on resource: memory.", exit_code=137)
+        api.pod_behaviour = PodBehaviour(
+            final_phase="Failed",
+            final_reason="Evicted",
+            final_message="The node was low on resource: memory.",
+            exit_code=137,
+        )
         result, _ = await run_job(api)
         assert result.kind is ExitKind.COULD_NOT_START and result.outcome() is Outcome.FAILED
         assert result.message == (
@@ -223,10 +236,17 @@ async def test_a_pod_that_fails_before_running_fails_the_job(autojump_clock: tri
         assert job_objects(api) == NOTHING_LEFT
 
 
-async def test_a_rejected_create_fails_and_cleans_up_what_was_made(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_rejected_create_fails_and_cleans_up_what_was_made(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api:
-        api.fail(403, "Forbidden", f'pods is forbidden: User "system:serviceaccount:ci:runner" cannot create '
-                 f'resource "pods" in API group "" in the namespace "{NS}"', match=matching("POST", r"/pods$"))
+        api.fail(
+            403,
+            "Forbidden",
+            f'pods is forbidden: User "system:serviceaccount:ci:runner" cannot create '
+            f'resource "pods" in API group "" in the namespace "{NS}"',
+            match=matching("POST", r"/pods$"),
+        )
         result, _ = await run_job(api)
         assert result.kind is ExitKind.COULD_NOT_START
         assert result.message == (
@@ -236,10 +256,18 @@ async def test_a_rejected_create_fails_and_cleans_up_what_was_made(autojump_cloc
         assert job_objects(api) == NOTHING_LEFT
 
 
-async def test_an_existing_object_of_the_same_name_is_never_deleted(autojump_clock: trio.testing.MockClock) -> None:
+async def test_an_existing_object_of_the_same_name_is_never_deleted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api:
-        api.put_object({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": NAME, "namespace": NS}, "data": {"theirs": "1"}})
+        api.put_object(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": NAME, "namespace": NS},
+                "data": {"theirs": "1"},
+            }
+        )
         result, _ = await run_job(api)
         assert result.kind is ExitKind.COULD_NOT_START
         assert "AlreadyExists" in result.message
@@ -282,7 +310,9 @@ async def test_a_tcp_abort_is_an_execution_timeout(autojump_clock: trio.testing.
         assert job_objects(api) == NOTHING_LEFT
 
 
-async def test_an_internal_error_status_fails_with_its_message(autojump_clock: trio.testing.MockClock) -> None:
+async def test_an_internal_error_status_fails_with_its_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api:
         api.script_exec(Fail("error dialing backend: dial tcp 10.0.0.2:10250: i/o timeout"))
         result, _ = await run_job(api)
@@ -293,7 +323,9 @@ async def test_an_internal_error_status_fails_with_its_message(autojump_clock: t
         assert result.outcome() is Outcome.FAILED
 
 
-async def test_a_non_zero_exit_status_fails_with_the_exit_code(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_non_zero_exit_status_fails_with_the_exit_code(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api:
         api.script_exec(Stdout(b"building\n"), Exit(2))
         result, _ = await run_job(api)
@@ -306,8 +338,12 @@ async def test_an_oom_kill_is_named_in_the_outcome(autojump_clock: trio.testing.
 
         def oom_killed(pod: dict[str, Any]) -> None:
             pod["status"]["containerStatuses"][0]["state"] = {
-                "terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": "2026-01-01T00:00:00Z",
-                               "finishedAt": "2026-01-01T00:00:05Z"}
+                "terminated": {
+                    "exitCode": 137,
+                    "reason": "OOMKilled",
+                    "startedAt": "2026-01-01T00:00:00Z",
+                    "finishedAt": "2026-01-01T00:00:05Z",
+                }
             }
 
         def plan(request: ExecRequest) -> Script:
@@ -321,14 +357,18 @@ async def test_an_oom_kill_is_named_in_the_outcome(autojump_clock: trio.testing.
         assert result.message.endswith("; container job ended: OOMKilled (exit code 137)")
 
 
-async def test_the_lifetime_limit_ends_the_job_as_execution_timeout(autojump_clock: trio.testing.MockClock) -> None:
+async def test_the_lifetime_limit_ends_the_job_as_execution_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api:
         api.script_exec(Stdout(b"working\n"), Pause(10_000), Exit(0))
         start = trio.current_time()
         result, feed = await run_job(api, config=attrs.evolve(CONFIG, lifetime=120))
         # The lifetime, plus the exec socket's bounded close (5 s) since the stalled peer never answers.
         assert trio.current_time() - start == pytest.approx(125, abs=1)
-        assert result == ExitResult(ExitKind.LIFETIME_EXCEEDED, message="the job ran longer than its lifetime of 120 s")
+        assert result == ExitResult(
+            ExitKind.LIFETIME_EXCEEDED, message="the job ran longer than its lifetime of 120 s"
+        )
         assert result.outcome() is Outcome.EXECUTION_TIMEOUT
         assert feed.stdout == b"working\n"
         assert job_objects(api) == NOTHING_LEFT
@@ -393,11 +433,17 @@ async def test_a_deleted_pod_during_cleanup_counts_as_done(autojump_clock: trio.
 
 def leftover(kind: str, api_version: str, name: str, owner: str) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "apiVersion": api_version, "kind": kind,
-        "metadata": {"name": name, "namespace": NS, "labels": {
-            "app.kubernetes.io/instance": name, "app.kubernetes.io/managed-by": "runner-old",
-            "runner.opslevel.com/owner": owner,
-        }},
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {
+                "app.kubernetes.io/instance": name,
+                "app.kubernetes.io/managed-by": "runner-old",
+                "runner.opslevel.com/owner": owner,
+            },
+        },
     }
     if kind == "Pod":
         obj["spec"] = {"containers": [{"name": "job", "image": "alpine", "command": ["sleep", "3600"]}]}
@@ -409,10 +455,15 @@ def leftover(kind: str, api_version: str, name: str, owner: str) -> dict[str, An
 
 
 def plant_leftovers(api: KubeApiDouble) -> None:
-    for owner, name in (("runner-0", "opslevel-job-1-1"), ("runner-0", "opslevel-job-2-2"),
-                        ("runner-1", "opslevel-job-3-3")):
+    for owner, name in (
+        ("runner-0", "opslevel-job-1-1"),
+        ("runner-0", "opslevel-job-2-2"),
+        ("runner-1", "opslevel-job-3-3"),
+    ):
         api.put_object(leftover("Pod", "v1", name, owner))
-        api.put_object(leftover("PodDisruptionBudget", "policy/v1", name, owner), plural="poddisruptionbudgets")
+        api.put_object(
+            leftover("PodDisruptionBudget", "policy/v1", name, owner), plural="poddisruptionbudgets"
+        )
         api.put_object(leftover("ConfigMap", "v1", name, owner))
 
 
@@ -425,7 +476,9 @@ async def test_leftovers_of_this_runner_are_deleted(autojump_clock: trio.testing
         assert job_objects(api) == {k: ["opslevel-job-3-3"] for k in NOTHING_LEFT}
 
 
-def settings_source(api: KubeApiDouble, tmp_path: Path, argv: list[str], mode: str | None = None) -> SettingsSource:
+def settings_source(
+    api: KubeApiDouble, tmp_path: Path, argv: list[str], mode: str | None = None
+) -> SettingsSource:
     parser = argparse.ArgumentParser()
     if mode is not None:
         parser.add_argument("--mode")
@@ -434,7 +487,9 @@ def settings_source(api: KubeApiDouble, tmp_path: Path, argv: list[str], mode: s
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
     file = {"kubernetes": {"namespace": NS, "workingDir": str(tmp_path / "jobs")}}
     args = parser.parse_args([*argv, *(["--mode", mode] if mode else [])])
-    return SettingsSource(args=args, environ={"KUBECONFIG": str(kubeconfig)}, file=file, source_name="opslevel.yaml")
+    return SettingsSource(
+        args=args, environ={"KUBECONFIG": str(kubeconfig)}, file=file, source_name="opslevel.yaml"
+    )
 
 
 async def test_open_executor_deletes_leftovers_at_startup_then_runs_jobs(
@@ -472,4 +527,3 @@ async def test_startup_survives_a_forbidden_leftover_listing(
 def test_settings_groups_are_registered() -> None:
     names = {cls.__name__ for cls in kubernetes.SETTINGS}
     assert names == {"JobRunSettings", "KubeJobSettings", "KubeApiSettings"}
-

@@ -32,8 +32,18 @@ import attrs
 import trio
 
 JOB_KEYS = (
-    "retry", "failure", "custom", "jid", "queue", "jobtype", "created_at", "enqueued_at", "at", "args",
-    "reserve_for", "backtrace",
+    "retry",
+    "failure",
+    "custom",
+    "jid",
+    "queue",
+    "jobtype",
+    "created_at",
+    "enqueued_at",
+    "at",
+    "args",
+    "reserve_for",
+    "backtrace",
 )
 OMITEMPTY = {"failure", "custom", "created_at", "enqueued_at", "at", "reserve_for", "backtrace"}
 
@@ -162,8 +172,15 @@ class FaktoryDouble:
         if worker.state == "" or (worker.state == "quiet" and state == "terminate"):
             worker.state = state
 
-    def inject(self, verb: str, action: str, *, times: int = 1, message: str = "injected failure",
-               seconds: float = 0.0) -> None:
+    def inject(
+        self,
+        verb: str,
+        action: str,
+        *,
+        times: int = 1,
+        message: str = "injected failure",
+        seconds: float = 0.0,
+    ) -> None:
         self.faults.append(Fault(verb, action, times, message, seconds))
 
     def verbs(self) -> list[str]:
@@ -301,8 +318,12 @@ class FaktoryDouble:
 
     async def _dispatch(self, verb: str, argument: str, worker: WorkerProcess) -> bytes:
         handler = {
-            "PUSH": self._push, "FETCH": self._fetch, "ACK": self._ack, "FAIL": self._fail,
-            "BEAT": self._beat, "BATCH": self._batch,
+            "PUSH": self._push,
+            "FETCH": self._fetch,
+            "ACK": self._ack,
+            "FAIL": self._fail,
+            "BEAT": self._beat,
+            "BATCH": self._batch,
         }.get(verb)
         if handler is None:
             return f"-ERR unknown command {verb}\r\n".encode()

@@ -35,7 +35,10 @@ IDENTITY = WorkerIdentity(hostname="host-1", wid="4qpc2443vpvai", pid=2676, labe
     ("url", "expected"),
     [
         ("tcp://localhost:7419", ServerLocation("localhost", 7419)),
-        ("tcp://:s3cret@faktory.example.com:7419", ServerLocation("faktory.example.com", 7419, password="s3cret")),
+        (
+            "tcp://:s3cret@faktory.example.com:7419",
+            ServerLocation("faktory.example.com", 7419, password="s3cret"),
+        ),
         ("tcp+tls://:pw@faktory:17419", ServerLocation("faktory", 17419, tls=True, password="pw")),
         ("tcp://user:p%40ss%3Aword@h:1", ServerLocation("h", 1, username="user", password="p@ss:word")),
         ("tcp://faktory", ServerLocation("faktory", 7419)),
@@ -113,8 +116,15 @@ async def test_handshake_without_password(server: FaktoryDouble) -> None:
     await conn.aclose()
     assert server.greetings == [b'+HI {"v":2}\r\n']
     assert server.hellos == [
-        {"hostname": "host-1", "wid": "4qpc2443vpvai", "username": "", "pwdhash": "", "labels": ["trunner"],
-         "pid": 2676, "v": 2}
+        {
+            "hostname": "host-1",
+            "wid": "4qpc2443vpvai",
+            "username": "",
+            "pwdhash": "",
+            "labels": ["trunner"],
+            "pid": 2676,
+            "v": 2,
+        }
     ]
     await server.wait_for(lambda: server.verbs() == ["END"])
 
@@ -187,8 +197,11 @@ async def serve_raw(nursery: trio.Nursery, greeting: bytes | None) -> int:
     ],
 )
 async def test_bad_greetings(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, greeting: bytes | None,
-    error: type[Exception], problem: str,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    greeting: bytes | None,
+    error: type[Exception],
+    problem: str,
 ) -> None:
     port = await serve_raw(nursery, greeting)
     with pytest.raises(error, match=problem):

@@ -23,9 +23,15 @@ ARGS0 = {
 }
 
 
-def job_with(args0: Any = None, *, custom: dict[str, Any] | None = None, args: tuple[Any, ...] | None = None) -> Job:
-    return Job(jid="jid-00000001", jobtype="legacy", args=args if args is not None else (args0 or dict(ARGS0),),
-               custom=custom or {})
+def job_with(
+    args0: Any = None, *, custom: dict[str, Any] | None = None, args: tuple[Any, ...] | None = None
+) -> Job:
+    return Job(
+        jid="jid-00000001",
+        jobtype="legacy",
+        args=args if args is not None else (args0 or dict(ARGS0),),
+        custom=custom or {},
+    )
 
 
 def decode(job: Job, environ: dict[str, str] | None = None) -> RunnerJob:
@@ -53,8 +59,12 @@ def test_missing_id_is_empty_and_null_fields_are_zero_values() -> None:
 
 def test_enqueue_script_shape() -> None:
     # tests/enqueue-runner-jobs.sh: no id in args[0]; the id comes from custom.
-    args0 = {"image": "alpine:latest", "commands": ["echo Hello"], "variables": [],
-             "files": [{"name": "test.sh", "contents": "#!/bin/sh\necho"}]}
+    args0 = {
+        "image": "alpine:latest",
+        "commands": ["echo Hello"],
+        "variables": [],
+        "files": [{"name": "test.sh", "contents": "#!/bin/sh\necho"}],
+    }
     job = decode(job_with(args0, custom={"opslevel-runner-job-id": "test-job-1-1700000000"}))
     assert job.id == "test-job-1-1700000000"
     assert added(job, 1) == [("RUNNER_JOB_ID", "test-job-1-1700000000")]
@@ -112,7 +122,11 @@ def test_custom_files_are_appended() -> None:
 
 def test_added_variables_in_order() -> None:
     environ = {"FAKTORY_PROVIDER": "MY_URL", "FAKTORY_URL": "tcp://:pw@f:7419", "OTHER": "x"}
-    custom = {"bid": "b-42", "opslevel-runner-job-id": 7, "opslevel-runner-extra-vars": [{"key": "E", "value": "e"}]}
+    custom = {
+        "bid": "b-42",
+        "opslevel-runner-job-id": 7,
+        "opslevel-runner-extra-vars": [{"key": "E", "value": "e"}],
+    }
     job = decode(job_with(custom=custom), environ)
     assert added(job, 5) == [
         ("E", "e"),
@@ -142,19 +156,34 @@ def test_environment_variable_set_but_empty_is_still_added() -> None:
         (job_with(args=("text",)), ["args[0]: expected a JSON object (a RunnerJob), got a string"]),
         (job_with({"id": 225}), ["args[0].id: expected a string, got int"]),
         (job_with({"id": "1", "commands": "echo"}), ["args[0].commands: expected a list, got str"]),
-        (job_with(custom={"opslevel-runner-image": 3}), ["custom.opslevel-runner-image: expected a string, got a number"]),
-        (job_with(custom={"opslevel-runner-commands": "echo"}),
-         ["custom.opslevel-runner-commands: expected a list of strings, got a string"]),
-        (job_with(custom={"opslevel-runner-commands": ["ok", 5]}),
-         ["custom.opslevel-runner-commands[1]: expected a string, got a number"]),
-        (job_with(custom={"opslevel-runner-extra-vars": {"key": "A"}}),
-         ["custom.opslevel-runner-extra-vars: expected a list of objects, got an object"]),
-        (job_with(custom={"opslevel-runner-extra-vars": [{"key": "A", "value": 1}]}),
-         ["custom.opslevel-runner-extra-vars[0].value: expected a string, got a number"]),
-        (job_with(custom={"opslevel-runner-extra-vars": [{"key": "A", "sensitive": "yes"}]}),
-         ["custom.opslevel-runner-extra-vars[0].sensitive: expected true or false, got a string"]),
-        (job_with(custom={"opslevel-runner-files": ["f"]}),
-         ["custom.opslevel-runner-files[0]: expected an object with name, contents, got a string"]),
+        (
+            job_with(custom={"opslevel-runner-image": 3}),
+            ["custom.opslevel-runner-image: expected a string, got a number"],
+        ),
+        (
+            job_with(custom={"opslevel-runner-commands": "echo"}),
+            ["custom.opslevel-runner-commands: expected a list of strings, got a string"],
+        ),
+        (
+            job_with(custom={"opslevel-runner-commands": ["ok", 5]}),
+            ["custom.opslevel-runner-commands[1]: expected a string, got a number"],
+        ),
+        (
+            job_with(custom={"opslevel-runner-extra-vars": {"key": "A"}}),
+            ["custom.opslevel-runner-extra-vars: expected a list of objects, got an object"],
+        ),
+        (
+            job_with(custom={"opslevel-runner-extra-vars": [{"key": "A", "value": 1}]}),
+            ["custom.opslevel-runner-extra-vars[0].value: expected a string, got a number"],
+        ),
+        (
+            job_with(custom={"opslevel-runner-extra-vars": [{"key": "A", "sensitive": "yes"}]}),
+            ["custom.opslevel-runner-extra-vars[0].sensitive: expected true or false, got a string"],
+        ),
+        (
+            job_with(custom={"opslevel-runner-files": ["f"]}),
+            ["custom.opslevel-runner-files[0]: expected an object with name, contents, got a string"],
+        ),
         (job_with(custom={"bid": 12}), ["custom.bid: expected a string (a batch id), got a number"]),
     ],
 )
@@ -165,7 +194,9 @@ def test_problems_are_named(job: Job, problems: list[str]) -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    job = job_with({"id": 1, "image": 2}, custom={"opslevel-runner-commands": "x", "opslevel-runner-files": 3})
+    job = job_with(
+        {"id": 1, "image": 2}, custom={"opslevel-runner-commands": "x", "opslevel-runner-files": 3}
+    )
     with pytest.raises(JobDecodeError) as caught:
         decode_legacy_job(job, {})
     assert len(caught.value.problems) == 4

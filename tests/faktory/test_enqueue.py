@@ -48,7 +48,14 @@ def test_the_go_test_script_job() -> None:
 
 def test_defaults() -> None:
     job = parse_job_definition("type: legacy\n", "f").build(NOW)
-    assert (job.queue, job.args, job.retry, job.reserve_for, job.at, job.custom) == ("default", (), 25, 0, "", {})
+    assert (job.queue, job.args, job.retry, job.reserve_for, job.at, job.custom) == (
+        "default",
+        (),
+        25,
+        0,
+        "",
+        {},
+    )
 
 
 def test_go_spellings_are_accepted() -> None:
@@ -59,12 +66,17 @@ def test_go_spellings_are_accepted() -> None:
 
 
 def test_custom_keys_override_the_helpers_like_go() -> None:
-    job = parse_job_definition("type: t\nunique_for: 60\ncustom: {unique_for: 5, x: [1, {a: b}]}\n", "f").build(NOW)
+    job = parse_job_definition(
+        "type: t\nunique_for: 60\ncustom: {unique_for: 5, x: [1, {a: b}]}\n", "f"
+    ).build(NOW)
     assert job.custom == {"unique_for": 5, "x": [1, {"a": "b"}]}
 
 
 def test_at_accepts_timestamps_with_a_zone() -> None:
-    assert parse_job_definition("type: t\nat: '2026-08-01T10:00:00+02:00'\n", "f").at == "2026-08-01T10:00:00+02:00"
+    assert (
+        parse_job_definition("type: t\nat: '2026-08-01T10:00:00+02:00'\n", "f").at
+        == "2026-08-01T10:00:00+02:00"
+    )
     # YAML itself reads an unquoted timestamp; it is sent as RFC3339 in UTC
     assert parse_job_definition("type: t\nat: 2026-08-01T10:00:00Z\n", "f").at == "2026-08-01T10:00:00Z"
 
@@ -78,8 +90,14 @@ def test_at_accepts_timestamps_with_a_zone() -> None:
         ("queue: q\n", "type: required"),
         ("type: ''\n", "type: expected a non-empty string"),
         ("type: t\nreserv_for: 300\n", "unknown key 'reserv_for' (known: type, queue"),
-        ("type: t\nreserve_for: 300\nreservefor: 300\n", "'reserve_for' is given twice (as 'reservefor' too)"),
-        ("type: t\nreserve_for: 30\n", "reserve_for: must be between 60 and 86400 (or 0 for the default), got 30"),
+        (
+            "type: t\nreserve_for: 300\nreservefor: 300\n",
+            "'reserve_for' is given twice (as 'reservefor' too)",
+        ),
+        (
+            "type: t\nreserve_for: 30\n",
+            "reserve_for: must be between 60 and 86400 (or 0 for the default), got 30",
+        ),
         ("type: t\nreserve_for: 90000\n", "reserve_for: must be between 60 and 86400"),
         ("type: t\nretries: -2\n", "retries: must be at least -1"),
         ("type: t\nretries: three\n", "retries: expected a whole number, got 'three'"),
@@ -151,7 +169,9 @@ async def test_enqueue_from_stdin_into_a_batch(
         assert await run_cli("enqueue", "-f", "-") == 0
         [raw] = server.pushed_raw
     assert [c.verb for c in server.commands] == ["BATCH", "PUSH", "END"]
-    assert json.loads(raw)["custom"] == {"bid": "bid-1"} and raw.startswith('{"retry":25,"custom":{"bid":"bid-1"}')
+    assert json.loads(raw)["custom"] == {"bid": "bid-1"} and raw.startswith(
+        '{"retry":25,"custom":{"bid":"bid-1"}'
+    )
     assert "to batch bid-1 on queue default" in capsys.readouterr().out
 
 

@@ -96,7 +96,9 @@ async def running_mode(
 ) -> AsyncIterator[tuple[Handle, list[int]]]:
     codes: list[int] = []
     faktory = FaktoryMode(
-        source_for(server, **settings), open_executor=fixed_executor(executor), http_host="127.0.0.1",
+        source_for(server, **settings),
+        open_executor=fixed_executor(executor),
+        http_host="127.0.0.1",
         handle_signals=handle_signals,
     )
     async with trio.open_nursery() as nursery:
@@ -149,14 +151,23 @@ async def test_jobs_run_at_the_configured_concurrency_and_are_acked_after_their_
         assert f"hello from {job_id}" in bodies and "halfway" in bodies
         assert not any("set-outcome-var" in body for body in bodies)
         [report] = [a for a in pushes(server, "ReportJobOutcome") if a["runnerJobId"] == job_id]
-        assert report == {"runnerId": "faktory", "runnerJobId": job_id, "outcome": "success",
-                          "outcomeVariables": [{"key": "who", "value": job_id}]}
+        assert report == {
+            "runnerId": "faktory",
+            "runnerJobId": job_id,
+            "outcome": "success",
+            "outcomeVariables": [{"key": "who", "value": job_id}],
+        }
         reported = command_index(
-            server, lambda c, job_id=job_id: c.verb == "PUSH" and "ReportJobOutcome" in c.argument
-            and f'"runnerJobId":"{job_id}"' in c.argument
+            server,
+            lambda c, job_id=job_id: (
+                c.verb == "PUSH"
+                and "ReportJobOutcome" in c.argument
+                and f'"runnerJobId":"{job_id}"' in c.argument
+            ),
         )
         last_log = max(
-            i for i, c in enumerate(server.commands)
+            i
+            for i, c in enumerate(server.commands)
             if c.verb == "PUSH" and "AppendJobLog" in c.argument and f'"runnerJobId":"{job_id}"' in c.argument
         )
         acked = command_index(server, lambda c, jid=jid: c.verb == "ACK" and jid in c.argument)
@@ -283,7 +294,9 @@ async def test_wrong_password_exits_1(autojump_clock: trio.testing.MockClock) ->
     async with faktory_double(password="right") as server:
         executor = CountingExecutor()
         faktory = FaktoryMode(
-            source_for(server, "wrong"), open_executor=fixed_executor(executor), handle_signals=False,
+            source_for(server, "wrong"),
+            open_executor=fixed_executor(executor),
+            handle_signals=False,
             http_host="127.0.0.1",
         )
         assert await faktory.serve() == 1
@@ -318,9 +331,12 @@ async def http_get(port: int, path: str) -> str:
 async def test_stop_during_start_up_exits_cleanly(autojump_clock: trio.testing.MockClock) -> None:
     async with faktory_double() as server:
         server.inject("HELLO", "delay", seconds=30)
-        faktory = FaktoryMode(source_for(server, faktory_timeout="60"),
-                              open_executor=fixed_executor(CountingExecutor()), http_host="127.0.0.1",
-                              handle_signals=False)
+        faktory = FaktoryMode(
+            source_for(server, faktory_timeout="60"),
+            open_executor=fixed_executor(CountingExecutor()),
+            http_host="127.0.0.1",
+            handle_signals=False,
+        )
         async with trio.open_nursery() as nursery:
             codes: list[int] = []
 
@@ -352,7 +368,13 @@ async def test_batch_job_reports_into_its_batch(
 
 async def test_serve_with_the_local_executor(server: FaktoryDouble) -> None:
     jid = server.enqueue(
-        "legacy", [{"id": "local-1", "commands": ["echo hello from the shell", "echo \"::set-outcome-var x=$RUNNER_JOB_ID\""]}]
+        "legacy",
+        [
+            {
+                "id": "local-1",
+                "commands": ["echo hello from the shell", 'echo "::set-outcome-var x=$RUNNER_JOB_ID"'],
+            }
+        ],
     )
     source = source_for(server, executor="local", shutdown_grace="5")
     codes: list[int] = []
@@ -367,8 +389,12 @@ async def test_serve_with_the_local_executor(server: FaktoryDouble) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
     assert codes == [0] and server.acks == [jid]
     [report] = pushes(server, "ReportJobOutcome")
-    assert report == {"runnerId": "faktory", "runnerJobId": "local-1", "outcome": "success",
-                      "outcomeVariables": [{"key": "x", "value": "local-1"}]}
+    assert report == {
+        "runnerId": "faktory",
+        "runnerJobId": "local-1",
+        "outcome": "success",
+        "outcomeVariables": [{"key": "x", "value": "local-1"}],
+    }
     assert any(line.endswith("hello from the shell") for line in log_lines(server, "local-1"))
 
 
@@ -379,7 +405,9 @@ async def test_the_cli_process_runs_a_job_and_exits_0_on_sigterm(server: Faktory
     env.update(FAKTORY_URL=server.url(), OPSLEVEL_METRICS_PORT="0", OPSLEVEL_LOG_FORMAT="JSON")
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trunner", "run", "--mode", "faktory", "--executor", "local"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     assert process.stderr is not None
     stderr = b""

@@ -43,7 +43,7 @@ def parse_all(data: bytes, *, chunk: int | None = None) -> list[protocol.Reply]:
 
 
 def test_each_reply_type() -> None:
-    data = b'+OK\r\n-ERR Invalid password\r\n-NOTUNIQUE Job not unique\r\n:42\r\n$-1\r\n$0\r\n\r\n$5\r\nhello\r\n'
+    data = b"+OK\r\n-ERR Invalid password\r\n-NOTUNIQUE Job not unique\r\n:42\r\n$-1\r\n$0\r\n\r\n$5\r\nhello\r\n"
     assert parse_all(data) == [
         SimpleString("OK"),
         ErrorReply("ERR", "Invalid password"),
@@ -120,7 +120,9 @@ def test_size_limit_bounds_memory() -> None:
 
 
 replies = st.one_of(
-    st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",))).map(SimpleString),
+    st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",))).map(
+        SimpleString
+    ),
     st.binary().map(BulkString),
     st.just(BulkString(None)),
     st.integers(min_value=-(2**63), max_value=2**63).map(Integer),
@@ -217,14 +219,27 @@ def test_fail_payload() -> None:
 
 
 def test_job_json_field_order_and_omitempty() -> None:
-    job = Job(jid="0123456789abcdef", jobtype="Runners::Faktory::AppendJobLog", queue="app",
-              created_at="2026-01-02T03:04:05.5Z", args=({"runnerId": "faktory"},))
+    job = Job(
+        jid="0123456789abcdef",
+        jobtype="Runners::Faktory::AppendJobLog",
+        queue="app",
+        created_at="2026-01-02T03:04:05.5Z",
+        args=({"runnerId": "faktory"},),
+    )
     assert protocol.to_json(job) == (
         '{"retry":25,"jid":"0123456789abcdef","queue":"app","jobtype":"Runners::Faktory::AppendJobLog",'
         '"created_at":"2026-01-02T03:04:05.5Z","args":[{"runnerId":"faktory"}]}'
     )
-    full = Job(jid="0123456789abcdef", jobtype="t", custom={"bid": "b1"}, retry=None, at="2026-01-01T00:00:00Z",
-               reserve_for=600, backtrace=5, failure=JobFailure(failed_at="x", retry_count=1))
+    full = Job(
+        jid="0123456789abcdef",
+        jobtype="t",
+        custom={"bid": "b1"},
+        retry=None,
+        at="2026-01-01T00:00:00Z",
+        reserve_for=600,
+        backtrace=5,
+        failure=JobFailure(failed_at="x", retry_count=1),
+    )
     assert protocol.to_json(full) == (
         '{"retry":null,"failure":{"failed_at":"x","retry_count":1,"remaining":0},"custom":{"bid":"b1"},'
         '"jid":"0123456789abcdef","queue":"default","jobtype":"t","at":"2026-01-01T00:00:00Z","args":[],'
@@ -253,8 +268,9 @@ def test_fetched_job_round_trip_and_unknown_keys() -> None:
 
 
 def test_fetched_job_with_nulls() -> None:
-    job = protocol.from_json('{"jid":"abcdefgh","jobtype":"x","custom":null,"args":null,"retry":null}', Job,
-                             what="job")
+    job = protocol.from_json(
+        '{"jid":"abcdefgh","jobtype":"x","custom":null,"args":null,"retry":null}', Job, what="job"
+    )
     assert job.custom == {} and job.args == () and job.retry is None
 
 
@@ -291,8 +307,11 @@ def test_rfc3339nano(moment: dt.datetime, text: str) -> None:
 def test_parse_time() -> None:
     assert protocol.parse_time("2026-01-02T15:04:05Z") == dt.datetime(2026, 1, 2, 15, 4, 5, tzinfo=dt.UTC)
     assert protocol.parse_time("2026-01-02T15:04:05.5+02:00").utcoffset() == dt.timedelta(hours=2)
-    for bad, problem in [("2026-01-02", "not an RFC3339"), ("tomorrow", "not an RFC3339"),
-                         ("2026-01-02T15:04:05", "no time zone")]:
+    for bad, problem in [
+        ("2026-01-02", "not an RFC3339"),
+        ("tomorrow", "not an RFC3339"),
+        ("2026-01-02T15:04:05", "no time zone"),
+    ]:
         with pytest.raises(ValueError, match=problem):
             protocol.parse_time(bad)
 

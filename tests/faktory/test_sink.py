@@ -47,8 +47,14 @@ async def test_append_job_log_wire_json(server: FaktoryDouble) -> None:
 async def test_report_job_outcome_wire_json(server: FaktoryDouble) -> None:
     async with worker_client(server) as client:
         sink = FaktorySink(client, runner_job_id="job-225", clock=lambda: SENT_AT)
-        await sink.report(JobOutcome(Outcome.SUCCESS, "ignored on this wire", 0,
-                                     (OutcomeVariable("k", "v"), OutcomeVariable("multi", "a\nb"))))
+        await sink.report(
+            JobOutcome(
+                Outcome.SUCCESS,
+                "ignored on this wire",
+                0,
+                (OutcomeVariable("k", "v"), OutcomeVariable("multi", "a\nb")),
+            )
+        )
         await sink.report(JobOutcome(Outcome.EXECUTION_TIMEOUT))
     with_vars, without = server.pushed_raw
     jid1, jid2 = json.loads(with_vars)["jid"], json.loads(without)["jid"]
@@ -79,7 +85,10 @@ async def test_inside_a_batch_each_push_reopens_it(server: FaktoryDouble) -> Non
         await sink.report(JobOutcome(Outcome.SUCCESS))
     pairs = [(c.conn, c.verb, c.argument.split(" ")[0]) for c in server.commands if c.verb != "END"]
     assert [(verb, arg) for _, verb, arg in pairs] == [
-        ("BATCH", "OPEN"), ("PUSH", pairs[1][2]), ("BATCH", "OPEN"), ("PUSH", pairs[3][2])
+        ("BATCH", "OPEN"),
+        ("PUSH", pairs[1][2]),
+        ("BATCH", "OPEN"),
+        ("PUSH", pairs[3][2]),
     ]
     assert pairs[0][0] == pairs[1][0]  # BATCH OPEN and its PUSH share one connection
     assert server.batch_opens == ["bid-7", "bid-7"]

@@ -19,7 +19,9 @@ from trunner.runner import ClaimedJob
 GOOD = {"id": "job-1", "image": "alpine", "commands": ["echo hi"]}
 
 
-def make_worker(client: FaktoryClient, *, queues: tuple[str, ...] = ("default",), **kw: object) -> FaktoryWorker:
+def make_worker(
+    client: FaktoryClient, *, queues: tuple[str, ...] = ("default",), **kw: object
+) -> FaktoryWorker:
     return FaktoryWorker(client, queues=queues, environ={}, **kw)  # type: ignore[arg-type]
 
 
@@ -80,11 +82,17 @@ async def test_unknown_job_type_is_failed(server: FaktoryDouble) -> None:
     async with worker_client(server) as client:
         assert (await claim(make_worker(client))).job.id == "job-1"
     assert server.fails == [
-        {"errtype": "UnknownJobType", "jid": other, "message": "No handler registered for job type SomethingElse"}
+        {
+            "errtype": "UnknownJobType",
+            "jid": other,
+            "message": "No handler registered for job type SomethingElse",
+        }
     ]
 
 
-async def test_job_without_jid_is_logged_and_skipped(server: FaktoryDouble, caplog: pytest.LogCaptureFixture) -> None:
+async def test_job_without_jid_is_logged_and_skipped(
+    server: FaktoryDouble, caplog: pytest.LogCaptureFixture
+) -> None:
     server.enqueue_raw("default", {"jobtype": "legacy", "args": [GOOD]})
     server.enqueue("legacy", [GOOD])
     async with worker_client(server) as client:
@@ -97,10 +105,14 @@ async def test_structurally_broken_job_with_jid_is_failed(server: FaktoryDouble)
     server.enqueue("legacy", [GOOD])
     async with worker_client(server) as client:
         assert (await claim(make_worker(client))).job.id == "job-1"
-    assert server.fails[0]["errtype"] == "InvalidJob" and "args: expected an array" in server.fails[0]["message"]
+    assert (
+        server.fails[0]["errtype"] == "InvalidJob" and "args: expected an array" in server.fails[0]["message"]
+    )
 
 
-async def test_claim_waits_through_empty_fetches(server: FaktoryDouble, autojump_clock: trio.testing.MockClock) -> None:
+async def test_claim_waits_through_empty_fetches(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
     async with worker_client(server) as client:
         worker = make_worker(client)
         async with trio.open_nursery() as nursery:
@@ -198,7 +210,9 @@ async def test_release_unfinished_fails_claimed_jobs(server: FaktoryDouble) -> N
 # --- heartbeat ----------------------------------------------------------------------------------
 
 
-async def test_heartbeat_every_interval(server: FaktoryDouble, autojump_clock: trio.testing.MockClock) -> None:
+async def test_heartbeat_every_interval(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
     async with worker_client(server) as client:
         worker = make_worker(client, heartbeat_interval=15.0)
         async with trio.open_nursery() as nursery:
@@ -245,7 +259,9 @@ async def test_local_shutdown_is_told_to_the_server(server: FaktoryDouble) -> No
         assert terminated == [True] and server.workers["testwid1"].state == "terminate"
 
 
-async def test_unknown_worker_registers_again(server: FaktoryDouble, caplog: pytest.LogCaptureFixture) -> None:
+async def test_unknown_worker_registers_again(
+    server: FaktoryDouble, caplog: pytest.LogCaptureFixture
+) -> None:
     async with worker_client(server) as client:
         worker = make_worker(client)
         await worker.beat_once(lambda: None)
@@ -256,7 +272,9 @@ async def test_unknown_worker_registers_again(server: FaktoryDouble, caplog: pyt
     assert "no longer knows worker testwid1" in caplog.text
 
 
-async def test_heartbeat_survives_errors(server: FaktoryDouble, autojump_clock: trio.testing.MockClock) -> None:
+async def test_heartbeat_survives_errors(
+    server: FaktoryDouble, autojump_clock: trio.testing.MockClock
+) -> None:
     async with worker_client(server, timeout=1) as client:
         worker = make_worker(client, heartbeat_interval=5.0)
         server.inject("BEAT", "reject", message="boom")

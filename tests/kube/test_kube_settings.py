@@ -20,13 +20,16 @@ from trunner.kube.settings import DEFAULT_HELPER_IMAGE, KubeJobSettings, resolve
 from trunner.models import RunnerJob
 
 
-def source(argv: list[str] | None = None, *, env: dict[str, str] | None = None, file: str = "") -> SettingsSource:
+def source(
+    argv: list[str] | None = None, *, env: dict[str, str] | None = None, file: str = ""
+) -> SettingsSource:
     parser = argparse.ArgumentParser()
     add_arguments(parser, JobRunSettings)
     add_arguments(parser, KubeJobSettings)
     data: dict[str, Any] = (yaml.safe_load(file) or {}) if file else {}
-    return SettingsSource(args=parser.parse_args(argv or []), environ=env or {}, file=data,
-                          source_name="opslevel.yaml")
+    return SettingsSource(
+        args=parser.parse_args(argv or []), environ=env or {}, file=data, source_name="opslevel.yaml"
+    )
 
 
 def test_defaults_are_the_go_runners() -> None:
@@ -92,13 +95,18 @@ def test_the_kubernetes_section_overrides_flag_defaults() -> None:
     assert config.node_selector == {"pool": "jobs"}
     assert config.agent_mode is True
     assert config.helper_image == "registry.local/helper:1"
-    assert config.tolerations == (Toleration(key="dedicated", operator="Equal", value="jobs", effect="NoSchedule"),)
+    assert config.tolerations == (
+        Toleration(key="dedicated", operator="Equal", value="jobs", effect="NoSchedule"),
+    )
     assert config.affinity is not None and config.affinity.node_affinity is not None
     # Per-quantity merge: the section's values replace only the flags they name.
     assert config.resources is not None
     assert config.resources.requests == {"cpu": "250m", "memory": "1Gi", "ephemeral-storage": "64Mi"}
     assert config.resources.limits == {
-        "cpu": "2", "memory": "1024Mi", "ephemeral-storage": "26624Mi", "nvidia.com/gpu": "1"
+        "cpu": "2",
+        "memory": "1024Mi",
+        "ephemeral-storage": "26624Mi",
+        "nvidia.com/gpu": "1",
     }
 
 
@@ -121,11 +129,13 @@ kubernetes:
   lifetime: 600
   resources: {limits: {memory: 4Gi, cpu: "3"}}
 """
-    config = resolve(source(
-        ["--job-pod-namespace", "from-flag", "--job-pod-limits-memory", "2048"],
-        env={"OPSLEVEL_JOB_POD_SHELL": "/bin/zsh"},
-        file=file,
-    ))
+    config = resolve(
+        source(
+            ["--job-pod-namespace", "from-flag", "--job-pod-limits-memory", "2048"],
+            env={"OPSLEVEL_JOB_POD_SHELL": "/bin/zsh"},
+            file=file,
+        )
+    )
     assert config.namespace == "from-flag"
     assert config.shell == "/bin/zsh"
     assert config.lifetime == 600
@@ -149,13 +159,21 @@ def test_zero_leaves_a_resource_unset() -> None:
 
 
 def test_flag_forms_of_maps_and_switches() -> None:
-    config = resolve(source([
-        "--job-pod-node-selector", "pool=jobs,kubernetes.io/arch=amd64",
-        "--job-pod-annotations", "a=1=2",
-        "--job-pod-helper-enabled", "false",
-        "--job-agent-mode",
-        "--job-pod-owner", "runner-7f9c",
-    ]))
+    config = resolve(
+        source(
+            [
+                "--job-pod-node-selector",
+                "pool=jobs,kubernetes.io/arch=amd64",
+                "--job-pod-annotations",
+                "a=1=2",
+                "--job-pod-helper-enabled",
+                "false",
+                "--job-agent-mode",
+                "--job-pod-owner",
+                "runner-7f9c",
+            ]
+        )
+    )
     assert config.node_selector == {"pool": "jobs", "kubernetes.io/arch": "amd64"}
     assert config.annotations == {"a": "1=2"}
     assert config.helper_image is None
@@ -179,15 +197,17 @@ kubernetes:
   resources: {limits: {memory: lots}}
   tolerations: {key: x}
 """
-    assert sorted(problems(file=file)) == sorted([
-        "opslevel.yaml: kubernetes: unknown field(s): serviceAccount",
-        "opslevel.yaml: kubernetes.lifetime: expected a whole number, got 'ten'",
-        "opslevel.yaml: kubernetes.securityContext.runAsUser: expected a whole number, got 'root'",
-        "opslevel.yaml: kubernetes.securityContext.seLinuxOptions: unknown field(s): usr",
-        "opslevel.yaml: kubernetes.resources.limits['memory']: not a Kubernetes quantity: 'lots' "
-        "(e.g. 500m, 2, 1Gi, 512Mi)",
-        "opslevel.yaml: kubernetes.tolerations: expected a list, got {'key': 'x'}",
-    ])
+    assert sorted(problems(file=file)) == sorted(
+        [
+            "opslevel.yaml: kubernetes: unknown field(s): serviceAccount",
+            "opslevel.yaml: kubernetes.lifetime: expected a whole number, got 'ten'",
+            "opslevel.yaml: kubernetes.securityContext.runAsUser: expected a whole number, got 'root'",
+            "opslevel.yaml: kubernetes.securityContext.seLinuxOptions: unknown field(s): usr",
+            "opslevel.yaml: kubernetes.resources.limits['memory']: not a Kubernetes quantity: 'lots' "
+            "(e.g. 500m, 2, 1Gi, 512Mi)",
+            "opslevel.yaml: kubernetes.tolerations: expected a list, got {'key': 'x'}",
+        ]
+    )
 
 
 def test_section_values_are_checked() -> None:

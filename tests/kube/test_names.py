@@ -13,8 +13,9 @@ API_JOB = RunnerJob(id="Z2lkOi8vb3BzbGV2ZWwvUnVubmVyczo6Sm9iUnVuLzIyNQ", image="
 
 
 def test_api_mode_uses_the_job_number() -> None:
-    identity = job_identity(API_JOB, runner_id="1234", owner="runner-0", naming=JobNaming.NUMBER,
-                            unix_time=1734383310)
+    identity = job_identity(
+        API_JOB, runner_id="1234", owner="runner-0", naming=JobNaming.NUMBER, unix_time=1734383310
+    )
     assert identity.name == "opslevel-job-225-1734383310"
     assert identity.labels == {
         "app.kubernetes.io/instance": "opslevel-job-225-1734383310",

@@ -45,9 +45,11 @@ JOB = RunnerJob(
     variables=(
         JobVariable("EVERYWHERE", "both"),
         JobVariable("AWS_ACCESS_KEY", "main-only", scope=VariableScope.MAIN),
-        JobVariable("REPO_CLONE_URL", "https://token@example.com/repo.git", sensitive=True, scope=VariableScope.INIT),
+        JobVariable(
+            "REPO_CLONE_URL", "https://token@example.com/repo.git", sensitive=True, scope=VariableScope.INIT
+        ),
     ),
-    files=(JobFile("clone-repo", "#!/bin/sh\ngit clone \"$REPO_CLONE_URL\" \"$1\"\n"), JobFile("empty")),
+    files=(JobFile("clone-repo", '#!/bin/sh\ngit clone "$REPO_CLONE_URL" "$1"\n'), JobFile("empty")),
     init_commands=("/opslevel/clone-repo .", "ls"),
     init_image="public.ecr.aws/opslevel/cli:v2022.02.25",
 )
@@ -58,7 +60,11 @@ FULL = JobPodConfig(
     workdir="/workspace",
     lifetime=1800.5,
     resources=ResourceRequirements(
-        requests={"cpu": Quantity("500m"), "memory": Quantity("512Mi"), "ephemeral-storage": Quantity("64Mi")},
+        requests={
+            "cpu": Quantity("500m"),
+            "memory": Quantity("512Mi"),
+            "ephemeral-storage": Quantity("64Mi"),
+        },
         limits={"cpu": Quantity("2"), "memory": Quantity("2Gi"), "nvidia.com/gpu": Quantity("1")},
     ),
     helper_image="registry.local/opslevel-runner:dev",
@@ -69,20 +75,32 @@ FULL = JobPodConfig(
     node_selector={"kubernetes.io/os": "linux", "pool": "jobs"},
     annotations={"cluster-autoscaler.kubernetes.io/safe-to-evict": "false", "note": "a, b = c"},
     security_context=PodSecurityContext(
-        run_as_user=1000, run_as_non_root=True, fs_group=2000, supplemental_groups=(3000,),
+        run_as_user=1000,
+        run_as_non_root=True,
+        fs_group=2000,
+        supplemental_groups=(3000,),
         seccomp_profile=SeccompProfile(type="RuntimeDefault"),
     ),
-    tolerations=(Toleration(key="dedicated", operator="Equal", value="jobs", effect="NoSchedule"),
-                 Toleration(operator="Exists", effect="NoExecute", toleration_seconds=60)),
+    tolerations=(
+        Toleration(key="dedicated", operator="Equal", value="jobs", effect="NoSchedule"),
+        Toleration(operator="Exists", effect="NoExecute", toleration_seconds=60),
+    ),
     affinity=Affinity(
-        node_affinity=NodeAffinity(required_during_scheduling_ignored_during_execution=NodeSelector(
-            (NodeSelectorTerm(match_expressions=(NodeSelectorRequirement("arch", "In", ("amd64",)),)),)
-        )),
-        pod_anti_affinity=PodAntiAffinity(preferred_during_scheduling_ignored_during_execution=(
-            WeightedPodAffinityTerm(10, PodAffinityTerm(
-                "kubernetes.io/hostname", label_selector=LabelSelector(match_labels={"app": "x"})
-            )),
-        )),
+        node_affinity=NodeAffinity(
+            required_during_scheduling_ignored_during_execution=NodeSelector(
+                (NodeSelectorTerm(match_expressions=(NodeSelectorRequirement("arch", "In", ("amd64",)),)),)
+            )
+        ),
+        pod_anti_affinity=PodAntiAffinity(
+            preferred_during_scheduling_ignored_during_execution=(
+                WeightedPodAffinityTerm(
+                    10,
+                    PodAffinityTerm(
+                        "kubernetes.io/hostname", label_selector=LabelSelector(match_labels={"app": "x"})
+                    ),
+                ),
+            )
+        ),
     ),
 )
 
@@ -95,7 +113,9 @@ CONFIGS = {
 
 
 def identity_for(job: RunnerJob) -> JobIdentity:
-    return job_identity(job, runner_id="1234", owner="runner-0", naming=JobNaming.NUMBER, unix_time=1734383310)
+    return job_identity(
+        job, runner_id="1234", owner="runner-0", naming=JobNaming.NUMBER, unix_time=1734383310
+    )
 
 
 def wire(job: RunnerJob, config: JobPodConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -130,7 +150,9 @@ def test_config_map_holds_the_files_immutably() -> None:
     assert config_map["data"] == {"clone-repo": JOB.files[0].contents, "empty": ""}
     [volume] = [v for v in pod["spec"]["volumes"] if "configMap" in v]
     assert volume["configMap"] == {"name": "opslevel-job-225-1734383310", "defaultMode": 0o777}
-    assert {"name": volume["name"], "mountPath": "/opslevel", "readOnly": True} in containers(pod)["job"]["volumeMounts"]
+    assert {"name": volume["name"], "mountPath": "/opslevel", "readOnly": True} in containers(pod)["job"][
+        "volumeMounts"
+    ]
 
 
 def test_every_object_carries_the_job_labels() -> None:
@@ -175,7 +197,14 @@ def test_pod_shape_matches_the_go_runner() -> None:
     ]
     assert [v["name"] for v in spec["volumes"]] == ["scripts", "shared", "workspace"]
     assert spec["volumes"][2] == {"name": "workspace", "emptyDir": {}}
-    for absent in ("securityContext", "serviceAccountName", "nodeSelector", "dnsPolicy", "tolerations", "affinity"):
+    for absent in (
+        "securityContext",
+        "serviceAccountName",
+        "nodeSelector",
+        "dnsPolicy",
+        "tolerations",
+        "affinity",
+    ):
         assert absent not in spec
     assert "annotations" not in pod["metadata"]
 
@@ -185,7 +214,9 @@ def test_init_container_runs_the_init_commands_in_the_job_directory() -> None:
     init = containers(pod)["init"]
     assert init["image"] == "public.ecr.aws/opslevel/cli:v2022.02.25"
     assert init["command"] == [
-        "/bin/sh", "-e", "-c",
+        "/bin/sh",
+        "-e",
+        "-c",
         f"mkdir -p /jobs/{JOB.id};\ncd /jobs/{JOB.id};\nset -xv;\n/opslevel/clone-repo .;\nls",
     ]
     assert init["volumeMounts"] == [
@@ -216,7 +247,10 @@ def test_variables_reach_only_their_scope() -> None:
     _, _, pod = wire(JOB, JobPodConfig())
     by_name = containers(pod)
     assert env_of(by_name["job"]) == {"EVERYWHERE": "both", "AWS_ACCESS_KEY": "main-only"}
-    assert env_of(by_name["init"]) == {"EVERYWHERE": "both", "REPO_CLONE_URL": "https://token@example.com/repo.git"}
+    assert env_of(by_name["init"]) == {
+        "EVERYWHERE": "both",
+        "REPO_CLONE_URL": "https://token@example.com/repo.git",
+    }
     assert "env" not in by_name["helper"]
     # The init-scoped secret appears nowhere in the job container, not even inside another value.
     assert "token@example.com" not in repr(by_name["job"])
@@ -224,10 +258,16 @@ def test_variables_reach_only_their_scope() -> None:
 
 def test_main_command_is_the_go_runner_form() -> None:
     assert main_command(JobPodConfig(), JOB) == (
-        "/bin/sh", "-e", "-c", f"mkdir -p /jobs/{JOB.id};\ncd /jobs/{JOB.id};\nset -xv;\necho hello;\nls -la",
+        "/bin/sh",
+        "-e",
+        "-c",
+        f"mkdir -p /jobs/{JOB.id};\ncd /jobs/{JOB.id};\nset -xv;\necho hello;\nls -la",
     )
     assert main_command(FULL, RunnerJob(id="9", image="x", commands=("make",))) == (
-        "/bin/bash", "-e", "-c", "mkdir -p /workspace/9;\ncd /workspace/9;\nset -xv;\nmake",
+        "/bin/bash",
+        "-e",
+        "-c",
+        "mkdir -p /workspace/9;\ncd /workspace/9;\nset -xv;\nmake",
     )
 
 
@@ -246,7 +286,10 @@ def test_full_settings_reach_the_pod() -> None:
     assert spec["dnsPolicy"] == "ClusterFirst"
     assert spec["nodeSelector"] == {"kubernetes.io/os": "linux", "pool": "jobs"}
     assert spec["securityContext"] == {
-        "runAsUser": 1000, "runAsNonRoot": True, "fsGroup": 2000, "supplementalGroups": [3000],
+        "runAsUser": 1000,
+        "runAsNonRoot": True,
+        "fsGroup": 2000,
+        "supplementalGroups": [3000],
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert spec["tolerations"][1] == {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}
@@ -275,7 +318,9 @@ def test_agent_mode_runs_job_containers_privileged_as_root() -> None:
 
 
 def test_files_up_to_one_mebibyte_fit() -> None:
-    job = RunnerJob(id="1", image="x", files=(JobFile("a", "x" * (CONFIG_MAP_MAX_BYTES - 2)), JobFile("b", "é")))
+    job = RunnerJob(
+        id="1", image="x", files=(JobFile("a", "x" * (CONFIG_MAP_MAX_BYTES - 2)), JobFile("b", "é"))
+    )
     assert job_problems(job) == []
     validate(wire(job, JobPodConfig())[0])
 
@@ -292,7 +337,8 @@ def test_files_over_one_mebibyte_fail_the_job_clearly() -> None:
 
 def test_job_problems_name_each_field() -> None:
     job = RunnerJob(
-        id="1", image=" ",
+        id="1",
+        image=" ",
         files=(JobFile("ok.sh"), JobFile("sub/dir"), JobFile("ok.sh"), JobFile("..")),
         variables=(JobVariable("GOOD"), JobVariable(""), JobVariable("A=B")),
     )
@@ -313,17 +359,31 @@ _file_names = st.from_regex(r"[-._a-zA-Z0-9]{1,30}", fullmatch=True).filter(lamb
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     job_id=st.text(min_size=1, max_size=40),
-    variables=st.lists(st.builds(JobVariable, _keys, st.text(max_size=30), st.booleans(),
-                                 st.sampled_from(VariableScope)), max_size=6),
-    files=st.lists(st.builds(JobFile, _file_names, st.text(max_size=50)), max_size=4, unique_by=lambda f: f.name),
+    variables=st.lists(
+        st.builds(JobVariable, _keys, st.text(max_size=30), st.booleans(), st.sampled_from(VariableScope)),
+        max_size=6,
+    ),
+    files=st.lists(
+        st.builds(JobFile, _file_names, st.text(max_size=50)), max_size=4, unique_by=lambda f: f.name
+    ),
     init_commands=st.lists(st.text(max_size=20), max_size=3),
     config=st.sampled_from(list(CONFIGS.values())),
 )
 def test_any_runnable_job_gives_valid_objects(
-    job_id: str, variables: list[JobVariable], files: list[JobFile], init_commands: list[str], config: JobPodConfig
+    job_id: str,
+    variables: list[JobVariable],
+    files: list[JobFile],
+    init_commands: list[str],
+    config: JobPodConfig,
 ) -> None:
-    job = RunnerJob(id=job_id, image="alpine", variables=tuple(variables), files=tuple(files),
-                    init_commands=tuple(init_commands), commands=("true",))
+    job = RunnerJob(
+        id=job_id,
+        image="alpine",
+        variables=tuple(variables),
+        files=tuple(files),
+        init_commands=tuple(init_commands),
+        commands=("true",),
+    )
     config_map, pdb, pod = wire(job, config)
     for obj in (config_map, pdb, pod):
         validate(obj)

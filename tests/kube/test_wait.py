@@ -18,9 +18,15 @@ from trunner.kube.podstate import PodState, PodVerdict, evaluate, explain_stop
 from trunner.kube.wait import wait_until_running
 
 
-def pod(phase: str = "Pending", *, containers: list[dict[str, Any]] | None = None,
-        init: list[dict[str, Any]] | None = None, conditions: list[dict[str, Any]] | None = None,
-        deleting: bool = False, **status: Any) -> PodObservation:
+def pod(
+    phase: str = "Pending",
+    *,
+    containers: list[dict[str, Any]] | None = None,
+    init: list[dict[str, Any]] | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+    deleting: bool = False,
+    **status: Any,
+) -> PodObservation:
     raw: dict[str, Any] = {
         "metadata": {"name": "opslevel-job-1-1", "resourceVersion": "7", "uid": "u-1"},
         "spec": {"containers": [{"name": "job", "image": "x"}]},
@@ -41,8 +47,14 @@ def waiting(name: str, reason: str, message: str = "") -> dict[str, Any]:
     state: dict[str, Any] = {"reason": reason}
     if message:
         state["message"] = message
-    return {"name": name, "ready": False, "restartCount": 0, "image": "x", "imageID": "",
-            "state": {"waiting": state}}
+    return {
+        "name": name,
+        "ready": False,
+        "restartCount": 0,
+        "image": "x",
+        "imageID": "",
+        "state": {"waiting": state},
+    }
 
 
 def terminated(name: str, code: int, reason: str = "Error", message: str = "") -> dict[str, Any]:
@@ -53,8 +65,11 @@ def terminated(name: str, code: int, reason: str = "Error", message: str = "") -
 
 
 UNSCHEDULABLE = {
-    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-    "message": "0/3 nodes are available: 3 Insufficient cpu.", "lastTransitionTime": "2026-01-01T00:00:00Z",
+    "type": "PodScheduled",
+    "status": "False",
+    "reason": "Unschedulable",
+    "message": "0/3 nodes are available: 3 Insufficient cpu.",
+    "lastTransitionTime": "2026-01-01T00:00:00Z",
 }
 
 
@@ -73,9 +88,20 @@ def test_unschedulable_reports_the_condition() -> None:
     )
 
 
-@pytest.mark.parametrize("reason", ["ContainerCreating", "PodInitializing", "ImagePullBackOff", "ErrImagePull",
-                                    "CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff",
-                                    "RunContainerError", "RegistryUnavailable"])
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "ContainerCreating",
+        "PodInitializing",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "CrashLoopBackOff",
+        "RunContainerError",
+        "RegistryUnavailable",
+    ],
+)
 def test_recoverable_reasons_keep_waiting_and_are_reported(reason: str) -> None:
     verdict = evaluate(pod(containers=[waiting("job", reason, "details here")]))
     assert verdict == PodVerdict(PodState.WAITING, f"container job: {reason}: details here")
@@ -84,19 +110,33 @@ def test_recoverable_reasons_keep_waiting_and_are_reported(reason: str) -> None:
 @pytest.mark.parametrize("reason", ["InvalidImageName", "ErrImageNeverPull"])
 def test_hopeless_image_reasons_fail_at_once(reason: str) -> None:
     verdict = evaluate(pod(containers=[waiting("job", reason, 'couldn\'t parse image name "Bad:Image"')]))
-    assert verdict == PodVerdict(PodState.FAILED, f"container job: {reason}: couldn't parse image name \"Bad:Image\"")
+    assert verdict == PodVerdict(
+        PodState.FAILED, f'container job: {reason}: couldn\'t parse image name "Bad:Image"'
+    )
 
 
 def test_init_containers_are_reported_too() -> None:
-    starting = evaluate(pod(init=[waiting("init", "PodInitializing")], containers=[waiting("job", "PodInitializing")]))
-    assert starting == PodVerdict(PodState.WAITING, "init container init: PodInitializing; container job: PodInitializing")
+    starting = evaluate(
+        pod(init=[waiting("init", "PodInitializing")], containers=[waiting("job", "PodInitializing")])
+    )
+    assert starting == PodVerdict(
+        PodState.WAITING, "init container init: PodInitializing; container job: PodInitializing"
+    )
 
 
 def test_a_problem_is_not_drowned_in_normal_start_reasons() -> None:
-    verdict = evaluate(pod(init=[waiting("helper", "ImagePullBackOff", 'Back-off pulling image "h"'),
-                                 waiting("init", "PodInitializing")],
-                           containers=[waiting("job", "ContainerCreating"),
-                                       waiting("sidecar", "CreateContainerConfigError", 'secret "s" not found')]))
+    verdict = evaluate(
+        pod(
+            init=[
+                waiting("helper", "ImagePullBackOff", 'Back-off pulling image "h"'),
+                waiting("init", "PodInitializing"),
+            ],
+            containers=[
+                waiting("job", "ContainerCreating"),
+                waiting("sidecar", "CreateContainerConfigError", 'secret "s" not found'),
+            ],
+        )
+    )
     assert verdict == PodVerdict(
         PodState.WAITING,
         'init container helper: ImagePullBackOff: Back-off pulling image "h"; '
@@ -111,15 +151,23 @@ def test_a_failed_init_container_fails_at_once_with_its_exit_code() -> None:
 
 @pytest.mark.parametrize("phase", ["Failed", "Succeeded"])
 def test_ending_before_running_fails_with_the_reason(phase: str) -> None:
-    verdict = evaluate(pod(phase, reason="Evicted", message="The node was low on resource: memory.",
-                           init=[terminated("init", 2)]))
+    verdict = evaluate(
+        pod(
+            phase,
+            reason="Evicted",
+            message="The node was low on resource: memory.",
+            init=[terminated("init", 2)],
+        )
+    )
     assert verdict == PodVerdict(
         PodState.FAILED,
         f"the pod {phase.lower()} before it was running: Evicted: The node was low on resource: memory.; "
         "init container init exited with code 2 (Error)",
         2,
     )
-    assert evaluate(pod(phase)) == PodVerdict(PodState.FAILED, f"the pod {phase.lower()} before it was running")
+    assert evaluate(pod(phase)) == PodVerdict(
+        PodState.FAILED, f"the pod {phase.lower()} before it was running"
+    )
 
 
 def test_a_deleted_pod_fails() -> None:
@@ -134,9 +182,20 @@ def test_long_messages_are_clipped_to_one_line() -> None:
 def test_explain_stop_names_oom_eviction_and_disruption() -> None:
     oom = pod("Running", containers=[terminated("job", 137, "OOMKilled")])
     assert explain_stop(oom) == "container job ended: OOMKilled (exit code 137)"
-    evicted = pod("Failed", reason="Evicted", message="low on ephemeral-storage",
-                  conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
-                               "message": "Eviction API: evicting"}], deleting=True)
+    evicted = pod(
+        "Failed",
+        reason="Evicted",
+        message="low on ephemeral-storage",
+        conditions=[
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "EvictionByEvictionAPI",
+                "message": "Eviction API: evicting",
+            }
+        ],
+        deleting=True,
+    )
     assert explain_stop(evicted) == (
         "the pod failed: Evicted: low on ephemeral-storage; "
         "the pod is marked for disruption: EvictionByEvictionAPI: Eviction API: evicting; the pod was being deleted"
@@ -151,8 +210,14 @@ PODS = f"/api/v1/namespaces/{NS}/pods"
 
 def run(pod_obj: dict[str, Any]) -> None:
     pod_obj["status"]["phase"] = "Running"
-    pod_obj["status"]["containerStatuses"] = [{"name": "job", "ready": True, "restartCount": 0,
-                                               "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]
+    pod_obj["status"]["containerStatuses"] = [
+        {
+            "name": "job",
+            "ready": True,
+            "restartCount": 0,
+            "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+        }
+    ]
 
 
 def waiting_for(reason: str, message: str) -> Any:
@@ -172,7 +237,9 @@ class Waiter:
         self.result: ExitResult | str | None = "pending"
 
     async def __call__(self) -> None:
-        self.result = await wait_until_running(self.client, NS, "job-1", max_wait=self.max_wait, output=self.feed)
+        self.result = await wait_until_running(
+            self.client, NS, "job-1", max_wait=self.max_wait, output=self.feed
+        )
 
 
 def watches(api: KubeApiDouble) -> list[str | None]:
@@ -188,7 +255,9 @@ async def stuck_pod(api: KubeApiDouble, client: KubeClient) -> None:
     await client.request("POST", PODS, json=POD)
 
 
-async def test_running_is_seen_through_the_watch_not_by_polling(autojump_clock: trio.testing.MockClock) -> None:
+async def test_running_is_seen_through_the_watch_not_by_polling(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
         api.pod_behaviour = PodBehaviour(schedule_delay=20, start_delay=25)
         await client.request("POST", PODS, json=POD)
@@ -217,7 +286,9 @@ async def test_the_watch_resumes_and_lists_again_after_410(autojump_clock: trio.
             bookmarked = str(api.store.revision)
             api.end_watches()  # the server ends the stream: resume from the bookmark
             await trio.sleep(1)
-            api.put_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other", "namespace": NS}})
+            api.put_object(
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other", "namespace": NS}}
+            )
             api.compact()
             api.end_watches()  # resuming from the bookmark is now 410 Expired: list again
             await trio.sleep(1)
@@ -236,11 +307,15 @@ async def test_waiting_reasons_are_noted_once_per_change(autojump_clock: trio.te
         async with trio.open_nursery() as nursery:
             nursery.start_soon(waiter)
             await trio.sleep(5)
-            api.update_pod("job-1", lambda p: p["metadata"].setdefault("annotations", {}).update(x="1"), namespace=NS)
+            api.update_pod(
+                "job-1", lambda p: p["metadata"].setdefault("annotations", {}).update(x="1"), namespace=NS
+            )
             await trio.sleep(5)
             api.update_pod("job-1", waiting_for("ErrImagePull", "rpc error: not found"), namespace=NS)
             await trio.sleep(5)
-            api.update_pod("job-1", waiting_for("ImagePullBackOff", 'Back-off pulling image "x"'), namespace=NS)
+            api.update_pod(
+                "job-1", waiting_for("ImagePullBackOff", 'Back-off pulling image "x"'), namespace=NS
+            )
             await trio.sleep(5)
             api.update_pod("job-1", run, namespace=NS)
         prefix = f"Waiting for pod {NS}/job-1 to be running: "
@@ -260,7 +335,8 @@ async def test_a_pod_deleted_while_waiting_fails(autojump_clock: trio.testing.Mo
             await trio.sleep(3)
             await client.request("DELETE", f"{PODS}/job-1")
         assert waiter.result == ExitResult(
-            ExitKind.COULD_NOT_START, message="pod job-1 could not start: the pod was deleted before it was running"
+            ExitKind.COULD_NOT_START,
+            message="pod job-1 could not start: the pod was deleted before it was running",
         )
 
 
@@ -269,20 +345,26 @@ async def test_a_missing_pod_fails_at_once(autojump_clock: trio.testing.MockCloc
         waiter = Waiter(client)
         await waiter()
         assert waiter.result == ExitResult(
-            ExitKind.COULD_NOT_START, message="pod job-1 could not start: the pod disappeared before it was running"
+            ExitKind.COULD_NOT_START,
+            message="pod job-1 could not start: the pod disappeared before it was running",
         )
 
 
 async def test_api_trouble_is_retried_and_named_on_timeout(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
         await stuck_pod(api, client)
-        api.fail(403, "Forbidden", 'pods is forbidden: cannot watch resource "pods"', times=1000,
-                 match=lambda r: r.param("watch") == "1")
+        api.fail(
+            403,
+            "Forbidden",
+            'pods is forbidden: cannot watch resource "pods"',
+            times=1000,
+            match=lambda r: r.param("watch") == "1",
+        )
         waiter = Waiter(client, max_wait=60)
         await waiter()
         assert waiter.result == ExitResult(
             ExitKind.POD_TIMEOUT,
-            message='pod job-1 was not running within 60 s: container job: ImagePullBackOff: Back-off pulling '
+            message="pod job-1 was not running within 60 s: container job: ImagePullBackOff: Back-off pulling "
             'image "x" (and the pod watch failed: 403 Forbidden: pods is forbidden: cannot watch resource "pods")',
         )
         assert 10 < lists(api) < 30  # backed off between attempts, not a hot loop

@@ -63,10 +63,27 @@ class EnqueueSettings:
         5.0, help="Seconds connecting and each Faktory command may take.", checks=[positive, at_most(300)]
     )
 
-_ALIASES = {"reservefor": "reserve_for", "uniquefor": "unique_for", "uniqueuntil": "unique_until",
-            "expiresin": "expires_in"}
-_KEYS = ("type", "queue", "args", "custom", "retries", "at", "reserve_for", "backtrace", "unique_for",
-         "unique_until", "expires_in", "batch")
+
+_ALIASES = {
+    "reservefor": "reserve_for",
+    "uniquefor": "unique_for",
+    "uniqueuntil": "unique_until",
+    "expiresin": "expires_in",
+}
+_KEYS = (
+    "type",
+    "queue",
+    "args",
+    "custom",
+    "retries",
+    "at",
+    "reserve_for",
+    "backtrace",
+    "unique_for",
+    "unique_until",
+    "expires_in",
+    "batch",
+)
 MAX_RESERVE_FOR = 86400
 
 
@@ -174,7 +191,9 @@ def _whole(low: int, high: int | None = None, *, zero_ok: bool = False) -> Calla
             return value
         if value < low or (high is not None and value > high):
             bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise ValueError(f"must be {bounds}" + (" (or 0 for the default)" if zero_ok else "") + f", got {value}")
+            raise ValueError(
+                f"must be {bounds}" + (" (or 0 for the default)" if zero_ok else "") + f", got {value}"
+            )
         return value
 
     return check
@@ -217,7 +236,9 @@ def _at(value: Any) -> str:
             raise ValueError(f"{value.isoformat()} has no time zone (add Z or an offset such as +02:00)")
         return protocol.format_time(value)
     if isinstance(value, dt.date):
-        raise ValueError(f"{value.isoformat()} is a date; give a time too, e.g. {value.isoformat()}T09:00:00Z")
+        raise ValueError(
+            f"{value.isoformat()} is a date; give a time too, e.g. {value.isoformat()}T09:00:00Z"
+        )
     if not isinstance(value, str):
         raise ValueError(f"expected an RFC3339 timestamp, got {value!r}")
     if not value:
@@ -272,7 +293,10 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "-f", "--file", default=DEFAULT_FILE, metavar="FILE",
+        "-f",
+        "--file",
+        default=DEFAULT_FILE,
+        metavar="FILE",
         help=f"YAML job description, or - for standard input (default {DEFAULT_FILE}).",
     )
     add_common_arguments(parser)

@@ -104,7 +104,10 @@ class KubernetesExecutor:
 
     def identity(self, job: RunnerJob) -> JobIdentity:
         return names.job_identity(
-            job, runner_id=self.runner_id, owner=self.config.owner, naming=self.naming,
+            job,
+            runner_id=self.runner_id,
+            owner=self.config.owner,
+            naming=self.naming,
             unix_time=int(self._wall_clock()),
         )
 
@@ -157,8 +160,13 @@ class KubernetesExecutor:
             self._observe_pod_start(trio.current_time() - pod_created)
         with trio.move_on_at(started + self.config.lifetime) as lifetime:
             result = await exec_stream(
-                self.client, namespace, name, podspec.JOB_CONTAINER, podspec.main_command(self.config, job),
-                output, timing=self._exec_timing,
+                self.client,
+                namespace,
+                name,
+                podspec.JOB_CONTAINER,
+                podspec.main_command(self.config, job),
+                output,
+                timing=self._exec_timing,
             )
         if lifetime.cancelled_caught:
             return ExitResult(
@@ -194,7 +202,10 @@ class KubernetesExecutor:
         if scope.cancelled_caught:
             logger.error(
                 "deleting the objects of %s/%s did not finish within %g s; they are deleted when this "
-                "runner restarts", self.config.namespace, name, self._cleanup_timeout,
+                "runner restarts",
+                self.config.namespace,
+                name,
+                self._cleanup_timeout,
             )
 
     async def _delete(self, kind: ObjectKind, name: str) -> bool:
@@ -255,12 +266,18 @@ async def open_executor(
     kube_config = load_config(source.environ, context=api_settings.k8s_context or None)
     async with KubeClient.open(kube_config, api_settings) as client:
         executor = KubernetesExecutor(
-            client, config, runner_id=runner_id, naming=naming_for(source), observe_pod_start=observe_pod_start
+            client,
+            config,
+            runner_id=runner_id,
+            naming=naming_for(source),
+            observe_pod_start=observe_pod_start,
         )
         with trio.move_on_after(LEFTOVER_TIMEOUT) as startup:
             deleted = await executor.delete_leftovers()
         if startup.cancelled_caught:
-            logger.warning("deleting leftover job objects took over %g s; continuing without", LEFTOVER_TIMEOUT)
+            logger.warning(
+                "deleting leftover job objects took over %g s; continuing without", LEFTOVER_TIMEOUT
+            )
         elif deleted:
             logger.info("deleted %d leftover job objects of owner %s", deleted, config.owner)
         yield executor

@@ -325,18 +325,28 @@ async def _handshake(conn: Connection, location: ServerLocation, identity: Worke
     if hi.v != protocol.PROTOCOL_VERSION:
         log.warning(
             "Faktory server speaks protocol version %s, this client %s",
-            hi.v, protocol.PROTOCOL_VERSION, extra={"server": location.describe()},
+            hi.v,
+            protocol.PROTOCOL_VERSION,
+            extra={"server": location.describe()},
         )
     pwdhash = protocol.password_hash(location.password, hi.s, hi.i) if hi.s else ""
     hello = Hello(
-        hostname=identity.hostname, wid=identity.wid, username=location.username, pwdhash=pwdhash,
-        labels=identity.labels, pid=identity.pid,
+        hostname=identity.hostname,
+        wid=identity.wid,
+        username=location.username,
+        pwdhash=pwdhash,
+        labels=identity.labels,
+        pid=identity.pid,
     )
     reply = await conn.call("HELLO", protocol.to_json(hello))
     if isinstance(reply, ErrorReply):
         hint = ""
         if "password" in reply.message.lower():
-            hint = " (check the password in FAKTORY_URL)" if location.password else " (FAKTORY_URL has no password)"
+            hint = (
+                " (check the password in FAKTORY_URL)"
+                if location.password
+                else " (FAKTORY_URL has no password)"
+            )
         raise HandshakeRejected(reply.code, reply.message + hint)
     protocol.expect_ok(reply)
 
@@ -383,7 +393,9 @@ class FaktoryClient:
                     self._idle.append(conn)
 
     async def _open(self) -> Connection:
-        return await connect(self.location, self.identity, timeout=self.timeout, ssl_context=self._ssl_context)
+        return await connect(
+            self.location, self.identity, timeout=self.timeout, ssl_context=self._ssl_context
+        )
 
     async def discard_idle(self) -> None:
         """Close pooled connections, e.g. after the server forgot this worker."""

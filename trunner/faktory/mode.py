@@ -101,7 +101,10 @@ class FaktoryMode:
     def ready(self) -> bool:
         """Taking jobs: the runner claims and Faktory has not quieted this worker."""
         return (
-            self.runner is not None and self.runner.ready and self.worker is not None and not self.worker.state
+            self.runner is not None
+            and self.runner.ready
+            and self.worker is not None
+            and not self.worker.state
         )
 
     def stop(self) -> None:
@@ -123,8 +126,11 @@ class FaktoryMode:
             try:
                 self.http_port = await background.start(
                     partial(
-                        serve_http, self.metrics.registry, port=self._http.metrics_port,
-                        ready=lambda: self.ready, host=self._http_host,
+                        serve_http,
+                        self.metrics.registry,
+                        port=self._http.metrics_port,
+                        ready=lambda: self.ready,
+                        host=self._http_host,
                     )
                 )
             except OSError as exc:
@@ -176,7 +182,9 @@ class FaktoryMode:
             log.error("Faktory at %s refused this worker: %s", self.location.describe(), exc)
             return False
         except FaktoryError as exc:
-            log.warning("Faktory at %s is not reachable yet, will keep trying: %s", self.location.describe(), exc)
+            log.warning(
+                "Faktory at %s is not reachable yet, will keep trying: %s", self.location.describe(), exc
+            )
         return True
 
     async def _open_executor(self, stack: AsyncExitStack) -> Executor | None:
@@ -214,8 +222,11 @@ class FaktoryMode:
             runner.begin_shutdown()
         log.info(
             "Faktory worker %s on %s: fetching from %s, %d job(s) at a time, %s executor",
-            self.identity.wid, self.location.describe(), ", ".join(self._settings.queues),
-            self._run_settings.job_concurrency, executor.name,
+            self.identity.wid,
+            self.location.describe(),
+            ", ".join(self._settings.queues),
+            self._run_settings.job_concurrency,
+            executor.name,
         )
         try:
             async with trio.open_nursery() as nursery:

@@ -390,7 +390,9 @@ def _make_converter() -> cattrs.Converter:
         return items
 
     hooks: list[tuple[Any, Callable[[Any, Any], Any]]] = [
-        (tuple[Any, ...], tuple_of_any), (tuple[str, ...], str_tuple), (Mapping[str, Any], custom_map)
+        (tuple[Any, ...], tuple_of_any),
+        (tuple[str, ...], str_tuple),
+        (Mapping[str, Any], custom_map),
     ]
     for exact, structure_hook in hooks:
         conv.register_structure_hook_func(_is(exact), structure_hook)

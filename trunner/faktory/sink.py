@@ -72,15 +72,20 @@ def _make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(
         AppendJobLogInput,
         make_dict_unstructure_fn(
-            AppendJobLogInput, conv, runner_id=override(rename="runnerId"),
-            runner_job_id=override(rename="runnerJobId"), sent_at=override(rename="sentAt"),
+            AppendJobLogInput,
+            conv,
+            runner_id=override(rename="runnerId"),
+            runner_job_id=override(rename="runnerJobId"),
+            sent_at=override(rename="sentAt"),
             log_chunk=override(rename="logChunk"),
         ),
     )
     conv.register_unstructure_hook(
         ReportJobOutcomeInput,
         make_dict_unstructure_fn(
-            ReportJobOutcomeInput, conv, runner_id=override(rename="runnerId"),
+            ReportJobOutcomeInput,
+            conv,
+            runner_id=override(rename="runnerId"),
             runner_job_id=override(rename="runnerJobId"),
             outcome_variables=override(rename="outcomeVariables", omit_if_default=True),
         ),

@@ -106,7 +106,9 @@ def decode_legacy_job(job: Job, environ: Mapping[str, str]) -> DecodedJob:
 
     variables = list(runner_job.variables)
     variables += [
-        JobVariable(key=str(v.get("key", "")), value=str(v.get("value", "")), sensitive=bool(v.get("sensitive")))
+        JobVariable(
+            key=str(v.get("key", "")), value=str(v.get("value", "")), sensitive=bool(v.get("sensitive"))
+        )
         for v in extra_vars
     ]
     if bid:
@@ -371,7 +373,9 @@ class FaktoryWorker:
             decoded = decode_legacy_job(job, self._environ)
         except JobDecodeError as exc:
             message = f"cannot decode the legacy job: {exc}"
-            await self._reject(jid, "bad_payload", Rejection("InvalidRunnerJob", message, tuple(exc.problems)))
+            await self._reject(
+                jid, "bad_payload", Rejection("InvalidRunnerJob", message, tuple(exc.problems))
+            )
             return None
         for warning in decoded.warnings:
             log.warning("job %s (jid %s): %s", decoded.job.id, jid, warning)
@@ -398,7 +402,9 @@ class FaktoryWorker:
         finally:
             self._outstanding.pop(jid, None)
 
-    async def _answer_until(self, command: str, jid: str, rejection: Rejection | None, backoff: Backoff) -> None:
+    async def _answer_until(
+        self, command: str, jid: str, rejection: Rejection | None, backoff: Backoff
+    ) -> None:
         with trio.move_on_after(RESULT_TIMEOUT) as scope:
             while True:
                 try:
@@ -407,7 +413,9 @@ class FaktoryWorker:
                             await conn.ack(jid)
                         else:
                             fail = Fail(
-                                backtrace=rejection.backtrace, errtype=rejection.errtype, jid=jid,
+                                backtrace=rejection.backtrace,
+                                errtype=rejection.errtype,
+                                jid=jid,
                                 message=rejection.message,
                             )
                             await conn.fail(fail)
@@ -420,7 +428,9 @@ class FaktoryWorker:
         if scope.cancelled_caught:
             log.error(
                 "could not %s job %s within %gs; Faktory will retry it when its reservation expires",
-                command, jid, RESULT_TIMEOUT,
+                command,
+                jid,
+                RESULT_TIMEOUT,
             )
 
     async def release_unfinished(self) -> None:

@@ -372,7 +372,9 @@ def camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-_QUANTITY = re.compile(r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))(?P<suffix>[eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|)")
+_QUANTITY = re.compile(
+    r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))(?P<suffix>[eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|)"
+)
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 
@@ -436,9 +438,10 @@ def _make(forbid_extra_keys: bool) -> cattrs.Converter:
             try:
                 items.append(conv.structure(item, item_type))
             except Exception as exc:
-                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
-                    f"index {index}", index, item_type
-                )]
+                exc.__notes__ = [
+                    *getattr(exc, "__notes__", []),
+                    IterableValidationNote(f"index {index}", index, item_type),
+                ]
                 errors.append(exc)
         if errors:
             raise IterableValidationError("invalid items", errors, cls)
@@ -458,9 +461,7 @@ def _make(forbid_extra_keys: bool) -> cattrs.Converter:
         return unstructure
 
     def structure_factory(cls: type[Any]) -> Any:
-        return make_dict_structure_fn(
-            cls, conv, _cattrs_forbid_extra_keys=forbid_extra_keys, **renames(cls)
-        )
+        return make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=forbid_extra_keys, **renames(cls))
 
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
     conv.register_structure_hook_factory(attrs.has, structure_factory)
@@ -494,7 +495,9 @@ def from_wire(data: Any, cls: type[T], *, where: str, converter: cattrs.Converte
     except Exception as exc:
         if not isinstance(exc, cattrs.BaseValidationError):
             raise ObjectError([f"{where}: {exc}"]) from None
-        problems = [_wire_path(line, where) for line in cattrs.transform_error(exc, format_exception=_describe)]
+        problems = [
+            _wire_path(line, where) for line in cattrs.transform_error(exc, format_exception=_describe)
+        ]
         raise ObjectError(problems) from None
 
 

@@ -128,18 +128,24 @@ def build_config_map(job: RunnerJob, identity: JobIdentity, config: JobPodConfig
 def build_pod_disruption_budget(identity: JobIdentity, config: JobPodConfig) -> PodDisruptionBudget:
     return PodDisruptionBudget(
         metadata=ObjectMeta(identity.name, config.namespace, dict(identity.labels)),
-        spec=PodDisruptionBudgetSpec(selector=LabelSelector(match_labels=identity.selector), max_unavailable=0),
+        spec=PodDisruptionBudgetSpec(
+            selector=LabelSelector(match_labels=identity.selector), max_unavailable=0
+        ),
     )
 
 
 def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Pod:
     privileged = SecurityContext(privileged=True) if config.agent_mode else None
-    pod_security = PodSecurityContext(run_as_user=0, fs_group=0) if config.agent_mode else config.security_context
+    pod_security = (
+        PodSecurityContext(run_as_user=0, fs_group=0) if config.agent_mode else config.security_context
+    )
     files_mount = VolumeMount(_FILES_VOLUME, FILES_MOUNT, read_only=True)
     workspace_mount = VolumeMount(_WORKSPACE_VOLUME, config.workdir)
 
     init_containers: list[Container] = []
-    volumes = [Volume(_FILES_VOLUME, config_map=ConfigMapVolumeSource(identity.name, default_mode=FILES_MODE))]
+    volumes = [
+        Volume(_FILES_VOLUME, config_map=ConfigMapVolumeSource(identity.name, default_mode=FILES_MODE))
+    ]
     job_mounts = [files_mount, workspace_mount]
     if config.helper_image is not None:
         init_containers.append(
@@ -179,7 +185,9 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
     )
     return Pod(
         metadata=ObjectMeta(
-            identity.name, config.namespace, dict(identity.labels),
+            identity.name,
+            config.namespace,
+            dict(identity.labels),
             dict(config.annotations) if config.annotations else None,
         ),
         spec=PodSpec(

@@ -70,7 +70,9 @@ def _waiting(pod: PodObservation) -> list[tuple[str, str]]:
     for kind, status in _statuses(pod):
         waiting = status.state.waiting if status.state else None
         if waiting is not None and (waiting.reason or waiting.message):
-            found.append((waiting.reason, f"{kind} {status.name}: {_reason(waiting.reason, waiting.message)}"))
+            found.append(
+                (waiting.reason, f"{kind} {status.name}: {_reason(waiting.reason, waiting.message)}")
+            )
     return found
 
 

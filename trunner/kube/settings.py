@@ -58,7 +58,8 @@ class KubeJobSettings:
         "default", help="Namespace the job pods are created in.", checks=[_dns_label]
     )
     job_pod_max_wait: float = setting(
-        60.0, help="Seconds a job pod may take to be running before the job ends as pod_timeout.",
+        60.0,
+        help="Seconds a job pod may take to be running before the job ends as pod_timeout.",
         checks=[positive],
     )
     job_pod_requests_cpu: int = setting(
@@ -93,12 +94,16 @@ class KubeJobSettings:
     job_pod_pull_policy: str = setting(
         "IfNotPresent", help="Image pull policy of the job pod's containers.", checks=[one_of(*PULL_POLICIES)]
     )
-    job_pod_service_account: str = setting("", help="Service account of the job pods (empty: the namespace's default).")
+    job_pod_service_account: str = setting(
+        "", help="Service account of the job pods (empty: the namespace's default)."
+    )
     job_pod_termination_grace_period: int = setting(
         5, help="Seconds a deleted job pod gets to stop.", checks=[non_negative]
     )
     job_pod_dns_policy: str = setting(
-        "", help="DNS policy of the job pods (empty: the cluster default).", checks=[one_of("", *DNS_POLICIES)]
+        "",
+        help="DNS policy of the job pods (empty: the cluster default).",
+        checks=[one_of("", *DNS_POLICIES)],
     )
     job_pod_node_selector: tuple[str, ...] = setting(
         (), help="Node selector of the job pods, as key=value items.", checks=[_key_values]
@@ -212,9 +217,16 @@ def _section_problems(section: KubernetesSection) -> list[str]:
         ("namespace", section.namespace, section.namespace is None or names.is_dns_label(section.namespace)),
         ("lifetime", section.lifetime, section.lifetime is None or section.lifetime > 0),
         ("shell", section.shell, section.shell is None or section.shell.startswith("/")),
-        ("workingDir", section.working_dir, section.working_dir is None or section.working_dir.startswith("/")),
-        ("terminationGracePeriodSeconds", section.termination_grace_period_seconds,
-         section.termination_grace_period_seconds is None or section.termination_grace_period_seconds >= 0),
+        (
+            "workingDir",
+            section.working_dir,
+            section.working_dir is None or section.working_dir.startswith("/"),
+        ),
+        (
+            "terminationGracePeriodSeconds",
+            section.termination_grace_period_seconds,
+            section.termination_grace_period_seconds is None or section.termination_grace_period_seconds >= 0,
+        ),
         ("dnsPolicy", section.dns_policy, section.dns_policy in (None, "", *DNS_POLICIES)),
         ("pullPolicy", section.pull_policy, section.pull_policy in (None, *PULL_POLICIES)),
     ]
@@ -335,7 +347,9 @@ def resolve(source: SettingsSource) -> JobPodConfig:
         lifetime=run.job_pod_max_lifetime,
         max_wait=flags.job_pod_max_wait,
         resources=resources,
-        helper_image=(flags.job_pod_helper_image or DEFAULT_HELPER_IMAGE) if flags.job_pod_helper_enabled else None,
+        helper_image=(flags.job_pod_helper_image or DEFAULT_HELPER_IMAGE)
+        if flags.job_pod_helper_enabled
+        else None,
         agent_mode=flags.job_agent_mode,
         pull_policy=flags.job_pod_pull_policy,
         service_account_name=flags.job_pod_service_account or None,

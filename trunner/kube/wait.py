@@ -144,8 +144,12 @@ async def wait_until_running(
             return ExitResult(ExitKind.INFRASTRUCTURE, message=f"cannot read the status of pod {name}: {exc}")
         if verdict.state is PodState.READY:
             return None
-        return ExitResult(ExitKind.COULD_NOT_START, verdict.exit_code, f"pod {name} could not start: {verdict.detail}")
+        return ExitResult(
+            ExitKind.COULD_NOT_START, verdict.exit_code, f"pod {name} could not start: {verdict.detail}"
+        )
     why = watcher.last.detail if watcher.last else "the pod was never seen"
     if watcher.trouble:
         why += f" (and {watcher.trouble})"
-    return ExitResult(ExitKind.POD_TIMEOUT, message=f"pod {name} was not running within {max_wait:g} s: {why}")
+    return ExitResult(
+        ExitKind.POD_TIMEOUT, message=f"pod {name} was not running within {max_wait:g} s: {why}"
+    )
