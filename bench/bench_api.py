@@ -141,7 +141,7 @@ async def child_baseline(jobs: int, lines: int) -> None:
         metrics=RunnerMetrics(),
         runner_id="baseline",
     )
-    await runner.serve(handle_signals=False)
+    await runner.serve()
     print(json.dumps({"lines": totals["lines"], "seconds": time.time() - start}))
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 
 import trio
 
@@ -11,6 +12,7 @@ from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, Outcome, RunnerJob
 from trunner.runner import ClaimedJob, Runner, RunSettings
+from trunner.service import serve_until_signalled
 
 LOGS = LogSettings(log_flush_timeout=5.0, job_outcome_timeout=5.0)
 
@@ -81,7 +83,7 @@ async def test_runs_every_job_with_bounded_concurrency_and_claims_only_when_free
     executor = SleepyExecutor()
     source = ListSource(jobs(5, 1, 3, 2, 4, 1), executor)
     runner = make_runner(source, executor, concurrency=2)
-    records = await runner.serve(handle_signals=False)
+    records = await runner.serve()
     assert len(records) == 6 and all(r.outcome.outcome is Outcome.SUCCESS for r in records)
     assert executor.max_running == 2
     assert source.claims_while_full == 0
@@ -102,7 +104,7 @@ async def test_graceful_shutdown_lets_short_jobs_finish_and_cancels_long_ones(au
         records = []
 
         async def serve():
-            records.extend(await runner.serve(handle_signals=False))
+            records.extend(await runner.serve())
 
         nursery.start_soon(serve)
         await trio.sleep(1)
@@ -137,7 +139,7 @@ async def test_sigterm_then_second_sigterm(autojump_clock):
     source = ListSource(jobs(1000), executor, endless=True)
     runner = make_runner(source, executor, grace=600)
     async with trio.open_nursery() as nursery:
-        await nursery.start(runner.serve)
+        await nursery.start(partial(serve_until_signalled, runner))
         await trio.sleep(1)
         os.kill(os.getpid(), signal.SIGTERM)
         await trio.sleep(1)
@@ -156,12 +158,12 @@ async def test_job_failure_does_not_stop_the_runner(autojump_clock):
 
     executor = Crashy()
     source = ListSource(jobs(1, 1), executor)
-    records = await make_runner(source, executor).serve(handle_signals=False)
+    records = await make_runner(source, executor).serve()
     assert sorted(r.outcome.outcome.value for r in records) == ["failed", "success"]
 
 
 async def test_chunked_output_reaches_the_claimed_jobs_sink(autojump_clock):
     executor = ScriptedExecutor([b"a\n", Chunk(b"b\n", delay=2)])
     source = ListSource(jobs(0))
-    await make_runner(source, executor).serve(handle_signals=False)
+    await make_runner(source, executor).serve()
     assert source.sinks["0"].bodies() == ["a", "b"]

@@ -16,6 +16,7 @@ from trunner.jobfile import JobFileError, job_files, load_job
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.runner import ClaimedJob, JobRecord, Runner, RunSettings
+from trunner.service import EXIT_FAILED, EXIT_OK, executor_name, serve_until_signalled
 
 logger = logging.getLogger("trunner.local")
 
@@ -50,8 +51,7 @@ async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
     except JobFileError as exc:
         raise ConfigError([f"--jobs: {exc}"]) from None
     settings = source.get(RunSettings)
-    executor_name = "local" if settings.executor == "auto" else settings.executor
-    module = registry.executor_module(executor_name)
+    module = registry.executor_module(executor_name(settings.executor, auto="local"))
     source.check(LogSettings, *module.SETTINGS)
     jobs = DirectorySource(paths)
     async with module.open_executor(source, runner_id="local") as executor:
@@ -64,9 +64,9 @@ async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
             runner_id="local",
             keep_records=True,
         )
-        records = await runner.serve()
+        records = await serve_until_signalled(runner)
     print(summary_table(records, jobs.invalid), file=sys.stdout)
-    return 1 if jobs.invalid else 0
+    return EXIT_FAILED if jobs.invalid else EXIT_OK
 
 
 def _cell(text: str, width: int = 40) -> str:

@@ -1,15 +1,15 @@
 """The run loop shared by every job source: claim a job only when a worker slot is free, run it
 in the jobs nursery, and shut down gracefully.
 
-Shutdown (SIGTERM/SIGINT or :meth:`Runner.begin_shutdown`): claiming stops at once; running
-jobs get ``shutdown_grace`` seconds; then they are cancelled, and each reports ``canceled``
-within its own flush and outcome deadlines. A second signal skips the rest of the grace.
+Shutdown (:meth:`Runner.begin_shutdown`): claiming stops at once; running jobs get
+``shutdown_grace`` seconds; then they are cancelled, and each reports ``canceled`` within its own
+flush and outcome deadlines. :meth:`Runner.shutdown_now` skips the rest of the grace. Signals are
+mapped onto these two by :mod:`trunner.service`, never here.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -146,24 +146,20 @@ class Runner:
             self._jobs_scope.cancel()
 
     async def serve(
-        self, *, handle_signals: bool = True, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> list[JobRecord]:
-        async with trio.open_nursery() as outer:
-            if handle_signals:
-                await outer.start(self._watch_signals)
-            async with trio.open_nursery() as jobs:
-                self._jobs_scope = jobs.cancel_scope
-                if self._shutting_down:
-                    self.begin_shutdown()
-                task_status.started()
-                with self._claim_scope:
-                    await self._claim_loop(jobs)
-                self._claiming = False
-                if self._shutting_down:
-                    self._jobs_scope.deadline = min(
-                        self._jobs_scope.deadline, trio.current_time() + self._settings.shutdown_grace
-                    )
-            outer.cancel_scope.cancel()
+        async with trio.open_nursery() as jobs:
+            self._jobs_scope = jobs.cancel_scope
+            if self._shutting_down:
+                self.begin_shutdown()
+            task_status.started()
+            with self._claim_scope:
+                await self._claim_loop(jobs)
+            self._claiming = False
+            if self._shutting_down:
+                self._jobs_scope.deadline = min(
+                    self._jobs_scope.deadline, trio.current_time() + self._settings.shutdown_grace
+                )
         return self.records
 
     async def _claim_loop(self, jobs: trio.Nursery) -> None:
@@ -233,15 +229,3 @@ class Runner:
                 await finished(outcome)
             except Exception:
                 log.exception("could not acknowledge the finished job to its source")
-
-    async def _watch_signals(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            task_status.started()
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if not self._shutting_down:
-                    logger.info("received %s", name)
-                    self.begin_shutdown()
-                else:
-                    logger.warning("received %s again", name)
-                    self.shutdown_now()

@@ -5,7 +5,7 @@ Sequence: validate settings; serve /metrics, /healthz, /readyz (as the Go runner
 mode too); connect once to check the server accepts us (a refused HELLO exits 1; an unreachable
 server is waited for); open the executor; run jobs until shut down.
 
-Shutdown: SIGTERM/SIGINT (handled here for the whole life of the process) or a ``terminate``
+Shutdown: SIGTERM/SIGINT (handled by the shared :mod:`trunner.service` lifecycle) or a ``terminate``
 heartbeat reply stops fetching at once; running jobs get ``--shutdown-grace`` and are then
 cancelled, each reporting ``canceled``; a second signal skips the rest of the grace. A ``quiet``
 reply only stops fetching. Every job that ran is ACKed after its outcome was reported; jobs
@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import ssl
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
 import trio
 
-from trunner.config import ConfigError, SettingsSource
-from trunner.executors import registry
+from trunner.config import SettingsSource
 from trunner.executors.base import Executor
 from trunner.faktory.client import FaktoryClient, WorkerIdentity, locate_server
 from trunner.faktory.metrics import FaktoryMetrics
@@ -34,32 +31,22 @@ from trunner.faktory.protocol import FaktoryError, HandshakeRejected
 from trunner.faktory.settings import FaktorySettings
 from trunner.faktory.sink import RUNNER_ID
 from trunner.faktory.worker import FaktoryWorker
-from trunner.http import MetricsServerSettings, serve_http
+from trunner.http import MetricsServerSettings
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.runner import Runner, RunSettings
+from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, check_settings
 
 log = logging.getLogger("trunner.faktory")
 
 SETTINGS: tuple[type[Any], ...] = (FaktorySettings, MetricsServerSettings)
 
-OpenExecutor = Callable[[str], AbstractAsyncContextManager[Executor]]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-
 _CONNECTION_SLACK = 3
 """Pool connections beyond one per job slot: the FETCH, the heartbeat, and one spare."""
 
 
-def executor_name(configured: str) -> str:
-    return "kubernetes" if configured == "auto" else configured
-
-
 async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
-    run_settings = source.get(RunSettings)
-    module = registry.executor_module(executor_name(run_settings.executor))
-    source.check(FaktorySettings, MetricsServerSettings, LogSettings, *module.SETTINGS)
+    check_settings(source, FaktorySettings)
     locate_server(source.environ)
     return await FaktoryMode(source).serve()
 
@@ -77,25 +64,34 @@ class FaktoryMode:
         """``open_executor(runner_id)`` replaces the executor named by ``--executor``;
         ``ssl_context`` replaces the default trust for ``tcp+tls://``."""
         self._source = source
-        self._open_executor_override = open_executor
         self._ssl_context = ssl_context
-        self._http_host = http_host
-        self._handle_signals = handle_signals
         self._run_settings = source.get(RunSettings)
         self._settings = source.get(FaktorySettings)
-        self._http = source.get(MetricsServerSettings)
         self._log_settings = source.get(LogSettings)
         self.location = locate_server(source.environ)
         self.identity = WorkerIdentity.consumer(self._settings.faktory_labels)
         self.metrics = RunnerMetrics(runner_id=RUNNER_ID)
         self.faktory_metrics = FaktoryMetrics(self.metrics.registry, RUNNER_ID)
         self.worker: FaktoryWorker | None = None
-        self.runner: Runner | None = None
-        self.http_port: int | None = None
         self.running = trio.Event()
         """Set once the runner is claiming jobs."""
-        self._startup = trio.CancelScope()
-        self._signals = 0
+        self._service = Service(
+            source,
+            self._run_settings,
+            self.metrics.registry,
+            ready=lambda: self.ready,
+            http_host=http_host,
+            open_executor=open_executor,
+            handle_signals=handle_signals,
+        )
+
+    @property
+    def runner(self) -> Runner | None:
+        return self._service.shutdown.runner
+
+    @property
+    def http_port(self) -> int | None:
+        return self._service.http_port
 
     @property
     def ready(self) -> bool:
@@ -109,44 +105,10 @@ class FaktoryMode:
 
     def stop(self) -> None:
         """What a first SIGTERM/SIGINT does; calling it again is what a second signal does."""
-        self._signals += 1
-        if self.runner is None:
-            if self._signals == 1:
-                log.info("shutting down during start-up")
-            self._startup.cancel()
-        elif self._signals == 1:
-            self.runner.begin_shutdown()
-        else:
-            self.runner.shutdown_now()
+        self._service.shutdown.request()
 
     async def serve(self, *, task_status: trio.TaskStatus[FaktoryMode] = trio.TASK_STATUS_IGNORED) -> int:
-        async with trio.open_nursery() as background:
-            if self._handle_signals:
-                background.start_soon(self._watch_signals)
-            try:
-                self.http_port = await background.start(
-                    partial(
-                        serve_http,
-                        self.metrics.registry,
-                        port=self._http.metrics_port,
-                        ready=lambda: self.ready,
-                        host=self._http_host,
-                    )
-                )
-            except OSError as exc:
-                log.error("cannot serve metrics on port %d: %s", self._http.metrics_port, exc.strerror or exc)
-                background.cancel_scope.cancel()
-                return EXIT_FAILED
-            task_status.started(self)
-            code = await self._run()
-            background.cancel_scope.cancel()
-        return code
-
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s", signal.Signals(signum).name)
-                self.stop()
+        return await self._service.serve(self._run, started=partial(task_status.started, self))
 
     async def _run(self) -> int:
         async with AsyncExitStack() as stack:
@@ -164,10 +126,10 @@ class FaktoryMode:
             )
         )
         executor: Executor | None = None
-        with self._startup:
+        with self._service.shutdown.startup:
             if not await self._check_server(client):
                 return EXIT_FAILED
-            executor = await self._open_executor(stack)
+            executor = await self._service.open_executor(stack, RUNNER_ID, self.metrics)
             if executor is None:
                 return EXIT_FAILED
         if executor is None:
@@ -187,21 +149,6 @@ class FaktoryMode:
             )
         return True
 
-    async def _open_executor(self, stack: AsyncExitStack) -> Executor | None:
-        name = executor_name(self._run_settings.executor)
-        try:
-            if self._open_executor_override is not None:
-                opening = self._open_executor_override(RUNNER_ID)
-            else:
-                opening = registry.executor_module(name).open_executor(
-                    self._source, runner_id=RUNNER_ID, metrics=self.metrics
-                )
-            executor: Executor = await stack.enter_async_context(opening)
-        except (ConfigError, OSError) as exc:
-            log.error("cannot start the %s executor: %s", name, exc)
-            return None
-        return executor
-
     async def _work(self, client: FaktoryClient, executor: Executor) -> int:
         worker = self.worker = FaktoryWorker(
             client,
@@ -210,16 +157,16 @@ class FaktoryMode:
             heartbeat_interval=self._settings.faktory_heartbeat_interval,
             metrics=self.faktory_metrics,
         )
-        runner = self.runner = Runner(
-            source=worker,
-            executor=executor,
-            settings=self._run_settings,
-            log_settings=self._log_settings,
-            metrics=self.metrics,
-            runner_id=RUNNER_ID,
+        runner = self._service.shutdown.attach(
+            Runner(
+                source=worker,
+                executor=executor,
+                settings=self._run_settings,
+                log_settings=self._log_settings,
+                metrics=self.metrics,
+                runner_id=RUNNER_ID,
+            )
         )
-        if self._signals:
-            runner.begin_shutdown()
         log.info(
             "Faktory worker %s on %s: fetching from %s, %d job(s) at a time, %s executor",
             self.identity.wid,
@@ -232,7 +179,7 @@ class FaktoryMode:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(worker.heartbeat, runner.begin_shutdown, lambda: runner.shutting_down)
                 async with trio.open_nursery() as serving:
-                    await serving.start(partial(runner.serve, handle_signals=False))
+                    await serving.start(runner.serve)
                     self.running.set()
                 nursery.cancel_scope.cancel()
         finally:

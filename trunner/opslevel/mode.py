@@ -4,28 +4,23 @@ Sequence: validate settings; serve /metrics, /healthz, /readyz; check the token 
 ``{account{id}}``; ``runnerRegister``; open the executor; run jobs from ``runnerGetPendingJob``
 until SIGTERM/SIGINT; then ``runnerUnregister`` and exit 0.
 
-Signals are handled here for the whole life of the process (a PID 1 ignores SIGTERM unless a
-handler is installed): during start-up the first signal abandons start-up; while jobs run it
-starts the graceful shutdown, and a second one skips the rest of the grace period.
+Signals, the HTTP endpoints and the executor are the shared :mod:`trunner.service` lifecycle.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry
 
-from trunner.config import ConfigError, SettingsSource
-from trunner.executors import registry as executors
+from trunner.config import SettingsSource
 from trunner.executors.base import Executor
-from trunner.http import MetricsServerSettings, serve_http
+from trunner.http import MetricsServerSettings
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.opslevel.client import OpsLevelClient, RetryPolicy
@@ -41,29 +36,19 @@ from trunner.opslevel.settings import ApiSettings, PollSettings
 from trunner.opslevel.source import PendingJobSource
 from trunner.runner import Runner, RunSettings
 from trunner.scaling import ScalingSettings, check_scaling, run_scaling
+from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, check_settings
 
 log = logging.getLogger("trunner.opslevel")
 
 SETTINGS: tuple[type[Any], ...] = (ApiSettings, PollSettings, MetricsServerSettings, ScalingSettings)
 
-OpenExecutor = Callable[[str], AbstractAsyncContextManager[Executor]]
-
 UNREGISTER_TIMEOUT = 10.0
 """Seconds ``runnerUnregister`` may take (retries included; at most ``--api-timeout``) at exit: a
 hung API must not keep a terminating pod alive past its grace period."""
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-
-
-def executor_name(configured: str) -> str:
-    return "kubernetes" if configured == "auto" else configured
-
 
 async def serve(source: SettingsSource, args: argparse.Namespace, *, http_host: str | None = None) -> int:
-    run_settings = source.get(RunSettings)
-    module = executors.executor_module(executor_name(run_settings.executor))
-    source.check(ApiSettings, PollSettings, MetricsServerSettings, LogSettings, *module.SETTINGS)
+    run_settings = check_settings(source, ApiSettings, PollSettings)
     check_scaling(source)
     mode = ApiMode(source, run_settings, http_host=http_host)
     return await mode.serve()
@@ -80,20 +65,29 @@ class ApiMode:
     ) -> None:
         """``open_executor(runner_id)`` replaces the executor named by ``--executor``."""
         self._source = source
-        self._open_executor_override = open_executor
         self._run_settings = run_settings
         self._api = source.get(ApiSettings)
         self._poll = source.get(PollSettings)
-        self._http = source.get(MetricsServerSettings)
         self._log_settings = source.get(LogSettings)
-        self._http_host = http_host
         self.registry = CollectorRegistry()
         self.api_metrics = ApiMetrics(self.registry)
-        self.runner: Runner | None = None
         self.runner_id: str | None = None
-        self.http_port: int | None = None
-        self._startup = trio.CancelScope()
-        self._signals = 0
+        self._service = Service(
+            source,
+            run_settings,
+            self.registry,
+            ready=lambda: self.ready,
+            http_host=http_host,
+            open_executor=open_executor,
+        )
+
+    @property
+    def runner(self) -> Runner | None:
+        return self._service.shutdown.runner
+
+    @property
+    def http_port(self) -> int | None:
+        return self._service.http_port
 
     @property
     def ready(self) -> bool:
@@ -101,52 +95,19 @@ class ApiMode:
 
     def stop(self) -> None:
         """What a first SIGTERM/SIGINT does; calling it again is what a second signal does."""
-        self._signals += 1
-        if self.runner is None:
-            if self._signals == 1:
-                log.info("shutting down during start-up")
-            self._startup.cancel()
-        elif self._signals == 1:
-            self.runner.begin_shutdown()
-        else:
-            self.runner.shutdown_now()
+        self._service.shutdown.request()
 
     async def serve(self, *, task_status: trio.TaskStatus[ApiMode] = trio.TASK_STATUS_IGNORED) -> int:
-        async with (
-            OpsLevelClient.from_settings(self._api, self.api_metrics) as client,
-            trio.open_nursery() as background,
-        ):
-            background.start_soon(self._watch_signals)
-            try:
-                self.http_port = await background.start(
-                    partial(
-                        serve_http,
-                        self.registry,
-                        port=self._http.metrics_port,
-                        ready=lambda: self.ready,
-                        host=self._http_host,
-                    )
-                )
-            except OSError as exc:
-                log.error("cannot serve metrics on port %d: %s", self._http.metrics_port, exc.strerror or exc)
-                background.cancel_scope.cancel()
-                return EXIT_FAILED
-            task_status.started(self)
-            code = await self._run(client)
-            background.cancel_scope.cancel()
-        return code
-
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s", signal.Signals(signum).name)
-                self.stop()
+        async with OpsLevelClient.from_settings(self._api, self.api_metrics) as client:
+            return await self._service.serve(
+                partial(self._run, client), started=partial(task_status.started, self)
+            )
 
     async def _run(self, client: OpsLevelClient) -> int:
         runner_id: str | None = None
         executor: Executor | None = None
         async with AsyncExitStack() as stack:
-            with self._startup:
+            with self._service.shutdown.startup:
                 try:
                     await client.check_token()
                 except ApiAuthenticationError as exc:
@@ -160,28 +121,27 @@ class ApiMode:
                     return EXIT_FAILED
                 stack.push_async_callback(self._unregister, client, runner_id)
                 metrics = RunnerMetrics(self.registry, runner_id)
-                executor = await self._open_executor(stack, runner_id, metrics)
+                executor = await self._service.open_executor(stack, runner_id, metrics)
                 if executor is None:
                     return EXIT_FAILED
             if runner_id is None or executor is None:
                 return EXIT_OK
-            self.runner = Runner(
-                source=PendingJobSource(
-                    client,
+            runner = self._service.shutdown.attach(
+                Runner(
+                    source=PendingJobSource(
+                        client,
+                        runner_id=runner_id,
+                        settings=self._poll,
+                        metrics=self.api_metrics,
+                        report_timeout=self._log_settings.job_outcome_timeout,
+                    ),
+                    executor=executor,
+                    settings=self._run_settings,
+                    log_settings=self._log_settings,
+                    metrics=metrics,
                     runner_id=runner_id,
-                    settings=self._poll,
-                    metrics=self.api_metrics,
-                    report_timeout=self._log_settings.job_outcome_timeout,
-                ),
-                executor=executor,
-                settings=self._run_settings,
-                log_settings=self._log_settings,
-                metrics=metrics,
-                runner_id=runner_id,
+                )
             )
-            if self._signals:
-                self.runner.begin_shutdown()
-            runner = self.runner
             async with trio.open_nursery() as scaling:
                 scaling.start_soon(
                     partial(
@@ -193,9 +153,9 @@ class ApiMode:
                         registry=self.registry,
                     )
                 )
-                await runner.serve(handle_signals=False)
+                await runner.serve()
                 scaling.cancel_scope.cancel()
-            log.info("runner %s stopped after %d job(s)", runner_id, self.runner.finished_jobs)
+            log.info("runner %s stopped after %d job(s)", runner_id, runner.finished_jobs)
         return EXIT_OK
 
     async def _register(self, client: OpsLevelClient) -> str | None:
@@ -216,23 +176,6 @@ class ApiMode:
             extra={"queue": queue or "(default)", "pod": self._poll.runner_pod_name or "(unknown)"},
         )
         return payload.runner.id
-
-    async def _open_executor(
-        self, stack: AsyncExitStack, runner_id: str, metrics: RunnerMetrics
-    ) -> Executor | None:
-        name = executor_name(self._run_settings.executor)
-        try:
-            if self._open_executor_override is not None:
-                opening = self._open_executor_override(runner_id)
-            else:
-                opening = executors.executor_module(name).open_executor(
-                    self._source, runner_id=runner_id, metrics=metrics
-                )
-            executor: Executor = await stack.enter_async_context(opening)
-        except (ConfigError, OSError) as exc:
-            log.error("cannot start the %s executor: %s", name, exc)
-            return None
-        return executor
 
     async def _unregister(self, client: OpsLevelClient, runner_id: str) -> None:
         timeout = min(UNREGISTER_TIMEOUT, self._api.api_timeout)
