@@ -282,3 +282,18 @@ def test_zero_log_size_is_rejected_not_unbounded():
     with pytest.raises(ConfigError):
         load(LogSettings, environ={"OPSLEVEL_JOB_POD_LOG_MAX_INTERVAL": "-1"})
     assert math.isfinite(load(LogSettings, environ={}).job_pod_log_max_interval)
+
+
+async def test_a_failure_while_flushing_the_last_lines_still_reports(autojump_clock, monkeypatch):
+    from trunner.logs import pipeline
+
+    def broken_finish(self):
+        raise ValueError("finish bug")
+
+    monkeypatch.setattr(pipeline.OutcomeVarParser, "finish", broken_finish)
+    sink = RecordingSink()
+    outcome = await run_job(
+        JOB, executor=ScriptedExecutor([b"kept\n", b"partial"]), sink=sink, settings=SETTINGS
+    )
+    assert sink.outcomes == [outcome]
+    assert "kept" in sink.bodies()

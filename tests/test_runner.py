@@ -167,3 +167,23 @@ async def test_chunked_output_reaches_the_claimed_jobs_sink(autojump_clock):
     source = ListSource(jobs(0))
     await make_runner(source, executor).serve()
     assert source.sinks["0"].bodies() == ["a", "b"]
+
+
+async def test_a_crash_in_one_jobs_pipeline_does_not_stop_the_others(autojump_clock, monkeypatch):
+    from trunner import runner as runner_module
+
+    real_run_job = runner_module.run_job
+
+    async def flaky_run_job(job, **kwargs):
+        if job.id == "0":
+            raise RuntimeError("pipeline bug")
+        return await real_run_job(job, **kwargs)
+
+    monkeypatch.setattr(runner_module, "run_job", flaky_run_job)
+    executor = SleepyExecutor()
+    source = ListSource(jobs(1, 1, 1), executor)
+    records = await make_runner(source, executor).serve()
+    outcomes = {r.job.id: r.outcome for r in records}
+    assert outcomes["0"].outcome is Outcome.FAILED and "pipeline bug" in outcomes["0"].message
+    assert outcomes["1"].outcome is outcomes["2"].outcome is Outcome.SUCCESS
+    assert ("0", Outcome.FAILED) in source.acked

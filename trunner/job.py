@@ -137,7 +137,11 @@ async def _final_flush(
     ship_scope.deadline = deadline
     with trio.CancelScope(shield=True, deadline=deadline) as scope:
         try:
-            final = pipeline.finish()
+            try:
+                final = pipeline.finish()
+            except Exception:
+                log.exception("flushing the job's last lines failed; shipping what was batched")
+                final = pipeline.batcher.final_batch()
             if final is not None:
                 await send.send(final)
         finally:

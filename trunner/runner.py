@@ -18,7 +18,7 @@ import trio
 
 from trunner.config import at_most, non_negative, one_of, positive, setting
 from trunner.executors.base import Executor
-from trunner.job import run_job
+from trunner.job import describe_exception, run_job
 from trunner.logs.batch import Batch
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
@@ -201,6 +201,10 @@ class Runner:
                 metrics=self._metrics.logs,
                 worker=str(worker),
             )
+        except Exception as exc:
+            # One job's bug must not take the other jobs and the runner down with it.
+            log.exception("job %s crashed the job pipeline", job.number())
+            outcome = JobOutcome(Outcome.FAILED, f"internal error: {describe_exception(exc)}")
         finally:
             duration = trio.current_time() - started
             self._metrics.jobs_in_progress.dec()
