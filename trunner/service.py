@@ -168,3 +168,22 @@ class Service:
             log.error("cannot start the %s executor: %s", name, exc)
             return None
         return executor
+
+
+class ServiceMode:
+    """What a long-running mode exposes from its :class:`Service`: the runner once start-up is
+    over, the bound metrics port, and :meth:`stop`."""
+
+    _service: Service
+
+    @property
+    def runner(self) -> Runner | None:
+        return self._service.shutdown.runner
+
+    @property
+    def http_port(self) -> int | None:
+        return self._service.http_port
+
+    def stop(self) -> None:
+        """What a first SIGTERM/SIGINT does; calling it again is what a second signal does."""
+        self._service.shutdown.request()

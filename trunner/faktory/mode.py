@@ -35,7 +35,7 @@ from trunner.http import MetricsServerSettings
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.runner import Runner, RunSettings
-from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, check_settings
+from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, ServiceMode, check_settings
 
 log = logging.getLogger("trunner.faktory")
 
@@ -51,7 +51,7 @@ async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
     return await FaktoryMode(source).serve()
 
 
-class FaktoryMode:
+class FaktoryMode(ServiceMode):
     def __init__(
         self,
         source: SettingsSource,
@@ -86,14 +86,6 @@ class FaktoryMode:
         )
 
     @property
-    def runner(self) -> Runner | None:
-        return self._service.shutdown.runner
-
-    @property
-    def http_port(self) -> int | None:
-        return self._service.http_port
-
-    @property
     def ready(self) -> bool:
         """Taking jobs: the runner claims and Faktory has not quieted this worker."""
         return (
@@ -102,10 +94,6 @@ class FaktoryMode:
             and self.worker is not None
             and not self.worker.state
         )
-
-    def stop(self) -> None:
-        """What a first SIGTERM/SIGINT does; calling it again is what a second signal does."""
-        self._service.shutdown.request()
 
     async def serve(self, *, task_status: trio.TaskStatus[FaktoryMode] = trio.TASK_STATUS_IGNORED) -> int:
         return await self._service.serve(self._run, started=partial(task_status.started, self))

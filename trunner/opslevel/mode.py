@@ -36,7 +36,7 @@ from trunner.opslevel.settings import ApiSettings, PollSettings
 from trunner.opslevel.source import PendingJobSource
 from trunner.runner import Runner, RunSettings
 from trunner.scaling import ScalingSettings, check_scaling, run_scaling
-from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, check_settings
+from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, ServiceMode, check_settings
 
 log = logging.getLogger("trunner.opslevel")
 
@@ -54,7 +54,7 @@ async def serve(source: SettingsSource, args: argparse.Namespace, *, http_host: 
     return await mode.serve()
 
 
-class ApiMode:
+class ApiMode(ServiceMode):
     def __init__(
         self,
         source: SettingsSource,
@@ -82,20 +82,8 @@ class ApiMode:
         )
 
     @property
-    def runner(self) -> Runner | None:
-        return self._service.shutdown.runner
-
-    @property
-    def http_port(self) -> int | None:
-        return self._service.http_port
-
-    @property
     def ready(self) -> bool:
         return self.runner is not None and self.runner.ready
-
-    def stop(self) -> None:
-        """What a first SIGTERM/SIGINT does; calling it again is what a second signal does."""
-        self._service.shutdown.request()
 
     async def serve(self, *, task_status: trio.TaskStatus[ApiMode] = trio.TASK_STATUS_IGNORED) -> int:
         async with OpsLevelClient.from_settings(self._api, self.api_metrics) as client:
