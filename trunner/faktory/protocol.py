@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
-import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+
+from trunner.wire import WireConverter, WireError, structure
 
 T = TypeVar("T")
 
@@ -353,21 +354,9 @@ _JOB_OMITEMPTY = ("failure", "custom", "created_at", "enqueued_at", "at", "reser
 _FAILURE_OMITEMPTY = ("next_at", "message", "errtype", "backtrace")
 
 
-def _strict(kind: type[Any], label: str) -> Any:
-    def hook(value: Any, _: Any) -> Any:
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise TypeError(f"expected {label}, got {value!r}")
-        if kind is not int and not isinstance(value, kind):
-            raise TypeError(f"expected {label}, got {type(value).__name__}")
-        return value
-
-    return hook
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter()
-    conv.register_structure_hook(str, _strict(str, "a string"))
-    conv.register_structure_hook(int, _strict(int, "a whole number"))
+def _make_converter() -> WireConverter:
+    # The Go client's json tags are the attribute names; only a wrong type is an error.
+    conv = WireConverter(forbid_extra_keys=False, camel_case=False)
 
     def tuple_of_any(value: Any, _: Any) -> tuple[Any, ...]:
         if value is None:
@@ -436,19 +425,6 @@ def _unstructure_fail(fail: Fail) -> dict[str, Any]:
 _converter = _make_converter()
 
 
-def _describe(exc: BaseException, type_: Any) -> str:
-    if isinstance(exc, KeyError):
-        return "required field missing"
-    if isinstance(exc, TypeError | ValueError) and str(exc):
-        return str(exc)
-    return f"invalid value (expected {getattr(type_, '__name__', type_)})"
-
-
-def _tidy(message: str) -> str:
-    text, _, path = message.rpartition(" @ ")
-    return f"{path.removeprefix('$').lstrip('.') or '(top level)'}: {text}"
-
-
 def to_json(payload: Hello | Beat | Ack | Fail | Job) -> str:
     return dump_json(_converter.unstructure(payload))
 
@@ -462,9 +438,6 @@ def from_json(data: bytes | str, cls: type[T], *, what: str) -> T:
     if not isinstance(raw, dict):
         raise ProtocolViolation(f"{what}: expected a JSON object, got {type(raw).__name__}")
     try:
-        return _converter.structure(raw, cls)
-    except Exception as exc:
-        if isinstance(exc, cattrs.BaseValidationError):
-            problems = [_tidy(p) for p in cattrs.transform_error(exc, format_exception=_describe)]
-            raise ProtocolViolation(f"{what}: " + "; ".join(problems)) from None
-        raise ProtocolViolation(f"{what}: {exc}") from None
+        return structure(raw, cls, what=what, converter=_converter)
+    except WireError as exc:
+        raise ProtocolViolation(str(exc)) from None

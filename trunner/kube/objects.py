@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import decimal
 import re
-import typing
-from collections.abc import Mapping
 from typing import Any, NewType, TypeVar
 
 import attrs
-import cattrs
-from cattrs.errors import IterableValidationError, IterableValidationNote
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from trunner.wire import WireConverter, WireError, structure
 
 T = TypeVar("T")
 
@@ -367,11 +364,6 @@ class PodObservationList:
 # --- converters ----------------------------------------------------------------------------------
 
 
-def camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
 _QUANTITY = re.compile(
     r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))(?P<suffix>[eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|)"
 )
@@ -400,76 +392,10 @@ def _structure_quantity(value: Any, _: Any) -> Quantity:
     return Quantity(text)
 
 
-def _strict_str(value: Any, _: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {value!r}")
-    return value
-
-
-def _strict_bool(value: Any, _: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _strict_int(value: Any, _: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected a whole number, got {value!r}")
-    return value
-
-
-def _make(forbid_extra_keys: bool) -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
-    conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook(int, _strict_int)
-    conv.register_structure_hook(Quantity, _structure_quantity)
-
-    def is_homogeneous_tuple(type_: Any) -> bool:
-        return typing.get_origin(type_) is tuple and typing.get_args(type_)[1:] == (Ellipsis,)
-
-    def structure_tuple(value: Any, cls: Any) -> tuple[Any, ...]:
-        if not isinstance(value, list | tuple):
-            raise TypeError(f"expected a list, got {value!r}")
-        item_type = typing.get_args(cls)[0]
-        items: list[Any] = []
-        errors: list[Exception] = []
-        for index, item in enumerate(value):
-            try:
-                items.append(conv.structure(item, item_type))
-            except Exception as exc:
-                exc.__notes__ = [
-                    *getattr(exc, "__notes__", []),
-                    IterableValidationNote(f"index {index}", index, item_type),
-                ]
-                errors.append(exc)
-        if errors:
-            raise IterableValidationError("invalid items", errors, cls)
-        return tuple(items)
-
-    conv.register_structure_hook_func(is_homogeneous_tuple, structure_tuple)
-
-    def renames(cls: type[Any]) -> dict[str, Any]:
-        return {a.name: override(rename=camel(a.name)) for a in attrs.fields(cls) if "_" in a.name}
-
-    def unstructure_factory(cls: type[Any]) -> Any:
-        generated = make_dict_unstructure_fn(cls, conv, **renames(cls))
-
-        def unstructure(obj: Any) -> dict[str, Any]:
-            return {key: value for key, value in generated(obj).items() if value is not None}
-
-        return unstructure
-
-    def structure_factory(cls: type[Any]) -> Any:
-        return make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=forbid_extra_keys, **renames(cls))
-
-    conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
-    conv.register_structure_hook_factory(attrs.has, structure_factory)
-    return conv
-
-
-strict = _make(forbid_extra_keys=True)
-lenient = _make(forbid_extra_keys=False)
+strict = WireConverter(forbid_extra_keys=True, omit_none=True, show_value=repr)
+lenient = WireConverter(forbid_extra_keys=False, omit_none=True, show_value=repr)
+for _converter in (strict, lenient):
+    _converter.register_structure_hook(Quantity, _structure_quantity)
 
 
 def to_wire(obj: Any) -> dict[str, Any]:
@@ -478,40 +404,10 @@ def to_wire(obj: Any) -> dict[str, Any]:
     return data
 
 
-class ObjectError(ValueError):
-    """Data that does not fit a model; ``problems`` are ``<dotted.camelCase.path>: <reason>``."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
+ObjectError = WireError
+"""Data that does not fit a model; ``problems`` are ``<dotted.camelCase.path>: <reason>``."""
 
 
-def from_wire(data: Any, cls: type[T], *, where: str, converter: cattrs.Converter = strict) -> T:
+def from_wire(data: Any, cls: type[T], *, where: str, converter: WireConverter = strict) -> T:
     """Structure ``data`` as ``cls``, naming each bad field by its wire path under ``where``."""
-    if not isinstance(data, Mapping):
-        raise ObjectError([f"{where}: expected a mapping, got {data!r}"])
-    try:
-        return converter.structure(data, cls)
-    except Exception as exc:
-        if not isinstance(exc, cattrs.BaseValidationError):
-            raise ObjectError([f"{where}: {exc}"]) from None
-        problems = [
-            _wire_path(line, where) for line in cattrs.transform_error(exc, format_exception=_describe)
-        ]
-        raise ObjectError(problems) from None
-
-
-def _describe(exc: BaseException, type_: type[Any] | None) -> str:
-    if isinstance(exc, KeyError):
-        return "required field missing"
-    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        return f"unknown field(s): {', '.join(sorted(exc.extra_fields))}"
-    if isinstance(exc, TypeError | ValueError) and str(exc):
-        return str(exc)
-    return f"invalid value (expected {getattr(type_, '__name__', type_)})"
-
-
-def _wire_path(message: str, where: str) -> str:
-    text, _, path = message.rpartition(" @ ")
-    segments = re.sub(r"\.([A-Za-z_][A-Za-z0-9_]*)", lambda m: "." + camel(m[1]), path.removeprefix("$"))
-    return f"{where}{segments}: {text}"
+    return structure(data, cls, root=where, converter=converter)

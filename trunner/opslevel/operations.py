@@ -7,11 +7,11 @@ import time
 from typing import Any, Generic, TypeVar
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.gen import override
 
 from trunner.models import Outcome, OutcomeVariable
 from trunner.opslevel.errors import GraphQLProblem
+from trunner.wire import WireConverter, structure
 
 V = TypeVar("V")
 P = TypeVar("P")
@@ -197,11 +197,6 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
 # --- JSON conversion ----------------------------------------------------------------------------
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 def problems_from_json(value: Any, _: Any = None) -> tuple[GraphQLProblem, ...]:
     """GraphQL ``errors`` (top-level or a payload's) as problems; ``null`` means none."""
     if value is None:
@@ -223,60 +218,14 @@ def problems_from_json(value: Any, _: Any = None) -> tuple[GraphQLProblem, ...]:
     return tuple(problems)
 
 
-def _strict_str(value: Any, _: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _optional_str(value: Any, _: Any) -> str | None:
-    return None if value is None else _strict_str(value, None)
-
-
-def _strict_int(value: Any, _: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected a whole number, got {value!r}")
-    return value
-
-
-def _describe(exc: BaseException, type_: Any) -> str:
-    if isinstance(exc, KeyError):
-        return "required field missing"
-    if isinstance(exc, TypeError | ValueError) and str(exc):
-        return str(exc)
-    return f"invalid value (expected {getattr(type_, '__name__', type_)})"
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=False)
-    conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook_func(lambda t: t == str | None, _optional_str)
-    conv.register_structure_hook(int, _strict_int)
+def _make_converter() -> WireConverter:
+    conv = WireConverter(forbid_extra_keys=False)
     conv.register_structure_hook_func(lambda t: t == tuple[GraphQLProblem, ...], problems_from_json)
-    for cls in (
-        RunnerAppendJobLogInput,
-        RunnerReportJobOutcomeInput,
-        OutcomeVariable,
-        RegisterVariables,
-        GetPendingJobVariables,
-        AppendJobLogVariables,
-        ReportJobOutcomeVariables,
-        UnregisterVariables,
-        RunnerScaleVariables,
-        Account,
-        RegisteredRunner,
-        RunnerRegisterPayload,
-        RunnerGetPendingJobPayload,
-        ErrorsPayload,
-        RunnerScale,
-    ):
-        overrides: dict[str, Any] = {
-            a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls) if "_" in a.name
-        }
-        if cls is RunnerReportJobOutcomeInput:
-            overrides["outcome_variables"] = override(rename="outcomeVariables", omit_if_default=True)
-        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **overrides))
-        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **overrides))
+    # An outcome without variables sends no outcomeVariables key.
+    omit_empty = {"outcome_variables": override(rename="outcomeVariables", omit_if_default=True)}
+    conv.register_unstructure_hook(
+        RunnerReportJobOutcomeInput, conv.camel_unstructure_fn(RunnerReportJobOutcomeInput, **omit_empty)
+    )
     return conv
 
 
@@ -311,12 +260,7 @@ def structure_payload(operation: Operation[Any, P], data: Any) -> P:
         payload = payload.get("runnerScale") if isinstance(payload, dict) else None
     if not isinstance(payload, dict):
         raise ValueError(f"the response has no 'data.{operation.field}' object")
-    try:
-        return converter.structure(payload, operation.payload)
-    except cattrs.BaseValidationError as exc:
-        messages = cattrs.transform_error(exc, path=f"data.{operation.field}", format_exception=_describe)
-        details = "; ".join(f"{where}: {what}" for what, _, where in (m.rpartition(" @ ") for m in messages))
-        raise ValueError(details) from None
+    return structure(payload, operation.payload, root=f"data.{operation.field}", converter=converter)
 
 
 def rfc3339_nano(ns: int | None = None) -> str:
