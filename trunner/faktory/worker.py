@@ -172,13 +172,19 @@ def _string(value: Any, where: str, problems: list[str]) -> str:
     return value
 
 
-def _string_list(job: Job, key: str, problems: list[str]) -> list[str]:
+def _custom_list(job: Job, key: str, items: str, problems: list[str]) -> list[Any]:
+    """``custom[key]`` as a list of ``items``: absent or null is empty; anything else is a problem."""
     found, raw = job.custom_value(key)
     if not found or raw is None:
         return []
     if not isinstance(raw, list):
-        problems.append(f"custom.{key}: expected a list of strings, got {_json_type(raw)}")
+        problems.append(f"custom.{key}: expected a list of {items}, got {_json_type(raw)}")
         return []
+    return raw
+
+
+def _string_list(job: Job, key: str, problems: list[str]) -> list[str]:
+    raw = _custom_list(job, key, "strings", problems)
     return [_string(item, f"custom.{key}[{index}]", problems) for index, item in enumerate(raw)]
 
 
@@ -194,14 +200,8 @@ _FIELD_TYPES: dict[str, tuple[type[Any], str]] = {
 def _records(job: Job, key: str, fields: tuple[str, ...], problems: list[str]) -> list[dict[str, Any]]:
     """A list of objects decoded as mapstructure does: field names match case-insensitively,
     other keys are ignored, missing fields are zero values, types must match exactly."""
-    found, raw = job.custom_value(key)
-    if not found or raw is None:
-        return []
-    if not isinstance(raw, list):
-        problems.append(f"custom.{key}: expected a list of objects, got {_json_type(raw)}")
-        return []
     records: list[dict[str, Any]] = []
-    for index, item in enumerate(raw):
+    for index, item in enumerate(_custom_list(job, key, "objects", problems)):
         where = f"custom.{key}[{index}]"
         if not isinstance(item, dict):
             problems.append(f"{where}: expected an object with {', '.join(fields)}, got {_json_type(item)}")
