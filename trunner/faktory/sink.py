@@ -5,6 +5,7 @@ app to consume, as the Go runner's Faktory processors push them.
   ``logChunk`` holding each line base64-encoded (standard alphabet, padded);
 - ``Runners::Faktory::ReportJobOutcome`` with ``args[0] = {runnerId, runnerJobId, outcome,
   outcomeVariables}``, ``outcomeVariables`` left out when empty;
+- both ``args[0]`` are the OpsLevel API's own inputs (:mod:`trunner.opslevel.operations`);
 - ``runnerId`` is the literal ``"faktory"``; each push is a new job (random jid, retry 25);
 - when the job being run belongs to a batch (``custom.bid``), each push joins that batch the
   way faktory_worker_go's ``helper.Batch`` does: ``BATCH OPEN <bid>`` and, on the same
@@ -23,8 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_unstructure_fn, override
 
 from trunner.faktory import protocol
 from trunner.faktory.client import FaktoryClient
@@ -32,6 +31,8 @@ from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import FaktoryError, ServerError
 from trunner.logs.batch import Batch
 from trunner.models import JobOutcome
+from trunner.opslevel import operations
+from trunner.opslevel.operations import RunnerAppendJobLogInput, RunnerReportJobOutcomeInput
 from trunner.sinks import ShipError
 
 log = logging.getLogger("trunner.faktory.sink")
@@ -45,68 +46,18 @@ _TRANSIENT_SERVER_ERRORS = ("shutdown in progress", "too many connections")
 """Error replies the server gives while stopping or overloaded: worth another attempt."""
 
 
-@attrs.frozen
-class AppendJobLogInput:
-    runner_id: str
-    runner_job_id: str
-    sent_at: str
-    log_chunk: tuple[str, ...]
-
-
-@attrs.frozen
-class OutcomeVariableInput:
-    key: str
-    value: str
-
-
-@attrs.frozen
-class ReportJobOutcomeInput:
-    runner_id: str
-    runner_job_id: str
-    outcome: str
-    outcome_variables: tuple[OutcomeVariableInput, ...] = ()
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter()
-    conv.register_unstructure_hook(
-        AppendJobLogInput,
-        make_dict_unstructure_fn(
-            AppendJobLogInput,
-            conv,
-            runner_id=override(rename="runnerId"),
-            runner_job_id=override(rename="runnerJobId"),
-            sent_at=override(rename="sentAt"),
-            log_chunk=override(rename="logChunk"),
-        ),
-    )
-    conv.register_unstructure_hook(
-        ReportJobOutcomeInput,
-        make_dict_unstructure_fn(
-            ReportJobOutcomeInput,
-            conv,
-            runner_id=override(rename="runnerId"),
-            runner_job_id=override(rename="runnerJobId"),
-            outcome_variables=override(rename="outcomeVariables", omit_if_default=True),
-        ),
-    )
-    return conv
-
-
-_converter = _make_converter()
-
-
 def append_job_log_args(runner_job_id: str, batch: Batch, sent_at: dt.datetime) -> dict[str, Any]:
     chunk = tuple(base64.b64encode(line).decode("ascii") for line in batch.lines())
-    payload = AppendJobLogInput(RUNNER_ID, runner_job_id, protocol.format_time(sent_at), chunk)
-    result: dict[str, Any] = _converter.unstructure(payload)
+    payload = RunnerAppendJobLogInput(RUNNER_ID, runner_job_id, protocol.format_time(sent_at), chunk)
+    result: dict[str, Any] = operations.converter.unstructure(payload)
     return result
 
 
 def report_job_outcome_args(runner_job_id: str, outcome: JobOutcome) -> dict[str, Any]:
-    variables = tuple(OutcomeVariableInput(v.key, v.value) for v in outcome.outcome_variables)
-    payload = ReportJobOutcomeInput(RUNNER_ID, runner_job_id, outcome.outcome.value, variables)
-    result: dict[str, Any] = _converter.unstructure(payload)
+    payload = RunnerReportJobOutcomeInput(
+        RUNNER_ID, runner_job_id, outcome.outcome, outcome.outcome_variables
+    )
+    result: dict[str, Any] = operations.converter.unstructure(payload)
     return result
 
 

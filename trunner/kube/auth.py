@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
-import cattrs
 import trio
-from cattrs.gen import make_dict_structure_fn, override
 
 from trunner.kube.errors import KubeError
+from trunner.wire import WireConverter, WireError, structure
 
 EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 TOKEN_FILE_RELOAD_SECONDS = 60.0
@@ -156,33 +155,7 @@ class _ExecCredential:
     status: _ExecStatus | None = None
 
 
-def _exec_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=False)
-
-    def text(value: Any, _: Any) -> str:
-        if not isinstance(value, str):
-            raise TypeError(f"expected a string, got {type(value).__name__}")
-        return value
-
-    conv.register_structure_hook(str, text)
-    conv.register_structure_hook(
-        _ExecStatus,
-        make_dict_structure_fn(
-            _ExecStatus,
-            conv,
-            client_certificate_data=override(rename="clientCertificateData"),
-            client_key_data=override(rename="clientKeyData"),
-            expiration_timestamp=override(rename="expirationTimestamp"),
-        ),
-    )
-    conv.register_structure_hook(
-        _ExecCredential,
-        make_dict_structure_fn(_ExecCredential, conv, api_version=override(rename="apiVersion")),
-    )
-    return conv
-
-
-_exec_conv = _exec_converter()
+_exec_conv = WireConverter(forbid_extra_keys=False)
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -275,10 +248,10 @@ class _ExecPlugin:
     def _parse(self, stdout: bytes) -> tuple[Credentials, datetime | None]:
         try:
             raw = json.loads(stdout)
-            credential = _exec_conv.structure(raw, _ExecCredential)
+            credential = structure(raw, _ExecCredential, converter=_exec_conv)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise self._problem("printed something that is not JSON") from None
-        except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
+        except WireError as exc:
             raise self._problem(f"printed an invalid ExecCredential: {exc}") from None
         plugin = self._spec.plugin
         if credential.api_version != plugin.api_version:

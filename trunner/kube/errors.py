@@ -11,10 +11,9 @@ import json
 from typing import Any
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, override
 
 from trunner.config import ConfigError
+from trunner.wire import WireConverter, WireError, structure
 
 
 @attrs.frozen
@@ -45,23 +44,7 @@ class Status:
     code: int | None = None
 
 
-def _status_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=False)
-
-    def text(value: Any, _: Any) -> str:
-        if not isinstance(value, str):
-            raise TypeError(f"expected a string, got {type(value).__name__}")
-        return value
-
-    conv.register_structure_hook(str, text)
-    conv.register_structure_hook(
-        StatusDetails,
-        make_dict_structure_fn(StatusDetails, conv, retry_after_seconds=override(rename="retryAfterSeconds")),
-    )
-    return conv
-
-
-_converter = _status_converter()
+_converter = WireConverter(forbid_extra_keys=False)
 
 
 class StatusParseError(ValueError):
@@ -78,8 +61,8 @@ def parse_status(data: bytes | str | dict[str, Any]) -> Status:
     if not isinstance(data, dict):
         raise StatusParseError(f"expected a JSON object, got {type(data).__name__}")
     try:
-        return _converter.structure(data, Status)
-    except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
+        return structure(data, Status, converter=_converter)
+    except WireError as exc:
         raise StatusParseError(f"not a Status object: {exc}") from None
 
 
