@@ -165,6 +165,16 @@ def _go_int_text(number: float, problems: list[str]) -> str:
         return "0"
 
 
+def _jid(raw: bytes) -> str | None:
+    """The ``jid`` of a fetched job, if ``raw`` is a JSON object with a non-empty string one."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return None
+    jid = payload.get("jid") if isinstance(payload, dict) else None
+    return jid if isinstance(jid, str) and jid else None
+
+
 def _string(value: Any, where: str, problems: list[str]) -> str:
     if not isinstance(value, str):
         problems.append(f"{where}: expected a string, got {_json_type(value)}")
@@ -337,12 +347,8 @@ class FaktoryWorker:
 
     async def _hand_back(self, raw: bytes) -> None:
         """FAIL a job fetched just as claiming was cancelled (shutdown), so Faktory retries it now."""
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = None
-        jid = payload.get("jid") if isinstance(payload, dict) else None
-        if not isinstance(jid, str) or not jid:
+        jid = _jid(raw)
+        if jid is None:
             return
         rejection = Rejection("Shutdown", "the runner shut down before the job started")
         log.info("handing job %s back to Faktory: the runner is shutting down", jid)
@@ -350,12 +356,8 @@ class FaktoryWorker:
             await self._answer("FAIL", jid, rejection)
 
     async def _accept(self, raw: bytes) -> ClaimedJob | None:
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = None
-        jid = payload.get("jid") if isinstance(payload, dict) else None
-        if not isinstance(jid, str) or not jid:
+        jid = _jid(raw)
+        if jid is None:
             self._metrics.job_rejected("unidentifiable")
             log.error("Faktory sent a job without a jid; it cannot be answered and will expire: %.200r", raw)
             return None
