@@ -317,8 +317,11 @@ def test_kubeconfig_list_with_no_existing_file(tmp_path: Path) -> None:
         ("- a\n- b\n", "expected a mapping at the top level"),
         ("clusters: {}\n", "clusters: expected a list"),
         ("clusters:\n- cluster: {server: x}\n", "clusters[0]: expected a mapping with a name"),
-        ("users:\n- name: u\n  user: {token: [1]}\n", "users[0] (u).user: "),
-        ("clusters:\n- name: c\n  cluster: {insecure-skip-tls-verify: maybe}\n", "clusters[0] (c).cluster:"),
+        ("users:\n- name: u\n  user: {token: [1]}\n", "users[0] (u).user.token: expected text, got list"),
+        (
+            "clusters:\n- name: c\n  cluster: {insecure-skip-tls-verify: maybe}\n",
+            "clusters[0] (c).cluster.insecure_skip_tls_verify: expected true or false, got 'maybe'",
+        ),
     ],
 )
 def test_broken_file(tmp_path: Path, text: str, expected: str) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import cattrs
 import yaml
 from cattrs.gen import make_dict_structure_fn, override
 
@@ -34,6 +33,7 @@ from trunner.kube.auth import (
     TokenFileAuth,
 )
 from trunner.kube.errors import KubeConfigError
+from trunner.wire import WireConverter, WireError, structure
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -113,8 +113,9 @@ class _Context:
     namespace: str = ""
 
 
-def _converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=False)
+def _converter() -> WireConverter:
+    # kubeconfig keys are hyphenated; client-go accepts numbers as text and "true"/"false" as flags.
+    conv = WireConverter(forbid_extra_keys=False, camel_case=False)
 
     def text(value: Any, _: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -156,12 +157,6 @@ def _converter() -> cattrs.Converter:
 
 
 _conv = _converter()
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc))
-    return str(exc)
 
 
 @attrs.define
@@ -211,11 +206,11 @@ def _read_file(path: Path, merged: _Merged) -> None:
             if not isinstance(body, dict):
                 raise KubeConfigError(where, f"{section}[{index}] ({name}).{body_key}: expected a mapping")
             try:
-                parsed = _conv.structure(body, model)
-            except Exception as exc:
-                raise KubeConfigError(
-                    where, f"{section}[{index}] ({name}).{body_key}: {_describe(exc)}"
-                ) from None
+                parsed = structure(
+                    body, model, root=f"{section}[{index}] ({name}).{body_key}", converter=_conv
+                )
+            except WireError as exc:
+                raise KubeConfigError(where, str(exc)) from None
             target.setdefault(name, (parsed, path))
     current = data.get("current-context")
     if current and not merged.current_context:
