@@ -131,6 +131,27 @@ def _single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException
     return leaves[0] if len(leaves) == 1 else group
 
 
+@asynccontextmanager
+async def _reader_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery for a WebSocket's reader task that keeps running while the caller is being
+    cancelled, until this context exits: the close handshake after a cancelled exec needs the
+    reader to receive the server's close frame, or ``aclose`` waits out its whole timeout."""
+    async with trio.open_nursery() as outer:
+        shield = trio.CancelScope(shield=True)
+
+        async def hold(task_status: trio.TaskStatus[trio.Nursery]) -> None:
+            with shield:
+                async with trio.open_nursery() as inner:
+                    task_status.started(inner)
+                    await trio.sleep_forever()
+
+        nursery: trio.Nursery = await outer.start(hold)
+        try:
+            yield nursery
+        finally:
+            shield.cancel()
+
+
 class KubeClient:
     """A connection to one API server. Create with :meth:`open`; safe to share between tasks."""
 
@@ -408,7 +429,7 @@ class KubeClient:
             connected = False
             watched: list[_HandshakeStream] = []
             try:
-                async with trio.open_nursery() as nursery:
+                async with _reader_nursery() as nursery:
                     ws = await self._ws_handshake(
                         nursery,
                         resource,
@@ -423,7 +444,6 @@ class KubeClient:
                     finally:
                         with trio.CancelScope(shield=True), trio.move_on_after(close_timeout):
                             await ws.aclose()
-                        nursery.cancel_scope.cancel()
                 return
             except BaseExceptionGroup as group:
                 single = _single_exception(group)
