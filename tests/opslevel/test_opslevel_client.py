@@ -369,7 +369,7 @@ async def test_401_says_how_to_set_the_token_in_one_line(double: OpsLevelDouble)
             await client.check_token()
     message = str(caught.value)
     assert "\n" not in message
-    assert "export OPSLEVEL_API_TOKEN=XXX" in message
+    assert "export OPSLEVEL_API_TOKEN=<token>" in message
     assert "wrong-token-value" not in message
     assert len(double.calls) == 1
 

@@ -466,7 +466,7 @@ async def test_a_rejected_token_exits_1_with_one_clear_line(
         logging.getLogger("trunner").propagate = False
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert "export OPSLEVEL_API_TOKEN=XXX" in errors[0] and "\n" not in errors[0]
+    assert "export OPSLEVEL_API_TOKEN=<token>" in errors[0] and "\n" not in errors[0]
     assert "not-the-token" not in caplog.text
     assert [c.operation for c in double.calls] == ["account"]
 

@@ -123,7 +123,7 @@ async def test_a_rejected_token_exits_1_with_one_line_and_no_token(
     assert code == 1
     errors = [line for line in runner.stderr.splitlines() if " ERRO " in line]
     assert len(errors) == 1, runner.stderr
-    assert "export OPSLEVEL_API_TOKEN=XXX" in errors[0]
+    assert "export OPSLEVEL_API_TOKEN=<token>" in errors[0]
     assert "wrong-secret-token" not in runner.stderr
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import attrs
 
-TOKEN_HINT = "set a valid token with 'export OPSLEVEL_API_TOKEN=XXX' or '--api-token=XXX'"
+TOKEN_HINT = "set a valid token with 'export OPSLEVEL_API_TOKEN=<token>' or '--api-token=<token>'"
 
 
 class ApiError(Exception):
