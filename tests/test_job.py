@@ -271,6 +271,14 @@ async def test_metrics_count_shipped_and_dropped(autojump_clock):
         JOB, executor=ScriptedExecutor([b"a\nb\n"]), sink=sink, settings=SETTINGS, metrics=metrics.logs
     )
     assert metrics.registry.get_sample_value("trunner_log_lines_shipped_total", {"runner": ""}) == 2
+    await run_job(
+        JOB,
+        executor=ScriptedExecutor([b"x" * 3000 + b"\n"]),
+        sink=sink,
+        settings=SETTINGS,
+        metrics=metrics.logs,
+    )
+    assert metrics.registry.get_sample_value("trunner_log_lines_cut_total", {"runner": ""}) == 2
 
 
 def test_zero_log_size_is_rejected_not_unbounded():

@@ -86,7 +86,7 @@ class Pipeline:
 
     def feed(self, stream: Stream, data: bytes) -> None:
         if data:
-            self._process(stream, self._splitters[stream].feed(data))
+            self._split(stream, data)
 
     def note(self, text: str) -> None:
         block = self._masker.mask(markers.note(text).replace(b"\n", b" "))
@@ -96,8 +96,8 @@ class Pipeline:
 
     def finish(self) -> Batch | None:
         """Flush unfinished lines and return the final batch."""
-        for stream, splitter in self._splitters.items():
-            self._process(stream, splitter.finish())
+        for stream in self._splitters:
+            self._split(stream, None)
         self._outcome_vars.finish()
         self._drain_warnings()
         return self.batcher.final_batch()
@@ -122,6 +122,14 @@ class Pipeline:
 
     # --- internals ---
 
+    def _split(self, stream: Stream, data: bytes | None) -> None:
+        """Feed ``data`` to the stream's splitter (None: the end of the stream) and process it."""
+        splitter = self._splitters[stream]
+        cuts = splitter.cuts
+        self._process(stream, splitter.feed(data) if data is not None else splitter.finish())
+        if splitter.cuts != cuts and self._metrics is not None:
+            self._metrics.lines_cut.inc(splitter.cuts - cuts)
+
     def _process(self, stream: Stream, segments: list[Segment]) -> None:
         for block, continues in segments:
             block = to_utf8(block)
@@ -145,7 +153,3 @@ class Pipeline:
         warnings, self._outcome_vars.warnings = self._outcome_vars.warnings, []
         for warning in warnings:
             self.note(warning)
-
-    @property
-    def lines_cut(self) -> int:
-        return sum(s.cuts for s in self._splitters.values())
