@@ -18,7 +18,6 @@ class ConsoleSink:
     def __init__(self, label: str = "", out: TextIO | None = None) -> None:
         self._label = f"{label} | " if label else ""
         self._out = out if out is not None else sys.stdout
-        self.lines: list[str] = []
         self.outcome: JobOutcome | None = None
 
     async def ship(self, batch: Batch) -> None:

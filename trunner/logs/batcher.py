@@ -43,7 +43,6 @@ class Batcher:
         self._dropping_cut_line = False
         self.last_handoff = trio.current_time()
         self.dropped_lines = 0
-        self.dropped_bytes = 0
         self._changed = trio.Event()
 
     @property
@@ -152,7 +151,6 @@ class Batcher:
         self._unannounced_lines += lines
         self._unannounced_bytes += size
         self.dropped_lines += lines
-        self.dropped_bytes += size
         if self._metrics is not None:
             self._metrics.lines_dropped.inc(lines)
             self._metrics.bytes_dropped.inc(size)

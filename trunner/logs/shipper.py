@@ -54,9 +54,6 @@ class Shipper:
         self._unannounced_bytes = 0
         self._last_error = ""
         self.lost_lines = 0
-        self.lost_bytes = 0
-        self.lost_batches = 0
-        self.shipped_lines = 0
         self.in_flight: Batch | None = None
 
     async def run(self) -> None:
@@ -115,7 +112,6 @@ class Shipper:
                 return
             break
         self._unannounced_lines = self._unannounced_bytes = 0
-        self.shipped_lines += batch.line_count
         if self._metrics is not None:
             self._metrics.batches_shipped.inc()
             self._metrics.lines_shipped.inc(batch.line_count)
@@ -131,8 +127,6 @@ class Shipper:
         self._unannounced_lines += batch.line_count
         self._unannounced_bytes += batch.size
         self.lost_lines += batch.line_count
-        self.lost_bytes += batch.size
-        self.lost_batches += 1
         if self._metrics is not None:
             self._metrics.batches_failed.inc()
             self._metrics.lines_dropped.inc(batch.line_count)
