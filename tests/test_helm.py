@@ -26,15 +26,10 @@ import trunner
 from tests.doubles import kube_store
 from tests.doubles.kube import serve_kube_api
 from tests.doubles.kube_exec import Exit, Stdout
+from tests.doubles.opslevel import OpsLevelDouble
 from tests.kube.transport_support import NS, RecordingFeed, client_for
 from tests.test_executor_kubernetes import CONFIG, JOB, NAME, NOW, plant_leftovers
-from tests.test_scaling import (
-    DEPLOYMENT,
-    AdvisingDouble,
-    ScaleSubresourceDouble,
-    add_runner_objects,
-    opslevel_client,
-)
+from tests.test_scaling import DEPLOYMENT, add_runner_objects, opslevel_client
 from trunner import config as trunner_config
 from trunner.executors.kubernetes import KubernetesExecutor
 from trunner.scaling import ScalingSettings, serve_scaling
@@ -784,7 +779,7 @@ def required_permissions(request: Any) -> list[ApiCall]:
 
 
 async def test_the_roles_allow_every_request_of_a_job_and_of_scaling(
-    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+    chart: helm.Chart, autojump_clock: trio.abc.Clock
 ) -> None:
     """A job (with leftovers of a crashed predecessor to delete) through the Kubernetes executor, and two
     runners electing a leader that scales, against the Kubernetes API double; every request it recorded
@@ -793,7 +788,6 @@ async def test_the_roles_allow_every_request_of_a_job_and_of_scaling(
         chart, {**TOKEN, "fullnameOverride": DEPLOYMENT, "scaling": {"enabled": True}}, namespace=NS
     )
     assert rendered.flag("--runner-deployment") == DEPLOYMENT
-    monkeypatch.setattr(kube_double, "KubeApiDouble", ScaleSubresourceDouble)
     async with serve_kube_api() as api, trio.open_nursery() as nursery:
         add_runner_objects(api)
         plant_leftovers(api)
@@ -803,8 +797,8 @@ async def test_the_roles_allow_every_request_of_a_job_and_of_scaling(
             assert await executor.delete_leftovers() == 6
             result = await executor.run(JOB, RecordingFeed())
             assert result.exit_code == 0
-        opslevel: AdvisingDouble = await nursery.start(AdvisingDouble().serve)
-        opslevel.recommendation = 5
+        opslevel: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
+        opslevel.recommended_replicas = 5
         settings = ScalingSettings(
             scaling_enabled=True, runner_deployment=DEPLOYMENT, runner_pod_namespace=NS
         )
@@ -841,7 +835,7 @@ async def test_the_roles_allow_every_request_of_a_job_and_of_scaling(
 
 async def scaling_runner(
     api: kube_double.KubeApiDouble,
-    opslevel: AdvisingDouble,
+    opslevel: OpsLevelDouble,
     settings: ScalingSettings,
     pod: str,
     scope: trio.CancelScope,

@@ -15,9 +15,8 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
-import tests.doubles.kube as kube_double
 from tests.doubles.kube import KubeApiDouble, RecordedRequest, serve_kube_api
-from tests.doubles.kube_store import ApiFailure, Obj, ResourcePath, conflict, invalid
+from tests.doubles.kube_store import Obj, ResourcePath
 from tests.doubles.opslevel import Delay, HttpStatus, OpsLevelDouble
 from tests.kube.transport_support import NS, client_for
 from trunner.config import ConfigError, SettingsSource, load
@@ -43,73 +42,6 @@ DEPLOYMENT = "runner"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{DEPLOYMENT}"
 SCALE_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/{DEPLOYMENT}/scale"
 TIMINGS = LeaseTimings()
-
-
-# --- doubles -----------------------------------------------------------------------------------------
-
-
-def scale_of(deployment: Obj) -> Obj:
-    """The apiserver's autoscaling/v1 Scale view of a Deployment."""
-    meta = deployment["metadata"]
-    match_labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return {
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            key: meta[key]
-            for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-            if key in meta
-        },
-        "spec": {"replicas": deployment["spec"].get("replicas", 1)},
-        "status": {
-            "replicas": (deployment.get("status") or {}).get("replicas", 0),
-            "selector": ",".join(f"{k}={v}" for k, v in sorted(match_labels.items())),
-        },
-    }
-
-
-class ScaleSubresourceDouble(KubeApiDouble):
-    """The shared double plus ``deployments/{name}/scale`` (GET and PUT), which it does not serve yet:
-    the Scale shares the Deployment's resourceVersion, a stale one is a 409 Conflict, and a PUT changes
-    only ``spec.replicas`` of the Deployment."""
-
-    def _rest_call(self, record: RecordedRequest, where: ResourcePath) -> tuple[int, Obj]:
-        if where.plural == "deployments" and where.subresource == "scale" and where.name:
-            return self._scale(record, attrs.evolve(where, subresource=""))
-        return super()._rest_call(record, where)
-
-    def _scale(self, record: RecordedRequest, deployment: ResourcePath) -> tuple[int, Obj]:
-        current = self.store.get(deployment)
-        if record.method == "GET":
-            return 200, scale_of(current)
-        if record.method != "PUT":
-            raise ApiFailure(
-                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-            )
-        body = record.json()
-        sent = (body.get("metadata") or {}).get("resourceVersion")
-        if sent and sent != current["metadata"]["resourceVersion"]:
-            raise conflict(deployment, deployment.name)
-        replicas = (body.get("spec") or {}).get("replicas", 0)
-        if not isinstance(replicas, int) or replicas < 0:
-            raise invalid(
-                deployment,
-                deployment.name,
-                "spec.replicas",
-                "Invalid value: must be greater than or equal to 0",
-            )
-        return 200, scale_of(self.store.patch(deployment, {"spec": {"replicas": replicas}}))
-
-
-class AdvisingDouble(OpsLevelDouble):
-    """The OpsLevel double with a settable runnerScale recommendation."""
-
-    recommendation: int | None = None
-
-    def _execute(self, operation: str, variables: dict[str, Any]) -> dict[str, Any]:
-        if operation == "RunnerScale" and self.recommendation is not None:
-            return {"account": {"runnerScale": {"recommendedReplicaCount": self.recommendation}}}
-        return super()._execute(operation, variables)
 
 
 def add_runner_objects(api: KubeApiDouble) -> None:
@@ -141,16 +73,15 @@ def add_runner_objects(api: KubeApiDouble) -> None:
 
 
 @pytest.fixture
-async def api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeApiDouble]:
-    monkeypatch.setattr(kube_double, "KubeApiDouble", ScaleSubresourceDouble)
+async def api() -> AsyncIterator[KubeApiDouble]:
     async with serve_kube_api() as served:
         add_runner_objects(served)
         yield served
 
 
 @pytest.fixture
-async def opslevel(nursery: trio.Nursery) -> AdvisingDouble:
-    started: AdvisingDouble = await nursery.start(AdvisingDouble().serve)
+async def opslevel(nursery: trio.Nursery) -> OpsLevelDouble:
+    started: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
     return started
 
 
@@ -441,12 +372,12 @@ async def scaler_for(
 @pytest.mark.parametrize(("recommended", "expected"), [(5, 5), (2, 2), (50, 10), (0, 1), (-4, 1)])
 async def test_the_leader_sets_the_clamped_recommendation(
     api: KubeApiDouble,
-    opslevel: AdvisingDouble,
+    opslevel: OpsLevelDouble,
     autojump_clock: trio.abc.Clock,
     recommended: int,
     expected: int,
 ) -> None:
-    opslevel.recommendation = recommended
+    opslevel.recommended_replicas = recommended
     async with scaler_for(api, opslevel) as (scaler, _, registry):
         assert await scaler.scale_once() == expected
     assert replicas(api) == expected
@@ -463,9 +394,9 @@ async def test_the_leader_sets_the_clamped_recommendation(
 
 
 async def test_minimum_and_maximum_come_from_the_settings(
-    api: KubeApiDouble, opslevel: AdvisingDouble, autojump_clock: trio.abc.Clock
+    api: KubeApiDouble, opslevel: OpsLevelDouble, autojump_clock: trio.abc.Clock
 ) -> None:
-    opslevel.recommendation = 1
+    opslevel.recommended_replicas = 1
     async with scaler_for(
         api, opslevel, runner_min_replicas=3, runner_max_replicas=4, job_concurrency_factor=7
     ) as (
@@ -474,16 +405,16 @@ async def test_minimum_and_maximum_come_from_the_settings(
         _,
     ):
         assert await scaler.scale_once() == 3
-        opslevel.recommendation = 9
+        opslevel.recommended_replicas = 9
         assert await scaler.scale_once() == 4
     assert [c.variables["jobConcurrency"] for c in opslevel.calls_to("RunnerScale")] == [21, 21]
     assert [c.variables["currentReplicaCount"] for c in opslevel.calls_to("RunnerScale")] == [2, 3]
 
 
 async def test_a_conflicting_write_is_read_again_and_retried(
-    api: KubeApiDouble, opslevel: AdvisingDouble, autojump_clock: trio.abc.Clock
+    api: KubeApiDouble, opslevel: OpsLevelDouble, autojump_clock: trio.abc.Clock
 ) -> None:
-    opslevel.recommendation = 6
+    opslevel.recommended_replicas = 6
     # Someone changes the Deployment while OpsLevel is thinking: the leader's write is then stale.
     opslevel.inject(Delay(3), operation="RunnerScale")
     async with scaler_for(api, opslevel) as (scaler, _, _), trio.open_nursery() as nursery:
@@ -507,9 +438,9 @@ async def test_a_conflicting_write_is_read_again_and_retried(
 
 
 async def test_conflicts_are_retried_a_bounded_number_of_times(
-    api: KubeApiDouble, opslevel: AdvisingDouble, autojump_clock: trio.abc.Clock
+    api: KubeApiDouble, opslevel: OpsLevelDouble, autojump_clock: trio.abc.Clock
 ) -> None:
-    opslevel.recommendation = 4
+    opslevel.recommended_replicas = 4
     api.fail(
         409,
         "Conflict",
@@ -533,9 +464,9 @@ async def test_conflicts_are_retried_a_bounded_number_of_times(
 
 
 async def test_a_failed_recommendation_skips_the_round(
-    api: KubeApiDouble, opslevel: AdvisingDouble, autojump_clock: trio.abc.Clock
+    api: KubeApiDouble, opslevel: OpsLevelDouble, autojump_clock: trio.abc.Clock
 ) -> None:
-    opslevel.recommendation = 8
+    opslevel.recommended_replicas = 8
     opslevel.inject(HttpStatus(500), operation="RunnerScale")
     async with scaler_for(api, opslevel) as (scaler, _, registry):
         assert await scaler.scale_once() is None
@@ -550,7 +481,7 @@ async def test_a_failed_recommendation_skips_the_round(
 
 
 async def test_a_missing_deployment_is_reported_not_raised(
-    api: KubeApiDouble, opslevel: AdvisingDouble, autojump_clock: trio.abc.Clock
+    api: KubeApiDouble, opslevel: OpsLevelDouble, autojump_clock: trio.abc.Clock
 ) -> None:
     async with scaler_for(api, opslevel, runner_deployment="nope") as (scaler, _, registry):
         assert await scaler.scale_once() is None
@@ -625,9 +556,9 @@ async def test_deletion_cost_is_retried_after_a_failure(
 
 
 async def test_only_the_leader_scales_every_interval_and_a_successor_takes_over(
-    api: KubeApiDouble, opslevel: AdvisingDouble, autojump_clock: trio.abc.Clock
+    api: KubeApiDouble, opslevel: OpsLevelDouble, autojump_clock: trio.abc.Clock
 ) -> None:
-    opslevel.recommendation = 4
+    opslevel.recommended_replicas = 4
     settings = ScalingSettings(scaling_enabled=True, runner_deployment=DEPLOYMENT, runner_pod_namespace=NS)
     registries = {"runner-a": CollectorRegistry(), "runner-b": CollectorRegistry()}
 
@@ -666,7 +597,7 @@ async def test_only_the_leader_scales_every_interval_and_a_successor_takes_over(
                 found is not None and found["metadata"]["annotations"][DELETION_COST_ANNOTATION] == expected
             )
         scopes["runner-a"].cancel()
-        opslevel.recommendation = 6
+        opslevel.recommended_replicas = 6
         await trio.sleep(10)
         assert leading("runner-b") and not leading("runner-a")
         assert replicas(api) == 6
@@ -674,7 +605,7 @@ async def test_only_the_leader_scales_every_interval_and_a_successor_takes_over(
         nursery.cancel_scope.cancel()
 
 
-async def test_serve_scaling_refuses_unusable_settings(api: KubeApiDouble, opslevel: AdvisingDouble) -> None:
+async def test_serve_scaling_refuses_unusable_settings(api: KubeApiDouble, opslevel: OpsLevelDouble) -> None:
     async with client_for(api) as kube, opslevel_client(opslevel) as client:
         with pytest.raises(ConfigError, match="RUNNER_POD_NAME"):
             await serve_scaling(
@@ -691,10 +622,10 @@ async def test_serve_scaling_refuses_unusable_settings(api: KubeApiDouble, opsle
 
 
 async def test_run_scaling_reads_its_settings_and_kubeconfig(
-    api: KubeApiDouble, opslevel: AdvisingDouble, autojump_clock: trio.abc.Clock, tmp_path: Path
+    api: KubeApiDouble, opslevel: OpsLevelDouble, autojump_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
-    opslevel.recommendation = 3
+    opslevel.recommended_replicas = 3
     environ = {
         "KUBECONFIG": str(kubeconfig),
         "SCALING_ENABLED": "true",

@@ -4,7 +4,9 @@ on one port, as the apiserver serves them (k8s_exec.md sections 1-8).
 * REST for any namespaced resource, core (``/api/v1/namespaces/{ns}/{plural}``) or grouped
   (``/apis/{group}/{version}/namespaces/{ns}/{plural}``): create (201), get, list (label and
   field selectors, limit/continue), replace (resourceVersion conflicts), merge patch, delete
-  (pods: 200 with the pod; others: a Status), deletecollection, the ``status`` subresource.
+  (pods: 200 with the pod; others: a Status), deletecollection, the ``status`` subresource, the
+  ``scale`` subresource of Deployments, ReplicaSets and StatefulSets (an autoscaling/v1 Scale: get,
+  replace with resourceVersion conflicts, merge patch; it changes only ``spec.replicas``).
   Errors are full ``metav1.Status`` bodies. Every request is recorded.
 * Watch (``?watch=1``): chunked JSON lines from a resourceVersion, bookmarks on request, ERROR
   410 Expired for a compacted resourceVersion, ``timeoutSeconds``.
@@ -59,6 +61,7 @@ from tests.doubles.kube_exec import (
     internal_error_status,
 )
 from tests.doubles.kube_store import (
+    WITH_SCALE_SUBRESOURCE,
     ApiFailure,
     Obj,
     ResourcePath,
@@ -71,6 +74,7 @@ from tests.doubles.kube_store import (
     go_json,
     label_matcher,
     list_body,
+    merge_patch,
     now_rfc3339,
     page,
     parse_path,
@@ -462,6 +466,8 @@ class KubeApiDouble:
 
     def _rest_call(self, record: RecordedRequest, where: ResourcePath) -> tuple[int, Obj]:
         method = record.method
+        if where.subresource == "scale" and where.name and where.plural in WITH_SCALE_SUBRESOURCE:
+            return self._scale_call(record, attrs.evolve(where, subresource=""))
         if where.subresource and where.subresource != "status":
             raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
         if not where.name:
@@ -494,20 +500,28 @@ class KubeApiDouble:
         if method == "PUT":
             return 200, self.store.replace(where, _json_body(record), subresource=where.subresource)
         if method == "PATCH":
-            kind = (record.header("content-type") or "").split(";")[0].strip()
-            if kind not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-                raise ApiFailure(
-                    415,
-                    "UnsupportedMediaType",
-                    "the body of the request was in an unknown format - accepted media types include: "
-                    "application/merge-patch+json, application/strategic-merge-patch+json",
-                )
-            return 200, self.store.patch(where, _json_body(record), subresource=where.subresource)
+            return 200, self.store.patch(where, _patch_body(record), subresource=where.subresource)
         if method == "DELETE" and not where.subresource:
             obj = self._delete(where, record)
             if where.plural == "pods":
                 return 200, obj
             return 200, delete_status(where, obj)
+        raise ApiFailure(
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
+
+    def _scale_call(self, record: RecordedRequest, scaled: ResourcePath) -> tuple[int, Obj]:
+        """``{plural}/{name}/scale``: the autoscaling/v1 Scale view of ``scaled``; a PATCH is merged
+        into the current Scale and then stored as a PUT of the result would be."""
+        if record.method == "GET":
+            return 200, self.store.get_scale(scaled)
+        if record.method == "PUT":
+            return 200, self.store.update_scale(scaled, _json_body(record))
+        if record.method == "PATCH":
+            patch = _patch_body(record)
+            if not isinstance(patch, dict):
+                raise bad_request("the body of the request was in an unknown format")
+            return 200, self.store.update_scale(scaled, merge_patch(self.store.get_scale(scaled), patch))
         raise ApiFailure(
             405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
         )
@@ -951,6 +965,18 @@ def _json_body(record: RecordedRequest) -> Any:
         return json.loads(record.body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise bad_request("the body of the request was in an unknown format") from None
+
+
+def _patch_body(record: RecordedRequest) -> Any:
+    kind = (record.header("content-type") or "").split(";")[0].strip()
+    if kind not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        raise ApiFailure(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: "
+            "application/merge-patch+json, application/strategic-merge-patch+json",
+        )
+    return _json_body(record)
 
 
 def _reason(code: int) -> bytes:

@@ -41,6 +41,8 @@ KINDS = {
 WITH_STATUS_SUBRESOURCE = frozenset(
     {"pods", "poddisruptionbudgets", "deployments", "replicasets", "statefulsets", "jobs", "services"}
 )
+WITH_SCALE_SUBRESOURCE = frozenset({"deployments", "replicasets", "statefulsets"})
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -164,22 +166,33 @@ def already_exists(where: ResourcePath, name: str) -> ApiFailure:
     )
 
 
-def conflict(where: ResourcePath, name: str) -> ApiFailure:
+OPTIMISTIC_LOCK = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
+
+
+def conflict(where: ResourcePath, name: str, why: str = OPTIMISTIC_LOCK) -> ApiFailure:
     return ApiFailure(
         409,
         "Conflict",
-        f'Operation cannot be fulfilled on {where.qualified} "{name}": the object has been modified; '
-        "please apply your changes to the latest version and try again",
+        f'Operation cannot be fulfilled on {where.qualified} "{name}": {why}',
         _details(where, name),
     )
 
 
 def invalid(where: ResourcePath, name: str, field: str, detail: str) -> ApiFailure:
-    message = f'{where.kind} "{name}" is invalid: {field}: {detail}'
-    details = _details(where, name)
-    details["kind"] = where.kind
+    return invalid_kind(where.group, where.kind, name, field, detail)
+
+
+def invalid_kind(group: str, kind: str, name: str, field: str, detail: str) -> ApiFailure:
+    """``errors.NewInvalid(GroupKind, name, errs)``: the kind is named ``Kind.group`` unless core."""
+    qualified = f"{kind}.{group}" if group else kind
+    details: Obj = {"name": name}
+    if group:
+        details["group"] = group
+    details["kind"] = kind
     details["causes"] = [{"reason": "FieldValueInvalid", "message": detail, "field": field}]
-    return ApiFailure(422, "Invalid", message, details)
+    return ApiFailure(422, "Invalid", f'{qualified} "{name}" is invalid: {field}: {detail}', details)
 
 
 def bad_request(message: str) -> ApiFailure:
@@ -259,6 +272,29 @@ def field_matcher(selector: str) -> Callable[[Obj], bool]:
 
         checks.append(check)
     return lambda obj: all(check(obj) for check in checks)
+
+
+def selector_string(selector: Obj | None) -> str:
+    """A ``metav1.LabelSelector`` as ``LabelSelectorAsSelector(...).String()`` writes it: requirements
+    sorted by key, ``k=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``, ``!k``, values sorted."""
+    if not selector:
+        return ""
+    terms: list[tuple[str, str]] = [
+        (key, f"{key}={value}") for key, value in (selector.get("matchLabels") or {}).items()
+    ]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key", ""), expression.get("operator", "")
+        values = ",".join(sorted(expression.get("values") or []))
+        written = {
+            "In": f"{key} in ({values})",
+            "NotIn": f"{key} notin ({values})",
+            "Exists": key,
+            "DoesNotExist": f"!{key}",
+        }.get(operator)
+        if written is None:
+            raise bad_request(f'"{operator}" is not a valid label selector operator')
+        terms.append((key, written))
+    return ",".join(text for _, text in sorted(terms, key=lambda term: term[0]))
 
 
 # --- merge patch ---------------------------------------------------------------------------------
@@ -446,6 +482,60 @@ class Store:
         self._emit("MODIFIED", where.collection, updated)
         return copy.deepcopy(updated)
 
+    def get_scale(self, where: ResourcePath) -> Obj:
+        """GET ``{plural}/{name}/scale`` (``where`` names the scaled object itself)."""
+        return scale_of(self.get(where))
+
+    def update_scale(self, where: ResourcePath, scale: Any) -> Obj:
+        """PUT ``{plural}/{name}/scale`` as the apps registry's ScaleREST does it: the Scale is
+        decoded and validated, a ``metadata.uid`` is a precondition, a stale ``metadata.resourceVersion``
+        a 409 Conflict (none means unconditional), and only the object's ``spec.replicas`` changes."""
+        current = self.get(where)
+        if not isinstance(scale, dict):
+            raise bad_request("the body of the request was in an unknown format")
+        for field, value, go_type in (
+            ("Scale.metadata", scale.get("metadata"), "v1.ObjectMeta"),
+            ("Scale.spec", scale.get("spec"), "v1.ScaleSpec"),
+        ):
+            if value is not None and not isinstance(value, dict):
+                raise undecodable_scale(value, field, go_type)
+        replicas = (scale.get("spec") or {}).get("replicas")
+        if replicas is None:
+            replicas = 0
+        if (
+            isinstance(replicas, bool)
+            or not isinstance(replicas, int)
+            or not INT32_MIN <= replicas <= INT32_MAX
+        ):
+            raise undecodable_scale(replicas, "ScaleSpec.spec.replicas", "int32")
+        if replicas < 0:
+            raise invalid_kind(
+                "autoscaling",
+                "Scale",
+                where.name,
+                "spec.replicas",
+                f"Invalid value: {replicas}: must be greater than or equal to 0",
+            )
+        metadata = scale.get("metadata") or {}
+        if metadata.get("name") not in (None, "", where.name):
+            raise bad_request(
+                f"the name of the object ({metadata['name']}) does not match the name on the URL ({where.name})"
+            )
+        uid = metadata.get("uid")
+        if uid and uid != current["metadata"]["uid"]:
+            raise conflict(
+                attrs.evolve(where, plural=f"{where.plural}/scale"),
+                where.name,
+                f"Precondition failed: UID in precondition: {uid}, "
+                f"UID in object meta: {current['metadata']['uid']}",
+            )
+        sent_rv = metadata.get("resourceVersion")
+        if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
+            raise conflict(where, where.name)
+        scaled = copy.deepcopy(current)
+        scaled.setdefault("spec", {})["replicas"] = replicas
+        return scale_of(self._store_update(where, current, scaled, ""))
+
     def mutate(self, where: ResourcePath, change: Callable[[Obj], None]) -> Obj:
         """Change a stored object in place as a controller (the kubelet, the scheduler) would."""
         current = self.get(where)
@@ -470,6 +560,53 @@ class Store:
         for event in self.history:
             if event.resource_version > revision and event.collection == collection:
                 yield event
+
+
+def scale_of(scaled: Obj) -> Obj:
+    """The ``autoscaling/v1`` Scale view of a Deployment, ReplicaSet or StatefulSet (the registry's
+    ``scaleFromDeployment``); ``spec.replicas`` and ``status.selector`` are omitted when empty."""
+    meta = scaled["metadata"]
+    spec = scaled.get("spec") or {}
+    scale: Obj = {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            key: meta[key]
+            for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if key in meta
+        },
+        "spec": {},
+        "status": {"replicas": (scaled.get("status") or {}).get("replicas", 0)},
+    }
+    # An apps/v1 object without spec.replicas was defaulted to 1 when it was created.
+    replicas = spec.get("replicas", 1)
+    if replicas:
+        scale["spec"]["replicas"] = replicas
+    selector = selector_string(spec.get("selector"))
+    if selector:
+        scale["status"]["selector"] = selector
+    return scale
+
+
+def undecodable_scale(value: Any, field: str, go_type: str) -> ApiFailure:
+    """The 400 of a body that does not decode as a Scale (Go's UnmarshalTypeError)."""
+    return bad_request(
+        'Scale in version "v1" cannot be handled as a Scale: json: cannot unmarshal '
+        f"{_json_type(value)} into Go struct field {field} of type {go_type}"
+    )
+
+
+def _json_type(value: Any) -> str:
+    """How Go's encoding/json names a JSON value in an UnmarshalTypeError."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return f"number {value}"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else "null"
 
 
 def decode_secret_value(secret: Obj, key: str) -> str | None:

@@ -265,6 +265,8 @@ class OpsLevelDouble:
         self.lines: dict[str, list[str]] = {}
         self.line_counts: dict[str, int] = {}
         self.outcomes: dict[str, list[Outcome]] = {}
+        self.recommended_replicas: int | None = None
+        """What ``runnerScale`` recommends; None recommends the caller's ``currentReplicaCount``."""
         self.port = 0
         self._rules: list[_Rule] = []
         self._runner_ids = itertools.count(1)
@@ -483,7 +485,10 @@ class OpsLevelDouble:
             self.runners[runner.id] = runner
             return {"runnerRegister": {"runner": {"id": runner.id, "status": "registered"}, "errors": []}}
         if operation == "RunnerScale":
-            return {"account": {"runnerScale": {"recommendedReplicaCount": variables["currentReplicaCount"]}}}
+            recommended = self.recommended_replicas
+            if recommended is None:
+                recommended = variables["currentReplicaCount"]
+            return {"account": {"runnerScale": {"recommendedReplicaCount": recommended}}}
         if operation == "RunnerUnregister":
             runner_id = str(variables["runnerId"])
             if runner_id not in self.runners:

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from tests.doubles.kube import PodBehaviour, serve_kube_api
-from tests.doubles.kube_store import ApiFailure, label_matcher, merge_patch
+from tests.doubles.kube_store import ApiFailure, label_matcher, merge_patch, selector_string
 from tests.kube.transport_support import NS, POD, client_for
 from trunner.kube.client import KubeClient, WatchEventType
 from trunner.kube.errors import ApiError, BadRequest, Conflict, Invalid, NotFound
@@ -254,9 +254,72 @@ def test_label_selector_grammar() -> None:
         label_matcher("app=(x")
 
 
+def test_a_label_selector_is_written_as_the_apiserver_writes_it() -> None:
+    selector = {
+        "matchLabels": {"tier": "ci"},
+        "matchExpressions": [
+            {"key": "zone", "operator": "NotIn", "values": ["b", "a"]},
+            {"key": "app", "operator": "Exists"},
+            {"key": "legacy", "operator": "DoesNotExist"},
+        ],
+    }
+    assert selector_string(selector) == "app,!legacy,tier=ci,zone notin (a,b)"
+    assert label_matcher(selector_string(selector))({"app": "x", "tier": "ci", "zone": "c"})
+    assert selector_string(None) == selector_string({}) == ""
+
+
 def test_merge_patch_rfc7386() -> None:
     assert merge_patch({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"b": None, "e": 3}, "d": [2]}) == {
         "a": {"c": 2, "e": 3},
         "d": [2],
     }
     assert merge_patch({"a": 1}, "text") == "text"
+
+
+async def test_scale_subresource_validation_and_preconditions(autojump_clock: trio.testing.MockClock) -> None:
+    async with serve_kube_api() as api, client_for(api) as client:
+        await client.request(
+            "POST",
+            DEPLOYMENTS,
+            json={
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "runner"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "runner"}}},
+            },
+        )
+        scale_path = f"{DEPLOYMENTS}/runner/scale"
+        scale = await client.request("GET", scale_path)
+        assert scale["status"] == {"replicas": 0, "selector": "app=runner"}
+        with pytest.raises(Invalid) as negative:
+            await client.request("PUT", scale_path, json=dict(scale, spec={"replicas": -1}))
+        assert negative.value.message == (
+            'Scale.autoscaling "runner" is invalid: spec.replicas: Invalid value: -1: '
+            "must be greater than or equal to 0"
+        )
+        assert negative.value.status.details is not None
+        assert negative.value.status.details.group == "autoscaling"
+        assert negative.value.status.details.kind == "Scale"
+        with pytest.raises(BadRequest, match="cannot unmarshal string into Go struct field ScaleSpec"):
+            await client.request("PUT", scale_path, json=dict(scale, spec={"replicas": "3"}))
+        with pytest.raises(Conflict, match=r'deployments/scale\.apps "runner": Precondition failed: UID'):
+            await client.request(
+                "PUT", scale_path, json=dict(scale, metadata=dict(scale["metadata"], uid="other"))
+            )
+        unconditional = {"metadata": {"name": "runner"}, "spec": {"replicas": 4}}
+        assert (await client.request("PUT", scale_path, json=unconditional))["spec"] == {"replicas": 4}
+        patched = await client.request("PATCH", scale_path, json={"spec": {"replicas": 6}})
+        assert patched["spec"] == {"replicas": 6}
+        with pytest.raises(Conflict):
+            await client.request(
+                "PATCH", scale_path, json={"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 1}}
+            )
+        deployment = api.get("deployments", "runner", namespace=NS, api_version="apps/v1")
+        assert deployment is not None
+        assert deployment["spec"] == {"replicas": 6, "selector": {"matchLabels": {"app": "runner"}}}
+        with pytest.raises(ApiError, match="405 MethodNotAllowed"):
+            await client.request("DELETE", scale_path)
+        with pytest.raises(NotFound, match='deployments.apps "other" not found'):
+            await client.request("GET", f"{DEPLOYMENTS}/other/scale")
+        with pytest.raises(NotFound, match="the server could not find the requested resource"):
+            await client.request("GET", f"{CONFIGMAPS}/runner/scale")

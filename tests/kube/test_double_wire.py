@@ -229,3 +229,76 @@ async def test_token_as_a_websocket_subprotocol_is_not_confused_with_channels(
         offered = f"base64url.bearer.authorization.k8s.io.{token}, v5.channel.k8s.io"
         response = await exchange(api.port, upgrade(path, [offered]))
         assert b"Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n" in response
+
+
+async def test_scale_subresource_bodies_are_the_apiservers(autojump_clock: trio.testing.MockClock) -> None:
+    """GET and PUT of ``deployments/{name}/scale`` as the apps registry's ScaleREST answers: the
+    autoscaling/v1 Scale (``spec.replicas`` omitted at 0, the selector as a string), a stale
+    resourceVersion a 409 with a full Status, and a successful PUT a MODIFIED Deployment on a watch."""
+    deployments = f"/apis/apps/v1/namespaces/{NS}/deployments"
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "runner"},
+        "spec": {
+            "replicas": 2,
+            "selector": {
+                "matchLabels": {"app": "runner", "tier": "jobs"},
+                "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod", "dev"]}],
+            },
+        },
+        "status": {"replicas": 2},
+    }
+    async with serve_kube_api() as api:
+        async with client_for(api) as client:
+            created = await client.request("POST", deployments, json=deployment)
+        meta = created["metadata"]
+        status, headers, body = split(await exchange(api.port, http("GET", f"{deployments}/runner/scale")))
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["content-type"] == "application/json"
+        assert body == (
+            b'{"kind":"Scale","apiVersion":"autoscaling/v1","metadata":{"name":"runner","namespace":"'
+            + NS.encode()
+            + b'","uid":"'
+            + meta["uid"].encode()
+            + b'","resourceVersion":"'
+            + meta["resourceVersion"].encode()
+            + b'","creationTimestamp":"'
+            + meta["creationTimestamp"].encode()
+            + b'"},"spec":{"replicas":2},"status":{"replicas":2,"selector":"app=runner,env in (dev,prod),tier=jobs"}}\n'
+        )
+        scale = json.loads(body)
+
+        stale = dict(scale, metadata=dict(scale["metadata"], resourceVersion="1"), spec={"replicas": 5})
+        put = http("PUT", f"{deployments}/runner/scale", json.dumps(stale).encode())
+        status, _, body = split(await exchange(api.port, put))
+        assert status == "HTTP/1.1 409 Conflict"
+        assert body == (
+            b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Operation cannot be '
+            b'fulfilled on deployments.apps \\"runner\\": the object has been modified; please apply your changes '
+            b'to the latest version and try again","reason":"Conflict","details":{"name":"runner","group":"apps",'
+            b'"kind":"deployments"},"code":409}\n'
+        )
+
+        to_zero = dict(scale, spec={"replicas": 0})
+        status, _, body = split(
+            await exchange(api.port, http("PUT", f"{deployments}/runner/scale", json.dumps(to_zero).encode()))
+        )
+        assert status == "HTTP/1.1 200 OK"
+        written = json.loads(body)
+        assert written["spec"] == {}
+        assert int(written["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
+        stored = api.get("deployments", "runner", namespace=NS, api_version="apps/v1")
+        assert stored is not None
+        assert stored["spec"]["replicas"] == 0
+        assert stored["status"] == {"replicas": 2}
+        assert stored["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"]
+        assert stored["metadata"]["generation"] == 2
+
+        watch = f"{deployments}?watch=true&resourceVersion={meta['resourceVersion']}&timeoutSeconds=1"
+        status, _, body = split(await exchange(api.port, http("GET", watch)))
+        size, _, rest = body.partition(b"\r\n")
+        event = json.loads(rest[: int(size, 16)])
+        assert event["type"] == "MODIFIED"
+        assert event["object"]["spec"]["replicas"] == 0
+        assert event["object"]["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"]
