@@ -114,3 +114,19 @@ def test_go_runner_environment_names_for_log_settings():
     env = {"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "2048", "OPSLEVEL_JOB_POD_LOG_MAX_INTERVAL": "5"}
     loaded = load(LogSettings, environ=env)
     assert (loaded.job_pod_log_max_size, loaded.job_pod_log_max_interval) == (2048, 5.0)
+
+
+def test_the_example_config_file_resolves():
+    from pathlib import Path
+
+    from trunner.kube.settings import resolve
+    from trunner.runner import RunSettings
+
+    data, name = read_config_file(Path(__file__).parent.parent / "examples" / "opslevel.yaml")
+    source = SettingsSource(environ={}, file=data, source_name=name)
+    pod = resolve(source)
+    assert (pod.namespace, pod.lifetime, pod.resources.limits["memory"]) == ("opslevel-jobs", 1800.0, "2Gi")
+    assert source.get(RunSettings).job_concurrency == 5
+    assert source.get(LogSettings).job_pod_log_max_size == 500_000
+    overridden = SettingsSource(environ={"OPSLEVEL_JOB_POD_NAMESPACE": "other"}, file=data, source_name=name)
+    assert resolve(overridden).namespace == "other"
