@@ -96,3 +96,43 @@ def test_run_help_documents_settings_with_defaults_and_env():
         "--shutdown-grace",
     ):
         assert text in result.stdout
+
+
+async def test_test_command_runs_a_job_as_a_pod_through_the_kubeconfig(tmp_path):
+    """``trunner test --executor kubernetes`` against the Kubernetes API double, found through
+    KUBECONFIG as a real cluster would be; the double runs the exec'd commands as local processes."""
+    import os
+
+    import trio
+
+    from tests.doubles.kube import serve_kube_api
+
+    async with serve_kube_api() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLEVEL_")}
+        env.update(KUBECONFIG=str(kubeconfig), OPSLEVEL_JOB_POD_OWNER="cli-test")
+        with trio.fail_after(60):
+            result = await trio.run_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "trunner",
+                    "test",
+                    "-f",
+                    "examples/jobs/02-outcome-vars.yaml",
+                    "--executor",
+                    "kubernetes",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        stdout = result.stdout.decode()
+        assert result.returncode == 0, result.stderr.decode()
+        assert "computing a report" in stdout and "outcome: success" in stdout
+        assert "outcome variable status=green" in stdout
+        created = [r.path for r in api.requests if r.method == "POST"]
+        assert any(p.endswith("/pods") for p in created) and any(p.endswith("/configmaps") for p in created)
+        assert not api.objects("pods") and not api.objects("configmaps")
