@@ -57,6 +57,8 @@ async def run_job(
         metrics=metrics,
         log=log,
     )
+    # Shielded so a canceled job still delivers its last batches; bounded by the deadline the
+    # final flush sets on it, which always runs.
     ship_scope = trio.CancelScope(shield=True)
     result: JobOutcome | None = None
     try:
