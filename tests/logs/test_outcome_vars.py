@@ -57,3 +57,19 @@ def test_total_size_is_bounded():
 def test_invalid_key_characters_are_not_a_directive():
     parser = OutcomeVarParser()
     assert parser.filter(b"::set-outcome-var bad key=1") == b"::set-outcome-var bad key=1"
+
+
+def test_blocks_without_directives_pass_through_untouched():
+    parser = OutcomeVarParser()
+    for block in (b"plain", b"url: http://x", b"a::set-outcome-var x=1", b"x\n :: not at the start"):
+        assert parser.filter(block) is block
+    assert parser.variables() == {}
+
+
+def test_directive_on_the_first_line_or_after_colons_elsewhere():
+    parser = OutcomeVarParser()
+    assert parser.filter(b"::set-outcome-var a=1\ntime: 12:00") == b"time: 12:00"
+    assert parser.filter(
+        b"key: value\n::start-multiline-outcome-var m\nx: y\n::end-multiline-outcome-var"
+    ) == (b"key: value")
+    assert parser.variables() == {"a": "1", "m": "x: y"}

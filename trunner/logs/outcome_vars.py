@@ -20,6 +20,18 @@ MAX_TOTAL_BYTES = 1024 * 1024
 """Outcome variables are held until the job ends; this bounds that memory."""
 
 
+def _may_hold_directive(block: bytes) -> bool:
+    """Whether a line of ``block`` may start a directive. Checked before any line is split:
+    a one-byte search runs at memchr speed and longer needles skip faster than ``b"::"``."""
+    if b":" not in block:
+        return False
+    return (
+        block.startswith(b"::")
+        or b"\n::set-outcome-var" in block
+        or b"\n::start-multiline-outcome-var" in block
+    )
+
+
 class OutcomeVarParser:
     def __init__(self, max_total_bytes: int = MAX_TOTAL_BYTES) -> None:
         self._values: dict[str, str] = {}
@@ -33,7 +45,7 @@ class OutcomeVarParser:
 
     def filter(self, block: bytes) -> bytes | None:
         """``block`` without the lines consumed as directives; None when nothing is left."""
-        if self._multiline_key is None and b"::" not in block:
+        if self._multiline_key is None and not _may_hold_directive(block):
             return block
         kept: list[bytes] = []
         for line in block.split(b"\n"):
