@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 import attrs
 import trio
 
+from trunner.backoff import exponential_backoff
 from trunner.config import ConfigError
 from trunner.faktory import protocol
 from trunner.faktory.protocol import (
@@ -430,9 +431,9 @@ class Backoff:
         self._attempt = 0
 
     def next_delay(self) -> float:
-        delay = min(self.maximum, self.initial * 2**self._attempt)
-        self._attempt = min(self._attempt + 1, 32)
-        return float(delay * self._rng.uniform(0.5, 1.0))
+        delay = exponential_backoff(self._attempt, base=self.initial, cap=self.maximum, rng=self._rng)
+        self._attempt += 1
+        return delay
 
     def reset(self) -> None:
         self._attempt = 0

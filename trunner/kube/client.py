@@ -28,6 +28,7 @@ import httpx
 import trio
 import trio_websocket
 
+from trunner.backoff import exponential_backoff
 from trunner.config import positive, setting
 from trunner.kube.auth import Authenticator, Credentials, authenticator
 from trunner.kube.config import KubeConfig
@@ -243,8 +244,9 @@ class KubeClient:
     # --- retries -------------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.retry.max_delay, self.retry.base_delay * 2.0 ** (attempt - 1))
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return exponential_backoff(
+            attempt - 1, base=self.retry.base_delay, cap=self.retry.max_delay, rng=self._rng
+        )
 
     def _retry_delay(self, error: KubeError, method: str, attempt: int) -> float | None:
         """Seconds to wait before trying ``method`` again after ``error``, or None to give up."""

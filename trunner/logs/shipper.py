@@ -8,11 +8,11 @@ shipper never holds more than the one batch it is delivering.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 
 import trio
 
+from trunner.backoff import exponential_backoff
 from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.metrics import LogMetrics
@@ -27,8 +27,7 @@ def backoff(attempt: int, retry_after: float | None) -> float:
     else jittered exponential from 0.5 s, capped at 10 s."""
     if retry_after is not None:
         return max(retry_after, 0.0)
-    ceiling = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    return exponential_backoff(attempt - 1, base=_BACKOFF_FIRST, cap=_BACKOFF_CAP)
 
 
 class Shipper:

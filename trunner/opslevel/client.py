@@ -20,6 +20,7 @@ import httpx
 import trio
 
 from trunner import __version__
+from trunner.backoff import exponential_backoff
 from trunner.opslevel.errors import (
     ApiAuthenticationError,
     ApiError,
@@ -93,7 +94,7 @@ class RetryPolicy:
     def backoff(self, retry: int, rng: random.Random) -> float:
         """Wait before retry number ``retry`` (0-based): exponential, capped, with jitter in [50%, 100%]
         so that many runners failing together do not retry together."""
-        return min(self.cap, self.base * 2.0**retry) * rng.uniform(0.5, 1.0)
+        return exponential_backoff(retry, base=self.base, cap=self.cap, rng=rng)
 
 
 NO_RETRIES = RetryPolicy(max_retries=0, total=0.0)

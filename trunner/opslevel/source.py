@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from trunner.backoff import exponential_backoff
 from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.shipper import backoff
@@ -134,8 +135,7 @@ class PendingJobSource:
         ``poll_interval`` doubling to ``poll_error_backoff_max``, jittered to 50-100 %, and never
         shorter than the server's ``Retry-After`` (up to the same cap)."""
         cap = self._settings.poll_error_backoff_max
-        ceiling = min(cap, self._settings.poll_interval * 2.0 ** min(failures - 1, 32))
-        wait = self._rng.uniform(ceiling / 2, ceiling)
+        wait = exponential_backoff(failures - 1, base=self._settings.poll_interval, cap=cap, rng=self._rng)
         if retry_after is not None:
             wait = max(wait, min(retry_after, cap))
         return wait
