@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
@@ -21,9 +22,9 @@ from trunner.logs.batch import Batch
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.pipeline import Pipeline
 from trunner.logs.settings import LogSettings
-from trunner.logs.shipper import Shipper, backoff
+from trunner.logs.shipper import Shipper, deliver
 from trunner.models import JobOutcome, Outcome, RunnerJob
-from trunner.sinks import ShipError, Sink
+from trunner.sinks import Sink
 
 CHANNEL_CAPACITY = 2
 """Batches queued between the drain and the shipper: part of the 4 x log_max_size bound."""
@@ -165,23 +166,12 @@ def _complete(result: JobOutcome | None, pipeline: Pipeline, shipper: Shipper) -
 async def _report(
     sink: Sink, outcome: JobOutcome, timeout: float, log: logging.LoggerAdapter[logging.Logger]
 ) -> None:
-    deadline = trio.current_time() + timeout
-    with trio.CancelScope(shield=True, deadline=deadline) as scope:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await sink.report(outcome)
-                return
-            except ShipError as exc:
-                wait = backoff(attempt, exc.retry_after)
-                if not exc.retryable or trio.current_time() + wait >= deadline:
-                    log.error("could not report outcome %s: %s", outcome.outcome.value, exc)
-                    return
-                log.warning("reporting outcome failed, retrying in %.1fs: %s", wait, exc)
-                await trio.sleep(wait)
-            except Exception:
-                log.exception("could not report outcome %s", outcome.outcome.value)
-                return
-    if scope.cancelled_caught:
-        log.error("reporting outcome %s took longer than %gs; gave up", outcome.outcome.value, timeout)
+    with trio.CancelScope(shield=True):
+        failure = await deliver(
+            partial(sink.report, outcome),
+            timeout=timeout,
+            what=f"reporting outcome {outcome.outcome.value}",
+            log=log,
+        )
+    if failure is not None:
+        log.error("could not report outcome %s: %s", outcome.outcome.value, failure)

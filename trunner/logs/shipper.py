@@ -8,7 +8,8 @@ shipper never holds more than the one batch it is delivering.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
@@ -28,6 +29,38 @@ def backoff(attempt: int, retry_after: float | None) -> float:
     if retry_after is not None:
         return max(retry_after, 0.0)
     return exponential_backoff(attempt - 1, base=_BACKOFF_FIRST, cap=_BACKOFF_CAP)
+
+
+async def deliver(
+    send: Callable[[], Awaitable[None]],
+    *,
+    timeout: float,
+    what: str,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    on_failed_attempt: Callable[[], None] = lambda: None,
+) -> str | None:
+    """Call ``send`` until it succeeds, fails with a :class:`ShipError` that is not retryable,
+    or ``timeout`` seconds would pass; waits between attempts follow :func:`backoff`.
+    Returns None on success, else why it gave up."""
+    deadline = trio.current_time() + timeout
+    attempt = 0
+    with trio.move_on_at(deadline):
+        while True:
+            attempt += 1
+            try:
+                await send()
+                return None
+            except ShipError as exc:
+                on_failed_attempt()
+                wait = backoff(attempt, exc.retry_after)
+                if not exc.retryable or trio.current_time() + wait >= deadline:
+                    return str(exc)
+                log.warning("%s failed, retrying in %.1fs: %s", what, wait, exc)
+                await trio.sleep(wait)
+            except Exception as exc:
+                log.exception("%s: the sink raised unexpectedly", what)
+                return f"sink error: {exc!r}"
+    return f"{what} took longer than {timeout:g}s"
 
 
 class Shipper:
@@ -85,37 +118,26 @@ class Shipper:
             batch.line_count += 1
             batch.size += len(batch.blocks[0]) + 1
         taken = trio.current_time()
-        deadline = taken + self._retry_timeout
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with trio.fail_at(deadline):
-                    await self._sink.ship(batch)
-            except trio.TooSlowError:
-                self._fail(batch, f"delivery took longer than {self._retry_timeout:g}s")
-                return
-            except ShipError as exc:
-                if self._metrics is not None:
-                    self._metrics.ship_attempts_failed.inc()
-                wait = backoff(attempt, exc.retry_after)
-                if not exc.retryable or trio.current_time() + wait >= deadline:
-                    self._fail(batch, str(exc))
-                    return
-                self._log.warning("log batch %d delivery failed, retrying in %.1fs: %s", batch.seq, wait, exc)
-                await trio.sleep(wait)
-                continue
-            except Exception as exc:
-                self._log.exception("log sink raised unexpectedly for batch %d", batch.seq)
-                self._fail(batch, f"sink error: {exc!r}")
-                return
-            break
+        failure = await deliver(
+            partial(self._sink.ship, batch),
+            timeout=self._retry_timeout,
+            what=f"log batch {batch.seq} delivery",
+            log=self._log,
+            on_failed_attempt=self._count_failed_attempt,
+        )
+        if failure is not None:
+            self._fail(batch, failure)
+            return
         self._unannounced_lines = self._unannounced_bytes = 0
         if self._metrics is not None:
             self._metrics.batches_shipped.inc()
             self._metrics.lines_shipped.inc(batch.line_count)
             self._metrics.bytes_shipped.inc(batch.size)
             self._metrics.ship_latency.observe(trio.current_time() - taken)
+
+    def _count_failed_attempt(self) -> None:
+        if self._metrics is not None:
+            self._metrics.ship_attempts_failed.inc()
 
     def _fail(self, batch: Batch, reason: str) -> None:
         self._log.error("log batch %d (%d lines) lost: %s", batch.seq, batch.line_count, reason)
