@@ -40,7 +40,8 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from tests.doubles.opslevel import OpsLevelDouble, Stall, job_payload  # noqa: E402
 from trunner.config import SettingsSource  # noqa: E402
-from trunner.executors.base import ExitResult, OutputFeed, Stream  # noqa: E402
+from trunner.contracts import OutputFeed, Stream  # noqa: E402
+from trunner.executors.base import ExitResult  # noqa: E402
 from trunner.logs.batch import Batch  # noqa: E402
 from trunner.logs.settings import LogSettings  # noqa: E402
 from trunner.metrics import RunnerMetrics  # noqa: E402

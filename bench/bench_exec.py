@@ -31,14 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.doubles.kube import KubeApiDouble, serve_kube_api
 from tests.doubles.kube_exec import ExecRequest, Exit, Repeat, Script
-from trunner.executors.base import Stream
+from trunner.contracts import Stream
 from trunner.executors.kubernetes import KubernetesExecutor
+from trunner.executors.kubernetes.exec import MAX_MESSAGE_SIZE, RECEIVE_BUFFER_SIZE, SUBPROTOCOLS, exec_stream
+from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.job import run_job
 from trunner.kube.auth import StaticAuth
 from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.config import KubeConfig
-from trunner.kube.exec import MAX_MESSAGE_SIZE, RECEIVE_BUFFER_SIZE, SUBPROTOCOLS, exec_stream
-from trunner.kube.settings import JobPodConfig
 from trunner.logs.batch import Batch
 from trunner.logs.settings import LogSettings
 from trunner.models import JobOutcome, RunnerJob

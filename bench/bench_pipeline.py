@@ -17,7 +17,8 @@ import tracemalloc
 import trio
 import trio.testing
 
-from trunner.executors.base import ExitResult, Stream
+from trunner.contracts import Stream
+from trunner.executors.base import ExitResult
 from trunner.job import run_job
 from trunner.logs.batch import Batch
 from trunner.logs.pipeline import Pipeline

@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
-from trunner.executors.base import ExitResult, OutputFeed, Stream
+from trunner.contracts import OutputFeed, Stream
+from trunner.executors.base import ExitResult
 from trunner.logs.batch import Batch
+from trunner.logs.sinks import ShipError
 from trunner.models import JobOutcome, RunnerJob
-from trunner.sinks import ShipError
 
 
 @attrs.frozen

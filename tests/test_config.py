@@ -119,7 +119,7 @@ def test_go_runner_environment_names_for_log_settings():
 def test_the_example_config_file_resolves():
     from pathlib import Path
 
-    from trunner.kube.settings import resolve
+    from trunner.executors.kubernetes.settings import resolve
     from trunner.runner import RunSettings
 
     data, name = read_config_file(Path(__file__).parent.parent / "examples" / "opslevel.yaml")

@@ -22,9 +22,9 @@ from trunner.config import SettingsSource, add_arguments
 from trunner.executors import kubernetes
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.kubernetes import KubernetesExecutor, open_executor
-from trunner.kube.names import JobNaming
-from trunner.kube.podspec import main_command
-from trunner.kube.settings import JobPodConfig
+from trunner.executors.kubernetes.names import JobNaming
+from trunner.executors.kubernetes.podspec import main_command
+from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.models import JobFile, JobVariable, Outcome, RunnerJob, VariableScope
 
 NOW = 1734383310

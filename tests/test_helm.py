@@ -32,7 +32,7 @@ from tests.test_executor_kubernetes import CONFIG, JOB, NAME, NOW, plant_leftove
 from tests.test_scaling import DEPLOYMENT, add_runner_objects, opslevel_client
 from trunner import config as trunner_config
 from trunner.executors.kubernetes import KubernetesExecutor
-from trunner.scaling import ScalingSettings, serve_scaling
+from trunner.opslevel.scaling import ScalingSettings, serve_scaling
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "trunner"
@@ -461,12 +461,12 @@ def test_trunner_accepts_the_rendered_arguments_environment_and_config_file(
     from trunner.cli import build_parser
     from trunner.commands.run import MODES
     from trunner.executors import registry
+    from trunner.executors.kubernetes.settings import resolve
     from trunner.executors.settings import JobRunSettings
-    from trunner.kube.settings import resolve
     from trunner.logs.settings import LogSettings
+    from trunner.opslevel.scaling import check_scaling
     from trunner.opslevel.settings import ApiSettings, PollSettings
     from trunner.runner import RunSettings
-    from trunner.scaling import check_scaling
 
     values = VALUE_SETS[name]
     rendered = render(chart, values)
@@ -519,7 +519,7 @@ def test_every_environment_variable_is_read_by_trunner(chart: helm.Chart) -> Non
 
 
 def test_config_map_holds_the_kubernetes_section_trunner_reads(chart: helm.Chart) -> None:
-    from trunner.kube.settings import read_section
+    from trunner.executors.kubernetes.settings import read_section
 
     rendered = render(chart, FULL)
     config_map = rendered.one("ConfigMap")

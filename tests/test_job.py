@@ -12,12 +12,13 @@ import trio.testing
 
 from tests.fakes import Chunk, RecordingSink, ScriptedExecutor
 from trunner.config import ConfigError, load
-from trunner.executors.base import ExitKind, ExitResult, Stream
+from trunner.contracts import Stream
+from trunner.executors.base import ExitKind, ExitResult
 from trunner.job import run_job
 from trunner.logs.settings import LogSettings
+from trunner.logs.sinks import ShipError
 from trunner.metrics import RunnerMetrics
 from trunner.models import JobVariable, Outcome, RunnerJob
-from trunner.sinks import ShipError
 
 SETTINGS = LogSettings(
     job_pod_log_max_size=4096,
@@ -227,7 +228,7 @@ async def test_batch_lost_after_retry_budget_is_marked_in_next_batch(autojump_cl
 async def test_one_shipper_serves_every_sink(autojump_clock):
     """Review defect 7: lifecycle code duplicated per sink. Any Sink works with run_job, and the
     sink only implements ship/report."""
-    from trunner.console import ConsoleSink
+    from trunner.local.console import ConsoleSink
 
     class MinimalSink:
         def __init__(self):

@@ -1,6 +1,6 @@
 import pytest
 
-from trunner.jobfile import JobFileError, load_job, parse_job
+from trunner.local.jobfile import JobFileError, load_job, parse_job
 from trunner.models import Outcome, RunnerJob, VariableScope
 from trunner.wire import structure, unstructure
 

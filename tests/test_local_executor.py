@@ -9,7 +9,8 @@ import stat
 import pytest
 import trio
 
-from trunner.executors.base import ExitKind, Stream
+from trunner.contracts import Stream
+from trunner.executors.base import ExitKind
 from trunner.executors.local import LocalExecutor
 from trunner.executors.script import phase_script
 from trunner.executors.settings import JobRunSettings

@@ -21,10 +21,10 @@ from tests.doubles.opslevel import Delay, HttpStatus, OpsLevelDouble
 from tests.kube.transport_support import NS, client_for
 from trunner.config import ConfigError, SettingsSource, load
 from trunner.kube.client import KubeClient
-from trunner.leader import LeaderElector, LeaseTimings
+from trunner.kube.leader import LeaderElector, LeaseTimings
 from trunner.opslevel.client import OpsLevelClient, RetryPolicy, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
-from trunner.scaling import (
+from trunner.opslevel.scaling import (
     DELETION_COST_ANNOTATION,
     SCALE_ATTEMPTS,
     DeletionCost,

@@ -7,26 +7,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-import attrs
-
-from trunner import __version__, runlog
-from trunner.config import ConfigError, one_of, setting
+from trunner import __version__
+from trunner.config import ConfigError
 
 COMMANDS = ("test", "run", "enqueue", "version")
-
-
-@attrs.frozen
-class RunnerLogSettings:
-    """Runner log"""
-
-    log_level: str = setting(
-        "INFO",
-        help="Runner log level: TRACE, DEBUG, INFO, WARN or ERROR.",
-        checks=[lambda v: one_of(*runlog.LEVELS)(v.upper())],
-    )
-    log_format: str = setting(
-        "TEXT", help="Runner log format: TEXT or JSON.", checks=[lambda v: one_of(*runlog.FORMATS)(v.upper())]
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,8 +23,8 @@ from trunner.logs.metrics import LogMetrics
 from trunner.logs.pipeline import Pipeline
 from trunner.logs.settings import LogSettings
 from trunner.logs.shipper import Shipper, deliver
+from trunner.logs.sinks import Sink
 from trunner.models import JobOutcome, Outcome, RunnerJob
-from trunner.sinks import Sink
 
 CHANNEL_CAPACITY = 2
 """Batches queued between the drain and the shipper: part of the 4 x log_max_size bound."""

@@ -103,3 +103,20 @@ class JobOutcome:
     message: str = ""
     exit_code: int | None = None
     outcome_variables: tuple[OutcomeVariable, ...] = ()
+
+
+def validate_job(job: RunnerJob) -> list[str]:
+    """Problems any executor would reject, as ``<field>: <reason>``."""
+    problems = []
+    names = [f.name for f in job.files]
+    for index, name in enumerate(names):
+        if not name or "/" in name or name in (".", "..") or "\0" in name:
+            problems.append(f"files[{index}].name: {name!r} is not a plain file name")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"files: duplicate name(s): {', '.join(duplicates)}")
+    keys = [v.key for v in job.variables]
+    for index, key in enumerate(keys):
+        if not key:
+            problems.append(f"variables[{index}].key: must not be empty")
+    return problems

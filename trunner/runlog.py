@@ -8,6 +8,10 @@ import sys
 import time
 from typing import Any
 
+import attrs
+
+from trunner.config import one_of, setting
+
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 
@@ -20,6 +24,21 @@ LEVELS = {
     "ERROR": logging.ERROR,
 }
 FORMATS = ("TEXT", "JSON")
+
+
+@attrs.frozen
+class RunnerLogSettings:
+    """Runner log"""
+
+    log_level: str = setting(
+        "INFO",
+        help="Runner log level: TRACE, DEBUG, INFO, WARN or ERROR.",
+        checks=[lambda v: one_of(*LEVELS)(v.upper())],
+    )
+    log_format: str = setting(
+        "TEXT", help="Runner log format: TEXT or JSON.", checks=[lambda v: one_of(*FORMATS)(v.upper())]
+    )
+
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 

@@ -21,10 +21,10 @@ from trunner.executors.base import Executor
 from trunner.job import describe_exception, run_job
 from trunner.logs.batch import Batch
 from trunner.logs.settings import LogSettings
+from trunner.logs.sinks import Sink
 from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, Outcome, RunnerJob
 from trunner.runlog import TRACE
-from trunner.sinks import Sink
 
 logger = logging.getLogger("trunner.runner")
 

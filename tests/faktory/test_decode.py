@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from trunner.faktory.decode import JobDecodeError, decode_legacy_job
 from trunner.faktory.protocol import Job
-from trunner.faktory.worker import JobDecodeError, decode_legacy_job
 from trunner.models import JobFile, JobVariable, RunnerJob, VariableScope
 
 ARGS0 = {

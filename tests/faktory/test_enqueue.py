@@ -15,7 +15,7 @@ import trio
 
 from tests.doubles.faktory import faktory_double
 from trunner.cli import main
-from trunner.commands.enqueue import JobDefinitionError, parse_job_definition
+from trunner.faktory.definition import JobDefinitionError, parse_job_definition
 
 NOW = dt.datetime(2026, 7, 1, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -18,7 +18,8 @@ import trio
 
 from tests.doubles.faktory import FaktoryDouble, faktory_double
 from trunner.config import SettingsSource
-from trunner.executors.base import Executor, ExitResult, OutputFeed, Stream
+from trunner.contracts import OutputFeed, Stream
+from trunner.executors.base import Executor, ExitResult
 from trunner.faktory import mode
 from trunner.faktory.mode import FaktoryMode
 from trunner.models import RunnerJob

@@ -11,10 +11,10 @@ import trio
 from tests.doubles import kube_exec as steps
 from tests.kube.transport_support import NS, RecordingFeed, client_for, make_pki, running_pod, tls_api
 from trunner.executors.base import ExitKind, ExitResult
+from trunner.executors.kubernetes.exec import exec_stream
 from trunner.kube.auth import Credentials, StaticAuth
 from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.errors import KubeConfigError, TransportError, Unauthorized
-from trunner.kube.exec import exec_stream
 
 PODS = f"/api/v1/namespaces/{NS}/pods"
 

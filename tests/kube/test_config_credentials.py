@@ -21,6 +21,7 @@ from tests.doubles.kube import serve_kube_api
 from tests.doubles.kube_exec import Exit, Stdout
 from tests.kube.transport_support import NS, RecordingFeed, client_for, running_pod
 from trunner.executors.base import ExitResult
+from trunner.executors.kubernetes.exec import exec_stream
 from trunner.kube.auth import (
     CredentialError,
     Credentials,
@@ -34,7 +35,6 @@ from trunner.kube.auth import (
     exec_info,
 )
 from trunner.kube.errors import Unauthorized
-from trunner.kube.exec import exec_stream
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"

@@ -16,9 +16,10 @@ import trio
 from tests.doubles import kube_exec as steps
 from tests.doubles.kube import PodBehaviour, serve_kube_api
 from tests.kube.transport_support import NS, POD, RecordingFeed, client_for, running_pod
-from trunner.executors.base import ExitKind, ExitResult, Stream
+from trunner.contracts import Stream
+from trunner.executors.base import ExitKind, ExitResult
+from trunner.executors.kubernetes.exec import ExecTiming, exec_stream, status_result
 from trunner.kube.auth import TokenFileAuth
-from trunner.kube.exec import ExecTiming, exec_stream, status_result
 
 MiB = 1024 * 1024
 

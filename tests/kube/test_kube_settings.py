@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from trunner.config import ConfigError, SettingsSource, add_arguments
+from trunner.executors.kubernetes.names import JobNaming, job_identity
+from trunner.executors.kubernetes.podspec import build_pod
+from trunner.executors.kubernetes.settings import DEFAULT_HELPER_IMAGE, KubeJobSettings, resolve
 from trunner.executors.settings import JobRunSettings
-from trunner.kube.names import JobNaming, job_identity
 from trunner.kube.objects import PodSecurityContext, SeccompProfile, Toleration, to_wire
-from trunner.kube.podspec import build_pod
-from trunner.kube.settings import DEFAULT_HELPER_IMAGE, KubeJobSettings, resolve
 from trunner.models import RunnerJob
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trunner.kube import names
-from trunner.kube.names import JobNaming, job_identity, label_value, leftover_selector, object_name
+from trunner.executors.kubernetes import names
+from trunner.executors.kubernetes.names import (
+    JobNaming,
+    job_identity,
+    label_value,
+    leftover_selector,
+    object_name,
+)
 from trunner.models import RunnerJob
 
 API_JOB = RunnerJob(id="Z2lkOi8vb3BzbGV2ZWwvUnVubmVyczo6Sm9iUnVuLzIyNQ", image="alpine")

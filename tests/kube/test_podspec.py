@@ -10,7 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trunner.kube.names import JobIdentity, JobNaming, job_identity
+from trunner.executors.kubernetes.names import JobIdentity, JobNaming, job_identity
+from trunner.executors.kubernetes.podspec import (
+    CONFIG_MAP_MAX_BYTES,
+    PodSpecError,
+    build_job_objects,
+    job_problems,
+    main_command,
+)
+from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.kube.objects import (
     Affinity,
     LabelSelector,
@@ -28,14 +36,6 @@ from trunner.kube.objects import (
     WeightedPodAffinityTerm,
     to_wire,
 )
-from trunner.kube.podspec import (
-    CONFIG_MAP_MAX_BYTES,
-    PodSpecError,
-    build_job_objects,
-    job_problems,
-    main_command,
-)
-from trunner.kube.settings import JobPodConfig
 from trunner.models import JobFile, JobVariable, RunnerJob, VariableScope
 
 JOB = RunnerJob(

@@ -12,10 +12,10 @@ import trio.testing
 from tests.doubles.kube import KubeApiDouble, PodBehaviour, matching, serve_kube_api
 from tests.kube.transport_support import NS, POD, RecordingFeed, client_for
 from trunner.executors.base import ExitKind, ExitResult
+from trunner.executors.kubernetes.podstate import PodState, PodVerdict, evaluate, explain_stop
+from trunner.executors.kubernetes.wait import wait_until_running
 from trunner.kube.client import KubeClient
 from trunner.kube.objects import PodObservation, from_wire, lenient
-from trunner.kube.podstate import PodState, PodVerdict, evaluate, explain_stop
-from trunner.kube.wait import wait_until_running
 
 
 def pod(

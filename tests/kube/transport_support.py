@@ -12,7 +12,7 @@ import attrs
 import trustme
 
 from tests.doubles.kube import KubeApiDouble, serve_kube_api
-from trunner.executors.base import Stream
+from trunner.contracts import Stream
 from trunner.kube.auth import AuthSpec, StaticAuth
 from trunner.kube.client import KubeApiSettings, KubeClient, RetryPolicy
 from trunner.kube.config import KubeConfig

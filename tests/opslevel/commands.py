@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import trio
 
-from trunner.executors.base import ExitResult, OutputFeed, Stream
+from trunner.contracts import OutputFeed, Stream
+from trunner.executors.base import ExitResult
 from trunner.models import RunnerJob
 
 CHUNK_LINES = 100

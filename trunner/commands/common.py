@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from trunner import runlog
-from trunner.cli import RunnerLogSettings
 from trunner.config import SettingsSource, add_arguments, read_config_file
+from trunner.runlog import RunnerLogSettings
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

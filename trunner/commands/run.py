@@ -16,7 +16,7 @@ from trunner.executors.settings import JobRunSettings
 from trunner.logs.settings import LogSettings
 from trunner.runner import RunSettings
 
-MODES = {"api": "trunner.opslevel.mode", "faktory": "trunner.faktory.mode", "local": "trunner.local_mode"}
+MODES = {"api": "trunner.opslevel.mode", "faktory": "trunner.faktory.mode", "local": "trunner.local.mode"}
 
 
 class Mode(Protocol):

@@ -11,11 +11,11 @@ import trio
 
 from trunner.commands.common import add_common_arguments, settings_source
 from trunner.config import SettingsSource, add_settings_arguments
-from trunner.console import ConsoleSink
 from trunner.executors import registry
 from trunner.executors.settings import JobRunSettings
 from trunner.job import run_job
-from trunner.jobfile import JobFileError, load_job
+from trunner.local.console import ConsoleSink
+from trunner.local.jobfile import JobFileError, load_job
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.models import Outcome, RunnerJob

@@ -1,4 +1,4 @@
-"""The contract between an executor and the per-job pipeline."""
+"""An executor's contract with the runner: run a job, feed its output, say how it ended."""
 
 from __future__ import annotations
 
@@ -7,25 +7,8 @@ from typing import Protocol
 
 import attrs
 
+from trunner.contracts import OutputFeed
 from trunner.models import Outcome, RunnerJob
-
-
-class Stream(enum.IntEnum):
-    """Output streams, numbered as the Kubernetes exec channels."""
-
-    STDOUT = 1
-    STDERR = 2
-
-
-class OutputFeed(Protocol):
-    """Where an executor puts what a job prints. Both methods are synchronous and never block
-    on the network: the pipeline behind them is bounded and drops (visibly) rather than waits."""
-
-    def feed(self, stream: Stream, data: bytes) -> None:
-        """Raw bytes as they arrive, in any chunking."""
-
-    def note(self, text: str) -> None:
-        """A line written by the runner itself into the job's log (e.g. what a pod waits for)."""
 
 
 class ExitKind(enum.Enum):

@@ -22,12 +22,12 @@ from typing import Any
 import trio
 
 from trunner.config import SettingsSource
-from trunner.executors.base import ExitKind, ExitResult, OutputFeed, Stream
+from trunner.contracts import OutputFeed, Stream
+from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.script import phase_argv
 from trunner.executors.settings import JobRunSettings
-from trunner.jobfile import validate_job
 from trunner.metrics import RunnerMetrics
-from trunner.models import JobVariable, RunnerJob
+from trunner.models import JobVariable, RunnerJob, validate_job
 
 logger = logging.getLogger("trunner.executors.local")
 

@@ -30,10 +30,10 @@ from trunner.faktory.client import FaktoryClient
 from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import FaktoryError, ServerError
 from trunner.logs.batch import Batch
+from trunner.logs.sinks import ShipError
 from trunner.models import JobOutcome
 from trunner.opslevel import operations
 from trunner.opslevel.operations import RunnerAppendJobLogInput, RunnerReportJobOutcomeInput
-from trunner.sinks import ShipError
 
 log = logging.getLogger("trunner.faktory.sink")
 

@@ -1,1 +1,1 @@
-"""Kubernetes: configuration, the API client (REST, watch, WebSocket) and pod exec."""
+"""The Kubernetes API client: configuration and credentials, REST, watch, WebSocket, and the Lease."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import trio
 
-from trunner.executors.base import Stream
+from trunner.contracts import Stream
 from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.batcher import Batcher

@@ -17,7 +17,7 @@ from trunner.backoff import exponential_backoff
 from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.metrics import LogMetrics
-from trunner.sinks import ShipError, Sink
+from trunner.logs.sinks import ShipError, Sink
 
 _BACKOFF_FIRST = 0.5
 _BACKOFF_CAP = 10.0

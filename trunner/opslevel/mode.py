@@ -32,10 +32,10 @@ from trunner.opslevel.operations import (
     RegisterVariables,
     UnregisterVariables,
 )
+from trunner.opslevel.scaling import ScalingSettings, check_scaling, run_scaling
 from trunner.opslevel.settings import ApiSettings, PollSettings
 from trunner.opslevel.source import PendingJobSource
 from trunner.runner import Runner, RunSettings
-from trunner.scaling import ScalingSettings, check_scaling, run_scaling
 from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, ServiceMode, check_settings
 
 log = logging.getLogger("trunner.opslevel")

@@ -20,6 +20,7 @@ from trunner.backoff import exponential_backoff
 from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.shipper import backoff
+from trunner.logs.sinks import ShipError, Sink
 from trunner.models import JobOutcome, JobStatus, Outcome, RunnerJob
 from trunner.opslevel.client import NO_RETRIES, OpsLevelClient
 from trunner.opslevel.errors import ApiError, ApiTransportError
@@ -32,7 +33,6 @@ from trunner.opslevel.operations import (
 from trunner.opslevel.settings import PollSettings
 from trunner.opslevel.sink import OpsLevelSink
 from trunner.runner import ClaimedJob
-from trunner.sinks import ShipError, Sink
 from trunner.wire import WireError, structure
 
 log = logging.getLogger("trunner.opslevel.source")

@@ -8,28 +8,11 @@ from pathlib import Path
 import yaml
 
 from trunner import wire
-from trunner.models import RunnerJob
+from trunner.models import RunnerJob, validate_job
 
 
 class JobFileError(ValueError):
     """A job file that cannot be run; the message names the file and each bad field."""
-
-
-def validate_job(job: RunnerJob) -> list[str]:
-    """Problems any executor would reject, as ``<field>: <reason>``."""
-    problems = []
-    names = [f.name for f in job.files]
-    for index, name in enumerate(names):
-        if not name or "/" in name or name in (".", "..") or "\0" in name:
-            problems.append(f"files[{index}].name: {name!r} is not a plain file name")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        problems.append(f"files: duplicate name(s): {', '.join(duplicates)}")
-    keys = [v.key for v in job.variables]
-    for index, key in enumerate(keys):
-        if not key:
-            problems.append(f"variables[{index}].key: must not be empty")
-    return problems
 
 
 def parse_job(text: str, source: str) -> RunnerJob:

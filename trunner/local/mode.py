@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from trunner.config import ConfigError, SettingsSource
-from trunner.console import ConsoleSink
 from trunner.executors import registry
-from trunner.jobfile import JobFileError, job_files, load_job
+from trunner.local.console import ConsoleSink
+from trunner.local.jobfile import JobFileError, job_files, load_job
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.runner import ClaimedJob, JobRecord, Runner, RunSettings

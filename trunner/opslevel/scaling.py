@@ -25,12 +25,12 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from trunner.config import ConfigError, SettingsSource, positive, setting
+from trunner.executors.kubernetes.names import is_dns_label
 from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.config import load_config
 from trunner.kube.errors import Conflict, KubeError
-from trunner.kube.names import is_dns_label
+from trunner.kube.leader import LeaderElector, LeaseTimings
 from trunner.kube.objects import ObjectError, from_wire, lenient, to_wire
-from trunner.leader import LeaderElector, LeaseTimings
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiError
 from trunner.opslevel.operations import RUNNER_SCALE, RunnerScaleVariables

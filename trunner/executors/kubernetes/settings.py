@@ -20,8 +20,8 @@ from typing import Any
 import attrs
 
 from trunner.config import ConfigError, SettingsSource, load, non_negative, one_of, positive, setting
+from trunner.executors.kubernetes import names
 from trunner.executors.settings import JobRunSettings
-from trunner.kube import names
 from trunner.kube.objects import (
     Affinity,
     ObjectError,

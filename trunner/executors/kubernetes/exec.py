@@ -15,7 +15,8 @@ import attrs
 import trio
 import trio_websocket
 
-from trunner.executors.base import ExitKind, ExitResult, OutputFeed, Stream
+from trunner.contracts import OutputFeed, Stream
+from trunner.executors.base import ExitKind, ExitResult
 from trunner.kube.client import KubeClient, Params
 from trunner.kube.errors import ApiError, KubeError, Status, StatusParseError, parse_status
 

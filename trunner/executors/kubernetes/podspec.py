@@ -18,8 +18,9 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from trunner.executors.kubernetes.names import JobIdentity
+from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.executors.script import phase_argv
-from trunner.kube.names import JobIdentity
 from trunner.kube.objects import (
     ConfigMap,
     ConfigMapVolumeSource,
@@ -37,7 +38,6 @@ from trunner.kube.objects import (
     Volume,
     VolumeMount,
 )
-from trunner.kube.settings import JobPodConfig
 from trunner.models import JobVariable, RunnerJob
 
 JOB_CONTAINER = "job"

@@ -22,18 +22,19 @@ import attrs
 import trio
 
 from trunner.config import SettingsSource
-from trunner.executors.base import ExitKind, ExitResult, OutputFeed
+from trunner.contracts import OutputFeed
+from trunner.executors.base import ExitKind, ExitResult
+from trunner.executors.kubernetes import names, podspec
+from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
+from trunner.executors.kubernetes.names import JobIdentity, JobNaming
+from trunner.executors.kubernetes.podstate import explain_stop
+from trunner.executors.kubernetes.settings import JobPodConfig, KubeJobSettings, resolve
+from trunner.executors.kubernetes.wait import pod_path, wait_until_running
 from trunner.executors.settings import JobRunSettings
-from trunner.kube import names, podspec
 from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.config import load_config
 from trunner.kube.errors import AlreadyExists, ApiError, KubeError, NotFound
-from trunner.kube.exec import ExecTiming, exec_stream
-from trunner.kube.names import JobIdentity, JobNaming
 from trunner.kube.objects import ObjectError, PodObservation, from_wire, lenient, to_wire
-from trunner.kube.podstate import explain_stop
-from trunner.kube.settings import JobPodConfig, KubeJobSettings, resolve
-from trunner.kube.wait import pod_path, wait_until_running
 from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
 

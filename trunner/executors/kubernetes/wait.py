@@ -16,11 +16,12 @@ import math
 
 import trio
 
-from trunner.executors.base import ExitKind, ExitResult, OutputFeed
+from trunner.contracts import OutputFeed
+from trunner.executors.base import ExitKind, ExitResult
+from trunner.executors.kubernetes.podstate import PodState, PodVerdict, evaluate
 from trunner.kube.client import KubeClient, WatchEventType
 from trunner.kube.errors import Expired, KubeError
 from trunner.kube.objects import ObjectError, PodObservation, PodObservationList, from_wire, lenient
-from trunner.kube.podstate import PodState, PodVerdict, evaluate
 
 logger = logging.getLogger("trunner.kube.wait")
 

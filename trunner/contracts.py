@@ -1,0 +1,24 @@
+"""What passes between an executor and the job's log pipeline: the bytes a job prints, by stream."""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+
+class Stream(enum.IntEnum):
+    """Output streams, numbered as the Kubernetes exec channels."""
+
+    STDOUT = 1
+    STDERR = 2
+
+
+class OutputFeed(Protocol):
+    """Where an executor puts what a job prints. Both methods are synchronous and never block
+    on the network: the pipeline behind them is bounded and drops (visibly) rather than waits."""
+
+    def feed(self, stream: Stream, data: bytes) -> None:
+        """Raw bytes as they arrive, in any chunking."""
+
+    def note(self, text: str) -> None:
+        """A line written by the runner itself into the job's log (e.g. what a pod waits for)."""
