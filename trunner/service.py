@@ -20,6 +20,7 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry
 
+from trunner import exits
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry as executors
 from trunner.executors.base import Executor
@@ -30,8 +31,8 @@ from trunner.runner import JobRecord, Runner, RunSettings
 
 log = logging.getLogger("trunner.service")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
+EXIT_OK = exits.OK
+EXIT_FAILED = exits.FAILED
 
 OpenExecutor = Callable[[str], AbstractAsyncContextManager[Executor]]
 """``open_executor(runner_id)``: replaces the executor named by ``--executor`` (tests, benchmarks)."""
@@ -58,6 +59,7 @@ class Shutdown:
         self.startup = trio.CancelScope()
         self.runner: Runner | None = None
         self.requests = 0
+        self.first_signal: int | None = None
 
     def attach(self, runner: Runner) -> Runner:
         """Hand shutdown requests to ``runner`` from now on; one already made applies at once."""
@@ -83,15 +85,20 @@ class Shutdown:
             task_status.started()
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
+                if self.first_signal is None:
+                    self.first_signal = signum
                 self.request()
 
 
 async def serve_until_signalled(
-    runner: Runner, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    runner: Runner,
+    *,
+    shutdown: Shutdown | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> list[JobRecord]:
     """``runner.serve()`` with SIGTERM/SIGINT handled while it runs, for a process whose only
-    work is this runner."""
-    shutdown = Shutdown()
+    work is this runner; ``shutdown`` tells the caller which signal arrived."""
+    shutdown = shutdown or Shutdown()
     shutdown.attach(runner)
     async with trio.open_nursery() as signals:
         await signals.start(shutdown.watch_signals)

@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from trunner import exits
 from trunner.commands.common import add_common_arguments, settings_source
 from trunner.config import SettingsSource, add_settings_arguments
 from trunner.executors import registry
@@ -18,7 +19,7 @@ from trunner.local.console import ConsoleSink
 from trunner.local.jobfile import JobFileError, load_job
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
-from trunner.models import Outcome, RunnerJob
+from trunner.models import JobOutcome, Outcome, RunnerJob
 
 
 def register(subparsers: Any) -> None:
@@ -46,19 +47,25 @@ def run(args: argparse.Namespace) -> int:
         job = load_job(args.file)
     except JobFileError as exc:
         print(f"trunner: {exc}", file=sys.stderr)
-        return 2
+        return exits.USAGE
     module = registry.executor_module(args.executor)
     source.check(LogSettings, *module.SETTINGS)
-    outcome: Outcome = trio.run(_run, job, source, args.executor)
-    return 0 if outcome is Outcome.SUCCESS else 1
+    outcome, signum = trio.run(_run, job, source, args.executor)
+    if signum is not None:
+        print(f"trunner: job canceled by {signal.Signals(signum).name}", file=sys.stderr)
+        return exits.for_signal(signum)
+    return exits.OK if outcome is Outcome.SUCCESS else exits.FAILED
 
 
-async def _run(job: RunnerJob, source: SettingsSource, executor_name: str) -> Outcome:
+async def _run(job: RunnerJob, source: SettingsSource, executor_name: str) -> tuple[Outcome, int | None]:
+    """The job's outcome, and the signal that canceled it, if one did."""
     module = registry.executor_module(executor_name)
     sink = ConsoleSink()
+    received: list[int] = []
+    outcome: JobOutcome | None = None
     async with module.open_executor(source, runner_id="test") as executor, trio.open_nursery() as nursery:
-        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-        result = await run_job(
+        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope, received)
+        outcome = await run_job(
             job,
             executor=executor,
             sink=sink,
@@ -66,10 +73,13 @@ async def _run(job: RunnerJob, source: SettingsSource, executor_name: str) -> Ou
             metrics=RunnerMetrics().logs,
         )
         nursery.cancel_scope.cancel()
-    return result.outcome
+    if received or outcome is None:
+        return Outcome.CANCELED, received[0] if received else None
+    return outcome.outcome, None
 
 
-async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+async def _cancel_on_signal(scope: trio.CancelScope, received: list[int]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
+        async for signum in signals:
+            received.append(signum)
             scope.cancel()

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from trunner import exits
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry
 from trunner.local.console import ConsoleSink
 from trunner.local.jobfile import JobFileError, job_files, load_job
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
+from trunner.models import Outcome
 from trunner.runner import ClaimedJob, JobRecord, Runner, RunSettings
-from trunner.service import EXIT_FAILED, EXIT_OK, executor_name, serve_until_signalled
+from trunner.service import Shutdown, executor_name, serve_until_signalled
 
 logger = logging.getLogger("trunner.local")
 
@@ -64,9 +67,28 @@ async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
             runner_id="local",
             keep_records=True,
         )
-        records = await serve_until_signalled(runner)
+        shutdown = Shutdown()
+        records = await serve_until_signalled(runner, shutdown=shutdown)
     print(summary_table(records, jobs.invalid), file=sys.stdout)
-    return EXIT_FAILED if jobs.invalid else EXIT_OK
+    return _exit_status(records, jobs.invalid, shutdown.first_signal)
+
+
+def _exit_status(records: list[JobRecord], invalid: list[tuple[Path, str]], signum: int | None) -> int:
+    """Says on stderr how many jobs did not succeed; non-zero if any did not."""
+    failed = sum(1 for record in records if record.outcome.outcome is not Outcome.SUCCESS)
+    total = len(records) + len(invalid)
+    problems = []
+    if failed:
+        problems.append(f"{failed} of {total} jobs did not succeed")
+    if invalid:
+        problems.append(f"{len(invalid)} job file{'s' if len(invalid) > 1 else ''} could not be read")
+    if signum is not None:
+        problems.append(f"stopped by {signal.Signals(signum).name}")
+    if problems:
+        print("trunner: " + "; ".join(problems), file=sys.stderr)
+    if signum is not None:
+        return exits.for_signal(signum)
+    return exits.FAILED if problems else exits.OK
 
 
 def _cell(text: str, width: int = 40) -> str:
