@@ -271,9 +271,13 @@ def test_main_command_is_the_go_runner_form() -> None:
     )
 
 
-def test_an_odd_job_id_cannot_break_out_of_the_shell_line() -> None:
-    job = RunnerJob(id="1; rm -rf /", image="x", commands=("true",))
-    assert main_command(JobPodConfig(), job)[3].splitlines()[0] == "mkdir -p '/jobs/1; rm -rf /';"
+def test_an_odd_job_id_cannot_break_out_of_the_shell_line_or_the_workdir() -> None:
+    for job_id in ("1; rm -rf /", "../../etc"):
+        job = RunnerJob(id=job_id, image="x", commands=("true",))
+        first = main_command(JobPodConfig(), job)[3].splitlines()[0]
+        directory = first.removeprefix("mkdir -p ").removesuffix(";")
+        assert directory.startswith("/jobs/") and directory.count("/") == 2, first
+        assert ".." not in directory and ";" not in directory and " " not in directory
 
 
 def test_full_settings_reach_the_pod() -> None:
