@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from trunner import __version__
+from trunner import __version__, gocli
 from trunner.config import ConfigError
 
 COMMANDS = ("test", "run", "enqueue", "version")
@@ -25,9 +25,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _file_keys(commands: dict[str, argparse.ArgumentParser]) -> set[str]:
+    """Every top-level key a config file may hold: the long flag names of every command, the Go
+    runner's flags, and the ``kubernetes`` section."""
+    flags = {*gocli.GO_PERSISTENT_FLAGS, *gocli.DEPRECATED_FLAGS}
+    for command in commands.values():
+        flags.update(o for a in command._actions for o in a.option_strings)
+    return {flag[2:] for flag in flags if flag.startswith("--")} - {"help", "config"} | {"kubernetes"}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line as cobra would: global flags may come before the subcommand, and
+    Go flags a subcommand does not use are set aside (in ``ignored_flags``) rather than refused."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    commands = _commands(parser)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args, extras = parser.parse_known_args(gocli.hoist_global_flags(given, commands))
+    ignored, wrong = gocli.split_go_flags(extras)
+    if wrong:
+        command = commands.get(getattr(args, "command", ""), parser)
+        command.error(f"unrecognized arguments: {' '.join(wrong)}")
+    args.ignored_flags = ignored
+    args.known_file_keys = _file_keys(commands)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         code: int = args.handler(args)
     except ConfigError as exc:

@@ -9,7 +9,10 @@ into one :class:`ConfigError` instead of stopping at the first.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
+import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -37,9 +40,13 @@ class SettingSpec:
     help: str
     flag: str
     env: tuple[str, ...]
+    """The documented environment variables."""
+    lookup_env: tuple[str, ...]
+    """Every environment variable read, in order of precedence."""
     file_key: str
     checks: tuple[Check, ...]
     secret: bool
+    words: bool
 
 
 def setting(
@@ -51,10 +58,12 @@ def setting(
     file_key: str | None = None,
     checks: Iterable[Check] = (),
     secret: bool = False,
+    words: bool = False,
 ) -> Any:
     """Declare a setting. ``flag`` defaults to ``--<field-name-with-dashes>`` and ``env`` to
     ``OPSLEVEL_<FLAG_NAME>``; ``file_key`` (a dotted path into the YAML config file) to the flag
-    name without dashes, as viper reads the Go runner's config file."""
+    name without dashes, as viper reads the Go runner's config file. A list setting with ``words``
+    also takes its environment and file text space-separated, as the Go runner's list flags do."""
     spec = {
         "help": help,
         "flag": flag,
@@ -62,6 +71,7 @@ def setting(
         "file_key": file_key,
         "checks": tuple(checks),
         "secret": secret,
+        "words": words,
     }
     if isinstance(default, list | dict):
         raise TypeError("use tuples or attrs.Factory for mutable defaults")
@@ -71,9 +81,14 @@ def setting(
 def _spec(field: attrs.Attribute[Any]) -> SettingSpec:
     raw = field.metadata[_META]
     flag = raw["flag"] or "--" + field.name.replace("_", "-")
-    env = raw["env"] or ("OPSLEVEL_" + flag.lstrip("-").replace("-", "_").upper(),)
-    file_key = raw["file_key"] or flag.lstrip("-")
-    return SettingSpec(raw["help"], flag, env, file_key, raw["checks"], raw["secret"])
+    name = flag.lstrip("-")
+    env = raw["env"] or ("OPSLEVEL_" + name.replace("-", "_").upper(),)
+    # viper's AutomaticEnv reads OPSLEVEL_ + the upper-cased key, dashes kept: the Go runner's
+    # only environment form of the flags it binds no variable to.
+    go_env = "OPSLEVEL_" + name.upper()
+    lookup = env if go_env in env else (*env, go_env)
+    file_key = raw["file_key"] or name
+    return SettingSpec(raw["help"], flag, env, lookup, file_key, raw["checks"], raw["secret"], raw["words"])
 
 
 def _fields(cls: type[Any]) -> list[tuple[attrs.Attribute[Any], SettingSpec, Any]]:
@@ -116,7 +131,14 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _parse_text(raw: str, type_: Any) -> Any:
+def split_list(raw: str, *, words: bool = False) -> tuple[str, ...]:
+    """A list given as text: comma-separated; with ``words`` also space-separated, as viper
+    splits a string slice given as text."""
+    parts = re.split(r"[,\s]+", raw) if words else raw.split(",")
+    return tuple(part.strip() for part in parts if part.strip())
+
+
+def _parse_text(raw: str, type_: Any, *, words: bool = False) -> Any:
     if type_ is bool:
         lowered = raw.strip().lower()
         if lowered in _TRUE:
@@ -137,14 +159,14 @@ def _parse_text(raw: str, type_: Any) -> Any:
     if type_ is str:
         return raw
     if typing.get_origin(type_) is tuple:
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return split_list(raw, words=words)
     raise TypeError(f"unsupported setting type {type_!r}")
 
 
-def _coerce_file_value(value: Any, type_: Any) -> Any:
+def _coerce_file_value(value: Any, type_: Any, *, words: bool = False) -> Any:
     """Values from YAML arrive typed; accept the matching type, or text parsed like an env value."""
     if isinstance(value, str):
-        return _parse_text(value, type_)
+        return _parse_text(value, type_, words=words)
     if type_ is bool and isinstance(value, bool):
         return value
     if type_ is int and isinstance(value, int) and not isinstance(value, bool):
@@ -153,15 +175,30 @@ def _coerce_file_value(value: Any, type_: Any) -> Any:
         return float(value)
     if typing.get_origin(type_) is tuple and isinstance(value, list):
         return tuple(str(item) for item in value)
+    if type_ is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
     raise ValueError(f"expected {getattr(type_, '__name__', type_)}, got {value!r}")
+
+
+def find_key(tree: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+    """``tree[key]``, with keys matched case-insensitively as viper matches them."""
+    if key in tree:
+        return True, tree[key]
+    lowered = key.lower()
+    for candidate, value in tree.items():
+        if isinstance(candidate, str) and candidate.lower() == lowered:
+            return True, value
+    return False, None
 
 
 def _lookup(tree: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
     node: Any = tree
     for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+        if not isinstance(node, Mapping):
             return False, None
-        node = node[part]
+        found, node = find_key(node, part)
+        if not found:
+            return False, None
     return True, node
 
 
@@ -184,6 +221,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
                 default=argparse.SUPPRESS,
                 metavar="BOOL",
                 help=help_text,
+            )
+        elif typing.get_origin(type_) is tuple:
+            # Repeatable as cobra's StringArray (--queues a --queues b); each value may also list
+            # several items.
+            group.add_argument(
+                spec.flag, dest=field.name, action="append", default=argparse.SUPPRESS, help=help_text
             )
         else:
             group.add_argument(spec.flag, dest=field.name, default=argparse.SUPPRESS, help=help_text)
@@ -210,18 +253,23 @@ def load(
     problems: list[str] = []
     for field, spec, type_ in _fields(cls):
         origin = None
+        value: Any
         try:
             if field.name in given:
                 origin = spec.flag
-                value = _parse_text(str(given[field.name]), type_)
-            elif (env_name := next((e for e in spec.env if e in environ), None)) is not None:
+                raw_flag = given[field.name]
+                if isinstance(raw_flag, list):
+                    value = tuple(item for part in raw_flag for item in _parse_text(str(part), type_))
+                else:
+                    value = _parse_text(str(raw_flag), type_)
+            elif (env_name := next((e for e in spec.lookup_env if e in environ), None)) is not None:
                 origin = env_name
-                value = _parse_text(environ[env_name], type_)
+                value = _parse_text(environ[env_name], type_, words=spec.words)
             else:
                 found, raw = _lookup(file or {}, spec.file_key)
                 if found:
                     origin = f"{spec.file_key} in {source_name}"
-                    value = _coerce_file_value(raw, type_)
+                    value = _coerce_file_value(raw, type_, words=spec.words)
                 else:
                     continue
         except ValueError as exc:
@@ -239,10 +287,24 @@ def load(
     return cls(**values)
 
 
-def read_config_file(path: str | Path | None) -> tuple[dict[str, Any], str]:
-    """Read the YAML config file given by ``-c``; a missing default file is simply empty."""
+DEFAULT_CONFIG_FILE = "opslevel.yaml"
+"""Read from the working directory when ``-c`` is not given, as the Go runner does."""
+STDIN_CONFIG = "."
+"""``-c .`` reads the config file from standard input (the Go runner's convention)."""
+
+
+def read_config_file(
+    path: str | Path | None, *, stdin: Callable[[], str] | None = None
+) -> tuple[dict[str, Any], str]:
+    """Read the YAML config file given by ``-c``: ``None`` reads ``./opslevel.yaml`` when it
+    exists, ``.`` reads standard input."""
     if path is None:
-        return {}, "config file"
+        default = Path(DEFAULT_CONFIG_FILE)
+        if not default.is_file():
+            return {}, "config file"
+        path = default
+    if str(path) == STDIN_CONFIG:
+        return parse_config_text((stdin or sys.stdin.read)(), "<stdin>")
     file_path = Path(path)
     try:
         text = file_path.read_text()
@@ -250,15 +312,35 @@ def read_config_file(path: str | Path | None) -> tuple[dict[str, Any], str]:
         raise ConfigError([f"{file_path}: config file not found"]) from None
     except OSError as exc:
         raise ConfigError([f"{file_path}: cannot read config file: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{file_path}: not a UTF-8 text file"]) from None
+    return parse_config_text(text, str(file_path))
+
+
+def parse_config_text(text: str, name: str) -> tuple[dict[str, Any], str]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{file_path}: not valid YAML: {exc}"]) from None
+        raise ConfigError([f"{name}: not valid YAML: {exc}"]) from None
     if data is None:
-        return {}, str(file_path)
+        return {}, name
     if not isinstance(data, dict):
-        raise ConfigError([f"{file_path}: expected a mapping at the top level"])
-    return data, str(file_path)
+        raise ConfigError([f"{name}: expected a mapping at the top level"])
+    return data, name
+
+
+def unknown_keys(file: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """One warning per top-level key of the config file that no setting reads (viper ignores
+    them silently), with the closest known key when one is near."""
+    known_lower = {key.lower(): key for key in known}
+    warnings = []
+    for key in file:
+        if str(key).lower() in known_lower:
+            continue
+        close = difflib.get_close_matches(str(key).lower(), list(known_lower), n=1, cutoff=0.75)
+        hint = f"; did you mean {known_lower[close[0]]!r}?" if close else ""
+        warnings.append(f"unknown key {key!r} is ignored{hint}")
+    return warnings
 
 
 class SettingsSource:

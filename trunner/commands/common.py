@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
-from trunner import runlog
-from trunner.config import SettingsSource, add_arguments, read_config_file
+from trunner import gocli, runlog
+from trunner.config import SettingsSource, add_arguments, find_key, read_config_file, unknown_keys
 from trunner.runlog import RunnerLogSettings
+
+log = logging.getLogger("trunner.config")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,15 +18,31 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         metavar="FILE",
         default=None,
-        help="YAML config file: any setting by its flag name, plus the 'kubernetes:' job pod section.",
+        help="YAML config file: any setting by its flag name, plus the 'kubernetes:' job pod section "
+        "(default ./opslevel.yaml when it exists; '.' reads it from standard input).",
     )
     add_arguments(parser, RunnerLogSettings)
 
 
 def settings_source(args: argparse.Namespace) -> SettingsSource:
-    """Read the config file, set up the runner log, and return the source of every setting."""
+    """Read the config file, set up the runner log, report what the command line and the config
+    file hold that nothing reads, and return the source of every setting."""
     data, name = read_config_file(args.config)
     source = SettingsSource(args=args, file=data, source_name=name)
     log_settings = source.get(RunnerLogSettings)
     runlog.setup(log_settings.log_level, log_settings.log_format)
+    for ignored in getattr(args, "ignored_flags", ()):
+        log.warning("%s", ignored.reason)
+    known = getattr(args, "known_file_keys", None)
+    if known is not None:
+        for warning in unknown_keys(data, known):
+            log.warning("%s: %s", name, warning)
+    for flag, replacement in gocli.DEPRECATED_FLAGS.items():
+        if find_key(data, flag[2:])[0]:
+            log.warning(
+                "%s: %s is deprecated and has no effect; %s sets what it describes",
+                name,
+                flag[2:],
+                replacement[2:],
+            )
     return source

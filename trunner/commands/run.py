@@ -7,16 +7,24 @@ import importlib
 from types import ModuleType
 from typing import Any, Protocol, cast
 
+import attrs
 import trio
 
 from trunner.commands.common import add_common_arguments, settings_source
-from trunner.config import ConfigError, SettingsSource, add_settings_arguments
+from trunner.config import ConfigError, SettingsSource, add_settings_arguments, one_of, setting
 from trunner.executors import registry
 from trunner.executors.settings import JobRunSettings
 from trunner.logs.settings import LogSettings
 from trunner.runner import RunSettings
 
 MODES = {"api": "trunner.opslevel.mode", "faktory": "trunner.faktory.mode", "local": "trunner.local.mode"}
+
+
+@attrs.frozen
+class ModeSettings:
+    """Job source"""
+
+    mode: str = setting("api", help="Where jobs come from: api, faktory or local.", checks=[one_of(*MODES)])
 
 
 class Mode(Protocol):
@@ -39,10 +47,15 @@ def register(subparsers: Any) -> None:
         help="Run jobs from the OpsLevel API (default), Faktory, or a folder of job files.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--mode", choices=sorted(MODES), default="api", help="Where jobs come from.")
     parser.add_argument("--jobs", metavar="DIR", help="With --mode local: the folder of job files to run.")
     add_common_arguments(parser)
-    groups: list[type[Any]] = [RunSettings, LogSettings, JobRunSettings, *registry.settings_classes()]
+    groups: list[type[Any]] = [
+        ModeSettings,
+        RunSettings,
+        LogSettings,
+        JobRunSettings,
+        *registry.settings_classes(),
+    ]
     for name in MODES:
         module = _mode_module(name)
         if module is not None:
@@ -53,8 +66,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     source = settings_source(args)
-    module = _mode_module(args.mode)
+    mode = source.get(ModeSettings).mode
+    args.mode = mode  # resolved from flag, OPSLEVEL_MODE or the file, for what reads the namespace
+    module = _mode_module(mode)
     if module is None:
-        raise ConfigError([f"--mode: {args.mode} mode is not available in this build"])
+        raise ConfigError([f"--mode: {mode} mode is not available in this build"])
     code: int = trio.run(module.serve, source, args)
     return code

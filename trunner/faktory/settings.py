@@ -33,8 +33,10 @@ class FaktorySettings:
 
     queues: tuple[str, ...] = setting(
         ("default",),
-        help="Faktory queues to fetch jobs from, comma-separated, in strict priority order.",
+        help="Faktory queue to fetch jobs from; repeat the flag (or separate names by commas, or by "
+        "spaces in the environment) for several, in strict priority order.",
         checks=[_queues],
+        words=True,
     )
     faktory_labels: tuple[str, ...] = setting(
         ("trunner",), help="Labels of this worker process, shown in the Faktory Web UI.", checks=[_labels]
