@@ -33,7 +33,9 @@ class Collect:
 
     @property
     def out(self) -> str:
-        return self.data[Stream.STDOUT].decode()
+        """What the commands printed, without the shell's ``set -x`` trace (merged into stdout)."""
+        lines = self.data[Stream.STDOUT].decode().splitlines(keepends=True)
+        return "".join(line for line in lines if not line.startswith("+ "))
 
 
 async def wait_for_exit(pid: int) -> None:
@@ -56,7 +58,7 @@ def executor(lifetime: float = 30.0, workdir: str = "") -> LocalExecutor:
 def test_script_has_the_go_runner_form():
     assert (
         phase_script("/jobs", "42", ["echo a", "echo b"])
-        == "mkdir -p /jobs/42;\ncd /jobs/42;\nset -xv;\necho a;\necho b"
+        == "exec 2>&1;\nmkdir -p /jobs/42;\ncd /jobs/42;\nset -xv;\necho a;\necho b"
     )
 
 
@@ -67,7 +69,7 @@ async def test_commands_run_in_the_job_directory_with_exit_code():
     assert result.kind is ExitKind.EXITED and result.exit_code == 4
     lines = output.out.splitlines()
     assert lines[0].endswith("/7") and lines[1] == "hello"
-    assert "+ echo hello" in output.data[Stream.STDERR].decode()
+    assert "+ echo hello" in output.data[Stream.STDOUT].decode()
 
 
 async def test_env_scoping_and_runner_secrets_do_not_leak():

@@ -126,7 +126,7 @@ class LocalExecutor:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -135,9 +135,8 @@ class LocalExecutor:
             )
         try:
             async with trio.open_nursery() as nursery:
-                assert process.stdout is not None and process.stderr is not None
+                assert process.stdout is not None
                 nursery.start_soon(_pump, process.stdout, Stream.STDOUT, output)
-                nursery.start_soon(_pump, process.stderr, Stream.STDERR, output)
                 code = await process.wait()
                 nursery.cancel_scope.deadline = trio.current_time() + _OUTPUT_GRACE
             _kill_group(process.pid)
