@@ -15,7 +15,7 @@ from trunner.config import SettingsSource, add_settings_arguments
 from trunner.executors import registry
 from trunner.executors.settings import JobRunSettings
 from trunner.job import run_job
-from trunner.local.console import ConsoleSink
+from trunner.local.console import ConsoleSink, console_log_settings
 from trunner.local.jobfile import JobFileError, load_job
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
@@ -69,7 +69,7 @@ async def _run(job: RunnerJob, source: SettingsSource, executor_name: str) -> tu
             job,
             executor=executor,
             sink=sink,
-            settings=source.get(LogSettings),
+            settings=console_log_settings(source.get(LogSettings)),
             metrics=RunnerMetrics().logs,
         )
         nursery.cancel_scope.cancel()

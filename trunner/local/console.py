@@ -6,12 +6,20 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+import attrs
 import trio
 
 from trunner.logs.batch import Batch
+from trunner.logs.settings import LogSettings
 from trunner.models import JobOutcome
 
 _write_lock = trio.Lock()
+
+
+def console_log_settings(settings: LogSettings) -> LogSettings:
+    """A person at a terminal expects each line as it is printed: the console ships waiting lines
+    at once (no ``--job-pod-log-max-interval``), batching only what arrives while it writes."""
+    return attrs.evolve(settings, job_pod_log_max_interval=0.0)
 
 
 class ConsoleSink:

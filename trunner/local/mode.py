@@ -13,7 +13,7 @@ from typing import Any
 from trunner import exits
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry
-from trunner.local.console import ConsoleSink
+from trunner.local.console import ConsoleSink, console_log_settings
 from trunner.local.jobfile import JobFileError, job_files, load_job
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
@@ -62,7 +62,7 @@ async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
             source=jobs,
             executor=executor,
             settings=settings,
-            log_settings=source.get(LogSettings),
+            log_settings=console_log_settings(source.get(LogSettings)),
             metrics=RunnerMetrics(runner_id="local"),
             runner_id="local",
             keep_records=True,

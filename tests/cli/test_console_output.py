@@ -1,0 +1,112 @@
+"""What a person at a terminal sees: each line at once, in the order the job wrote it."""
+
+from __future__ import annotations
+
+import sys
+
+import trio
+
+from tests.cli.support import ROOT, clean_env, read_until, start_trunner, trunner, write_job
+
+ALTERNATING = """\
+id: "8"
+commands:
+  - "sh -c 'i=0; while [ $i -lt 5000 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); done'"
+"""
+
+
+def written_order(stdout: str) -> list[str]:
+    return [
+        line.rsplit(" ", 1)[-1]
+        for line in stdout.splitlines()
+        if line.rsplit(" ", 1)[-1][:4] in ("out-", "err-")
+    ]
+
+
+EXPECTED = [f"{stream}-{i}" for i in range(5000) for stream in ("out", "err")]
+
+
+def test_ten_thousand_alternating_writes_keep_their_order_locally(tmp_path):
+    result = trunner("test", "-f", write_job(tmp_path / "job.yaml", ALTERNATING))
+    assert result.returncode == 0, result.stderr
+    assert written_order(result.stdout) == EXPECTED
+
+
+async def test_ten_thousand_alternating_writes_keep_their_order_in_a_pod(tmp_path):
+    from tests.doubles.kube import serve_kube_api
+
+    async with serve_kube_api() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        env = clean_env(KUBECONFIG=str(kubeconfig), OPSLEVEL_JOB_POD_OWNER="cli-order")
+        job = write_job(tmp_path / "job.yaml", ALTERNATING + "image: alpine:3.20\n")
+        argv = [sys.executable, "-m", "trunner", "test", "-f", job, "--executor", "kubernetes"]
+        argv += ["--job-pod-workdir", str(tmp_path / "jobs")]
+        with trio.fail_after(60):
+            result = await trio.run_process(
+                argv, cwd=ROOT, env=env, capture_stdout=True, capture_stderr=True, check=False
+            )
+    assert result.returncode == 0, result.stderr.decode()
+    assert written_order(result.stdout.decode()) == EXPECTED
+
+
+def test_the_failing_line_comes_before_the_exit_trace(tmp_path):
+    job = 'id: "5"\ncommands:\n  - echo about to fail\n  - echo something went wrong >&2\n  - exit 3\n'
+    result = trunner("test", "-f", write_job(tmp_path / "job.yaml", job))
+    assert result.returncode == 1
+    shown = [line.split("] ", 1)[1] for line in result.stdout.splitlines() if "] " in line]
+    assert shown[:6] == [
+        "+ echo about to fail",
+        "about to fail",
+        "+ echo something went wrong",
+        "something went wrong",
+        "+ exit 3",
+        "[trunner] command exited with code 3",
+    ]
+
+
+def test_each_line_reaches_the_console_while_the_job_still_runs(tmp_path):
+    """The job prints ``two`` and then waits for the test to have seen it; held for the 30 s
+    interval, it would only arrive when the lifetime cut the job off (execution_timeout)."""
+    seen_one, seen_two = tmp_path / "one", tmp_path / "two"
+    job = f"""\
+id: "9"
+commands:
+  - echo one
+  - "while [ ! -e {seen_one} ]; do sleep 0.02; done"
+  - echo two
+  - "while [ ! -e {seen_two} ]; do sleep 0.02; done"
+  - echo three
+"""
+    process = start_trunner(
+        "test", "-f", write_job(tmp_path / "job.yaml", job), "--job-pod-max-lifetime", "20"
+    )
+    try:
+        read_until(process, "] one")
+        seen_one.touch()
+        read_until(process, "] two")
+        seen_two.touch()
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "] three" in stdout and "outcome: success" in stdout
+
+
+def test_outcome_variables_parse_the_same_with_the_trace_and_stderr_merged(tmp_path):
+    job = """\
+id: "10"
+commands:
+  - echo warming up >&2
+  - echo "::set-outcome-var status=green"
+  - echo "::start-multiline-outcome-var summary"
+  - "printf 'checks passed: 12\\\\nchecks failed: 0\\\\n'"
+  - echo "::end-multiline-outcome-var"
+  - echo "::set-outcome-var after=stderr" >&2
+"""
+    result = trunner("test", "-f", write_job(tmp_path / "job.yaml", job))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "outcome variable status=green\n" in out
+    assert "outcome variable summary=checks passed: 12\nchecks failed: 0\noutcome variable" in out
+    assert "outcome variable after=stderr" in out
+    assert "+ echo ::set-outcome-var status=green" in out and "] ::set-outcome-var" not in out
