@@ -128,5 +128,6 @@ def test_the_example_config_file_resolves():
     assert (pod.namespace, pod.lifetime, pod.resources.limits["memory"]) == ("opslevel-jobs", 1800.0, "2Gi")
     assert source.get(RunSettings).job_concurrency == 5
     assert source.get(LogSettings).job_pod_log_max_size == 500_000
+    # The section wins over the environment, as in the Go runner.
     overridden = SettingsSource(environ={"OPSLEVEL_JOB_POD_NAMESPACE": "other"}, file=data, source_name=name)
-    assert resolve(overridden).namespace == "other"
+    assert resolve(overridden).namespace == "opslevel-jobs"

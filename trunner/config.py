@@ -368,6 +368,22 @@ class SettingsSource:
         value: T = self._cache[cls]
         return value
 
+    def origin(self, cls: type[Any], name: str) -> str | None:
+        """Where setting ``name`` of ``cls`` was given: its flag, its environment variable, or
+        its config-file key; None when it has its default."""
+        for field, spec, _ in _fields(cls):
+            if field.name != name:
+                continue
+            if self.args is not None and name in vars(self.args):
+                return spec.flag
+            env_name = next((e for e in spec.lookup_env if e in self.environ), None)
+            if env_name is not None:
+                return env_name
+            if _lookup(self.file, spec.file_key)[0]:
+                return f"{spec.file_key} in {self.source_name}"
+            return None
+        raise KeyError(f"{cls.__name__} has no setting {name!r}")
+
     def check(self, *classes: type[Any]) -> None:
         """Resolve several groups, reporting the problems of all of them together."""
         problems: list[str] = []

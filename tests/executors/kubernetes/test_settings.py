@@ -1,9 +1,11 @@
 """Job-pod settings: the Go runner's flags and defaults, and the ``kubernetes:`` config section
-(explicit flag/env > section > top-level file key > default; strict checking)."""
+(section > flag > env > top-level file key > default, as in the Go runner; Go's lenient key matching,
+strict value checking)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 from typing import Any
 
@@ -16,7 +18,7 @@ from trunner.executors.kubernetes.names import JobNaming, job_identity
 from trunner.executors.kubernetes.podspec import build_pod
 from trunner.executors.kubernetes.settings import DEFAULT_HELPER_IMAGE, KubeJobSettings, resolve
 from trunner.executors.settings import JobRunSettings
-from trunner.kube.objects import PodSecurityContext, SeccompProfile, Toleration, to_wire
+from trunner.kube.objects import PodSecurityContext, SeccompProfile, SELinuxOptions, Toleration, to_wire
 from trunner.models import RunnerJob
 
 
@@ -119,7 +121,7 @@ def test_the_resolved_settings_make_a_valid_pod() -> None:
     assert pod["spec"]["securityContext"]["runAsUser"] == 1000
 
 
-def test_explicit_flags_and_env_beat_the_section() -> None:
+def test_the_section_beats_flags_and_env_with_one_line_per_disagreeing_key(caplog) -> None:
     file = """
 job-pod-namespace: top-level
 job-pod-max-wait: 90
@@ -127,22 +129,42 @@ kubernetes:
   namespace: from-section
   shell: /bin/bash
   lifetime: 600
-  resources: {limits: {memory: 4Gi, cpu: "3"}}
+  resources: {limits: {memory: 4Gi, cpu: "3"}, requests: {cpu: 300m}}
 """
-    config = resolve(
-        source(
-            ["--job-pod-namespace", "from-flag", "--job-pod-limits-memory", "2048"],
-            env={"OPSLEVEL_JOB_POD_SHELL": "/bin/zsh"},
-            file=file,
+    with caplog.at_level(logging.WARNING, logger="trunner"):
+        config = resolve(
+            source(
+                [
+                    "--job-pod-namespace",
+                    "from-flag",
+                    "--job-pod-limits-memory",
+                    "2048",
+                    "--job-pod-requests-cpu",
+                    "300",
+                    "--job-pod-max-lifetime",
+                    "600",
+                ],
+                env={"OPSLEVEL_JOB_POD_SHELL": "/bin/zsh"},
+                file=file,
+            )
         )
-    )
-    assert config.namespace == "from-flag"
-    assert config.shell == "/bin/zsh"
+    assert config.namespace == "from-section"
+    assert config.shell == "/bin/bash"
     assert config.lifetime == 600
     assert config.max_wait == 90  # a top-level key still works for what the section lacks
     assert config.resources is not None and config.resources.limits is not None
-    assert config.resources.limits["memory"] == "2048Mi"
+    assert config.resources.limits["memory"] == "4Gi"
     assert config.resources.limits["cpu"] == "3"
+    # Only explicitly given values that disagree are reported (lifetime and the cpu request agree;
+    # the cpu limit was a default).
+    assert [r.getMessage() for r in caplog.records] == [
+        "opslevel.yaml: kubernetes.namespace 'from-section' overrides --job-pod-namespace 'from-flag' "
+        "(the kubernetes: section wins, as in the Go runner)",
+        "opslevel.yaml: kubernetes.shell '/bin/bash' overrides OPSLEVEL_JOB_POD_SHELL '/bin/zsh' "
+        "(the kubernetes: section wins, as in the Go runner)",
+        "opslevel.yaml: kubernetes.resources.limits.memory 4Gi overrides --job-pod-limits-memory 2048 "
+        "(the kubernetes: section wins, as in the Go runner)",
+    ]
 
 
 def test_the_section_beats_top_level_keys() -> None:
@@ -199,10 +221,8 @@ kubernetes:
 """
     assert sorted(problems(file=file)) == sorted(
         [
-            "opslevel.yaml: kubernetes: unknown field(s): serviceAccount",
             "opslevel.yaml: kubernetes.lifetime: expected a whole number, got 'ten'",
             "opslevel.yaml: kubernetes.securityContext.runAsUser: expected a whole number, got 'root'",
-            "opslevel.yaml: kubernetes.securityContext.seLinuxOptions: unknown field(s): usr",
             "opslevel.yaml: kubernetes.resources.limits['memory']: not a Kubernetes quantity: 'lots' "
             "(e.g. 500m, 2, 1Gi, 512Mi)",
             "opslevel.yaml: kubernetes.tolerations: expected a list, got {'key': 'x'}",
@@ -235,9 +255,9 @@ def test_section_must_be_a_mapping() -> None:
 def test_flag_mistakes_are_collected_with_section_mistakes() -> None:
     found = problems(
         argv=["--job-pod-pull-policy", "Sometimes", "--job-pod-max-wait", "0"],
-        file="kubernetes:\n  bogus: 1\n",
+        file="kubernetes:\n  lifetime: soon\n",
     )
-    assert "opslevel.yaml: kubernetes: unknown field(s): bogus" in found
+    assert "opslevel.yaml: kubernetes.lifetime: expected a whole number, got 'soon'" in found
     assert any(p.startswith("--job-pod-pull-policy") and "must be one of Always" in p for p in found)
     assert any(p.startswith("--job-pod-max-wait") for p in found)
 
@@ -254,3 +274,29 @@ def test_bad_map_items_and_requests_above_limits() -> None:
         "resources: the memory request (3Gi) is more than its limit (1024Mi)",
     ]
     assert problems(argv=["--job-pod-annotations", "novalue"])[0].startswith("--job-pod-annotations")
+
+
+def test_section_keys_are_read_as_go_reads_them_with_a_warning_per_ignored_key(caplog) -> None:
+    file = """
+KUBERNETES:
+  Namespace: jobs
+  WORKINGDIR: /work
+  lifetime: '1800'
+  terminationgraceperiodseconds: "30"
+  serviceAccount: typo
+  helperImage: 42
+  securityContext: {RunAsUser: '1000', seLinuxOptions: {usr: x}}
+  resources: {Limits: {memory: 2Gi}}
+"""
+    with caplog.at_level(logging.WARNING, logger="trunner"):
+        config = resolve(source(file=file))
+    assert config.namespace == "jobs" and config.workdir == "/work"
+    assert config.lifetime == 1800 and config.termination_grace_period_seconds == 30
+    assert config.helper_image == "42"
+    assert config.security_context == PodSecurityContext(run_as_user=1000, se_linux_options=SELinuxOptions())
+    assert config.resources is not None and config.resources.limits is not None
+    assert config.resources.limits["memory"] == "2Gi"
+    assert [r.getMessage() for r in caplog.records] == [
+        "opslevel.yaml: kubernetes.serviceAccount: unknown key, ignored",
+        "opslevel.yaml: kubernetes.securityContext.seLinuxOptions.usr: unknown key, ignored",
+    ]

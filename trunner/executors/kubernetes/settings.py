@@ -1,25 +1,40 @@
 """Settings of Kubernetes job pods: the Go runner's ``--job-pod-*`` flags plus the ``kubernetes:``
 section of the config file, resolved into one :class:`JobPodConfig`.
 
-Precedence, for every value: a flag or environment variable given explicitly, then the
-``kubernetes:`` section, then a top-level config-file key named after the flag, then the default.
-The Go runner lets the section override even explicit flags; here an explicit flag wins, so an
-operator can always override a shared config file from the command line. Resources merge per
-quantity (``resources.limits.memory`` in the section replaces only that one flag value), as the Go
-runner's YAML decoding into its flag-filled defaults does. The section is checked strictly: an
-unknown or misspelt key is an error at startup, not a setting silently ignored by the API server.
+Precedence, as in the Go runner: the ``kubernetes:`` section wins over everything for the keys it
+sets; for the others a flag, then an environment variable, then a top-level config-file key named
+after the flag, then the default. Deployments such as the OpsLevel chart pass ``--job-pod-*`` flags
+and a section and rely on the section winning; each key where the two disagree is logged once at
+startup. Resources merge per quantity (``resources.limits.memory`` in the section replaces only that
+one flag value), as the Go runner's YAML decoding into its flag-filled defaults does.
+
+The section is read as Go's JSON decoding reads it: keys match case-insensitively at every level,
+a whole number may be written as text (``'1800'``) and a number where text is expected; an unknown
+key is ignored with a warning (Go ignores it silently). Values are checked: a wrong type or a value
+the API server would refuse is an error at startup.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from trunner.config import ConfigError, SettingsSource, load, non_negative, one_of, positive, setting
+from trunner.config import (
+    ConfigError,
+    SettingsSource,
+    find_key,
+    load,
+    non_negative,
+    one_of,
+    positive,
+    setting,
+)
 from trunner.executors.kubernetes import names
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.objects import (
@@ -32,6 +47,9 @@ from trunner.kube.objects import (
     from_wire,
     parse_quantity,
 )
+from trunner.wire import camel
+
+log = logging.getLogger("trunner.kubernetes")
 
 DEFAULT_HELPER_IMAGE = "public.ecr.aws/opslevel/opslevel-runner:v2026.7.8"
 """The Go runner's published image, whose ``/opslevel-runner`` binary the helper init container
@@ -143,22 +161,6 @@ class KubernetesSection:
     affinity: Affinity | None = None
 
 
-_SECTION_TO_FILE_KEY = {
-    "namespace": "job-pod-namespace",
-    "lifetime": "job-pod-max-lifetime",
-    "shell": "job-pod-shell",
-    "working_dir": "job-pod-workdir",
-    "service_account_name": "job-pod-service-account",
-    "termination_grace_period_seconds": "job-pod-termination-grace-period",
-    "dns_policy": "job-pod-dns-policy",
-    "pull_policy": "job-pod-pull-policy",
-    "agent_mode": "job-agent-mode",
-    "helper_image": "job-pod-helper-image",
-    "annotations": "job-pod-annotations",
-    "node_selector": "job-pod-node-selector",
-}
-
-
 @attrs.frozen
 class JobPodConfig:
     """Everything the job layer needs to build and run job pods, fully resolved."""
@@ -244,22 +246,21 @@ def _section_problems(section: KubernetesSection) -> list[str]:
     ]
 
 
-def _file_view(file: Mapping[str, Any], section: KubernetesSection) -> dict[str, Any]:
-    """The config file with the section's values standing in for the flag-named keys."""
-    view = dict(file)
-    for field, file_key in _SECTION_TO_FILE_KEY.items():
-        value = getattr(section, field)
-        if value is None:
-            continue
-        view[file_key] = [f"{k}={v}" for k, v in value.items()] if isinstance(value, dict) else value
-    return view
-
-
-def _given(source: SettingsSource, field: str) -> bool:
-    """Whether a setting of :class:`KubeJobSettings` came from a flag or the environment."""
-    env = "OPSLEVEL_" + field.upper()
-    return (source.args is not None and field in vars(source.args)) or env in source.environ
-
+_SECTION_TO_SETTING: dict[str, tuple[type[Any], str]] = {
+    "namespace": (KubeJobSettings, "job_pod_namespace"),
+    "lifetime": (JobRunSettings, "job_pod_max_lifetime"),
+    "shell": (JobRunSettings, "job_pod_shell"),
+    "working_dir": (JobRunSettings, "job_pod_workdir"),
+    "service_account_name": (KubeJobSettings, "job_pod_service_account"),
+    "termination_grace_period_seconds": (KubeJobSettings, "job_pod_termination_grace_period"),
+    "dns_policy": (KubeJobSettings, "job_pod_dns_policy"),
+    "pull_policy": (KubeJobSettings, "job_pod_pull_policy"),
+    "agent_mode": (KubeJobSettings, "job_agent_mode"),
+    "helper_image": (KubeJobSettings, "job_pod_helper_image"),
+    "annotations": (KubeJobSettings, "job_pod_annotations"),
+    "node_selector": (KubeJobSettings, "job_pod_node_selector"),
+}
+"""Section keys and the setting each overrides."""
 
 _RESOURCE_FLAGS = {
     ("requests", "cpu"): "job_pod_requests_cpu",
@@ -271,8 +272,133 @@ _RESOURCE_FLAGS = {
 }
 
 
+# --- reading the section as Go's JSON decoding does -------------------------------------------------
+
+
+def _unwrap_optional(type_: Any) -> Any:
+    if typing.get_origin(type_) in (typing.Union, _UNION_TYPE):
+        options = [t for t in typing.get_args(type_) if t is not type(None)]
+        if len(options) == 1:
+            return options[0]
+    return type_
+
+
+_UNION_TYPE = type(int | None)
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def go_json_view(raw: Any, type_: Any, where: str, warnings: list[str]) -> Any:
+    """``raw`` with keys renamed to the fields of ``type_`` they match case-insensitively, unknown
+    keys dropped (one warning each), whole numbers given as text made numbers and numbers given
+    where text is expected made text. Anything else is left for the strict structuring to judge."""
+    type_ = _unwrap_optional(type_)
+    if attrs.has(type_) and isinstance(raw, Mapping):
+        hints = typing.get_type_hints(type_)
+        fields = {camel(f.name).lower(): (camel(f.name), hints[f.name]) for f in attrs.fields(type_)}
+        view: dict[str, Any] = {}
+        for key, value in raw.items():
+            match = fields.get(str(key).lower())
+            if match is None:
+                warnings.append(f"{where}.{key}: unknown key, ignored")
+                continue
+            name, field_type = match
+            view[name] = go_json_view(value, field_type, f"{where}.{name}", warnings)
+        return view
+    origin = typing.get_origin(type_)
+    if origin is tuple and isinstance(raw, list):
+        item_type = typing.get_args(type_)[0]
+        return [go_json_view(item, item_type, f"{where}[{i}]", warnings) for i, item in enumerate(raw)]
+    if origin is dict and isinstance(raw, Mapping):
+        value_type = typing.get_args(type_)[1]
+        return {k: go_json_view(v, value_type, f"{where}[{k!r}]", warnings) for k, v in raw.items()}
+    if type_ is int and isinstance(raw, str) and _WHOLE_NUMBER.fullmatch(raw.strip()):
+        return int(raw.strip())
+    if type_ is str and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return str(raw)
+    return raw
+
+
+def read_section_with_warnings(
+    file: Mapping[str, Any], source_name: str
+) -> tuple[KubernetesSection, list[str]]:
+    """The ``kubernetes:`` section of a config file, checked, and a warning per ignored key."""
+    found, raw = find_key(file, "kubernetes")
+    if not found or raw is None:
+        return KubernetesSection(), []
+    warnings: list[str] = []
+    view = go_json_view(raw, KubernetesSection, "kubernetes", warnings)
+    try:
+        section = from_wire(view, KubernetesSection, where="kubernetes")
+    except ObjectError as exc:
+        raise ConfigError([f"{source_name}: {problem}" for problem in exc.problems]) from None
+    problems = _section_problems(section)
+    if problems:
+        raise ConfigError([f"{source_name}: {problem}" for problem in problems])
+    return section, [f"{source_name}: {warning}" for warning in warnings]
+
+
+def read_section(file: Mapping[str, Any], source_name: str) -> KubernetesSection:
+    """The ``kubernetes:`` section of a config file, checked; empty if the file has none."""
+    return read_section_with_warnings(file, source_name)[0]
+
+
+# --- precedence ------------------------------------------------------------------------------------
+
+
+def _section_value(section: KubernetesSection, key: str) -> Any:
+    value = getattr(section, key)
+    if isinstance(value, dict):
+        return tuple(f"{k}={v}" for k, v in value.items())
+    return value
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value) or '""'
+    return repr(value)
+
+
+def _overridden(
+    source: SettingsSource, section: KubernetesSection, groups: Mapping[type[Any], Any]
+) -> list[str]:
+    """One line per key that the section sets to another value than a flag, the environment or
+    a top-level config-file key gave."""
+    lines = []
+    for key, (cls, field) in _SECTION_TO_SETTING.items():
+        wanted = getattr(section, key)
+        if wanted is None:
+            continue
+        origin = source.origin(cls, field)
+        given = getattr(groups[cls], field)
+        if origin is None or _section_value(section, key) == given:
+            continue
+        if isinstance(given, float) and isinstance(wanted, int) and given == wanted:
+            continue
+        lines.append(
+            f"{source.source_name}: kubernetes.{camel(key)} {_describe(_section_value(section, key))} "
+            f"overrides {origin} {_describe(given)} (the kubernetes: section wins, as in the Go runner)"
+        )
+    for kind in ("requests", "limits"):
+        for resource, quantity in (getattr(section.resources, kind, None) or {}).items():
+            resource_field = _RESOURCE_FLAGS.get((kind, resource))
+            if resource_field is None:
+                continue
+            resource_origin = source.origin(KubeJobSettings, resource_field)
+            if resource_origin is None:
+                continue
+            amount: int = getattr(groups[KubeJobSettings], resource_field)
+            flag_quantity = f"{amount}m" if resource == "cpu" else f"{amount}Mi"
+            if amount and parse_quantity(flag_quantity) == parse_quantity(quantity):
+                continue
+            lines.append(
+                f"{source.source_name}: kubernetes.resources.{kind}.{resource} {quantity} overrides "
+                f"{resource_origin} {amount} (the kubernetes: section wins, as in the Go runner)"
+            )
+    return lines
+
+
 def _resources(
-    source: SettingsSource, flags: KubeJobSettings, section: ResourceRequirements | None
+    flags: KubeJobSettings, section: ResourceRequirements | None
 ) -> tuple[ResourceRequirements | None, list[str]]:
     lists: dict[str, dict[str, Quantity]] = {"requests": {}, "limits": {}}
     for (kind, resource), field in _RESOURCE_FLAGS.items():
@@ -281,9 +407,7 @@ def _resources(
             lists[kind][resource] = Quantity(f"{amount}m" if resource == "cpu" else f"{amount}Mi")
     for kind in ("requests", "limits"):
         for resource, quantity in (getattr(section, kind, None) or {}).items():
-            field_name = _RESOURCE_FLAGS.get((kind, resource))
-            if field_name is None or not _given(source, field_name):
-                lists[kind][resource] = quantity
+            lists[kind][resource] = quantity
     problems = [
         f"resources: the {resource} request ({request}) is more than its limit ({lists['limits'][resource]})"
         for resource, request in lists["requests"].items()
@@ -294,49 +418,47 @@ def _resources(
     return ResourceRequirements(requests=lists["requests"] or None, limits=lists["limits"] or None), problems
 
 
-def read_section(file: Mapping[str, Any], source_name: str) -> KubernetesSection:
-    """The ``kubernetes:`` section of a config file, checked; empty if the file has none."""
-    raw = file.get("kubernetes")
-    if raw is None:
-        return KubernetesSection()
-    try:
-        section = from_wire(raw, KubernetesSection, where="kubernetes")
-    except ObjectError as exc:
-        raise ConfigError([f"{source_name}: {problem}" for problem in exc.problems]) from None
-    problems = _section_problems(section)
-    if problems:
-        raise ConfigError([f"{source_name}: {problem}" for problem in problems])
-    return section
-
-
 def resolve(source: SettingsSource) -> JobPodConfig:
-    """Resolve every job-pod setting; all problems are reported together in one ConfigError."""
+    """Resolve every job-pod setting; all problems are reported together in one ConfigError. The
+    section's warnings and its overrides of explicitly given settings are logged."""
     problems: list[str] = []
+    warnings: list[str] = []
     try:
-        section = read_section(source.file, source.source_name)
+        section, warnings = read_section_with_warnings(source.file, source.source_name)
     except ConfigError as exc:
         problems.extend(exc.problems)
         section = KubernetesSection()
-    view = _file_view(source.file, section)
     groups: dict[type[Any], Any] = {}
     for cls in (JobRunSettings, KubeJobSettings):
         try:
             groups[cls] = load(
-                cls, args=source.args, environ=source.environ, file=view, source_name=source.source_name
+                cls,
+                args=source.args,
+                environ=source.environ,
+                file=source.file,
+                source_name=source.source_name,
             )
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
-    run: JobRunSettings = groups[JobRunSettings]
-    flags: KubeJobSettings = groups[KubeJobSettings]
+    for warning in warnings:
+        log.warning("%s", warning)
+    for line in _overridden(source, section, groups):
+        log.warning("%s", line)
+    overrides: dict[type[Any], dict[str, Any]] = {JobRunSettings: {}, KubeJobSettings: {}}
+    for key, (cls, field) in _SECTION_TO_SETTING.items():
+        if getattr(section, key) is not None:
+            overrides[cls][field] = _section_value(section, key)
+    run: JobRunSettings = attrs.evolve(groups[JobRunSettings], **overrides[JobRunSettings])
+    flags: KubeJobSettings = attrs.evolve(groups[KubeJobSettings], **overrides[KubeJobSettings])
     node_selector, selector_problems = _mapping(
         flags.job_pod_node_selector, "--job-pod-node-selector", label_values=True
     )
     annotations, annotation_problems = _mapping(
         flags.job_pod_annotations, "--job-pod-annotations", label_values=False
     )
-    resources, resource_problems = _resources(source, flags, section.resources)
+    resources, resource_problems = _resources(flags, section.resources)
     problems = selector_problems + annotation_problems + resource_problems
     if problems:
         raise ConfigError(problems)
