@@ -52,6 +52,7 @@ class ScriptedExecutor:
                 if chunk.delay:
                     await trio.sleep(chunk.delay)
                 output.feed(chunk.stream, chunk.data)
+                await output.wait_for_room()
             if self.raise_after is not None:
                 raise self.raise_after
             if self.hang:

@@ -73,7 +73,8 @@ async def test_hung_sink_cannot_hang_the_final_flush(autojump_clock):
     start = trio.current_time()
     outcome = await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
     elapsed = trio.current_time() - start
-    assert elapsed <= SETTINGS.log_flush_timeout + SETTINGS.job_outcome_timeout + 1
+    bound = SETTINGS.log_stall_timeout + SETTINGS.log_flush_timeout + SETTINGS.job_outcome_timeout
+    assert elapsed <= bound + 1
     assert "could not be delivered" in outcome.message
 
 

@@ -20,6 +20,7 @@ from trunner.config import at_most, non_negative, one_of, positive, setting
 from trunner.executors.base import Executor
 from trunner.job import describe_exception, run_job
 from trunner.logs.batch import Batch
+from trunner.logs.job_log import clear_spool_dir
 from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
 from trunner.metrics import RunnerMetrics
@@ -152,6 +153,7 @@ class Runner:
             self._jobs_scope = jobs.cancel_scope
             if self._shutting_down:
                 self.begin_shutdown()
+            await clear_spool_dir(self._log_settings)
             task_status.started()
             with self._claim_scope:
                 await self._claim_loop(jobs)

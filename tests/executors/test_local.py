@@ -31,6 +31,9 @@ class Collect:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
+    async def wait_for_room(self) -> None:
+        pass
+
     @property
     def out(self) -> str:
         """What the commands printed, without the shell's ``set -x`` trace (merged into stdout)."""

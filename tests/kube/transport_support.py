@@ -52,6 +52,9 @@ class RecordingFeed:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
+    async def wait_for_room(self) -> None:
+        pass
+
     @property
     def stdout(self) -> bytes:
         return bytes(self.data[Stream.STDOUT])

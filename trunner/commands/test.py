@@ -17,6 +17,7 @@ from trunner.executors.settings import JobRunSettings
 from trunner.job import run_job
 from trunner.local.console import ConsoleSink, console_log_settings
 from trunner.local.jobfile import JobFileError, load_job
+from trunner.logs.job_log import clear_spool_dir
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, Outcome, RunnerJob
@@ -65,6 +66,7 @@ async def _run(job: RunnerJob, source: SettingsSource, executor_name: str) -> tu
     outcome: JobOutcome | None = None
     async with module.open_executor(source, runner_id="test") as executor, trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_signal, nursery.cancel_scope, received)
+        await clear_spool_dir(source.get(LogSettings))
         outcome = await run_job(
             job,
             executor=executor,

@@ -163,6 +163,7 @@ async def _pump(stream: trio.abc.ReceiveStream, which: Stream, output: OutputFee
     async with stream:
         while chunk := await stream.receive_some(_READ_SIZE):
             output.feed(which, chunk if isinstance(chunk, bytes) else bytes(chunk))
+            await output.wait_for_room()
 
 
 def _kill_group(pid: int) -> None:

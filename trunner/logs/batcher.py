@@ -1,9 +1,11 @@
-"""Filling batches and handing them to the shipper without ever waiting for it.
+"""Filling batches and offering them to the job log without ever waiting for it.
 
-Memory bound per job: the batch being filled (<= ``max_size``), the channel's two batches and
-the one the shipper is delivering: 4 x ``max_size`` of line text, whatever the job prints and
-however slow the sink. When the channel is full the current batch keeps filling to its cap,
-then whole lines are dropped and counted; the next batch to ship starts with a marker saying so.
+A batch is offered when it is full, when it is due (the interval passed since the last hand-off)
+and at the end. A refused offer leaves the batch in place; the rest of the block that did not fit
+waits, processed, in ``overflow`` and the batcher reports itself :attr:`held`, so the drain stops
+taking input until the job log has room (:meth:`resume`). Only while the job log says delivery
+has stalled (:meth:`start_dropping`) are lines dropped: each stream's drops are counted and
+announced by one marker per stream as the first lines after the gap, before anything newer.
 """
 
 from __future__ import annotations
@@ -12,24 +14,32 @@ from collections.abc import Callable
 
 import trio
 
+from trunner.contracts import Stream
 from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.metrics import LogMetrics
 
-SHIPPING_BEHIND = "log shipping fell behind"
+Source = Stream | None
+"""The stream a block came from; None for lines trunner writes itself."""
+
+_SOURCE_NAMES: dict[Source, str] = {Stream.STDOUT: "stdout", Stream.STDERR: "stderr", None: "runner"}
 
 
 class Batcher:
     def __init__(
         self,
-        send: trio.MemorySendChannel[Batch],
+        offer: Callable[[Batch], bool],
         *,
         max_size: int,
         interval: float,
         line_prefix: Callable[[], bytes],
+        busy: Callable[[], bool] = lambda: False,
         metrics: LogMetrics | None = None,
     ) -> None:
-        self._send = send
+        """``offer(batch)`` takes a batch or refuses it (no room); ``busy()`` is true while the
+        job log is still storing an earlier batch and wants no more input meanwhile."""
+        self._offer = offer
+        self._busy = busy
         self._max = max_size
         self._interval = interval
         self._line_prefix = line_prefix
@@ -38,50 +48,75 @@ class Batcher:
         self._next_seq = 1
         self._handed_off_any = False
         self._full = False
-        self._unannounced_lines = 0
-        self._unannounced_bytes = 0
-        self._dropping_cut_line = False
+        self._overflow: list[tuple[Source, bytes, int]] = []
+        self._overflow_lines = 0
+        self._overflow_size = 0
+        self._dropping: str | None = None
+        self._drops: dict[Source, list[int]] = {}
         self.last_handoff = trio.current_time()
         self.dropped_lines = 0
+        self.dropped_bytes = 0
         self._changed = trio.Event()
 
     @property
     def current(self) -> Batch:
         return self._current
 
-    def add(self, block: bytes, lines: int, continues_cut_line: bool) -> None:
-        """Add ``lines`` finished lines (``block``, joined by ``\\n``)."""
-        if continues_cut_line and self._dropping_cut_line:
-            first, newline, rest = block.partition(b"\n")
-            self._drop(1, len(first) + 1)
-            if not newline:
-                self._dropping_cut_line = first.endswith(markers.CUT_SUFFIX)
-                return
-            block, lines = rest, lines - 1
-        self._dropping_cut_line = False
+    @property
+    def held(self) -> bool:
+        """Whether the drain must stop taking input until :meth:`resume` succeeds."""
+        return bool(self._overflow) or (self._dropping is None and self._busy())
+
+    @property
+    def dropping(self) -> bool:
+        return self._dropping is not None
+
+    def waiting(self) -> tuple[int, int]:
+        """Lines and bytes not yet handed off: the current batch and the overflow."""
+        return (
+            self._current.line_count + self._overflow_lines,
+            self._current.size + self._overflow_size,
+        )
+
+    def add(self, stream: Source, block: bytes, lines: int) -> None:
+        """Add ``lines`` finished lines (``block``, joined by ``\\n``) of ``stream``."""
+        if self._dropping is not None and not self._handoff():
+            self._drop(stream, lines, len(block) + 1)
+            return
+        if self._overflow:
+            self._hold(stream, block, lines)
+            return
         was_empty = not self._current
-        while True:
-            room = self._max - self._current.size
-            if len(block) + 1 <= room:
-                self._current.add_block(block, lines)
-                break
-            self._full = True
-            if self._current and self._handoff():
-                continue
-            cut = block.rfind(b"\n", 0, room)
-            if cut > 0:
-                head = block[:cut]
-                head_lines = head.count(b"\n") + 1
-                self._current.add_block(head, head_lines)
-                block, lines = block[cut + 1 :], lines - head_lines
-                continue
-            self._drop(lines, len(block) + 1)
-            self._dropping_cut_line = block.endswith(markers.CUT_SUFFIX)
-            break
+        self._place(stream, block, lines)
         if not self._handed_off_any:
             self._handoff()
         elif was_empty and self._current:
             self._notify()
+
+    def resume(self) -> bool:
+        """Offer what waits for room again; True when nothing is held any more."""
+        while self._overflow:
+            if not self._handoff():
+                return False
+            waiting, self._overflow = self._overflow, []
+            self._overflow_lines = self._overflow_size = 0
+            for index, (stream, block, lines) in enumerate(waiting):
+                if self._overflow:
+                    for item in waiting[index:]:
+                        self._hold(*item)
+                    break
+                self._place(stream, block, lines)
+        if self._full and self._current and not self._busy():
+            self._handoff()
+        return not self.held
+
+    def start_dropping(self, reason: str) -> None:
+        """Drop everything held and all new lines, counted per stream, until an offer succeeds."""
+        self._dropping = reason
+        for stream, block, lines in self._overflow:
+            self._drop(stream, lines, len(block) + 1)
+        self._overflow = []
+        self._overflow_lines = self._overflow_size = 0
 
     async def wait_changed(self) -> None:
         """Returns after the next hand-off, or when lines start waiting in an empty batch."""
@@ -91,19 +126,6 @@ class Batcher:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def run_interval_timer(self) -> None:
-        """Ships waiting lines ``interval`` after the last hand-off even when no new line arrives."""
-        while True:
-            if self._current and trio.current_time() >= self.next_due_time():
-                if self.ship_if_ready():
-                    continue
-                await self.wait_changed()
-            elif self._current:
-                with trio.move_on_at(self.next_due_time()):
-                    await self.wait_changed()
-            else:
-                await self.wait_changed()
-
     def due(self) -> bool:
         return bool(self._current) and trio.current_time() >= self.last_handoff + self._interval
 
@@ -111,46 +133,83 @@ class Batcher:
         return self.last_handoff + self._interval
 
     def ship_if_ready(self) -> bool:
-        """Hand off the current batch if it is full or due; False if the channel is still full."""
-        if self._full or self.due():
+        """Offer the current batch if it is full or due; False if it was refused."""
+        if self._overflow:
+            return self.resume()
+        if self._full or self.due() or self._dropping is not None:
             return self._handoff()
         return True
 
-    def final_batch(self) -> Batch | None:
-        """The last batch, with a marker for lines dropped since the last hand-off."""
-        batch = self._current
-        if self._unannounced_lines:
-            batch.add_block(self._marker(), 1)
-            self._unannounced_lines = self._unannounced_bytes = 0
-        self._current = Batch(seq=self._next_seq)
-        return batch if batch else None
-
-    def _marker(self) -> bytes:
-        text = markers.dropped(self._unannounced_lines, self._unannounced_bytes, SHIPPING_BEHIND)
-        return self._line_prefix() + text
-
-    def _handoff(self) -> bool:
-        if not self._current:
-            return True
-        try:
-            self._send.send_nowait(self._current)
-        except trio.WouldBlock:
+    def flush(self) -> bool:
+        """Offer everything, due or not; True when nothing is left here."""
+        if not self.resume():
             return False
-        self._handed_off_any = True
-        self._full = False
-        self.last_handoff = trio.current_time()
-        self._current = Batch(seq=self._next_seq)
-        self._next_seq += 1
-        self._notify()
-        if self._unannounced_lines:
-            self._current.add_block(self._marker(), 1)
-            self._unannounced_lines = self._unannounced_bytes = 0
+        while self._current or self._drops:
+            if not self._handoff():
+                return False
         return True
 
-    def _drop(self, lines: int, size: int) -> None:
-        self._unannounced_lines += lines
-        self._unannounced_bytes += size
+    def _place(self, stream: Source, block: bytes, lines: int) -> None:
+        while True:
+            room = self._max - self._current.size
+            if len(block) + 1 <= room:
+                self._current.add_block(block, lines)
+                return
+            self._full = True
+            if self._current and self._handoff():
+                continue
+            if not self._current:
+                # Lines are cut to half a batch, so only a block of many lines gets here: it is
+                # split below; a single line this long would be kept whole rather than held for ever.
+                cut = block.rfind(b"\n", 0, room)
+                if cut <= 0:
+                    self._current.add_block(block, lines)
+                    return
+            else:
+                cut = block.rfind(b"\n", 0, room)
+            if cut <= 0:
+                self._hold(stream, block, lines)
+                return
+            head = block[:cut]
+            head_lines = head.count(b"\n") + 1
+            self._current.add_block(head, head_lines)
+            block, lines = block[cut + 1 :], lines - head_lines
+
+    def _hold(self, stream: Source, block: bytes, lines: int) -> None:
+        self._overflow.append((stream, block, lines))
+        self._overflow_lines += lines
+        self._overflow_size += len(block) + 1
+
+    def _handoff(self) -> bool:
+        if self._current and not self._offer(self._current):
+            return False
+        if self._current:
+            self._handed_off_any = True
+            self.last_handoff = trio.current_time()
+            self._current = Batch(seq=self._next_seq)
+            self._next_seq += 1
+            self._notify()
+        self._full = False
+        if self._drops:
+            self._announce_drops()
+        self._dropping = None
+        return True
+
+    def _announce_drops(self) -> None:
+        """The markers of the gap just closed, each stream's own, first in the new batch."""
+        reason = self._dropping or ""
+        drops, self._drops = self._drops, {}
+        prefix = self._line_prefix()
+        for stream, (lines, size) in drops.items():
+            marker = markers.dropped(lines, size, reason, _SOURCE_NAMES[stream])
+            self._current.add_block(prefix + marker, 1)
+
+    def _drop(self, stream: Source, lines: int, size: int) -> None:
+        counts = self._drops.setdefault(stream, [0, 0])
+        counts[0] += lines
+        counts[1] += size
         self.dropped_lines += lines
+        self.dropped_bytes += size
         if self._metrics is not None:
             self._metrics.lines_dropped.inc(lines)
             self._metrics.bytes_dropped.inc(size)

@@ -15,8 +15,10 @@ CONTINUED_PREFIX = b"[trunner: continued] "
 MASK = b"**********"
 
 
-def dropped(lines: int, size: int, reason: str) -> bytes:
-    return f"[trunner: {lines} lines ({size} bytes) dropped: {reason}]".encode()
+def dropped(lines: int, size: int, reason: str, stream: str | None = None) -> bytes:
+    """Announces a gap; ``stream`` names whose lines they were when the gap is one stream's."""
+    of = f" of {stream}" if stream else ""
+    return f"[trunner: {lines} lines ({size} bytes){of} dropped: {reason}]".encode()
 
 
 def note(text: str) -> bytes:

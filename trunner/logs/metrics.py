@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class LogMetrics:
@@ -55,5 +55,17 @@ class LogMetrics:
             "Time from a batch's hand-off to its delivery.",
             labels,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
+        ).labels(runner)
+        self.lines_unflushed = Counter(
+            "trunner_log_lines_unflushed",
+            "Job log lines still undelivered when the final flush ended (also counted as dropped).",
+            labels,
+            registry=registry,
+        ).labels(runner)
+        self.spool_bytes = Gauge(
+            "trunner_log_spool_bytes",
+            "Bytes of job log spool files on disk.",
+            labels,
             registry=registry,
         ).labels(runner)

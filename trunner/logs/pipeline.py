@@ -1,9 +1,11 @@
 """The drain: executor bytes -> lines -> outcome variables -> masking -> prefix -> batches.
 
 Everything here is synchronous and does no I/O; the only hand-off to the network side is the
-batcher's non-blocking send. Memory held (see README, "Sizing"): two unfinished lines
-(<= ``max_line`` each), the batcher's 4 x ``log_max_size``, outcome variables (<= 1 MiB) and a
-20-line tail.
+batcher's non-blocking offer. Input is processed in slices whose output is at most
+:func:`slice_budget` bytes; once the batcher is held, the rest of a chunk waits unprocessed
+(:attr:`Pipeline.held`) until :meth:`Pipeline.resume`. Memory held here (see
+:mod:`trunner.logs.job_log` for the job's whole bound): two unfinished lines (<= ``max_line``
+each), outcome variables (<= 1 MiB), a 20-line tail, and the chunk the executor last fed.
 """
 
 from __future__ import annotations
@@ -11,14 +13,13 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-
-import trio
 
 from trunner.contracts import Stream
 from trunner.logs import markers
 from trunner.logs.batch import Batch
-from trunner.logs.batcher import Batcher
+from trunner.logs.batcher import Batcher, Source
 from trunner.logs.lines import LineSplitter, Segment, to_utf8
 from trunner.logs.mask import SHORT_SECRET, Masker
 from trunner.logs.metrics import LogMetrics
@@ -32,6 +33,12 @@ _PREFIX_SLACK = 256
 """Room in a batch beyond the longest line for its prefix and markers."""
 
 
+def slice_budget(settings: LogSettings) -> int:
+    """Most bytes one slice of input may become (prefixes included) before the drain checks
+    for room again: what the batcher may hold beyond a full batch."""
+    return max(1024, settings.job_pod_log_max_size // 16)
+
+
 def effective_max_line(settings: LogSettings) -> int:
     """A line (plus prefix and markers) must fit in one batch: cap it at half a batch."""
     return max(
@@ -43,8 +50,9 @@ class Pipeline:
     def __init__(
         self,
         job: RunnerJob,
-        send: trio.MemorySendChannel[Batch],
+        offer: Callable[[Batch], bool],
         *,
+        busy: Callable[[], bool] = lambda: False,
         settings: LogSettings,
         worker: str,
         metrics: LogMetrics | None = None,
@@ -74,8 +82,11 @@ class Pipeline:
         self._prefix = b""
         self._metrics = metrics
         self._tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
+        self._slice = slice_budget(settings)
+        self._pending: deque[tuple[Source, bytes, int]] = deque()
         self.batcher = Batcher(
-            send,
+            offer,
+            busy=busy,
             max_size=settings.job_pod_log_max_size,
             interval=settings.job_pod_log_max_interval,
             line_prefix=self.line_prefix,
@@ -85,22 +96,62 @@ class Pipeline:
     # --- OutputFeed ---
 
     def feed(self, stream: Stream, data: bytes) -> None:
-        if data:
-            self._split(stream, data)
+        if not data:
+            return
+        if self._pending:
+            self._pending.append((stream, data, 0))
+        else:
+            self._consume(stream, data, 0)
 
     def note(self, text: str) -> None:
         block = self._masker.mask(markers.note(text).replace(b"\n", b" "))
-        self._emit(block, 1, False)
+        if self._pending:
+            self._pending.append((None, block, 0))
+        else:
+            self._emit(None, block, 1)
+
+    # --- room ---
+
+    @property
+    def held(self) -> bool:
+        """Whether fed input is waiting for room (the executor's reader should wait too)."""
+        return bool(self._pending) or self.batcher.held
+
+    def resume(self) -> bool:
+        """Process waiting input as far as room allows; True when none is left waiting."""
+        if not self.batcher.resume():
+            return False
+        while self._pending:
+            stream, data, position = self._pending.popleft()
+            if stream is None:
+                self._emit(None, data, 1)
+            elif not self._consume(stream, data, position):
+                return False
+        return not self.batcher.held
+
+    def start_dropping(self, reason: str) -> None:
+        """Delivery has stalled: drop (counted, marked) instead of waiting for room."""
+        self.batcher.start_dropping(reason)
+        self.resume()
+
+    def waiting(self) -> tuple[int, int]:
+        """Lines and bytes not yet handed to the job log (unprocessed input counted by its
+        newlines, and at least one line for a piece without one)."""
+        lines, size = self.batcher.waiting()
+        for stream, data, position in self._pending:
+            rest = len(data) - position
+            lines += data.count(b"\n", position) or 1 if stream is not None else 1
+            size += rest
+        return lines, size
 
     # --- end of job ---
 
-    def finish(self) -> Batch | None:
-        """Flush unfinished lines and return the final batch."""
+    def finish(self) -> None:
+        """Flush unfinished lines into the batcher; call once nothing is :attr:`held`."""
         for stream in self._splitters:
             self._split(stream, None)
         self._outcome_vars.finish()
         self._drain_warnings()
-        return self.batcher.final_batch()
 
     def outcome_variables(self) -> tuple[OutcomeVariable, ...]:
         return tuple(
@@ -122,6 +173,23 @@ class Pipeline:
 
     # --- internals ---
 
+    def _consume(self, stream: Stream, data: bytes, position: int) -> bool:
+        """Process ``data[position:]`` slice by slice while the batcher takes it; keep the rest
+        waiting. True when all of it was processed."""
+        end_of_data = len(data)
+        while position < end_of_data:
+            if self.batcher.held:
+                self._pending.appendleft((stream, data, position))
+                return False
+            end = min(end_of_data, position + self._slice)
+            newlines = data.count(b"\n", position, end)
+            grown = (end - position) + newlines * (len(self.line_prefix()) + 1)
+            if grown > self._slice:
+                end = position + max(1, (end - position) * self._slice // grown)
+            self._split(stream, data if position == 0 and end == end_of_data else data[position:end])
+            position = end
+        return True
+
     def _split(self, stream: Stream, data: bytes | None) -> None:
         """Feed ``data`` to the stream's splitter (None: the end of the stream) and process it."""
         splitter = self._splitters[stream]
@@ -131,7 +199,7 @@ class Pipeline:
             self._metrics.lines_cut.inc(splitter.cuts - cuts)
 
     def _process(self, stream: Stream, segments: list[Segment]) -> None:
-        for block, continues in segments:
+        for block, _continues in segments:
             block = to_utf8(block)
             if stream is Stream.STDOUT:
                 filtered = self._outcome_vars.filter(block)
@@ -142,12 +210,12 @@ class Pipeline:
                 block = filtered
             if self._masker:
                 block = self._masker.mask(block)
-            self._emit(block, block.count(b"\n") + 1, continues)
+            self._emit(stream, block, block.count(b"\n") + 1)
 
-    def _emit(self, block: bytes, lines: int, continues: bool) -> None:
+    def _emit(self, stream: Source, block: bytes, lines: int) -> None:
         self._tail.extend(block.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:])
         prefix = self.line_prefix()
-        self.batcher.add(prefix + block.replace(b"\n", b"\n" + prefix), lines, continues)
+        self.batcher.add(stream, prefix + block.replace(b"\n", b"\n" + prefix), lines)
 
     def _drain_warnings(self) -> None:
         warnings, self._outcome_vars.warnings = self._outcome_vars.warnings, []

@@ -1,8 +1,9 @@
-"""The one shipper: takes batches from the job's channel and delivers them to any sink.
+"""The one shipper: takes batches from the job's log buffer and delivers them to any sink.
 
 Each batch gets attempts until ``retry_timeout`` has passed since it was taken; then it is
-counted as lost and the next batch that gets through starts with a marker saying so. The
-shipper never holds more than the one batch it is delivering.
+counted as lost and the next batch that gets through starts with a marker saying so (the gap is
+right there: batches are delivered in order). The shipper never holds more than the one batch
+it is delivering.
 """
 
 from __future__ import annotations
@@ -67,19 +68,20 @@ class Shipper:
     def __init__(
         self,
         sink: Sink,
-        receive: trio.MemoryReceiveChannel[Batch],
+        take: Callable[[], Awaitable[Batch | None]],
         *,
         retry_timeout: float,
         line_prefix: Callable[[], bytes],
-        on_slot_free: Callable[[], object] = lambda: None,
+        on_delivered: Callable[[], object] = lambda: None,
         metrics: LogMetrics | None = None,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
+        """``take()`` returns the next batch, or None once there will be no more."""
         self._sink = sink
-        self._receive = receive
+        self._take = take
         self._retry_timeout = retry_timeout
         self._line_prefix = line_prefix
-        self._on_slot_free = on_slot_free
+        self._on_delivered = on_delivered
         self._metrics = metrics
         self._log = log or logging.getLogger("trunner.shipper")
         self._unannounced_lines = 0
@@ -89,30 +91,35 @@ class Shipper:
         self.in_flight: Batch | None = None
 
     async def run(self) -> None:
-        """Deliver batches until the channel is closed and drained. If cancelled (the flush
-        deadline), whatever is in flight or still queued is counted as lost."""
-        try:
-            async for batch in self._receive:
-                self.in_flight = batch
-                self._on_slot_free()
-                await self._deliver(batch)
-                self.in_flight = None
-        finally:
-            self._count_abandoned()
+        """Deliver batches until ``take`` says there are no more. If cancelled, the batch in
+        flight stays in :attr:`in_flight` for the caller to count."""
+        while (batch := await self._take()) is not None:
+            self.in_flight = batch
+            await self._deliver(batch)
+            self.in_flight = None
 
-    def _count_abandoned(self) -> None:
-        abandoned = [self.in_flight] if self.in_flight is not None else []
-        while True:
-            try:
-                abandoned.append(self._receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-        for batch in abandoned:
-            self._lose(batch, "the log flush deadline passed")
-        self.in_flight = None
+    def in_flight_counts(self) -> tuple[int, int]:
+        """Lines and bytes of the batch in flight, not counting a marker put in front of it."""
+        batch = self.in_flight
+        if batch is None:
+            return 0, 0
+        if self._unannounced_lines:
+            return batch.line_count - 1, batch.size - len(batch.blocks[0]) - 1
+        return batch.line_count, batch.size
+
+    def lose(self, lines: int, size: int, reason: str) -> None:
+        """Count lines lost before they reached the shipper; the next delivered batch says so."""
+        self._last_error = reason
+        self._unannounced_lines += lines
+        self._unannounced_bytes += size
+        self.lost_lines += lines
+        if self._metrics is not None:
+            self._metrics.lines_dropped.inc(lines)
+            self._metrics.bytes_dropped.inc(size)
 
     async def _deliver(self, batch: Batch) -> None:
-        if self._unannounced_lines:
+        marked = bool(self._unannounced_lines)
+        if marked:
             marker = markers.dropped(self._unannounced_lines, self._unannounced_bytes, self._last_error)
             batch.blocks.insert(0, self._line_prefix() + marker)
             batch.line_count += 1
@@ -126,9 +133,13 @@ class Shipper:
             on_failed_attempt=self._count_failed_attempt,
         )
         if failure is not None:
+            if marked:
+                batch.size -= len(batch.blocks.pop(0)) + 1
+                batch.line_count -= 1
             self._fail(batch, failure)
             return
         self._unannounced_lines = self._unannounced_bytes = 0
+        self._on_delivered()
         if self._metrics is not None:
             self._metrics.batches_shipped.inc()
             self._metrics.lines_shipped.inc(batch.line_count)
@@ -144,11 +155,6 @@ class Shipper:
         self._lose(batch, reason)
 
     def _lose(self, batch: Batch, reason: str) -> None:
-        self._last_error = f"log delivery failed: {reason}"
-        self._unannounced_lines += batch.line_count
-        self._unannounced_bytes += batch.size
-        self.lost_lines += batch.line_count
         if self._metrics is not None:
             self._metrics.batches_failed.inc()
-            self._metrics.lines_dropped.inc(batch.line_count)
-            self._metrics.bytes_dropped.inc(batch.size)
+        self.lose(batch.line_count, batch.size, f"log delivery failed: {reason}")

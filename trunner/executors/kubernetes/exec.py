@@ -129,9 +129,11 @@ async def _read(ws: trio_websocket.WebSocketConnection, output: OutputFeed, sess
         if channel == STDOUT_CHANNEL:
             if len(message) > 1:
                 feed(Stream.STDOUT, message[1:])
+                await output.wait_for_room()
         elif channel == STDERR_CHANNEL:
             if len(message) > 1:
                 feed(Stream.STDERR, message[1:])
+                await output.wait_for_room()
         elif channel == STATUS_CHANNEL:
             parts.append(message[1:])
 

@@ -1,0 +1,225 @@
+"""A job's on-disk queue of log batches: append-only, read oldest first, within a byte budget.
+
+The spool is a directory of segment files plus a ``lock`` file the owning process holds with
+``flock`` for the spool's life, so a spool whose owner died (crash, SIGKILL) is told apart from
+a live one by trying that lock (:func:`remove_leftovers`). Records are
+``header (seq, lines, payload size, crc32) + payload``; a fully read segment is deleted, so the
+bytes on disk (``used``) never exceed the budget. Every file operation runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import struct
+import zlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trunner.logs.batch import Batch
+
+DIR_PREFIX = "trunner-job-"
+LOCK_NAME = "lock"
+_HEADER = struct.Struct("<QIII")
+HEADER_SIZE = _HEADER.size
+_SEGMENTS_PER_BUDGET = 4
+"""A segment is at most a quarter of the budget: at most that much read-but-undeleted space."""
+
+
+Offload = Callable[..., Awaitable[Any]]
+
+offload: Offload = trio.to_thread.run_sync
+"""How blocking file operations run: in a worker thread. (Tests on a virtual clock run them
+inline instead: the clock would jump while a thread works.)"""
+
+
+class SpoolError(OSError):
+    """A spool file could not be written or read back intact."""
+
+
+def record_size(batch: Batch) -> int:
+    return HEADER_SIZE + max(batch.size - 1, 0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _segment_name(index: int) -> str:
+    return f"{index:08d}.seg"
+
+
+class Spool:
+    """Not safe for two concurrent appends or two concurrent reads; one of each may overlap
+    (they touch different file offsets, and only whole records become visible to the reader)."""
+
+    def __init__(self, root: Path, name: str, budget: int) -> None:
+        self.root = root
+        self.budget = budget
+        self._name = name
+        self._dir: Path | None = None
+        self._lock_fd: int | None = None
+        self._segment_limit = max(budget // _SEGMENTS_PER_BUDGET, 1)
+        self._write_index = 0
+        self._write_offset = 0
+        self._write_fd: int | None = None
+        self._read_index = 0
+        self._read_offset = 0
+        self._read_fd: int | None = None
+        self._sealed: dict[int, int] = {}
+        """Segments no longer written to: index -> size."""
+        self.used = 0
+        """Bytes of segment files on disk."""
+        self.records = 0
+        self.lines = 0
+        self.size = 0
+        """Lines and line bytes (as :attr:`Batch.size` counts them) not yet read back."""
+
+    @property
+    def path(self) -> Path | None:
+        return self._dir
+
+    def fits(self, batch: Batch) -> bool:
+        if self.records == 0:
+            # The next append starts a new segment and the read-through one is deleted.
+            return record_size(batch) <= self.budget
+        return self.used + record_size(batch) <= self.budget
+
+    async def append(self, batch: Batch) -> None:
+        """Write ``batch`` as the newest record; raises :class:`OSError` if the disk refuses."""
+        payload = b"\n".join(batch.blocks)
+        header = _HEADER.pack(batch.seq, batch.line_count, len(payload), zlib.crc32(payload))
+        if self._dir is None:
+            await offload(self._create)
+        roll = self._write_offset > 0 and (
+            self.records == 0 or self._write_offset + len(header) + len(payload) > self._segment_limit
+        )
+        if roll:
+            await offload(self._roll)
+        await offload(self._append_sync, header, payload)
+        self._write_offset += len(header) + len(payload)
+        self.used += len(header) + len(payload)
+        self.records += 1
+        self.lines += batch.line_count
+        self.size += batch.size
+
+    async def read(self) -> Batch:
+        """The oldest record not yet read; only call while :attr:`records` > 0."""
+        assert self.records > 0
+        seq, lines, payload = await offload(self._read_sync)
+        batch = Batch(seq=seq, blocks=[payload], line_count=lines, size=len(payload) + 1)
+        self.records -= 1
+        self.lines -= lines
+        self.size -= batch.size
+        return batch
+
+    async def remove(self) -> None:
+        """Delete the spool's files and release its lock; safe to call more than once."""
+        if self._dir is not None:
+            await offload(self._remove_sync)
+
+    # --- worker-thread side ---
+
+    def _create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        directory = Path(os.path.realpath(self.root)) / f"{DIR_PREFIX}{self._name}-{os.urandom(4).hex()}"
+        directory.mkdir(mode=0o700)
+        fd = os.open(directory / LOCK_NAME, os.O_CREAT | os.O_WRONLY, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._dir, self._lock_fd = directory, fd
+        self._write_fd = self._open_segment(self._write_index, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+
+    def _open_segment(self, index: int, flags: int) -> int:
+        assert self._dir is not None
+        return os.open(self._dir / _segment_name(index), flags, 0o600)
+
+    def _roll(self) -> None:
+        """Seal the write segment and start the next one; a segment already read through is
+        deleted at once."""
+        assert self._write_fd is not None
+        os.close(self._write_fd)
+        self._write_fd = None
+        self._sealed[self._write_index] = self._write_offset
+        self._write_index += 1
+        self._write_offset = 0
+        self._write_fd = self._open_segment(self._write_index, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+        self._drop_read_segments()
+
+    def _append_sync(self, header: bytes, payload: bytes) -> None:
+        assert self._write_fd is not None
+        _write_all(self._write_fd, header)
+        _write_all(self._write_fd, payload)
+
+    def _read_sync(self) -> tuple[int, int, bytes]:
+        self._drop_read_segments()
+        if self._read_fd is None:
+            self._read_fd = self._open_segment(self._read_index, os.O_RDONLY)
+        header = os.pread(self._read_fd, HEADER_SIZE, self._read_offset)
+        if len(header) != HEADER_SIZE:
+            raise SpoolError(errno.EIO, "spool record header is truncated")
+        seq, lines, length, crc = _HEADER.unpack(header)
+        payload = os.pread(self._read_fd, length, self._read_offset + HEADER_SIZE)
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            raise SpoolError(errno.EIO, "spool record does not read back intact")
+        self._read_offset += HEADER_SIZE + length
+        return seq, lines, payload
+
+    def _drop_read_segments(self) -> None:
+        """Delete sealed segments the reader has passed the end of."""
+        while self._sealed.get(self._read_index) == self._read_offset:
+            if self._read_fd is not None:
+                os.close(self._read_fd)
+                self._read_fd = None
+            size = self._sealed.pop(self._read_index)
+            assert self._dir is not None
+            (self._dir / _segment_name(self._read_index)).unlink(missing_ok=True)
+            self.used -= size
+            self._read_index += 1
+            self._read_offset = 0
+
+    def _remove_sync(self) -> None:
+        for fd in (self._write_fd, self._read_fd):
+            if fd is not None:
+                os.close(fd)
+        self._write_fd = self._read_fd = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self._dir = None
+        self.used = self.records = self.lines = self.size = 0
+
+
+def remove_leftovers(root: Path) -> int:
+    """Delete spools under ``root`` whose owner is gone (their lock is free); returns how many.
+    Blocking: call it through ``trio.to_thread``."""
+    try:
+        entries = list(root.iterdir())
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for entry in entries:
+        if not entry.name.startswith(DIR_PREFIX) or not entry.is_dir():
+            continue
+        try:
+            fd = os.open(entry / LOCK_NAME, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        finally:
+            os.close(fd)
+        shutil.rmtree(entry, ignore_errors=True)
+        removed += 1
+    return removed
