@@ -1,0 +1,1 @@
+"""OpsLevel mode: the GraphQL API client, the job source and sink, and replica scaling."""
