@@ -219,6 +219,10 @@ class KubeApiDouble:
         self.exec_plan: Callable[[ExecRequest], ExecPlan] | None = None
         self.exec_scripts: deque[tuple[ExecStep, ...]] = deque()
         self.exec_cwd: str | None = None
+        self.role_rules: list[Obj] | None = None
+        """RBAC: the ``rules`` of the one Role bound to the client (apiGroups, resources, verbs) as an
+        allow-list; None allows everything. A request no rule allows gets the apiserver's 403."""
+        self.service_account = "system:serviceaccount:default:opslevel-runner"
         self._watches: list[_Watch] = []
         self._nursery: trio.Nursery | None = None
         self.store.listeners.append(self._fan_out)
@@ -305,6 +309,29 @@ class KubeApiDouble:
     def script_exec(self, *steps: ExecStep) -> None:
         """The next exec session plays ``steps`` instead of running the command."""
         self.exec_scripts.append(tuple(steps))
+
+    def _authorize(self, record: RecordedRequest, where: ResourcePath, verb: str | None = None) -> None:
+        """Raise the apiserver's Forbidden unless a rule allows the request's verb on its resource."""
+        if self.role_rules is None:
+            return
+        verb = verb or _verb(record, where)
+        resource = f"{where.plural}/{where.subresource}" if where.subresource else where.plural
+        for rule in self.role_rules:
+            if (
+                ({where.group, "*"} & set(rule.get("apiGroups", ())))
+                and ({resource, "*"} & set(rule.get("resources", ())))
+                and ({verb, "*"} & set(rule.get("verbs", ())))
+            ):
+                return
+        named = f'{where.qualified} "{where.name}"' if where.name else where.qualified
+        message = (
+            f'{named} is forbidden: User "{self.service_account}" cannot {verb} resource "{resource}" '
+            f'in API group "{where.group}" in the namespace "{where.namespace}"'
+        )
+        details: Obj = {"group": where.group, "kind": where.plural}
+        if where.name:
+            details = {"name": where.name, **details}
+        raise ApiFailure(403, "Forbidden", message, details)
 
     def _take_fault(self, request: RecordedRequest) -> RestFault | None:
         for fault in self.faults:
@@ -455,6 +482,7 @@ class KubeApiDouble:
                 raise ApiFailure(404, "NotFound", "the server could not find the requested resource")
             if where.subresource == "exec":
                 raise bad_request("Upgrade request required")
+            self._authorize(record, where)
             if record.method == "GET" and not where.name and _parse_bool(record.params("watch")):
                 await self._watch(conn, stream, record, where)
                 return
@@ -679,6 +707,8 @@ class KubeApiDouble:
                 raise ApiFailure(
                     405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
                 )
+            # The apiserver authorizes a WebSocket exec as "create", whatever the HTTP method.
+            self._authorize(record, where, verb="create")
             pod = self.store.get(ResourcePath("", "v1", where.namespace, "pods", where.name))
             request = self._exec_request(record, where, pod)
         except ApiFailure as failure:
@@ -812,6 +842,17 @@ class KubeApiDouble:
 
 
 # --- pod status transitions ----------------------------------------------------------------------
+
+
+def _verb(record: RecordedRequest, where: ResourcePath) -> str:
+    """The RBAC verb the apiserver derives from a request."""
+    if record.method == "GET":
+        if where.name:
+            return "get"
+        return "watch" if _parse_bool(record.params("watch")) else "list"
+    if record.method == "DELETE":
+        return "delete" if where.name else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(record.method, record.method.lower())
 
 
 def _container_names(pod: Obj, init: bool = False) -> list[Obj]:

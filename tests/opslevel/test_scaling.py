@@ -537,7 +537,7 @@ async def test_deletion_cost_is_retried_after_a_failure(
     api: KubeApiDouble, autojump_clock: trio.abc.Clock
 ) -> None:
     registry = CollectorRegistry()
-    api.fail(403, "Forbidden", 'pods "runner-a" is forbidden', times=2, match=lambda r: r.method == "PATCH")
+    api.fail(404, "NotFound", 'pods "runner-a" not found', times=2, match=lambda r: r.method == "PATCH")
     async with client_for(api) as client, trio.open_nursery() as nursery:
         keeper = DeletionCost(
             client, namespace=NS, pod_name="runner-a", busy=lambda: 2, metrics=ScalingMetrics(registry)

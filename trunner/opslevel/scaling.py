@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import attrs
 import trio
@@ -28,9 +28,9 @@ from trunner.config import ConfigError, SettingsSource, positive, setting
 from trunner.executors.kubernetes.names import is_dns_label
 from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.config import load_config
-from trunner.kube.errors import Conflict, KubeError
+from trunner.kube.errors import Conflict, Forbidden, KubeError
 from trunner.kube.leader import LeaderElector, LeaseTimings
-from trunner.kube.objects import ObjectError, from_wire, lenient, to_wire
+from trunner.kube.objects import ObjectError, from_wire, lenient
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiError
 from trunner.opslevel.operations import RUNNER_SCALE, RunnerScaleVariables
@@ -147,11 +147,10 @@ class ScaleSpec:
 
 
 @attrs.frozen(kw_only=True)
-class Scale:
-    """``autoscaling/v1`` Scale, the ``scale`` subresource of a Deployment."""
+class ScaledObject:
+    """What the scaler reads of an ``autoscaling/v1`` Scale or an ``apps/v1`` Deployment: both
+    carry the replica count in ``spec.replicas`` and a resourceVersion for the conditional write."""
 
-    api_version: str = "autoscaling/v1"
-    kind: str = "Scale"
     metadata: ScaleMeta
     spec: ScaleSpec = ScaleSpec()
 
@@ -210,7 +209,16 @@ class Scaler:
         self.runner_id = runner_id
         self.job_concurrency = job_concurrency
         self.metrics = metrics
-        self.path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{settings.runner_deployment}/scale"
+        self.deployment_path = (
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{settings.runner_deployment}"
+        )
+        self.scale_path = self.deployment_path + "/scale"
+        self.use_subresource = True
+        """False once the Role has refused the scale subresource: the Deployment is used instead."""
+
+    @property
+    def path(self) -> str:
+        return self.scale_path if self.use_subresource else self.deployment_path
 
     async def run(self) -> NoReturn:
         self.metrics.leading.set(1)
@@ -227,12 +235,11 @@ class Scaler:
         """One decision; returns the replica count the Deployment has afterwards, or None when a
         step failed (logged, counted, and tried again next round)."""
         try:
-            scale = await self._read()
+            raw, current = await self._read()
         except (KubeError, ObjectError) as exc:
             self.metrics.error("read_scale")
             log.warning("scaling: cannot read %s: %s", self.path, exc)
             return None
-        current = scale.spec.replicas
         try:
             recommendation = await self.opslevel.call(
                 RUNNER_SCALE,
@@ -258,7 +265,7 @@ class Scaler:
             log.debug("scaling: keeping %d replicas", current)
             return current
         try:
-            await self._write(scale, desired)
+            await self._write(raw, current, desired)
         except (KubeError, ObjectError) as exc:
             self.metrics.error("write_scale")
             log.warning("scaling: cannot set %d replicas: %s", desired, exc)
@@ -271,26 +278,52 @@ class Scaler:
         )
         return desired
 
-    async def _read(self) -> Scale:
-        raw = await self.kube.request("GET", self.path)
-        return from_wire(raw, Scale, where="scale", converter=lenient)
+    def _fall_back(self, verb: str, exc: Forbidden) -> None:
+        self.use_subresource = False
+        log.info(
+            "scaling: the Role does not allow %s on deployments/scale (%s); reading and updating the "
+            "Deployment %s itself instead, as the Go runner does",
+            verb,
+            exc.message,
+            self.deployment_path,
+        )
 
-    async def _write(self, scale: Scale, replicas: int) -> None:
-        """Write ``replicas`` over ``scale``; a conflict (someone changed the Deployment since it was
-        read) reads again and retries, up to SCALE_ATTEMPTS writes."""
-        for attempt in range(1, SCALE_ATTEMPTS + 1):
-            if scale.spec.replicas == replicas:
-                return
-            wanted = attrs.evolve(scale, spec=ScaleSpec(replicas=replicas))
+    async def _read(self) -> tuple[dict[str, Any], int]:
+        """The object that holds the replica count (as read) and the count."""
+        if self.use_subresource:
             try:
-                await self.kube.request("PUT", self.path, json=to_wire(wanted))
+                raw = await self.kube.request("GET", self.scale_path)
+            except Forbidden as exc:
+                self._fall_back("get", exc)
+                raw = await self.kube.request("GET", self.deployment_path)
+        else:
+            raw = await self.kube.request("GET", self.deployment_path)
+        seen = from_wire(
+            raw, ScaledObject, where="scale" if self.use_subresource else "deployment", converter=lenient
+        )
+        return raw, seen.spec.replicas
+
+    async def _write(self, raw: dict[str, Any], current: int, replicas: int) -> None:
+        """Write ``replicas`` over ``raw`` (the whole object as read, so that an update of the
+        Deployment changes nothing else); a conflict (someone changed it since it was read) reads
+        again and retries, up to SCALE_ATTEMPTS writes."""
+        for attempt in range(1, SCALE_ATTEMPTS + 1):
+            if current == replicas:
                 return
+            wanted = {**raw, "spec": {**raw.get("spec", {}), "replicas": replicas}}
+            try:
+                await self.kube.request("PUT", self.path, json=wanted)
+                return
+            except Forbidden as exc:
+                if not self.use_subresource:
+                    raise
+                self._fall_back("update", exc)
             except Conflict:
                 if attempt == SCALE_ATTEMPTS:
                     raise
                 log.debug("scaling: conflicting write of %s, reading it again", self.path)
-            await trio.sleep(SCALE_RETRY_DELAY)
-            scale = await self._read()
+                await trio.sleep(SCALE_RETRY_DELAY)
+            raw, current = await self._read()
 
 
 # --- pod-deletion-cost ------------------------------------------------------------------------------
@@ -316,12 +349,24 @@ class DeletionCost:
         self.interval = interval
         self.applied: int | None = None
 
-    async def run(self) -> NoReturn:
+    async def run(self) -> None:
+        """Keep the annotation current; returns only when the Role forbids patching the pod."""
         failing = False
         while True:
             busy = self.busy()
             if busy != self.applied:
-                problem = await self.apply(busy)
+                try:
+                    problem = await self.apply(busy)
+                except Forbidden as exc:
+                    self.metrics.error("deletion_cost")
+                    log.warning(
+                        "scale-down protection is off: the Role does not allow patching this runner's pod, "
+                        "so %s cannot follow its running jobs and a scale-down may remove a busy runner "
+                        "before an idle one (grant 'patch' on pods to turn it on): %s",
+                        DELETION_COST_ANNOTATION,
+                        exc.message,
+                    )
+                    return
                 if problem is None:
                     failing = False
                 else:
@@ -332,11 +377,13 @@ class DeletionCost:
             await trio.sleep(self.interval)
 
     async def apply(self, busy: int) -> str | None:
-        """Patch the annotation to ``busy``; returns what went wrong, or None."""
+        """Patch the annotation to ``busy``; returns what went wrong, or None. Raises Forbidden."""
         patch = {"metadata": {"annotations": {DELETION_COST_ANNOTATION: str(busy)}}}
         with trio.move_on_after(DELETION_COST_TIMEOUT):
             try:
                 await self.kube.request("PATCH", self.path, json=patch)
+            except Forbidden:
+                raise
             except KubeError as exc:
                 return str(exc)
             self.applied = busy
