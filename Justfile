@@ -13,6 +13,10 @@ run *ARGS: setup
 test *ARGS: setup
     {{py}} -m pytest {{ARGS}}
 
+# Build the container image with buildah and check it with podman (as root: installs what it needs).
+image-check *ARGS: setup
+    bash .ci/image-check {{ARGS}}
+
 # Print the benchmark figures.
 bench: setup
     for script in bench/bench_*.py; do {{py}} "$script"; done
@@ -22,6 +26,13 @@ lint: setup
     {{venv}}/bin/ruff check trunner tests bench
     {{venv}}/bin/ruff format --check trunner tests bench
     {{venv}}/bin/mypy
+
+# Pin the runtime dependencies and the build backend with hashes in requirements.lock (the image installs it).
+lock: setup
+    {{py}} -m pip install -q --disable-pip-version-check "uv==0.13.8"
+    {{py}} -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))' \
+        | {{venv}}/bin/uv pip compile pyproject.toml - --generate-hashes --universal --python-version 3.11 \
+            --no-header --quiet --output-file requirements.lock
 
 # Create or refresh .venv when pyproject.toml changes.
 setup:

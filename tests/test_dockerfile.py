@@ -138,15 +138,26 @@ def ignore_patterns() -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
-def test_multi_stage_on_an_official_slim_python_image(parsed: tuple[dict[str, str], list[Stage]]) -> None:
+BASE_REFERENCE = "${PYTHON_IMAGE}${PYTHON_DIGEST:+@}${PYTHON_DIGEST}"
+
+
+def test_multi_stage_on_an_official_slim_python_image_pinned_by_tag(
+    parsed: tuple[dict[str, str], list[Stage]],
+) -> None:
     global_args, stages = parsed
     assert len(stages) >= 2
+    assert re.fullmatch(r"python:3\.1[1-3]\.\d+-slim-(bookworm|trixie)", global_args["PYTHON_IMAGE"]), (
+        "the base is pinned to a patch release and a Debian release"
+    )
+    assert global_args["PYTHON_DIGEST"] == "", "the digest is an optional build argument"
     for stage in stages:
-        base = stage.base
-        if base.startswith("${") and base.endswith("}"):
-            base = global_args[base[2:-1]]
-        assert re.fullmatch(r"python:3\.1[1-3]-slim(-bookworm|-trixie)?(@sha256:[0-9a-f]{64})?", base), base
+        assert stage.base == BASE_REFERENCE, "every stage builds on the same pinned base"
     assert stages[0].name, "the build stage needs a name for COPY --from"
+
+
+def test_no_frontend_image_is_needed() -> None:
+    """A ``# syntax=`` directive makes BuildKit pull a frontend image; nothing here needs one."""
+    assert not re.search(r"^#\s*syntax\s*=", DOCKERFILE.read_text(), re.MULTILINE | re.IGNORECASE)
 
 
 def test_entrypoint_is_tini_then_the_trunner_console_script(
@@ -204,18 +215,20 @@ def test_dockerignore_keeps_tests_and_local_state_out_of_the_context() -> None:
     assert dockerignore_excludes("trunner/__pycache__/cli.cpython-311.pyc", patterns)
 
 
-def test_build_stage_installs_the_project_non_editable_without_dev_extras(
+def test_build_stage_installs_the_locked_dependencies_then_the_project_without_resolving(
     parsed: tuple[dict[str, str], list[Stage]], pyproject: dict[str, object]
 ) -> None:
     build = parsed[1][0]
     installs = [r.arguments for r in build.all("RUN") if "pip install" in r.arguments]
-    assert len(installs) == 1
-    install = installs[0]
-    assert re.search(r"pip install \.(\s|$)", install), install
-    assert " -e " not in install and "--editable" not in install and "[dev]" not in install
+    assert len(installs) == 2
+    locked, project = installs
+    assert "--require-hashes" in locked and "-r requirements.lock" in locked and "--no-deps" in locked
+    assert re.search(r"pip install (--[\w-]+ )*\.(\s|$)", project), project
+    assert "--no-deps" in project, "the project install must not resolve anything beyond the lock"
+    assert " -e " not in project and "--editable" not in project and "[dev]" not in project
     readme = pyproject["project"]["readme"]  # type: ignore[index]
     copied = [s for c in build.all("COPY") for s in copy_sources(c)[1]]
-    assert "pyproject.toml" in copied and readme in copied and "trunner" in copied
+    assert {"requirements.lock", "pyproject.toml", readme, "trunner"} <= set(copied)
 
 
 def test_runtime_stage_copies_only_the_venv_and_builds_nothing(runtime: Stage) -> None:
@@ -246,8 +259,19 @@ def test_user_is_a_numeric_non_root_uid(runtime: Stage) -> None:
 
 def test_oci_labels(runtime: Stage, pyproject: dict[str, object]) -> None:
     labels = " ".join(label.arguments for label in runtime.all("LABEL"))
-    for key in ("title", "description", "version", "licenses"):
+    for key in ("title", "description", "licenses"):
         assert f"org.opencontainers.image.{key}=" in labels
+    arguments = {a.arguments.partition("=")[0] for a in runtime.all("ARG")}
+    for key, argument in (
+        ("version", "VERSION"),
+        ("revision", "REVISION"),
+        ("source", "SOURCE"),
+        ("created", "CREATED"),
+        ("base.name", "PYTHON_IMAGE"),
+        ("base.digest", "PYTHON_DIGEST"),
+    ):
+        assert f'org.opencontainers.image.{key}="${{{argument}}}"' in labels, key
+        assert argument in arguments, f"the runtime stage must declare ARG {argument} to use it"
     license_text = pyproject["project"]["license"]["text"]  # type: ignore[index]
     assert f'org.opencontainers.image.licenses="{license_text}"' in labels
 
