@@ -11,8 +11,8 @@ import trio
 from trunner.contracts import OutputFeed, Stream
 from trunner.executors.base import ExitResult
 from trunner.logs.batch import Batch
-from trunner.logs.sinks import ShipError
 from trunner.models import JobOutcome, RunnerJob
+from trunner.retry import ShipError
 
 
 @attrs.frozen

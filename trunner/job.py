@@ -21,9 +21,9 @@ from trunner.executors.base import Executor, ExitResult
 from trunner.logs.job_log import JobLog, is_cancellation, open_job_log
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.settings import LogSettings
-from trunner.logs.shipper import deliver
 from trunner.logs.sinks import Sink
 from trunner.models import JobOutcome, Outcome, RunnerJob
+from trunner.retry import deliver
 
 logger = logging.getLogger("trunner.job")
 

@@ -29,7 +29,6 @@ from trunner.kube.errors import (
     TransportError,
     Unauthorized,
     error_from_response,
-    parse_retry_after,
     parse_status,
 )
 from trunner.kube.ratelimit import TokenBucket
@@ -335,14 +334,6 @@ def test_eviction_429_carries_retry_after_seconds() -> None:
     error = error_from_response(429, body)
     assert isinstance(error, TooManyRequests)
     assert error.retry_after == 10.0
-
-
-def test_retry_after_header_values() -> None:
-    assert parse_retry_after("3") == 3.0
-    assert parse_retry_after(" 0 ") == 0.0
-    assert parse_retry_after("-2") == 0.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
-    assert parse_retry_after(None) is None
 
 
 def test_parse_status_rejects_non_objects() -> None:

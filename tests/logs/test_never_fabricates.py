@@ -15,8 +15,8 @@ from tests.fakes import Chunk, RecordingSink, ScriptedExecutor
 from trunner.job import run_job
 from trunner.logs.markers import CONTINUED_PREFIX, CUT_SUFFIX
 from trunner.logs.settings import LogSettings
-from trunner.logs.sinks import ShipError
 from trunner.models import RunnerJob
+from trunner.retry import ShipError
 
 MARKER = re.compile(r"\[trunner: \d+ lines \(\d+ bytes\) dropped: .*\]|\[trunner\] .*")
 CONT = CONTINUED_PREFIX.decode()

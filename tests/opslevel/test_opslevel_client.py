@@ -26,7 +26,6 @@ from trunner.opslevel.client import (
     OpsLevelClient,
     RetryPolicy,
     graphql_endpoint,
-    parse_retry_after,
 )
 from trunner.opslevel.errors import (
     ApiAuthenticationError,
@@ -161,16 +160,6 @@ async def test_retry_after_http_date_is_honoured(
     double.inject(HttpStatus(429, retry_after=when), operation="account")
     await client.check_token()
     assert 18.0 <= double.calls[1].at - double.calls[0].at <= 21.0
-
-
-def test_retry_after_parsing() -> None:
-    now = 1_000_000.0
-    assert parse_retry_after("120", now=now) == 120.0
-    assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now=now) == 30.0
-    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
-    assert parse_retry_after("soon", now=now) is None
-    assert parse_retry_after("", now=now) is None
-    assert parse_retry_after(None, now=now) is None
 
 
 async def test_retries_are_bounded_in_attempts(

@@ -20,7 +20,6 @@ from urllib.parse import unquote, urlsplit
 import attrs
 import trio
 
-from trunner.backoff import exponential_backoff
 from trunner.config import ConfigError
 from trunner.faktory import protocol
 from trunner.faktory.protocol import (
@@ -39,6 +38,7 @@ from trunner.faktory.protocol import (
     ReplyParser,
     SimpleString,
 )
+from trunner.retry import exponential_backoff
 
 log = logging.getLogger("trunner.faktory")
 

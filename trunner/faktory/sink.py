@@ -12,7 +12,7 @@ app to consume, as the Go runner's Faktory processors push them.
   connection, ``PUSH`` with ``custom.bid`` set to the bid the server returned; no COMMIT.
 
 Delivery only: batching, retries and deadlines belong to the shared shipper. Failures become
-:class:`~trunner.sinks.ShipError`, retryable when another attempt may succeed.
+:class:`~trunner.retry.ShipError`, retryable when another attempt may succeed.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from trunner.faktory.client import FaktoryClient
 from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import FaktoryError, ServerError
 from trunner.logs.batch import Batch
-from trunner.logs.sinks import ShipError
 from trunner.models import JobOutcome
 from trunner.opslevel import operations
 from trunner.opslevel.operations import RunnerAppendJobLogInput, RunnerReportJobOutcomeInput
+from trunner.retry import ShipError
 
 log = logging.getLogger("trunner.faktory.sink")
 

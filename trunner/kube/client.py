@@ -28,7 +28,6 @@ import httpx
 import trio
 import trio_websocket
 
-from trunner.backoff import exponential_backoff
 from trunner.config import positive, setting
 from trunner.kube.auth import Authenticator, Credentials, authenticator
 from trunner.kube.config import KubeConfig
@@ -42,11 +41,11 @@ from trunner.kube.errors import (
     Unauthorized,
     error_for_status,
     error_from_response,
-    parse_retry_after,
     parse_status,
 )
 from trunner.kube.ratelimit import TokenBucket
 from trunner.kube.tls import load_client_certificate, ssl_context
+from trunner.retry import exponential_backoff, parse_retry_after
 
 ParamValue = str | int | float | bool | Sequence[str]
 Params = Mapping[str, ParamValue]

@@ -226,14 +226,3 @@ def error_from_response(code: int, body: bytes, *, retry_after: float | None = N
             code=code,
         )
     return error_for_status(code, status, retry_after=retry_after)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in whole seconds, as the API server sends it; other forms are ignored."""
-    if value is None:
-        return None
-    try:
-        seconds = int(value.strip())
-    except ValueError:
-        return None
-    return float(max(seconds, 0))

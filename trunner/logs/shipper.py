@@ -14,54 +14,11 @@ from functools import partial
 
 import trio
 
-from trunner.backoff import exponential_backoff
 from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.metrics import LogMetrics
-from trunner.logs.sinks import ShipError, Sink
-
-_BACKOFF_FIRST = 0.5
-_BACKOFF_CAP = 10.0
-
-
-def backoff(attempt: int, retry_after: float | None) -> float:
-    """Seconds to wait before attempt ``attempt + 1``: the server's Retry-After if given,
-    else jittered exponential from 0.5 s, capped at 10 s."""
-    if retry_after is not None:
-        return max(retry_after, 0.0)
-    return exponential_backoff(attempt - 1, base=_BACKOFF_FIRST, cap=_BACKOFF_CAP)
-
-
-async def deliver(
-    send: Callable[[], Awaitable[None]],
-    *,
-    timeout: float,
-    what: str,
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    on_failed_attempt: Callable[[], None] = lambda: None,
-) -> str | None:
-    """Call ``send`` until it succeeds, fails with a :class:`ShipError` that is not retryable,
-    or ``timeout`` seconds would pass; waits between attempts follow :func:`backoff`.
-    Returns None on success, else why it gave up."""
-    deadline = trio.current_time() + timeout
-    attempt = 0
-    with trio.move_on_at(deadline):
-        while True:
-            attempt += 1
-            try:
-                await send()
-                return None
-            except ShipError as exc:
-                on_failed_attempt()
-                wait = backoff(attempt, exc.retry_after)
-                if not exc.retryable or trio.current_time() + wait >= deadline:
-                    return str(exc)
-                log.warning("%s failed, retrying in %.1fs: %s", what, wait, exc)
-                await trio.sleep(wait)
-            except Exception as exc:
-                log.exception("%s: the sink raised unexpectedly", what)
-                return f"sink error: {exc!r}"
-    return f"{what} took longer than {timeout:g}s"
+from trunner.logs.sinks import Sink
+from trunner.retry import deliver
 
 
 class Shipper:

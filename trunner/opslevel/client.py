@@ -4,13 +4,11 @@ in total time."""
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import platform
 import random
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -20,7 +18,6 @@ import httpx
 import trio
 
 from trunner import __version__
-from trunner.backoff import exponential_backoff
 from trunner.opslevel.errors import (
     ApiAuthenticationError,
     ApiError,
@@ -40,6 +37,7 @@ from trunner.opslevel.operations import (
     structure_payload,
 )
 from trunner.opslevel.settings import ApiSettings
+from trunner.retry import exponential_backoff, parse_retry_after
 
 V = TypeVar("V")
 P = TypeVar("P")
@@ -66,21 +64,6 @@ def graphql_endpoint(api_url: str) -> str:
 def user_agent(extras: str = "") -> str:
     base = f"trunner/{__version__} python/{platform.python_version()} {sys.platform}/{platform.machine()}"
     return f"{base} user/{extras}" if extras else base
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
 
 
 @attrs.frozen

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from itertools import repeat
 
 from trunner.logs.batch import Batch
-from trunner.logs.sinks import ShipError
 from trunner.models import JobOutcome
 from trunner.opslevel.client import NO_RETRIES, OpsLevelClient, RequestBody, encode_body
 from trunner.opslevel.errors import ApiError
@@ -29,6 +28,7 @@ from trunner.opslevel.operations import (
     RunnerReportJobOutcomeInput,
     rfc3339_nano,
 )
+from trunner.retry import ShipError
 
 _PLACEHOLDER = '"logChunk":["@"]'
 

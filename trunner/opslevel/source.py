@@ -11,16 +11,15 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import trio
 
-from trunner.backoff import exponential_backoff
 from trunner.logs import markers
 from trunner.logs.batch import Batch
-from trunner.logs.shipper import backoff
-from trunner.logs.sinks import ShipError, Sink
+from trunner.logs.sinks import Sink
 from trunner.models import JobOutcome, JobStatus, Outcome, RunnerJob
 from trunner.opslevel.client import NO_RETRIES, OpsLevelClient
 from trunner.opslevel.errors import ApiError, ApiTransportError
@@ -32,6 +31,7 @@ from trunner.opslevel.operations import (
 )
 from trunner.opslevel.settings import PollSettings
 from trunner.opslevel.sink import OpsLevelSink
+from trunner.retry import deliver, exponential_backoff
 from trunner.runner import ClaimedJob
 from trunner.wire import WireError, structure
 
@@ -201,9 +201,17 @@ class PendingJobSource:
         sink = self.sink_for(job_id)
         batch = _log_line(outcome.message)
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self._report_timeout) as scope:
-            await _persist(lambda: sink.ship(batch))
-            if not await _persist(lambda: sink.report(outcome)):
-                log.error("could not report job %s as %s", job_id, outcome.outcome.value)
+            # No deadline of deliver's own: the scope above bounds both steps together.
+            failure = await deliver(
+                partial(sink.ship, batch), timeout=math.inf, what=f"job {job_id}'s log", log=log
+            )
+            if failure is not None:
+                log.error("could not deliver job %s's log: %s", job_id, failure)
+            failure = await deliver(
+                partial(sink.report, outcome), timeout=math.inf, what=f"job {job_id}'s outcome", log=log
+            )
+            if failure is not None:
+                log.error("could not report job %s as %s: %s", job_id, outcome.outcome.value, failure)
         if scope.cancelled_caught:
             log.error(
                 "reporting job %s as %s took longer than %gs",
@@ -211,20 +219,3 @@ class PendingJobSource:
                 outcome.outcome.value,
                 self._report_timeout,
             )
-
-
-async def _persist(action: Callable[[], Awaitable[None]]) -> bool:
-    """Run ``action`` until it succeeds or fails for good; retryable failures back off."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            await action()
-            return True
-        except ShipError as exc:
-            if not exc.retryable:
-                log.error("%s", exc)
-                return False
-            wait = backoff(attempt, exc.retry_after)
-            log.warning("%s; retrying in %.1fs", exc, wait)
-            await trio.sleep(wait)

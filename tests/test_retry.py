@@ -1,0 +1,90 @@
+"""The Retry-After header and the delivery loop every sink call goes through."""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import logging
+
+import trio
+import trio.testing
+
+from trunner.retry import ShipError, deliver, parse_retry_after
+
+log = logging.getLogger("tests.retry")
+
+
+def test_retry_after_delay_seconds() -> None:
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after("-2") == 0.0
+
+
+def test_retry_after_http_date() -> None:
+    now = 1_000_000.0
+    assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now=now) == 30.0
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
+
+
+def test_retry_after_anything_else_is_ignored() -> None:
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("") is None
+    assert parse_retry_after("1.5") is None
+    assert parse_retry_after(None) is None
+
+
+async def test_deliver_retries_until_success_waiting_retry_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    attempts: list[float] = []
+
+    async def send() -> None:
+        attempts.append(trio.current_time())
+        if len(attempts) < 3:
+            raise ShipError("busy", retryable=True, retry_after=2.0)
+
+    failed: list[None] = []
+    assert (
+        await deliver(send, timeout=60, what="test", log=log, on_failed_attempt=lambda: failed.append(None))
+        is None
+    )
+    assert [b - a for a, b in itertools.pairwise(attempts)] == [2.0, 2.0]
+    assert len(failed) == 2
+
+
+async def test_deliver_stops_at_a_permanent_failure(autojump_clock: trio.testing.MockClock) -> None:
+    calls = 0
+
+    async def send() -> None:
+        nonlocal calls
+        calls += 1
+        raise ShipError("rejected", retryable=False)
+
+    assert await deliver(send, timeout=60, what="test", log=log) == "rejected"
+    assert calls == 1
+
+
+async def test_deliver_gives_up_before_a_wait_would_pass_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def send() -> None:
+        raise ShipError("busy", retryable=True, retry_after=7.0)
+
+    start = trio.current_time()
+    assert await deliver(send, timeout=20, what="test", log=log) == "busy"
+    assert trio.current_time() - start == 14.0
+
+
+async def test_deliver_reports_an_unexpected_exception(autojump_clock: trio.testing.MockClock) -> None:
+    async def send() -> None:
+        raise RuntimeError("boom")
+
+    assert await deliver(send, timeout=20, what="test", log=log) == "sink error: RuntimeError('boom')"
+
+
+async def test_deliver_bounds_a_stalled_attempt(autojump_clock: trio.testing.MockClock) -> None:
+    async def send() -> None:
+        await trio.sleep_forever()
+
+    assert await deliver(send, timeout=5, what="batch 3", log=log) == "batch 3 took longer than 5s"
+    assert trio.current_time() == 5.0

@@ -1,0 +1,93 @@
+"""Retrying, in one place: the delay formula, the ``Retry-After`` header, and the delivery loop
+every sink call goes through."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import trio
+
+_MAX_DOUBLINGS = 32
+
+
+def exponential_backoff(retry: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry ``retry`` (0-based): ``base`` doubling per retry up to ``cap``,
+    jittered to 50-100 % so that many clients failing together do not retry together."""
+    ceiling = min(cap, base * 2.0 ** min(retry, _MAX_DOUBLINGS))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay seconds (a negative delay is no wait)
+    or an HTTP date; anything else is ignored."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return float(max(int(value), 0))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+class ShipError(Exception):
+    """Delivery failed. ``retryable`` tells :func:`deliver` whether another attempt may succeed
+    (timeouts, connection errors, 429/5xx) or not (rejected payload, 4xx)."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+_DELIVERY_BASE = 0.5
+_DELIVERY_CAP = 10.0
+
+
+def backoff(attempt: int, retry_after: float | None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: the server's Retry-After if given,
+    else jittered exponential from 0.5 s, capped at 10 s."""
+    if retry_after is not None:
+        return max(retry_after, 0.0)
+    return exponential_backoff(attempt - 1, base=_DELIVERY_BASE, cap=_DELIVERY_CAP)
+
+
+async def deliver(
+    send: Callable[[], Awaitable[None]],
+    *,
+    timeout: float,
+    what: str,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    on_failed_attempt: Callable[[], None] = lambda: None,
+) -> str | None:
+    """Call ``send`` until it succeeds, fails with a :class:`ShipError` that is not retryable,
+    or ``timeout`` seconds would pass; waits between attempts follow :func:`backoff`.
+    Returns None on success, else why it gave up."""
+    deadline = trio.current_time() + timeout
+    attempt = 0
+    with trio.move_on_at(deadline):
+        while True:
+            attempt += 1
+            try:
+                await send()
+                return None
+            except ShipError as exc:
+                on_failed_attempt()
+                wait = backoff(attempt, exc.retry_after)
+                if not exc.retryable or trio.current_time() + wait >= deadline:
+                    return str(exc)
+                log.warning("%s failed, retrying in %.1fs: %s", what, wait, exc)
+                await trio.sleep(wait)
+            except Exception as exc:
+                log.exception("%s: the sink raised unexpectedly", what)
+                return f"sink error: {exc!r}"
+    return f"{what} took longer than {timeout:g}s"
