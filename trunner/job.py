@@ -48,7 +48,7 @@ async def run_job(
             job, sink, settings, metrics=metrics, worker=worker, wallclock=wallclock, log=log
         ) as job_log:
             try:
-                result = await _execute(job, executor, job_log, log)
+                result = await _execute(job, executor, job_log, job_log.pipeline.log)
             except BaseException as exc:
                 if is_cancellation(exc):
                     job_log.note("job canceled: the runner is shutting down")
@@ -58,7 +58,7 @@ async def run_job(
         await _report(sink, outcome, settings.job_outcome_timeout, log)
     if outcome.outcome is not Outcome.SUCCESS:
         tail = job_log.pipeline.tail() if job_log is not None else []
-        log.warning(
+        (job_log.pipeline.log if job_log is not None else log).warning(
             "job ended %s: %s; last lines:\n%s", outcome.outcome.value, outcome.message, "\n".join(tail)
         )
     return outcome
@@ -67,6 +67,10 @@ async def run_job(
 async def _execute(
     job: RunnerJob, executor: Executor, job_log: JobLog, log: logging.LoggerAdapter[logging.Logger]
 ) -> JobOutcome:
+    if job_log.pipeline.refusals:
+        message = "job refused: " + "; ".join(job_log.pipeline.refusals)
+        job_log.note(message)
+        return JobOutcome(Outcome.FAILED, message)
     problems = executor.check_job(job)
     if problems:
         message = f"job cannot run on the {executor.name} executor: " + "; ".join(problems)
@@ -102,7 +106,12 @@ def _complete(result: JobOutcome | None, job_log: JobLog | None) -> JobOutcome:
         if job_log.unflushed_lines:
             lost += f" ({job_log.unflushed_lines} left when the final flush ended: {job_log.flush_end})"
         message = (message + "; " if message else "") + lost
-    return JobOutcome(result.outcome, message, result.exit_code, job_log.pipeline.outcome_variables())
+    return JobOutcome(
+        result.outcome,
+        job_log.pipeline.mask_text(message),
+        result.exit_code,
+        job_log.pipeline.outcome_variables(),
+    )
 
 
 async def _report(

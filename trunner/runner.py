@@ -21,6 +21,7 @@ from trunner.executors.base import Executor
 from trunner.job import describe_exception, run_job
 from trunner.logs.batch import Batch
 from trunner.logs.job_log import clear_spool_dir
+from trunner.logs.mask import MaskedLog, masker_for
 from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
 from trunner.metrics import RunnerMetrics
@@ -205,8 +206,11 @@ class Runner:
             )
         except Exception as exc:
             # One job's bug must not take the other jobs and the runner down with it.
-            log.exception("job %s crashed the job pipeline", job.number())
-            outcome = JobOutcome(Outcome.FAILED, f"internal error: {describe_exception(exc)}")
+            masker = masker_for(job)
+            MaskedLog(log, masker).exception("job %s crashed the job pipeline", job.number())
+            outcome = JobOutcome(
+                Outcome.FAILED, masker.mask_text(f"internal error: {describe_exception(exc)}")
+            )
         finally:
             duration = trio.current_time() - started
             self._metrics.jobs_in_progress.dec()

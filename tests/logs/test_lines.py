@@ -1,4 +1,4 @@
-from trunner.logs.lines import LineSplitter, to_utf8
+from trunner.logs.lines import LineSplitter
 from trunner.logs.markers import CONTINUED_PREFIX, CUT_SUFFIX
 
 
@@ -64,30 +64,3 @@ def test_cut_never_splits_a_utf8_character():
     lines = lines_of(splitter.feed(text + b"\n"))
     for line in lines:
         line.removeprefix(CONTINUED_PREFIX).removesuffix(CUT_SUFFIX).decode()
-
-
-def test_cut_guard_moves_the_cut_before_a_secret():
-    secret = b"SECRET"
-
-    def guard(buf: bytes, cut: int) -> int:
-        start = buf.find(secret, max(0, cut - len(secret) + 1))
-        return start if 0 <= start < cut else cut
-
-    splitter = LineSplitter(10, guard, holdback=len(secret) - 1)
-    lines = lines_of(splitter.feed(b"abcdefgSECRETxyz\n"))
-    assert lines[0] == b"abcdefg" + CUT_SUFFIX
-    assert lines[1] == CONTINUED_PREFIX + b"SECRETxyz"
-
-    streamed = LineSplitter(10, guard, holdback=len(secret) - 1)
-    out = []
-    for byte in b"abcdefgSECRETxyz\n":
-        out += streamed.feed(bytes([byte]))
-    lines = lines_of(out)
-    assert lines[0] == b"abcdefg" + CUT_SUFFIX
-    assert lines[1] == CONTINUED_PREFIX + b"SECRETxyz"
-
-
-def test_invalid_utf8_is_replaced():
-    assert to_utf8(b"ok \xff\xfe end") == "ok \ufffd\ufffd end".encode()
-    assert to_utf8(b"plain") == b"plain"
-    assert to_utf8("ünï".encode()) == "ünï".encode()

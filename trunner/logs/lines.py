@@ -1,61 +1,51 @@
 """Splitting a byte stream into lines with a bounded partial-line buffer.
 
 Works on whole blocks: a chunk's complete lines leave as one ``bytes`` block (lines joined by
-``\\n``) so later stages run C-level operations over many lines at once.
+``\\n``) so later stages run C-level operations over many lines at once. The input is already
+valid UTF-8 and masked (:class:`trunner.logs.mask.StreamMasker`), so a cut needs no knowledge of
+secrets: it only keeps multi-byte characters whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from trunner.logs.markers import CONTINUED_PREFIX, CUT_SUFFIX
+from trunner.logs.markers import CONTINUED_PREFIX, CUT_SUFFIX, MASK
 
 Segment = tuple[bytes, bool]
 """A block of lines and whether its first line continues a line cut earlier."""
 
-CutGuard = Callable[[bytes, int], int]
-"""Given a buffer and a proposed cut offset, returns an offset not inside a secret."""
-
-
-def _no_guard(_: bytes, cut: int) -> int:
-    return cut
+_STAR = MASK[0]
 
 
 def _utf8_boundary(buf: bytes, cut: int) -> int:
     """Moves ``cut`` back so it does not split a UTF-8 sequence (at most 3 continuation bytes)."""
     for _ in range(3):
-        if cut <= 0 or (buf[cut] & 0xC0) != 0x80:
+        if cut <= 0 or cut >= len(buf) or (buf[cut] & 0xC0) != 0x80:
             break
         cut -= 1
     return cut
 
 
-def to_utf8(block: bytes) -> bytes:
-    """Valid UTF-8 of ``block``: invalid sequences become U+FFFD."""
-    if block.isascii():
-        return block
-    try:
-        block.decode()
-    except UnicodeDecodeError:
-        return block.decode("utf-8", "replace").encode()
-    return block
+def _mask_boundary(buf: bytes, cut: int) -> int:
+    """Moves ``cut`` back to the start of a ``**********`` it falls inside, so a mask stays whole."""
+    if cut <= 0 or cut >= len(buf) or buf[cut - 1] != _STAR or buf[cut] != _STAR:
+        return cut
+    run = 1
+    while run < len(MASK) and cut - run > 0 and buf[cut - run - 1] == _STAR:
+        run += 1
+    return cut - run if run < len(MASK) else cut
 
 
 class LineSplitter:
-    """Lines of one stream. Memory held: at most ``max_line + holdback`` bytes of an unfinished line.
+    """Lines of one stream. Memory held: at most ``max_line`` bytes of an unfinished line.
 
     ``\\r\\n`` ends a line like ``\\n``; a lone ``\\r`` (progress output) stays inside its line,
     so a progress bar without newlines becomes one long line, cut into marked pieces.
     """
 
-    def __init__(self, max_line: int, guard: CutGuard = _no_guard, holdback: int = 0) -> None:
-        """``holdback``: bytes an unfinished line may exceed ``max_line`` by before it is cut, so
-        that anything ``guard`` protects (up to ``holdback + 1`` bytes) is wholly in the buffer."""
+    def __init__(self, max_line: int) -> None:
         if max_line < 1:
             raise ValueError("max_line must be positive")
         self.max_line = max_line
-        self._guard = guard
-        self._holdback = holdback
         self._partial = b""
         self._continuing = False
         self.cuts = 0
@@ -69,7 +59,7 @@ class LineSplitter:
         else:
             self._partial = buf[last_newline + 1 :]
             out.extend(self._complete(buf[:last_newline]))
-        if len(self._partial) > self.max_line + self._holdback:
+        if len(self._partial) > self.max_line:
             out.extend(self._cut_partial())
         return out
 
@@ -127,24 +117,23 @@ class LineSplitter:
         pieces = []
         start = 0
         while len(line) - start > self.max_line:
-            cut = start + self._cut_offset(line[start : start + self.max_line + self._holdback + 1])
+            cut = start + self._cut_offset(line, start)
             pieces.append(line[start:cut])
             start = cut
             self.cuts += 1
         pieces.append(line[start:])
         return pieces
 
-    def _cut_offset(self, buf: bytes) -> int:
-        cut = _utf8_boundary(buf, self.max_line)
-        guarded = self._guard(buf, cut)
-        # A secret longer than the whole line budget cannot be kept in one piece; cut anyway.
-        return guarded if guarded > 0 else (cut if cut > 0 else self.max_line)
+    def _cut_offset(self, buf: bytes, start: int) -> int:
+        """Where the piece starting at ``start`` ends, relative to ``start``."""
+        cut = _mask_boundary(buf, _utf8_boundary(buf, start + self.max_line)) - start
+        return cut if cut > 0 else self.max_line
 
     def _cut_partial(self) -> list[Segment]:
         out: list[Segment] = []
         buf, start = self._partial, 0
-        while len(buf) - start > self.max_line + self._holdback:
-            cut = start + self._cut_offset(buf[start : start + self.max_line + self._holdback + 1])
+        while len(buf) - start > self.max_line:
+            cut = start + self._cut_offset(buf, start)
             head = CONTINUED_PREFIX if self._continuing else b""
             out.append((head + buf[start:cut] + CUT_SUFFIX, self._continuing))
             start = cut

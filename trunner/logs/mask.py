@@ -1,79 +1,275 @@
-"""Masking the values of sensitive variables in a job's output.
+"""Masking sensitive values in everything trunner sends or logs.
 
-Needles are the secret itself, each line of a multi-line secret, its URL-encoded forms and the
-parts of its base64 encoding that do not depend on neighbouring bytes (at each of the three
-byte alignments, so a secret inside a larger base64 blob is caught too). Masking runs over
-complete lines only, and the line splitter never cuts inside a needle (:meth:`Masker.guard_cut`),
-so a secret split across reads or across a long-line cut is still masked.
+The masker works on each output stream as it arrives, before lines are split or cut, so a cut
+can never fall inside a secret: by the time the splitter sees the text, every secret in it is
+already ``**********``. The needles are every form of every secret
+(:mod:`trunner.logs.secret_forms`); one Aho-Corasick automaton (Rust, ``ahocorasick-rs``) finds
+all of them, overlapping ones included, in one pass over each chunk, and the union of the
+matched ranges is replaced (ranges that overlap or touch become one mask), so the result does
+not depend on the order of the needles, on hashing or on where reads end.
+
+A stream keeps back only the bytes that may begin a needle still being printed (the longest
+suffix of what it has seen that is a proper prefix of a needle), so memory per stream is below
+the longest needle, and ordinary text passes through at once.
 """
 
 from __future__ import annotations
 
-import base64
+import codecs
+import logging
+import sys
+import traceback
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus
+from operator import itemgetter
+from typing import Any
+
+import ahocorasick_rs
 
 from trunner.logs.markers import MASK
+from trunner.logs.secret_forms import MIN_PART, forms_of, raw_bytes, stream_bytes
+from trunner.models import RunnerJob
 
-SHORT_SECRET = 6
-"""Secrets shorter than this are masked but reported: they mask innocent text too."""
+SHORT_SECRET = MIN_PART
+"""Secrets shorter than this are masked, with a warning: they mask innocent text too."""
 
-_MIN_ENCODED_NEEDLE = 6
+MAX_SECRET_BYTES = 1024 * 1024
+"""The longest sensitive value a job may carry (UTF-8 bytes). Longer ones refuse the job: a
+stream holds back up to one needle's length (some forms are up to 6 x the value), and Linux
+cannot pass a single environment string above 128 KiB to a process in the first place."""
+
+_HEAD = 8
+"""Needles longer than this are found as possible partial matches by their first bytes."""
+
+_DFA_LIMIT = 256 * 1024
+"""Total needle bytes up to which the automaton is a DFA (fastest; its tables grow with the
+needles), beyond which it is a contiguous NFA."""
+
+_DEFER_FLOOR = 4096
+"""A stream holding back more than this rescans only once as much new data has arrived, so
+short reads of a long secret cost linear time."""
+
+_HEAD_WINDOW = 65536
+
+_Interval = list[int]
 
 
-def _base64_cores(raw: bytes) -> list[bytes]:
-    cores = []
-    for shift in range(3):
-        encoded = base64.b64encode(b"\0" * shift + raw + b"\0\0")
-        start = -(-8 * shift // 6)
-        end = 8 * (shift + len(raw)) // 6
-        core = encoded[start:end]
-        cores.append(core)
-        cores.append(core.replace(b"+", b"-").replace(b"/", b"_"))
-    return cores
-
-
-def needles_for(secret: str) -> set[bytes]:
-    raw = secret.encode()
-    needles = {raw}
-    if "\n" in secret or "\r" in secret:
-        needles.discard(raw)
-        needles.update(line.strip().encode() for line in secret.splitlines() if line.strip())
-    encoded = {quote(secret, safe="").encode(), quote_plus(secret).encode(), *_base64_cores(raw)}
-    needles.update(n for n in encoded if len(n) >= _MIN_ENCODED_NEEDLE)
-    return needles
+def _merge(matches: list[tuple[int, int, int]], carry: int) -> list[_Interval]:
+    """The union of matched ranges (and ``[0, carry)``), ranges that overlap or touch joined."""
+    merged: list[_Interval] = [[0, carry]] if carry else []
+    matches.sort(key=itemgetter(2))
+    for _, start, end in matches:
+        if merged and start <= merged[-1][1]:
+            last = merged[-1]
+            if end > last[1]:
+                last[1] = end
+            if start < last[0]:
+                last[0] = start
+                while len(merged) > 1 and start <= merged[-2][1]:
+                    last[0] = min(last[0], merged.pop(-2)[0])
+        else:
+            merged.append([start, end])
+    return merged
 
 
 class Masker:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        values = sorted({s for s in secrets if s})
-        self.short_secrets = sum(1 for s in values if len(s) < SHORT_SECRET)
+    """The needles of one job's secrets. ``secrets``: (variable name, value) pairs."""
+
+    def __init__(self, secrets: Iterable[tuple[str, str]]) -> None:
+        self.warnings: list[str] = []
+        """Over-masking and coverage warnings; they name variables, never values."""
+        self.refused: list[str] = []
+        """Why the job cannot run: sensitive values too long to mask."""
         needles: set[bytes] = set()
-        for value in values:
-            needles |= needles_for(value)
-        self.needles = sorted(needles, key=len, reverse=True)
-        self.max_needle = len(self.needles[0]) if self.needles else 0
+        for name, value in sorted(set(secrets)):
+            if not value:
+                continue
+            size = len(raw_bytes(value))
+            if size > MAX_SECRET_BYTES:
+                self.refused.append(
+                    f"sensitive variable {name} is {size} bytes long; trunner masks values of at most "
+                    f"{MAX_SECRET_BYTES} bytes"
+                )
+                continue
+            forms = forms_of(value)
+            if len(value.strip()) < SHORT_SECRET:
+                self.warnings.append(
+                    f"sensitive variable {name} is shorter than {SHORT_SECRET} characters: it is masked, "
+                    "but so is any matching text in the log"
+                )
+            if forms.short_parts:
+                self.warnings.append(
+                    f"sensitive variable {name}: {forms.short_parts} of its lines are shorter than "
+                    f"{MIN_PART} characters and are not masked on their own (only as part of the whole value)"
+                )
+            needles |= forms.needles
+        self.needles = sorted(needles)
+        self.max_needle = max(map(len, self.needles), default=0)
+        self._automaton: ahocorasick_rs.BytesAhoCorasick | None = None
+        self._prefixes: set[bytes] = set()
+        self._heads: ahocorasick_rs.BytesAhoCorasick | None = None
+        self._by_head: list[list[bytes]] = []
+        if self.needles:
+            self._build()
+
+    def _build(self) -> None:
+        total = sum(map(len, self.needles))
+        implementation = (
+            ahocorasick_rs.Implementation.DFA
+            if total <= _DFA_LIMIT
+            else ahocorasick_rs.Implementation.ContiguousNFA
+        )
+        self._automaton = ahocorasick_rs.BytesAhoCorasick(self.needles, implementation=implementation)
+        by_head: dict[bytes, list[bytes]] = {}
+        for needle in self.needles:
+            self._prefixes.update(needle[:k] for k in range(1, min(len(needle), _HEAD)))
+            if len(needle) > _HEAD:
+                by_head.setdefault(needle[:_HEAD], []).append(needle)
+        if by_head:
+            heads = sorted(by_head)
+            self._heads = ahocorasick_rs.BytesAhoCorasick(heads)
+            self._by_head = [by_head[head] for head in heads]
 
     def __bool__(self) -> bool:
-        return bool(self.needles)
+        return self._automaton is not None
 
     def mask(self, block: bytes) -> bytes:
-        for needle in self.needles:
-            if needle in block:
-                block = block.replace(needle, MASK)
-        return block
+        """``block`` with every matched range masked (a whole text, not a stream)."""
+        if self._automaton is None:
+            return block
+        out, _, _ = self._release(block, len(block), 0, False)
+        return out
 
     def mask_text(self, text: str) -> str:
-        return self.mask(text.encode()).decode("utf-8", "replace") if self.needles else text
+        if self._automaton is None:
+            return text
+        return self.mask(stream_bytes(text)).decode("utf-8", "replace")
 
-    def guard_cut(self, buf: bytes, cut: int) -> int:
-        """The largest offset <= ``cut`` that does not fall inside an occurrence of a needle."""
-        moved = True
-        while moved and cut > 0:
-            moved = False
-            for needle in self.needles:
-                start = buf.find(needle, max(0, cut - len(needle) + 1), cut + len(needle) - 1)
-                if 0 <= start < cut:
-                    cut = start
-                    moved = True
-        return cut
+    def stream(self) -> StreamMasker:
+        return StreamMasker(self)
+
+    def hold(self, buf: bytes) -> int:
+        """The earliest offset from which ``buf`` may be the start of a needle that continues
+        past its end (``len(buf)`` when none)."""
+        size = len(buf)
+        if self._heads is not None and size >= _HEAD:
+            view = memoryview(buf)
+            low = max(0, size - self.max_needle + 1)
+            while low <= size - _HEAD:
+                high = min(size, low + _HEAD_WINDOW + _HEAD - 1)
+                for head, start, _ in self._heads.find_matches_as_indexes(view[low:high], overlapping=True):
+                    position = low + start
+                    rest = size - position
+                    for needle in self._by_head[head]:
+                        if len(needle) > rest and needle.startswith(view[position:]):
+                            return position
+                low = high - _HEAD + 1
+        for rest in range(min(_HEAD - 1, size), 0, -1):
+            if buf[size - rest :] in self._prefixes:
+                return size - rest
+        return size
+
+    def _release(self, buf: bytes, hold: int, carry: int, open_: bool) -> tuple[bytes, int, bool]:
+        """Masked ``buf[:hold]``; the bytes of a masked range that continue past ``hold``; and
+        whether the released text ends inside a mask that a range starting at ``hold`` continues."""
+        assert self._automaton is not None
+        matches = self._automaton.find_matches_as_indexes(buf, overlapping=True)
+        if not matches and not carry:
+            return (buf if hold == len(buf) else buf[:hold]), 0, False
+        pieces: list[bytes] = []
+        position = 0
+        next_carry = 0
+        ends_masked = False
+        for start, end in _merge(matches, carry):
+            if start >= hold:
+                break
+            pieces.append(buf[position:start])
+            if not (start == 0 and open_):
+                pieces.append(MASK)
+            if end >= hold:
+                next_carry = end - hold
+                ends_masked = True
+                position = hold
+                break
+            position = end
+        pieces.append(buf[position:hold])
+        return b"".join(pieces), next_carry, ends_masked
+
+
+class StreamMasker:
+    """One output stream: invalid UTF-8 replaced, then masked, releasing all it safely can.
+
+    Memory held: the longest needle, plus as much again while a long partial match waits
+    (rescans are deferred, see :data:`_DEFER_FLOOR`)."""
+
+    def __init__(self, masker: Masker) -> None:
+        self._masker = masker
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._pending = b""
+        self._fresh = 0
+        self._carry = 0
+        self._open = False
+
+    def feed(self, data: bytes) -> bytes:
+        data = self._valid(data, final=False)
+        if not self._masker:
+            return data
+        buf = self._pending + data if self._pending else data
+        self._fresh += len(data)
+        if len(buf) - self._fresh > _DEFER_FLOOR and self._fresh < len(buf) - self._fresh:
+            self._pending = buf
+            return b""
+        return self._scan(buf, self._masker.hold(buf))
+
+    def finish(self) -> bytes:
+        """What is left at the end of the stream."""
+        tail = self._valid(b"", final=True)
+        if not self._masker:
+            return tail
+        buf = self._pending + tail
+        return self._scan(buf, len(buf)) if buf else b""
+
+    def _scan(self, buf: bytes, hold: int) -> bytes:
+        self._fresh = 0
+        if hold == 0:
+            self._pending = buf
+            return b""
+        out, self._carry, self._open = self._masker._release(buf, hold, self._carry, self._open)
+        self._pending = buf[hold:]
+        return out
+
+    def _valid(self, data: bytes, *, final: bool) -> bytes:
+        if not final and data.isascii() and not self._decoder.getstate()[0]:
+            return data
+        return self._decoder.decode(data, final).encode()
+
+
+class MaskedLog(logging.LoggerAdapter[logging.Logger]):
+    """A job's view of the runner's log: each message (with its arguments and any traceback)
+    is formatted here and masked before it reaches a handler."""
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter[logging.Logger], masker: Masker) -> None:
+        logger = log.logger if isinstance(log, logging.LoggerAdapter) else log
+        extra = dict(log.extra or {}) if isinstance(log, logging.LoggerAdapter) else {}
+        super().__init__(logger, extra)
+        self._masker = masker
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self._masker or not self.isEnabledFor(level):
+            super().log(level, msg, *args, **kwargs)
+            return
+        text = str(msg) % args if args else str(msg)
+        exc_info = kwargs.pop("exc_info", None)
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            elif not isinstance(exc_info, tuple):
+                exc_info = sys.exc_info()
+            if exc_info[0] is not None:
+                text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+        kwargs.pop("stack_info", None)
+        super().log(level, "%s", self._masker.mask_text(text), **kwargs)
+
+
+def masker_for(job: RunnerJob) -> Masker:
+    """The masker of ``job``'s sensitive variables."""
+    return Masker((v.key, v.value) for v in job.variables if v.sensitive)

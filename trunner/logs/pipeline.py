@@ -1,11 +1,13 @@
-"""The drain: executor bytes -> lines -> outcome variables -> masking -> prefix -> batches.
+"""The drain: executor bytes -> valid UTF-8 -> masking -> lines -> outcome variables -> prefix -> batches.
 
 Everything here is synchronous and does no I/O; the only hand-off to the network side is the
 batcher's non-blocking offer. Input is processed in slices whose output is at most
 :func:`slice_budget` bytes; once the batcher is held, the rest of a chunk waits unprocessed
 (:attr:`Pipeline.held`) until :meth:`Pipeline.resume`. Memory held here (see
-:mod:`trunner.logs.job_log` for the job's whole bound): two unfinished lines (<= ``max_line``
-each), outcome variables (<= 1 MiB), a 20-line tail, and the chunk the executor last fed.
+:mod:`trunner.logs.job_log` for the job's whole bound): per stream, the masker's hold-back
+(below 2 x the longest needle) and an unfinished line (<= ``max_line``), outcome variables
+(<= 1 MiB), a 20-line tail, and the chunk the executor last fed (masked: a run of a one-character
+secret grows at most 10 times).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from trunner.contracts import Stream
 from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.batcher import Batcher, Source
-from trunner.logs.lines import LineSplitter, Segment, to_utf8
-from trunner.logs.mask import SHORT_SECRET, Masker
+from trunner.logs.lines import LineSplitter, Segment
+from trunner.logs.mask import MaskedLog, masker_for
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.outcome_vars import OutcomeVarParser
 from trunner.logs.settings import LogSettings
@@ -59,22 +61,16 @@ class Pipeline:
         wallclock: Callable[[], float] = time.time,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
-        self._log = log or logging.getLogger("trunner.pipeline")
-        self._masker = Masker(job.secrets())
-        if self._masker.short_secrets:
-            self._log.warning(
-                "%d sensitive variable(s) shorter than %d characters: they are masked, but so is any "
-                "matching text in the log",
-                self._masker.short_secrets,
-                SHORT_SECRET,
-            )
+        self._masker = masker_for(job)
+        self.log = MaskedLog(log or logging.getLogger("trunner.pipeline"), self._masker)
+        """The runner's log for this job, masked."""
+        for warning in self._masker.warnings:
+            self.log.warning("%s", warning)
+        self.refusals = tuple(self._masker.refused)
+        """Why the job must not run (secrets that cannot be masked); empty when it may."""
+        self._stream_maskers = {stream: self._masker.stream() for stream in Stream}
         max_line = effective_max_line(settings)
-        self._splitters = {
-            stream: LineSplitter(max_line, self._masker.guard_cut, holdback=self._masker.max_needle - 1)
-            if self._masker
-            else LineSplitter(max_line)
-            for stream in Stream
-        }
+        self._splitters = {stream: LineSplitter(max_line) for stream in Stream}
         self._outcome_vars = OutcomeVarParser()
         self._worker = worker
         self._wallclock = wallclock
@@ -96,6 +92,7 @@ class Pipeline:
     # --- OutputFeed ---
 
     def feed(self, stream: Stream, data: bytes) -> None:
+        data = self._stream_maskers[stream].feed(data) if data else data
         if not data:
             return
         if self._pending:
@@ -149,15 +146,23 @@ class Pipeline:
     def finish(self) -> None:
         """Flush unfinished lines into the batcher; call once nothing is :attr:`held`."""
         for stream in self._splitters:
+            masked = self._stream_maskers[stream].finish()
+            if masked:
+                self._split(stream, masked)
             self._split(stream, None)
         self._outcome_vars.finish()
         self._drain_warnings()
 
     def outcome_variables(self) -> tuple[OutcomeVariable, ...]:
         return tuple(
-            OutcomeVariable(key, self._masker.mask_text(value))
+            OutcomeVariable(self._masker.mask_text(key), self._masker.mask_text(value))
             for key, value in self._outcome_vars.variables().items()
         )
+
+    def mask_text(self, text: str) -> str:
+        """``text`` with this job's secrets masked: for anything else about the job that leaves
+        trunner (outcome messages, the runner's log)."""
+        return self._masker.mask_text(text)
 
     def tail(self) -> list[str]:
         """The last lines processed (masked, without prefix), for failure messages."""
@@ -200,7 +205,6 @@ class Pipeline:
 
     def _process(self, stream: Stream, segments: list[Segment]) -> None:
         for block, _continues in segments:
-            block = to_utf8(block)
             if stream is Stream.STDOUT:
                 filtered = self._outcome_vars.filter(block)
                 if self._outcome_vars.warnings:
@@ -208,8 +212,6 @@ class Pipeline:
                 if filtered is None:
                     continue
                 block = filtered
-            if self._masker:
-                block = self._masker.mask(block)
             self._emit(stream, block, block.count(b"\n") + 1)
 
     def _emit(self, stream: Source, block: bytes, lines: int) -> None:

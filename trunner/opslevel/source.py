@@ -19,6 +19,7 @@ import trio
 
 from trunner.logs import markers
 from trunner.logs.batch import Batch
+from trunner.logs.mask import Masker
 from trunner.logs.sinks import Sink
 from trunner.models import JobOutcome, JobStatus, Outcome, RunnerJob
 from trunner.opslevel.client import NO_RETRIES, OpsLevelClient
@@ -63,12 +64,13 @@ def _job_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _secrets(raw: Mapping[str, Any]) -> list[str]:
+def _secrets(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, value) of the sensitive variables of a job the API sent, however malformed the rest."""
     variables = raw.get("variables")
     if not isinstance(variables, list):
         return []
     return [
-        v["value"]
+        (str(v.get("key", "")), v["value"])
         for v in variables
         if isinstance(v, dict) and v.get("sensitive") and isinstance(v.get("value"), str) and v["value"]
     ]
@@ -179,8 +181,7 @@ class PendingJobSource:
         except WireError as exc:
             self._metrics.job_rejected()
             message = f"the job sent by the API cannot be run: {exc}"
-            for secret in _secrets(raw):
-                message = message.replace(secret, markers.MASK.decode())
+            message = Masker(_secrets(raw)).mask_text(message)
             log.error("job %s rejected: %s", job_id, message)
             await self._close_unrun(job_id, JobOutcome(Outcome.FAILED, message))
             return None

@@ -1,0 +1,226 @@
+"""The forms in which a secret value can appear in a job's output: the needles the masker
+searches for.
+
+Each encoding is one function from a value to the texts it may print; :data:`ENCODINGS` lists
+them in the order the README's coverage table documents. Every form becomes bytes the way the
+stream does (UTF-8, anything that is not valid text replaced by U+FFFD), so a value holding a
+lone surrogate still yields needles instead of an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+import attrs
+
+MIN_PART = 6
+"""A line of a multi-line value (or a piece between invalid characters) shorter than this is
+not masked on its own: ``{``, ``}`` or ``--`` would mask every such text in the log."""
+
+MIN_BASE64_CORE = 6
+"""A base64 piece cut out of a larger blob must be this long: shorter ones match random base64."""
+
+BASE64_WRAP = 76
+"""The column at which the ``base64`` command wraps its output."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PRINTF_Q_ANYWHERE = frozenset(" !\"$&'()*,;<>?[\\]^`{|}")
+_PRINTF_Q_FIRST = frozenset("#~")
+_ANSI_C = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\x1b": "\\E",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    "\\": "\\\\",
+    "'": "\\'",
+}
+_XML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
+
+
+def stream_bytes(text: str) -> bytes:
+    """``text`` as the stream shows it once invalid UTF-8 is replaced: lone surrogates become
+    U+FFFD, one per byte of their (invalid) UTF-8 encoding, as the stream's decoder does."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if not _SURROGATE.search(text):
+        return raw
+    return raw.decode("utf-8", "replace").encode()
+
+
+def raw_bytes(text: str) -> bytes:
+    """The bytes a process holding ``text`` would see (lone surrogates encoded as they are)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _plain(value: str) -> Iterator[str | bytes]:
+    yield value
+
+
+def _trimmed(value: str) -> Iterator[str | bytes]:
+    """``echo $X`` drops leading and trailing whitespace and squeezes runs of it to one space."""
+    yield value.strip()
+    yield " ".join(value.split())
+
+
+def _base64_cores(raw: bytes) -> Iterator[bytes]:
+    """The base64 characters that depend only on ``raw``, at each of the 3 byte alignments it
+    can have inside a larger blob, in the standard and URL-safe alphabets."""
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw + b"\0\0")
+        core = encoded[-(-8 * shift // 6) : 8 * (shift + len(raw)) // 6]
+        if len(core) >= MIN_BASE64_CORE:
+            yield core
+            yield core.translate(_URLSAFE)
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _wrapped(encoded: bytes) -> bytes:
+    return b"\n".join(encoded[i : i + BASE64_WRAP] for i in range(0, len(encoded), BASE64_WRAP))
+
+
+def _base64(value: str) -> Iterator[str | bytes]:
+    raw = raw_bytes(value)
+    yield from _base64_cores(raw)
+    for whole in (raw, raw + b"\n"):
+        # The value encoded alone (``printf %s "$X" | base64``, ``echo "$X" | base64``): padding
+        # included, so even the 4 characters of a one-byte value are distinctive enough.
+        encoded = base64.b64encode(whole)
+        yield encoded
+        yield encoded.translate(_URLSAFE)
+        yield encoded.rstrip(b"=").translate(_URLSAFE)
+        if len(encoded) > BASE64_WRAP:
+            yield _wrapped(encoded)
+
+
+def _percent(raw: bytes, safe: bytes, plus: bool) -> Iterator[str | bytes]:
+    out = []
+    for byte in raw:
+        if byte == 0x20 and plus:
+            out.append("+")
+        elif (0x30 <= byte <= 0x39) or (0x41 <= byte <= 0x5A) or (0x61 <= byte <= 0x7A) or byte in safe:
+            out.append(chr(byte))
+        else:
+            out.append(f"%{byte:02X}")
+    upper = "".join(out)
+    yield upper
+    yield re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), upper)
+
+
+def _url(value: str) -> Iterator[str | bytes]:
+    """RFC 3986 escaping (``-._~`` unreserved), with and without ``/`` kept, and form encoding
+    (space as ``+``), each with upper- and lower-case hex."""
+    raw = raw_bytes(value)
+    for safe in (b"-._~", b"-._~/", b"-._*"):
+        yield from _percent(raw, safe, plus=False)
+        yield from _percent(raw, safe, plus=True)
+
+
+def _json(value: str) -> Iterator[str | bytes]:
+    yield json.dumps(value)[1:-1]
+    yield json.dumps(value, ensure_ascii=False)[1:-1]
+    yield json.dumps(value)[1:-1].replace("/", "\\/")
+
+
+def _ansi_c(value: str, ascii_only: bool) -> str:
+    out = []
+    for char in value:
+        if char in _ANSI_C:
+            out.append(_ANSI_C[char])
+        elif char < " " or char == "\x7f":
+            out.append(f"\\{ord(char):03o}")
+        elif ascii_only and char > "\x7f":
+            out.extend(f"\\{byte:03o}" for byte in raw_bytes(char))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _needs_ansi_c(value: str) -> bool:
+    return any(char < " " or char == "\x7f" for char in value)
+
+
+def _shell(value: str) -> Iterator[str | bytes]:
+    """What ``set -x`` (bash) and ``printf %q`` print for the value, without the outer quotes.
+
+    dash's ``set -x`` prints words unquoted: the plain form."""
+    yield value.replace("'", "'\\''")
+    yield value.replace("'", "'\"'\"'")
+    if _needs_ansi_c(value) or "\n" in value or "\t" in value:
+        yield _ansi_c(value, ascii_only=False)
+        yield _ansi_c(value, ascii_only=True)
+    yield "".join(
+        "\\" + char if char in _PRINTF_Q_ANYWHERE or (index == 0 and char in _PRINTF_Q_FIRST) else char
+        for index, char in enumerate(value)
+    )
+
+
+def _xml(value: str) -> Iterator[str | bytes]:
+    yield "".join(_XML.get(char, char) for char in value)
+    yield html.escape(value, quote=True)
+
+
+Encoding = Callable[[str], Iterable[str | bytes]]
+
+ENCODINGS: dict[str, Encoding] = {
+    "plain": _plain,
+    "trimmed": _trimmed,
+    "base64": _base64,
+    "url": _url,
+    "json": _json,
+    "shell": _shell,
+    "xml": _xml,
+}
+
+
+@attrs.frozen
+class SecretForms:
+    needles: frozenset[bytes]
+    short_parts: int
+    """Lines (or pieces between invalid characters) shorter than :data:`MIN_PART`, not masked alone."""
+
+
+def parts(value: str) -> list[str]:
+    """The pieces of a value masked on their own: each line of a multi-line value and each
+    stretch between invalid characters, trimmed."""
+    pieces = value.splitlines() if ("\n" in value or "\r" in value) else [value]
+    if _SURROGATE.search(value):
+        pieces = [piece for line in pieces for piece in _SURROGATE.split(line)]
+    return [piece.strip() for piece in pieces if piece.strip()]
+
+
+def forms_of(value: str) -> SecretForms:
+    """Every needle for ``value``: each encoding of the whole value and of each long part."""
+    texts = [value]
+    short = 0
+    pieces = parts(value)
+    if pieces != [value]:
+        for piece in pieces:
+            if len(piece) >= MIN_PART:
+                texts.append(piece)
+            else:
+                short += 1
+    needles: set[bytes] = set()
+    for text in texts:
+        for encoding in ENCODINGS.values():
+            for form in encoding(text):
+                needle = form if isinstance(form, bytes) else stream_bytes(form)
+                if needle:
+                    needles.add(needle)
+    return SecretForms(frozenset(needles), short)
+
+
+def forms_by_encoding(value: str) -> dict[str, set[bytes]]:
+    """The needles of the whole value, per encoding (for the coverage table and its tests)."""
+    return {
+        name: {form if isinstance(form, bytes) else stream_bytes(form) for form in encoding(value)} - {b""}
+        for name, encoding in ENCODINGS.items()
+    }
