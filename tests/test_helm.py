@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import importlib
 import json
+import math
 import random
 import re
 from collections.abc import Iterator, Mapping
@@ -317,33 +318,61 @@ def grace(rendered: Rendered) -> int:
     return value
 
 
-def test_grace_period_covers_shutdown_grace_flush_and_outcome_deadlines(chart: helm.Chart) -> None:
+def code_shutdown_deadlines() -> float:
+    """trunner's own deadlines after running jobs are canceled, from the code: a canceled job's exec stream
+    closes, its objects are deleted, then the runner unregisters and releases its Lease."""
+    from trunner.executors.kubernetes.exec import ExecTiming
+    from trunner.executors.kubernetes.executor import CLEANUP_TIMEOUT
+    from trunner.kube.leader import RELEASE_TIMEOUT
+    from trunner.opslevel.mode import UNREGISTER_TIMEOUT
+
+    return ExecTiming().close_timeout + CLEANUP_TIMEOUT + UNREGISTER_TIMEOUT + RELEASE_TIMEOUT
+
+
+def required_grace(runner: Mapping[str, Any], slack: int) -> int:
+    return (
+        math.ceil(runner["shutdownGrace"])
+        + math.ceil(runner["logFlushTimeout"])
+        + math.ceil(runner["jobOutcomeTimeout"])
+        + math.ceil(code_shutdown_deadlines())
+        + slack
+    )
+
+
+def test_grace_period_covers_the_shutdown_grace_and_every_deadline_after_it(chart: helm.Chart) -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    runner, margin = values["runner"], values["terminationGraceMarginSeconds"]
-    assert (runner["shutdownGrace"], runner["logFlushTimeout"], runner["jobOutcomeTimeout"]) == (20, 30, 30)
+    runner, slack = values["runner"], values["terminationGraceSlackSeconds"]
+    assert code_shutdown_deadlines() == 50
+    assert slack == 10
     rendered = render(chart, TOKEN)
-    assert grace(rendered) == 20 + 30 + 30 + margin == 125
-    assert rendered.flag("--shutdown-grace") == "20"
+    assert grace(rendered) == required_grace(runner, slack) == 3600 + 30 + 30 + 50 + 10
+    assert rendered.flag("--shutdown-grace") == "3600"
     assert rendered.flag("--log-flush-timeout") == "30"
     assert rendered.flag("--job-outcome-timeout") == "30"
 
 
+def test_rollouts_let_running_jobs_finish_by_default(chart: helm.Chart) -> None:
+    """A `helm upgrade` replaces every runner pod: each gets SIGTERM and lets its running jobs finish
+    for runner.shutdownGrace (an hour, as gitlab-runner's chart waits) before canceling them."""
+    rendered = render(chart, TOKEN)
+    assert float(rendered.flag("--shutdown-grace") or 0) >= 3600
+    assert rendered.one("Deployment")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
 def test_grace_period_follows_the_values_and_rounds_up(chart: helm.Chart) -> None:
     rendered = render(chart, FULL)
-    assert grace(rendered) == 600 + 13 + 20 + 45
+    assert grace(rendered) == required_grace(FULL["runner"], 10) == 600 + 13 + 20 + 50 + 10
     assert rendered.flag("--shutdown-grace") == "600"
     assert rendered.flag("--log-flush-timeout") == "12.5"
-    long_jobs = render(
-        chart, _merge(TOKEN, {"runner": {"shutdownGrace": 3600}, "terminationGraceMarginSeconds": 0})
-    )
-    assert grace(long_jobs) == 3660
+    short = render(chart, _merge(TOKEN, {"runner": {"shutdownGrace": 20}, "terminationGraceSlackSeconds": 0}))
+    assert grace(short) == 20 + 30 + 30 + 50
 
 
 def test_explicit_grace_period_must_not_be_shorter_than_trunner_needs(chart: helm.Chart) -> None:
-    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 125})) == 125
-    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 300})) == 300
-    error = render_error(chart, {**TOKEN, "terminationGracePeriodSeconds": 124})
-    assert "terminationGracePeriodSeconds 124 is shorter than trunner needs" in error and "= 125" in error
+    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 3720})) == 3720
+    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 4000})) == 4000
+    error = render_error(chart, {**TOKEN, "terminationGracePeriodSeconds": 3719})
+    assert "terminationGracePeriodSeconds 3719 is shorter than trunner needs" in error and "= 3720" in error
 
 
 def test_trunner_shutdown_defaults_match_the_chart() -> None:
@@ -351,10 +380,10 @@ def test_trunner_shutdown_defaults_match_the_chart() -> None:
     from trunner.runner import RunSettings
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())["runner"]
-    assert values["shutdownGrace"] == RunSettings().shutdown_grace
     assert values["logFlushTimeout"] == LogSettings().log_flush_timeout
     assert values["jobOutcomeTimeout"] == LogSettings().job_outcome_timeout
     assert values["jobConcurrency"] == RunSettings().job_concurrency
+    assert values["shutdownGrace"] >= RunSettings().shutdown_grace
 
 
 # --- the Deployment ------------------------------------------------------------------------------------
@@ -432,7 +461,7 @@ def test_probes_and_metrics_port(chart: helm.Chart) -> None:
 def test_large_numbers_are_not_rendered_in_exponent_form(chart: helm.Chart) -> None:
     rendered = render(chart, _merge(TOKEN, {"runner": {"shutdownGrace": 1000000}}))
     assert rendered.flag("--shutdown-grace") == "1000000"
-    assert grace(rendered) == 1000105
+    assert grace(rendered) == 1000000 + 30 + 30 + 50 + 10
 
 
 def container_environment(rendered: Rendered) -> dict[str, str]:
@@ -705,6 +734,7 @@ KUBERNETES_OBJECT_VALUES = {
     "securityContext",
     "livenessProbe",
     "readinessProbe",
+    "startupProbe",
     "jobPods.config",
 }
 
@@ -753,7 +783,7 @@ def test_readme_table_lists_every_value_with_its_default() -> None:
 
 def test_notes_render(chart: helm.Chart) -> None:
     notes = render(chart, SCALING).manifests["trunner/templates/NOTES.txt"]
-    assert "between 2 and 7" in notes and "termination grace period is 125 s" in notes
+    assert "between 2 and 7" in notes and "termination grace period is 3720 s" in notes
 
 
 # --- RBAC against the requests trunner really makes --------------------------------------------------------

@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import socket
+import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -268,6 +269,7 @@ class OpsLevelDouble:
         self.recommended_replicas: int | None = None
         """What ``runnerScale`` recommends; None recommends the caller's ``currentReplicaCount``."""
         self.port = 0
+        self.tls = False
         self._rules: list[_Rule] = []
         self._runner_ids = itertools.count(1)
         self._tokens = itertools.count(1)
@@ -278,11 +280,20 @@ class OpsLevelDouble:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    async def serve(self, *, task_status: trio.TaskStatus[OpsLevelDouble] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async def serve(
+        self,
+        *,
+        tls: ssl.SSLContext | None = None,
+        task_status: trio.TaskStatus[OpsLevelDouble] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on 127.0.0.1 (an ephemeral port); ``tls`` is a server-side context for HTTPS."""
+        listeners: list[Any] = list(await trio.open_tcp_listeners(0, host="127.0.0.1"))
         self.port = listeners[0].socket.getsockname()[1]
+        if tls is not None:
+            self.tls = True
+            listeners = [trio.SSLListener(listener, tls, https_compatible=True) for listener in listeners]
         task_status.started(self)
         await trio.serve_listeners(self._connection, listeners)
 

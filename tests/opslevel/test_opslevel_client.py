@@ -3,10 +3,14 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import ssl
 import time
+from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
+import trustme
 from prometheus_client import CollectorRegistry
 
 from tests.doubles.opslevel import (
@@ -415,3 +419,34 @@ async def test_requests_are_counted_by_operation_and_status(
         )
         == 1
     )
+
+
+async def test_https_trusts_the_ca_named_by_ssl_cert_file(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API client verifies with the system's trust store, so a private CA given the system's way
+    (SSL_CERT_FILE, as the chart's caBundle does) is trusted, and without it the same server is not."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    double: OpsLevelDouble = await nursery.start(partial(OpsLevelDouble().serve, tls=server))
+    assert double.url.startswith("https://")
+
+    async def register() -> None:
+        async with OpsLevelClient(
+            endpoint=graphql_endpoint(double.url),
+            token=double.token,
+            timeout=10.0,
+            metrics=ApiMetrics(CollectorRegistry()),
+            retry=RetryPolicy(0, 10.0),
+            rng=random.Random(1),
+        ) as client:
+            await client.call(RUNNER_REGISTER, RegisterVariables(None), retry=NO_RETRIES)
+
+    with pytest.raises(ApiTransportError):
+        await register()
+    bundle = tmp_path / "ca-bundle.crt"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    await register()
+    assert double.calls_to("RunnerRegister")

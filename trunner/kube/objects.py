@@ -268,6 +268,7 @@ class PodSpec:
     volumes: tuple[Volume, ...] | None = None
     security_context: PodSecurityContext | None = None
     service_account_name: str | None = None
+    automount_service_account_token: bool | None = None
     node_selector: dict[str, str] | None = None
     dns_policy: str | None = None
     tolerations: tuple[Toleration, ...] | None = None

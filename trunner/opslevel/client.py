@@ -8,6 +8,7 @@ import json
 import logging
 import platform
 import random
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
@@ -163,6 +164,10 @@ class OpsLevelClient:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             transport=transport,
             follow_redirects=False,
+            # The system's trust store (OpenSSL's default paths, which SSL_CERT_FILE and SSL_CERT_DIR
+            # replace) rather than certifi's bundle: a private CA or an intercepting proxy is trusted the
+            # same way as for every other client of the runner.
+            verify=ssl.create_default_context(),
             trust_env=False,
         )
 

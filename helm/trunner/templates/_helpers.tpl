@@ -36,8 +36,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "trunner.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "trunner.fullname" .) .Values.serviceAccount.name -}}
+{{- else if .Values.serviceAccount.name -}}
+{{- .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- fail "serviceAccount.name is required when serviceAccount.create is false: without it the runner's Roles would go to the namespace's default ServiceAccount, which every pod there mounts" -}}
 {{- end -}}
 {{- end -}}
 
@@ -85,14 +87,25 @@ api-token
 {{- end -}}
 
 {{/*
+trunner's own shutdown deadlines after running jobs are canceled, in seconds; tests/test_helm.py ties each to
+its constant in the code: a canceled job's exec stream closes (ExecTiming.close_timeout 5), its pod,
+ConfigMap and PDB are deleted (CLEANUP_TIMEOUT 30), runnerUnregister (UNREGISTER_TIMEOUT 10), the scaling
+Lease is released (RELEASE_TIMEOUT 5).
+*/}}
+{{- define "trunner.shutdownDeadlines" -}}
+{{- add 5 30 10 5 -}}
+{{- end -}}
+
+{{/*
 Seconds Kubernetes waits between SIGTERM and SIGKILL. After SIGTERM trunner gives running jobs shutdownGrace
-seconds, then cancels them; each canceled job then flushes its log (logFlushTimeout) and reports its outcome
-(jobOutcomeTimeout), one after the other, while jobs do this in parallel. The margin covers job pod clean-up and
-the runner's own exit. An explicit value below that sum would kill trunner in the middle of reporting.
+seconds, then cancels them; each canceled job then closes its exec stream, deletes its objects, flushes its
+log (logFlushTimeout) and reports its outcome (jobOutcomeTimeout), one after the other, while jobs do this in
+parallel; then the runner unregisters and releases its Lease. The slack covers the process itself. An
+explicit value below that sum would kill trunner in the middle of reporting.
 */}}
 {{- define "trunner.requiredGracePeriod" -}}
 {{- $r := .Values.runner -}}
-{{- $sum := add (ceil $r.shutdownGrace | int64) (ceil $r.logFlushTimeout | int64) (ceil $r.jobOutcomeTimeout | int64) (int64 .Values.terminationGraceMarginSeconds) -}}
+{{- $sum := add (ceil $r.shutdownGrace | int64) (ceil $r.logFlushTimeout | int64) (ceil $r.jobOutcomeTimeout | int64) (include "trunner.shutdownDeadlines" . | int64) (int64 .Values.terminationGraceSlackSeconds) -}}
 {{- $sum -}}
 {{- end -}}
 
@@ -101,14 +114,99 @@ the runner's own exit. An explicit value below that sum would kill trunner in th
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
 {{- $required -}}
 {{- else if lt (int64 .Values.terminationGracePeriodSeconds) $required -}}
-{{- fail (printf "terminationGracePeriodSeconds %d is shorter than trunner needs to shut down: runner.shutdownGrace + runner.logFlushTimeout + runner.jobOutcomeTimeout + terminationGraceMarginSeconds = %d" (int64 .Values.terminationGracePeriodSeconds) $required) -}}
+{{- fail (printf "terminationGracePeriodSeconds %d is shorter than trunner needs to shut down: runner.shutdownGrace + runner.logFlushTimeout + runner.jobOutcomeTimeout + %s s of trunner's own deadlines + terminationGraceSlackSeconds = %d" (int64 .Values.terminationGracePeriodSeconds) (include "trunner.shutdownDeadlines" .) $required) -}}
 {{- else -}}
 {{- int64 .Values.terminationGracePeriodSeconds -}}
 {{- end -}}
 {{- end -}}
 
+{{/*
+The flags the chart sets, each with the value that sets it (as "flag=value" lines). argparse accepts any
+unambiguous prefix of a long flag, so runner.extraArgs may hold no prefix of these either.
+*/}}
+{{- define "trunner.managedFlags" -}}
+--mode=mode
+--executor=(the chart runs the Kubernetes executor)
+--config=jobPods.config
+-c=jobPods.config
+--job-pod-namespace=jobPods.namespace
+--job-concurrency=runner.jobConcurrency
+--shutdown-grace=runner.shutdownGrace
+--log-flush-timeout=runner.logFlushTimeout
+--job-outcome-timeout=runner.jobOutcomeTimeout
+--log-level=runner.logLevel
+--log-format=runner.logFormat
+--metrics-port=runner.metricsPort
+--scaling-enabled=scaling.enabled
+--runner-deployment=(the chart's Deployment)
+--runner-min-replicas=scaling.minReplicas
+--runner-max-replicas=scaling.maxReplicas
+--job-concurrency-factor=scaling.jobConcurrencyFactor
+--queues=faktory.queues
+--api-url=opslevel.apiUrl
+--api-token=opslevel.apiToken or opslevel.existingSecret
+{{- end -}}
+
+{{- define "trunner.checkExtraArgs" -}}
+{{- $managed := include "trunner.managedFlags" . | splitList "\n" -}}
+{{- range .Values.runner.extraArgs -}}
+{{- $name := . | splitList "=" | first -}}
+{{- range $managed -}}
+{{- $flag := splitList "=" . | first -}}
+{{- $use := splitList "=" . | rest | join "=" -}}
+{{- if or (eq $name $flag) (and (hasPrefix "--" $name) (gt (len $name) 2) (hasPrefix $name $flag)) -}}
+{{- fail (printf "runner.extraArgs: %s would override %s, which the chart sets; use %s instead" $name $flag $use) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name and key of the Secret holding the Faktory URL; fails unless exactly one source is given. */}}
+{{- define "trunner.faktorySecretName" -}}
+{{- if and .Values.faktory.url .Values.faktory.existingSecret.name -}}
+{{- fail "set either faktory.url or faktory.existingSecret.name, not both" -}}
+{{- else if .Values.faktory.existingSecret.name -}}
+{{- .Values.faktory.existingSecret.name -}}
+{{- else if .Values.faktory.url -}}
+{{- printf "%s-faktory" (include "trunner.fullname" .) -}}
+{{- else -}}
+{{- fail "mode faktory needs the Faktory URL: set faktory.url, or faktory.existingSecret.name to a Secret holding it" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "trunner.faktorySecretKey" -}}
+{{- if .Values.faktory.existingSecret.name -}}
+{{- required "faktory.existingSecret.key must name the key of the Faktory URL in the Secret" .Values.faktory.existingSecret.key -}}
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{/* Name and key of the ConfigMap holding the CA bundle; empty when there is none. */}}
+{{- define "trunner.caBundleConfigMap" -}}
+{{- if and .Values.caBundle.pem .Values.caBundle.existingConfigMap.name -}}
+{{- fail "set either caBundle.pem or caBundle.existingConfigMap.name, not both" -}}
+{{- else if .Values.caBundle.existingConfigMap.name -}}
+{{- .Values.caBundle.existingConfigMap.name -}}
+{{- else if .Values.caBundle.pem -}}
+{{- printf "%s-ca" (include "trunner.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "trunner.caBundleKey" -}}
+{{- if .Values.caBundle.existingConfigMap.name -}}
+{{- required "caBundle.existingConfigMap.key must name the key of the bundle in the ConfigMap" .Values.caBundle.existingConfigMap.key -}}
+{{- else -}}
+ca-bundle.crt
+{{- end -}}
+{{- end -}}
+
 {{/* Checks on values that would otherwise produce a runner that fails at start. */}}
 {{- define "trunner.validate" -}}
+{{- include "trunner.checkExtraArgs" . -}}
+{{- if and (eq .Values.mode "faktory") .Values.scaling.enabled -}}
+{{- fail "scaling.enabled works in mode api only (the replica count comes from the OpsLevel API)" -}}
+{{- end -}}
 {{- if lt (int64 .Values.runner.jobConcurrency) 1 -}}
 {{- fail "runner.jobConcurrency must be at least 1" -}}
 {{- end -}}

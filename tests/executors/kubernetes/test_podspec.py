@@ -280,12 +280,22 @@ def test_an_odd_job_id_cannot_break_out_of_the_shell_line_or_the_workdir() -> No
         assert ".." not in directory and ";" not in directory and " " not in directory
 
 
+@pytest.mark.parametrize("name", [n for n, c in CONFIGS.items() if c.service_account_name is None])
+def test_a_job_pod_gets_no_api_token_unless_its_config_names_a_service_account(name: str) -> None:
+    """Without a service account in the config the pod would run as the namespace's default account with
+    its token mounted: job commands get no Kubernetes credentials they were not meant to have."""
+    _, _, pod = wire(JOB, CONFIGS[name])
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod["spec"]
+
+
 def test_full_settings_reach_the_pod() -> None:
     _, _, pod = wire(JOB, FULL)
     spec = pod["spec"]
     assert pod["metadata"]["namespace"] == "jobs"
     assert pod["metadata"]["annotations"] == FULL.annotations
     assert spec["serviceAccountName"] == "job-runner"
+    assert "automountServiceAccountToken" not in spec, "the named account's own setting applies"
     assert spec["terminationGracePeriodSeconds"] == 30
     assert spec["dnsPolicy"] == "ClusterFirst"
     assert spec["nodeSelector"] == {"kubernetes.io/os": "linux", "pool": "jobs"}

@@ -198,6 +198,9 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
             volumes=tuple(volumes),
             security_context=pod_security,
             service_account_name=config.service_account_name,
+            # A job runs arbitrary commands: it gets no API credentials unless its config names the
+            # service account it is meant to act as (then that account's own automount setting applies).
+            automount_service_account_token=None if config.service_account_name else False,
             node_selector=dict(config.node_selector) if config.node_selector else None,
             dns_policy=config.dns_policy,
             tolerations=config.tolerations,
