@@ -14,9 +14,10 @@ from functools import partial
 import attrs
 import h11
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from trunner.config import port, setting
+from trunner.gometrics import exposition
 
 log = logging.getLogger("trunner.http")
 
@@ -51,7 +52,7 @@ def route(method: bytes, target: bytes, registry: CollectorRegistry, ready: Call
     if method not in (b"GET", b"HEAD"):
         return Response(405, b"method not allowed\n", extra_headers=(("Allow", "GET, HEAD"),))
     if path == b"/metrics":
-        return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+        return Response(200, exposition(registry), CONTENT_TYPE_LATEST)
     if path == b"/healthz":
         return Response(200, b"ok\n")
     return Response(200, b"ready\n") if ready() else Response(503, b"not ready\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from trunner.gometrics import GoRunnerMetrics
 from trunner.logs.metrics import LogMetrics
 from trunner.models import Outcome
 
@@ -14,6 +15,7 @@ class RunnerMetrics:
         self.runner_id = runner_id
         labels = ["runner"]
         self.logs = LogMetrics(self.registry, runner_id)
+        self.go = GoRunnerMetrics(self.registry, runner_id, (outcome.value for outcome in Outcome))
         self.jobs_started = Counter(
             "trunner_jobs_started", "Jobs started.", labels, registry=self.registry
         ).labels(runner_id)
@@ -43,5 +45,13 @@ class RunnerMetrics:
             registry=self.registry,
         ).labels(runner_id)
 
-    def job_finished(self, outcome: Outcome) -> None:
+    def job_started(self) -> None:
+        self.jobs_started.inc()
+        self.jobs_in_progress.inc()
+        self.go.job_started()
+
+    def job_finished(self, outcome: Outcome, duration: float) -> None:
+        self.jobs_in_progress.dec()
+        self.job_duration.observe(duration)
         self._jobs_finished.labels(self.runner_id, outcome.value).inc()
+        self.go.job_finished(outcome.value, duration)

@@ -191,8 +191,7 @@ class Runner:
         log = logging.LoggerAdapter(logger, {"job": job.number(), "worker": worker})
         sink = _TraceSink(claimed.sink, log) if logger.isEnabledFor(TRACE) else claimed.sink
         started = trio.current_time()
-        self._metrics.jobs_started.inc()
-        self._metrics.jobs_in_progress.inc()
+        self._metrics.job_started()
         log.info("starting job %s", job.number())
         outcome = JobOutcome(Outcome.CANCELED, "canceled: the runner shut down before the job finished")
         try:
@@ -213,9 +212,7 @@ class Runner:
             )
         finally:
             duration = trio.current_time() - started
-            self._metrics.jobs_in_progress.dec()
-            self._metrics.job_duration.observe(duration)
-            self._metrics.job_finished(outcome.outcome)
+            self._metrics.job_finished(outcome.outcome, duration)
             self.finished_jobs += 1
             if self._keep_records:
                 self.records.append(JobRecord(job, outcome, duration))

@@ -71,7 +71,7 @@ class FaktoryMode(ServiceMode):
         self.location = locate_server(source.environ)
         self.identity = WorkerIdentity.consumer(self._settings.faktory_labels)
         self.metrics = RunnerMetrics(runner_id=RUNNER_ID)
-        self.faktory_metrics = FaktoryMetrics(self.metrics.registry, RUNNER_ID)
+        self.faktory_metrics = FaktoryMetrics(self.metrics.registry, RUNNER_ID, go=self.metrics.go)
         self.worker: FaktoryWorker | None = None
         self.running = trio.Event()
         """Set once the runner is claiming jobs."""

@@ -111,5 +111,5 @@ class FaktorySink:
                 await conn.push(job)
         except FaktoryError as exc:
             if self._metrics is not None:
-                self._metrics.command_failed(command)
+                self._metrics.push_failed(command, in_batch=bool(self.bid))
             raise ship_error(exc, what) from None
