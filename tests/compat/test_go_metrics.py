@@ -20,9 +20,9 @@ from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.sink import FaktorySink
 from trunner.gometrics import exposition
 from trunner.http import route
-from trunner.logs.sinks import ShipError
 from trunner.metrics import RunnerMetrics
 from trunner.models import Outcome
+from trunner.retry import ShipError
 
 GO_BUCKETS = ["5.0", "30.0", "60.0", "120.0", "300.0", "600.0", "900.0", "1200.0", "+Inf"]
 
