@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from trunner.contracts import Stream
-from trunner.executors.base import ExitKind
+from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.local import LocalExecutor
 from trunner.executors.script import phase_script
 from trunner.executors.settings import JobRunSettings
@@ -101,7 +101,9 @@ async def test_init_failure_stops_the_job():
     assert "never" not in output.out
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root here")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.isdir("/opslevel"), reason="mounts at an existing /opslevel as root"
+)
 async def test_files_appear_at_opslevel_for_each_job_separately():
     def job(n: int) -> RunnerJob:
         return RunnerJob(
@@ -125,17 +127,52 @@ async def test_files_appear_at_opslevel_for_each_job_separately():
     assert not os.listdir("/opslevel")
 
 
-async def test_files_without_a_mount_namespace_fail_with_a_reason(monkeypatch):
+async def test_files_without_a_mount_namespace_are_mapped_and_the_log_says_so(monkeypatch):
     from trunner.executors import local
 
-    async def unavailable():
-        return "a private mount namespace is not available (test)"
+    async def unavailable(wrapper):
+        return "no private mount namespace: test"
 
-    monkeypatch.setattr(local, "_probe_mount_namespace", unavailable)
-    job = RunnerJob(id="1", commands=("true",), files=(JobFile("a.sh", "x"),))
-    result = await executor().run(job, Collect())
-    assert result.kind is ExitKind.COULD_NOT_START
-    assert "/opslevel/<name>" in result.message and "not available" in result.message
+    monkeypatch.setattr(local, "_probe_namespace", unavailable)
+    job = RunnerJob(
+        id="1",
+        init_commands=("cat /opslevel/a.sh",),
+        commands=("/opslevel/a.sh", "echo $0"),
+        files=(JobFile("a.sh", "#!/bin/sh\necho from the file\n"),),
+    )
+    output = Collect()
+    result = await executor().run(job, output)
+    assert result == ExitResult.exited(0), output.out
+    assert output.out.splitlines()[:3] == ["#!/bin/sh", "echo from the file", "from the file"]
+    [note] = output.notes
+    assert "/opslevel cannot be mounted here (no private mount namespace: test)" in note
+    assert "/opslevel/ in its commands stands for that directory" in note
+
+
+async def test_files_are_mapped_when_opslevel_does_not_exist(monkeypatch):
+    from trunner.executors import local
+
+    monkeypatch.setattr(local, "FILES_MOUNT", "/trunner-test-no-such-mount")
+    job = RunnerJob(
+        id="1",
+        commands=("/trunner-test-no-such-mount/a.sh",),
+        files=(JobFile("a.sh", "#!/bin/sh\necho mapped\n"),),
+    )
+    output = Collect()
+    result = await executor().run(job, output)
+    assert result == ExitResult.exited(0)
+    assert "mapped" in output.out.splitlines()
+    assert "/trunner-test-no-such-mount does not exist on this host" in output.notes[0]
+    assert not os.path.exists("/trunner-test-no-such-mount")
+
+
+async def test_an_ignored_image_is_said_once_in_the_log():
+    output = Collect()
+    job = RunnerJob(id="1", image="alpine:3.20", init_image="alpine/git", commands=("true",))
+    await executor().run(job, output)
+    assert output.notes == [
+        "the local executor runs commands on this host: image alpine:3.20, alpine/git is not used"
+    ]
 
 
 async def test_lifetime_exceeded_kills_the_process_group():

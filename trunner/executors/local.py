@@ -1,9 +1,12 @@
 """Runs a job's commands on this host, like GitLab Runner's shell executor.
 
-Job files must appear at ``/opslevel/<name>`` as in a pod. Each job that has files runs in a
-private mount namespace (``unshare --mount``) with its own directory bind-mounted there, so
-concurrent jobs never see each other's files. Where that is not possible (not root, no
-``unshare``, no CAP_SYS_ADMIN) such a job fails and says why; it never runs with other paths.
+Job files must appear at ``/opslevel/<name>`` as in a pod. Where ``/opslevel`` exists and the
+kernel allows it, each job that has files runs in a private mount namespace (as root:
+``unshare --mount``; as a normal user: an unprivileged user + mount namespace) with its own
+directory bind-mounted there, so concurrent jobs never see each other's files. Otherwise
+(``/opslevel`` missing, no namespaces, macOS) the files stay in the job's own directory and
+``/opslevel/`` in its commands is mapped to that directory; the job's log says so. Nothing is
+written outside the job's temporary directory (or ``--job-pod-workdir``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from trunner.config import SettingsSource
@@ -60,7 +64,8 @@ class LocalExecutor:
         self._settings = settings
         self._base_env = _without_runner_settings(os.environ if base_env is None else base_env)
         self._namespace_probed = False
-        self._namespace_problem: str | None = None
+        self._namespace_wrapper: list[str] | None = None
+        self._namespace_problem = ""
 
     def check_job(self, job: RunnerJob) -> list[str]:
         problems = validate_job(job)
@@ -69,34 +74,26 @@ class LocalExecutor:
         return problems
 
     async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
+        images = [image for image in (job.image, job.init_image) if image]
+        if images:
+            output.note(
+                f"the local executor runs commands on this host: image {', '.join(images)} is not used"
+            )
         with tempfile.TemporaryDirectory(prefix="trunner-job-") as scratch:
             files_dir = Path(scratch, "files")
-            files_dir.mkdir()
-            for file in job.files:
-                path = files_dir / file.name
-                path.write_text(file.contents)
-                path.chmod(0o777)
+            await trio.to_thread.run_sync(_write_files, files_dir, job)
             workdir = self._settings.job_pod_workdir or str(Path(scratch, "work"))
             wrapper: list[str] = []
             if job.files:
-                problem = await self._mount_namespace_problem()
-                if problem:
-                    return ExitResult(
-                        ExitKind.COULD_NOT_START,
-                        message=f"job files must be at {FILES_MOUNT}/<name>, but {problem}",
+                namespace = await self._files_namespace()
+                if namespace is not None:
+                    wrapper = [*namespace, str(files_dir)]
+                else:
+                    output.note(
+                        f"{FILES_MOUNT} cannot be mounted here ({self._namespace_problem}): the job's files "
+                        f"are in {files_dir}, and {FILES_MOUNT}/ in its commands stands for that directory"
                     )
-                wrapper = [
-                    "unshare",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "--",
-                    "sh",
-                    "-c",
-                    'mount --bind "$1" ' + FILES_MOUNT + ' && shift && exec "$@"',
-                    "trunner-mount",
-                    str(files_dir),
-                ]
+                    job = map_files_path(job, f"{files_dir}/")
             with trio.move_on_after(self._settings.job_pod_max_lifetime) as lifetime:
                 for init, commands in ((True, job.init_commands), (False, job.commands)):
                     if not commands:
@@ -150,13 +147,58 @@ class LocalExecutor:
             )
         return ExitResult.exited(code)
 
-    async def _mount_namespace_problem(self) -> str | None:
+    async def _files_namespace(self) -> list[str] | None:
+        """The argv prefix that runs a command with a directory (its next argument) mounted at
+        ``/opslevel``, or None (the reason in ``_namespace_problem``) where that is impossible."""
         if not self._namespace_probed:
-            self._namespace_problem = await _probe_mount_namespace()
             self._namespace_probed = True
+            wrapper = namespace_wrapper(os.geteuid())
+            self._namespace_problem = await _probe_namespace(wrapper) or ""
             if self._namespace_problem:
-                logger.warning("jobs with files cannot run locally: %s", self._namespace_problem)
-        return self._namespace_problem
+                logger.warning(
+                    "%s cannot be mounted for local jobs (%s); their files stay in each job's directory",
+                    FILES_MOUNT,
+                    self._namespace_problem,
+                )
+            else:
+                self._namespace_wrapper = wrapper
+        return self._namespace_wrapper
+
+
+def _write_files(files_dir: Path, job: RunnerJob) -> None:
+    files_dir.mkdir()
+    for file in job.files:
+        path = files_dir / file.name
+        path.write_text(file.contents)
+        path.chmod(0o777)
+
+
+def map_files_path(job: RunnerJob, directory: str) -> RunnerJob:
+    """``job`` with ``/opslevel/`` in its commands replaced by ``directory``."""
+
+    def mapped(commands: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(command.replace(f"{FILES_MOUNT}/", directory) for command in commands)
+
+    return attrs.evolve(job, commands=mapped(job.commands), init_commands=mapped(job.init_commands))
+
+
+def namespace_wrapper(euid: int) -> list[str]:
+    """Root needs only a private mount namespace; a normal user gets one inside an unprivileged
+    user namespace (mapped to root there, which is what may mount)."""
+    user = [] if euid == 0 else ["--user", "--map-root-user"]
+    script = 'mount --bind "$1" ' + FILES_MOUNT + ' && shift && exec "$@"'
+    return [
+        "unshare",
+        *user,
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "trunner-mount",
+    ]
 
 
 async def _pump(stream: trio.abc.ReceiveStream, which: Stream, output: OutputFeed) -> None:
@@ -171,23 +213,22 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-async def _probe_mount_namespace() -> str | None:
-    """Why a private mount namespace with /opslevel cannot be made here, or None if it can."""
+async def _probe_namespace(wrapper: list[str]) -> str | None:
+    """Why ``wrapper`` cannot mount a directory at /opslevel here, or None if it can. Never
+    creates /opslevel: that would write outside the job's own directory."""
     if shutil.which("unshare") is None:
-        return "the 'unshare' command (util-linux) is not installed"
+        return "the 'unshare' command (util-linux, Linux only) is not available"
     if not os.path.isdir(FILES_MOUNT):
-        try:
-            os.mkdir(FILES_MOUNT, 0o755)
-        except OSError as exc:
-            return f"{FILES_MOUNT} does not exist and cannot be created ({exc.strerror}); create it as root"
+        return f"{FILES_MOUNT} does not exist on this host"
     with tempfile.TemporaryDirectory(prefix="trunner-probe-") as probe:
-        argv = ["unshare", "--mount", "--propagation", "private", "--", "mount", "--bind", probe, FILES_MOUNT]
         with trio.move_on_after(10):
-            result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+            result = await trio.run_process(
+                [*wrapper, probe, "true"], capture_stdout=True, capture_stderr=True, check=False
+            )
             if result.returncode == 0:
                 return None
             reason = result.stderr.decode(errors="replace").strip() or f"exit code {result.returncode}"
-            return f"a private mount namespace is not available ({reason}); run as root or with CAP_SYS_ADMIN"
+            return f"no private mount namespace: {reason}"
     return "probing for a private mount namespace timed out"
 
 
