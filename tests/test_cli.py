@@ -54,7 +54,7 @@ def test_test_command_reads_stdin():
 def test_bad_job_file_is_one_clear_line_without_traceback():
     result = trunner("test", "-f", "-", stdin="id: '1'\ncommands: echo hi\n")
     assert result.returncode == 2
-    assert result.stderr.strip() == "trunner: <stdin>: commands: expected a list, got str"
+    assert result.stderr.strip() == "trunner: <stdin>: commands: expected a list, got string"
 
 
 def test_invalid_settings_are_rejected_before_running():

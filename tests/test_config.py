@@ -83,7 +83,7 @@ def test_check_failures_name_flag_and_env():
 
 
 def test_file_values_are_type_checked():
-    with pytest.raises(ConfigError, match="job-concurrency in cfg.yaml: expected int"):
+    with pytest.raises(ConfigError, match="job-concurrency in cfg.yaml: expected a whole number"):
         load(Sample, environ={}, file={"job-concurrency": [1]}, source_name="cfg.yaml")
 
 

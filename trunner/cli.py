@@ -7,21 +7,25 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from trunner import __version__, gocli
+from trunner import __version__, clihelp, gocli
 from trunner.config import ConfigError
 
-COMMANDS = ("test", "run", "enqueue", "version")
+COMMANDS = ("test", "run", "validate", "enqueue", "completion", "version")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = clihelp.Parser(
         prog="trunner",
+        usage="trunner <command> [flags]",
         description="Run OpsLevel jobs as Kubernetes pods (or locally) with bounded, masked log shipping.",
     )
     parser.add_argument("--version", action="version", version=f"trunner {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, title="commands", prog="trunner"
+    )
     for name in COMMANDS:
         importlib.import_module(f"trunner.commands.{name}").register(subparsers)
+    clihelp.finish(parser, _commands(parser))
     return parser
 
 
@@ -58,6 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if not (sys.argv[1:] if argv is None else argv):
+        clihelp.print_help_and_exit(build_parser())
     args = parse_args(argv)
     try:
         code: int = args.handler(args)

@@ -116,8 +116,12 @@ def at_most(limit: float) -> Check:
 
 def one_of(*choices: str) -> Check:
     def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}"
+        if value in choices:
+            return None
+        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+        return f"must be one of {', '.join(choices)}" + (f" (did you mean {close[0]}?)" if close else "")
 
+    check.choices = choices  # type: ignore[attr-defined]  # offered by shell completion
     return check
 
 
@@ -163,6 +167,9 @@ def _parse_text(raw: str, type_: Any, *, words: bool = False) -> Any:
     raise TypeError(f"unsupported setting type {type_!r}")
 
 
+_TYPE_WORDS: dict[Any, str] = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
 def _coerce_file_value(value: Any, type_: Any, *, words: bool = False) -> Any:
     """Values from YAML arrive typed; accept the matching type, or text parsed like an env value."""
     if isinstance(value, str):
@@ -177,7 +184,7 @@ def _coerce_file_value(value: Any, type_: Any, *, words: bool = False) -> Any:
         return tuple(str(item) for item in value)
     if type_ is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    raise ValueError(f"expected {getattr(type_, '__name__', type_)}, got {value!r}")
+    raise ValueError(f"expected {_TYPE_WORDS.get(type_, 'text')}, got {value!r}")
 
 
 def find_key(tree: Mapping[str, Any], key: str) -> tuple[bool, Any]:
@@ -207,11 +214,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
     can tell a flag from a default."""
     group = parser.add_argument_group(cls.__doc__.splitlines()[0] if cls.__doc__ else cls.__name__)
     for field, spec, type_ in _fields(cls):
-        default = field.default
-        shown = "(secret)" if spec.secret else default
-        if isinstance(default, tuple):
-            shown = ",".join(default) or '""'
-        help_text = f"{spec.help} [env {', '.join(spec.env)}; default {shown}]"
+        help_text = f"{spec.help} [env {', '.join(spec.env)}; default {_shown_default(field.default, spec)}]"
         if type_ is bool:
             group.add_argument(
                 spec.flag,
@@ -219,17 +222,55 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
                 nargs="?",
                 const="true",
                 default=argparse.SUPPRESS,
-                metavar="BOOL",
+                metavar="bool",
                 help=help_text,
             )
         elif typing.get_origin(type_) is tuple:
             # Repeatable as cobra's StringArray (--queues a --queues b); each value may also list
             # several items.
             group.add_argument(
-                spec.flag, dest=field.name, action="append", default=argparse.SUPPRESS, help=help_text
+                spec.flag,
+                dest=field.name,
+                action="append",
+                default=argparse.SUPPRESS,
+                metavar="strings",
+                help=help_text,
             )
         else:
-            group.add_argument(spec.flag, dest=field.name, default=argparse.SUPPRESS, help=help_text)
+            action = group.add_argument(
+                spec.flag,
+                dest=field.name,
+                default=argparse.SUPPRESS,
+                metavar=_metavar(type_, spec),
+                help=help_text,
+            )
+            choices = [c for check in spec.checks for c in getattr(check, "choices", ())]
+            if choices:
+                action.completions = choices  # type: ignore[attr-defined]  # for shell completion
+
+
+def _metavar(type_: Any, spec: SettingSpec) -> str:
+    """The value's type as cobra names it (``--job-concurrency int``)."""
+    if type_ is int:
+        return "int"
+    if type_ is float:
+        return "seconds" if "second" in spec.help.lower() else "float"
+    return "string"
+
+
+def _shown_default(default: Any, spec: SettingSpec) -> str:
+    """A default as one would type it: ``true``, ``""``, ``a,b``; never a Python repr."""
+    if spec.secret:
+        return "(secret)"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, tuple):
+        return ",".join(default) or '""'
+    if isinstance(default, float):
+        return f"{default:g}"
+    if default is None or default == "":
+        return '""'
+    return str(default)
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, classes: Iterable[type[Any]]) -> None:
@@ -245,8 +286,10 @@ def load(
     environ: Mapping[str, str] | None = None,
     file: Mapping[str, Any] | None = None,
     source_name: str = "config file",
+    only_given: bool = False,
 ) -> T:
-    """Resolve every setting of ``cls`` (flag > env > file > default) and run its checks."""
+    """Resolve every setting of ``cls`` (flag > env > file > default) and run its checks;
+    ``only_given``: check only the settings given by flag, environment or file."""
     environ = os.environ if environ is None else environ
     given = vars(args) if args is not None else {}
     values: dict[str, Any] = {}
@@ -277,6 +320,8 @@ def load(
             continue
         values[field.name] = value
     for field, spec, _ in _fields(cls):
+        if only_given and field.name not in values:
+            continue
         value = values.get(field.name, field.default)
         for check in spec.checks:
             problem = check(value)
@@ -383,6 +428,25 @@ class SettingsSource:
                 return f"{spec.file_key} in {self.source_name}"
             return None
         raise KeyError(f"{cls.__name__} has no setting {name!r}")
+
+    def check_given(self, *classes: type[Any]) -> None:
+        """Check every setting of ``classes`` that is given, used or not by what runs: a value
+        that is wrong is an error even where it would be ignored."""
+        problems: list[str] = []
+        for cls in dict.fromkeys(classes):
+            try:
+                load(
+                    cls,
+                    args=self.args,
+                    environ=self.environ,
+                    file=self.file,
+                    source_name=self.source_name,
+                    only_given=True,
+                )
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems)
 
     def check(self, *classes: type[Any]) -> None:
         """Resolve several groups, reporting the problems of all of them together."""

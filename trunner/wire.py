@@ -41,8 +41,21 @@ def camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+_YAML_TYPE_NAMES = {
+    "NoneType": "null",
+    "str": "string",
+    "int": "number",
+    "float": "number",
+    "bool": "boolean",
+    "dict": "mapping",
+    "list": "list",
+}
+
+
 def type_name(value: Any) -> str:
-    return type(value).__name__
+    """What a value read from YAML or JSON is, in those formats' words (``null``, not ``NoneType``)."""
+    name = type(value).__name__
+    return _YAML_TYPE_NAMES.get(name, name)
 
 
 class WireConverter(cattrs.Converter):

@@ -63,7 +63,7 @@ def test_parse_args_refuses_what_no_runner_knows(capsys):
     with pytest.raises(SystemExit) as info:
         parse_args(["run", "--no-such-flag"])
     assert info.value.code == 2
-    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    assert "unknown flag: --no-such-flag" in capsys.readouterr().err
 
 
 def test_queues_flag_is_repeatable():

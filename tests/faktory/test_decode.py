@@ -154,8 +154,8 @@ def test_environment_variable_set_but_empty_is_still_added() -> None:
     [
         (job_with(args=()), ["args: expected the RunnerJob as args[0], but args is empty"]),
         (job_with(args=("text",)), ["args[0]: expected a JSON object (a RunnerJob), got a string"]),
-        (job_with({"id": 225}), ["args[0].id: expected a string, got int"]),
-        (job_with({"id": "1", "commands": "echo"}), ["args[0].commands: expected a list, got str"]),
+        (job_with({"id": 225}), ["args[0].id: expected a string, got number"]),
+        (job_with({"id": "1", "commands": "echo"}), ["args[0].commands: expected a list, got string"]),
         (
             job_with(custom={"opslevel-runner-image": 3}),
             ["custom.opslevel-runner-image: expected a string, got a number"],

@@ -102,7 +102,7 @@ def test_at_accepts_timestamps_with_a_zone() -> None:
         ("type: t\nretries: -2\n", "retries: must be at least -1"),
         ("type: t\nretries: three\n", "retries: expected a whole number, got 'three'"),
         ("type: t\nretries: true\n", "retries: expected a whole number, got True"),
-        ("type: t\nargs: {id: 1}\n", "args: expected a list of job arguments, got dict"),
+        ("type: t\nargs: {id: 1}\n", "args: expected a list of job arguments, got mapping"),
         ("type: t\nargs: [2026-01-01]\n", "args: args[0]: YAML read datetime.date(2026, 1, 1) as a date"),
         ("type: t\ncustom: [1]\n", "custom: expected a mapping, got list"),
         ("type: t\ncustom: {1: a}\n", "custom: keys must be strings, got 1"),

@@ -280,7 +280,7 @@ def test_fetched_job_with_nulls() -> None:
         ("not json", "not valid JSON"),
         ("[1]", "expected a JSON object"),
         ('{"jobtype":"x"}', "jid: required field missing"),
-        ('{"jid":5,"jobtype":"x"}', "jid: expected a string, got int"),
+        ('{"jid":5,"jobtype":"x"}', "jid: expected a string, got number"),
         ('{"jid":"abcdefgh","jobtype":"x","args":{}}', "args: expected an array"),
         ('{"jid":"abcdefgh","jobtype":"x","custom":[]}', "custom: expected a JSON object"),
         ('{"jid":"abcdefgh","jobtype":"x","retry":true}', "retry: expected a whole number"),

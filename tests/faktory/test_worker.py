@@ -69,8 +69,8 @@ async def test_bad_payload_is_failed_and_the_worker_keeps_going(server: FaktoryD
     assert failure["jid"] == bad and failure["errtype"] == "InvalidRunnerJob"
     assert failure["message"].startswith("cannot decode the legacy job: args[0].id: expected a string")
     assert failure["backtrace"] == [
-        "args[0].id: expected a string, got int",
-        "args[0].commands: expected a list, got str",
+        "args[0].id: expected a string, got number",
+        "args[0].commands: expected a list, got string",
         "custom.opslevel-runner-image: expected a string, got a number",
     ]
     assert server.retries[0]["jid"] == bad

@@ -33,7 +33,7 @@ def test_json_works_too():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("id: '1'\ncommands: echo hi", "job.yaml: commands: expected a list, got str"),
+        ("id: '1'\ncommands: echo hi", "job.yaml: commands: expected a list, got string"),
         ("commands: [a]", "job.yaml: id: required field missing"),
         (
             "id: '1'\nvariables: [{key: A, scope: everywhere}]",
@@ -45,7 +45,7 @@ def test_json_works_too():
             "files[0].name: '../etc/passwd' is not a plain file name",
         ),
         ("id: '1'\ncomands: [x]", "unknown field(s): comands"),
-        ("id: '1'\ncommands: [1]", "commands[0]: expected a string, got int"),
+        ("id: '1'\ncommands: [1]", "commands[0]: expected a string, got number"),
         ("- a list", "expected a mapping, got list"),
         ("id: [unclosed", "not valid YAML or JSON"),
         (

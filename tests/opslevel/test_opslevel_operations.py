@@ -147,7 +147,7 @@ def test_pending_job_payload_keeps_the_job_raw_and_reads_errors() -> None:
         ({}, "the response has no 'data.runnerRegister' object"),
         (
             {"runnerRegister": {"runner": {"id": 5}}},
-            "data.runnerRegister.runner.id: expected a string, got int",
+            "data.runnerRegister.runner.id: expected a string, got number",
         ),
         (
             {"runnerRegister": {"errors": "bad"}},

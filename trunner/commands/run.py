@@ -45,10 +45,15 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "run",
         help="Run jobs from the OpsLevel API (default), Faktory, or a folder of job files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--jobs", metavar="DIR", help="With --mode local: the folder of job files to run.")
     add_common_arguments(parser)
+    add_settings_arguments(parser, setting_groups())
+    parser.set_defaults(handler=run)
+
+
+def setting_groups() -> list[type[Any]]:
+    """Every settings group ``run`` takes, whichever mode and executor are chosen."""
     groups: list[type[Any]] = [
         ModeSettings,
         RunSettings,
@@ -60,12 +65,12 @@ def register(subparsers: Any) -> None:
         module = _mode_module(name)
         if module is not None:
             groups.extend(module.SETTINGS)
-    add_settings_arguments(parser, groups)
-    parser.set_defaults(handler=run)
+    return list(dict.fromkeys(groups))
 
 
 def run(args: argparse.Namespace) -> int:
     source = settings_source(args)
+    source.check_given(*setting_groups())
     mode = source.get(ModeSettings).mode
     args.mode = mode  # resolved from flag, OPSLEVEL_MODE or the file, for what reads the namespace
     module = _mode_module(mode)

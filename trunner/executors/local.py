@@ -28,7 +28,7 @@ import trio
 from trunner.config import SettingsSource
 from trunner.contracts import OutputFeed, Stream
 from trunner.executors.base import ExitKind, ExitResult
-from trunner.executors.script import phase_argv
+from trunner.executors.script import phase_argv, phase_script
 from trunner.executors.settings import JobRunSettings
 from trunner.metrics import RunnerMetrics
 from trunner.models import JobVariable, RunnerJob, validate_job
@@ -40,6 +40,9 @@ _READ_SIZE = 64 * 1024
 _OUTPUT_GRACE = 2.0
 """Seconds to keep reading after the shell exits, for output of its background children."""
 _KILL_WAIT = 5.0
+
+MAX_SCRIPT_BYTES = 128 * 1024 - 1024
+"""Linux's limit on one argument (MAX_ARG_STRLEN) less room for the temporary directory's path."""
 
 SETTINGS: tuple[type[Any], ...] = (JobRunSettings,)
 
@@ -71,6 +74,13 @@ class LocalExecutor:
         problems = validate_job(job)
         if not job.commands:
             problems.append("commands: the job has no commands")
+        for field, commands in (("initCommands", job.init_commands), ("commands", job.commands)):
+            size = len(phase_script(self._settings.job_pod_workdir or "/tmp", job.id, commands).encode())
+            if size > MAX_SCRIPT_BYTES:
+                problems.append(
+                    f"{field}: {size} bytes of script; a command line argument is limited to "
+                    f"{MAX_SCRIPT_BYTES // 1024} KiB (put long scripts in a file of the job)"
+                )
         return problems
 
     async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:

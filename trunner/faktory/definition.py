@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 import yaml
 
+from trunner import wire
 from trunner.faktory import protocol
 from trunner.faktory.protocol import Job
 
@@ -100,7 +101,7 @@ def parse_job_definition(text: str, origin: str) -> JobDefinition:
     except yaml.YAMLError as exc:
         raise JobDefinitionError(origin, [f"not valid YAML: {exc}"]) from None
     if not isinstance(data, dict):
-        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        found = "an empty file" if data is None else f"a {wire.type_name(data)}"
         raise JobDefinitionError(origin, [f"expected a mapping of job fields, got {found}"])
     problems: list[str] = []
     fields: dict[str, Any] = {}
@@ -161,13 +162,13 @@ def _whole(low: int, high: int | None = None, *, zero_ok: bool = False) -> Calla
 
 def _args(value: Any) -> tuple[Any, ...]:
     if not isinstance(value, list):
-        raise ValueError(f"expected a list of job arguments, got {type(value).__name__}")
+        raise ValueError(f"expected a list of job arguments, got {wire.type_name(value)}")
     return tuple(_json_safe(item, f"args[{index}]") for index, item in enumerate(value))
 
 
 def _custom(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ValueError(f"expected a mapping, got {type(value).__name__}")
+        raise ValueError(f"expected a mapping, got {wire.type_name(value)}")
     bad = [repr(k) for k in value if not isinstance(k, str)]
     if bad:
         raise ValueError(f"keys must be strings, got {', '.join(bad)}")
@@ -187,7 +188,7 @@ def _json_safe(value: Any, where: str) -> Any:
         return {k: _json_safe(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, dt.date):
         raise ValueError(f"{where}: YAML read {value!r} as a date; quote it to pass it as text")
-    raise ValueError(f"{where}: {type(value).__name__} cannot be sent as JSON")
+    raise ValueError(f"{where}: {wire.type_name(value)} cannot be sent as JSON")
 
 
 def _at(value: Any) -> str:
