@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"trunner.commands.{name}").register(subparsers)
     clihelp.finish(parser, _commands(parser))
+    parser.set_defaults(root_parser=parser)
     return parser
 
 

@@ -43,9 +43,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trunner.cli import build_parser
-
-    commands = describe(build_parser())
+    commands = describe(args.root_parser)
     sys.stdout.write({"bash": bash, "zsh": zsh, "fish": fish}[args.shell](commands))
     return exits.OK
 
