@@ -10,19 +10,23 @@ Run: ``just bench`` or ``.venv/bin/python bench/bench_mask.py``.
 
 from __future__ import annotations
 
+import math
 import random
 import string
 import time
 
+import trio
+
 from trunner.contracts import Stream
 from trunner.logs.batch import Batch
-from trunner.logs.mask import Masker
+from trunner.logs.mask import masker_for
 from trunner.logs.pipeline import Pipeline
 from trunner.logs.settings import LogSettings
 from trunner.models import JobVariable, RunnerJob
 
 TOTAL_BYTES = 64 * 1024 * 1024
 CHUNK = 32 * 1024
+ROUNDS = 4
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -55,19 +59,19 @@ def bare_split(chunks: list[bytes]) -> float:
 
 
 def drain(chunks: list[bytes], job: RunnerJob) -> float:
-    shipped: list[int] = []
-
     def offer(batch: Batch) -> bool:
-        shipped.append(batch.line_count)
         return True
 
-    pipeline = Pipeline(job, offer, settings=LogSettings(), worker="1")
-    start = time.perf_counter()
-    for chunk in chunks:
-        pipeline.feed(Stream.STDOUT, chunk)
-    pipeline.finish()
-    pipeline.batcher.flush()
-    return time.perf_counter() - start
+    async def main() -> float:
+        pipeline = Pipeline(job, offer, settings=LogSettings(), worker="1")
+        start = time.perf_counter()
+        for chunk in chunks:
+            pipeline.feed(Stream.STDOUT, chunk)
+        pipeline.finish()
+        pipeline.batcher.flush()
+        return time.perf_counter() - start
+
+    return trio.run(main)
 
 
 def token(rng: random.Random) -> str:
@@ -92,21 +96,25 @@ def main() -> None:
     rng = random.Random(10)
     data = make_input(rng)
     chunks = chunked(data, CHUNK)
-    split_seconds = min(bare_split(chunks) for _ in range(5))
     print(f"input: {len(data) / 1e6:.0f} MB of 100-byte lines in {CHUNK // 1024} KiB chunks")
+    jobs = {0: RunnerJob(id="bench")}
+    jobs.update({count: job_with([token(rng) for _ in range(count)]) for count in (2, 50, 500)})
+    # Rounds interleave the cases so a burst of load on the machine hits them alike; each keeps its best.
+    split_seconds = math.inf
+    best = dict.fromkeys(jobs, math.inf)
+    for _ in range(ROUNDS):
+        split_seconds = min(split_seconds, bare_split(chunks))
+        for count, job in jobs.items():
+            best[count] = min(best[count], drain(chunks, job))
     report("bare bytes.split", len(data), split_seconds, split_seconds)
-    no_secrets = min(drain(chunks, RunnerJob(id="bench")) for _ in range(2))
-    report("drain, 0 secrets", len(data), no_secrets, split_seconds)
-    for count in (2, 50, 500):
-        secrets = [token(rng) for _ in range(count)]
-        needles = len(Masker((str(i), s) for i, s in enumerate(secrets)).needles)
-        seconds = min(drain(chunks, job_with(secrets)) for _ in range(2))
+    for count, seconds in best.items():
+        needles = len(masker_for(jobs[count]).needles)
         report(
             f"drain, {count} secrets ({needles} needles)",
             len(data),
             seconds,
             split_seconds,
-            f"{no_secrets / seconds:.2f} x no secrets",
+            f"{best[0] / seconds:.2f} x no secrets" if count else "",
         )
 
     overlapping = ["abababab", *(token(rng) for _ in range(50))]
@@ -117,7 +125,7 @@ def main() -> None:
         text = make_input(rng, extra)
         text_chunks = chunked(text, CHUNK)
         base = min(bare_split(text_chunks) for _ in range(3))
-        seconds = min(drain(text_chunks, job_with(overlapping)) for _ in range(2))
+        seconds = min(drain(text_chunks, job_with(overlapping)) for _ in range(3))
         report(label, len(text), seconds, base)
 
     huge = "".join(rng.choice(_ALPHABET) for _ in range(1_000_000))
@@ -125,8 +133,15 @@ def main() -> None:
     for read in (4096, 512):
         text_chunks = chunked(text, read)
         base = min(bare_split(text_chunks) for _ in range(3))
-        seconds = drain(text_chunks, job_with([huge]))
-        report(f"1 MB secret, printed 1.6 times, {read}-byte reads", len(text), seconds, base)
+        ordinary = min(drain(text_chunks, job_with([token(rng)])) for _ in range(2))
+        seconds = min(drain(text_chunks, job_with([huge])) for _ in range(2))
+        report(
+            f"1 MB secret, printed 1.6 times, {read}-byte reads",
+            len(text),
+            seconds,
+            base,
+            f"{ordinary / seconds:.2f} x one 32-character secret, same reads",
+        )
 
 
 if __name__ == "__main__":

@@ -97,8 +97,9 @@ class Masker:
                     "but so is any matching text in the log"
                 )
             if forms.short_parts:
+                parts = "lines or parts around invalid characters" if forms.invalid else "lines"
                 self.warnings.append(
-                    f"sensitive variable {name}: {forms.short_parts} of its lines are shorter than "
+                    f"sensitive variable {name}: {forms.short_parts} of its {parts} are shorter than "
                     f"{MIN_PART} characters and are not masked on their own (only as part of the whole value)"
                 )
             needles |= forms.needles

@@ -186,6 +186,8 @@ class SecretForms:
     needles: frozenset[bytes]
     short_parts: int
     """Lines (or pieces between invalid characters) shorter than :data:`MIN_PART`, not masked alone."""
+    invalid: bool
+    """Whether the value holds characters that are not valid text (lone surrogates)."""
 
 
 def parts(value: str) -> list[str]:
@@ -215,7 +217,7 @@ def forms_of(value: str) -> SecretForms:
                 needle = form if isinstance(form, bytes) else stream_bytes(form)
                 if needle:
                     needles.add(needle)
-    return SecretForms(frozenset(needles), short)
+    return SecretForms(frozenset(needles), short, bool(_SURROGATE.search(value)))
 
 
 def forms_by_encoding(value: str) -> dict[str, set[bytes]]:
