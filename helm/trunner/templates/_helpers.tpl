@@ -30,6 +30,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 helm.sh/chart: {{ include "trunner.chart" . }}
 {{ include "trunner.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: runner
+app.kubernetes.io/part-of: trunner
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
@@ -142,6 +144,7 @@ unambiguous prefix of a long flag, so runner.extraArgs may hold no prefix of the
 --runner-min-replicas=scaling.minReplicas
 --runner-max-replicas=scaling.maxReplicas
 --job-concurrency-factor=scaling.jobConcurrencyFactor
+--queue=opslevel.queue
 --queues=faktory.queues
 --api-url=opslevel.apiUrl
 --api-token=opslevel.apiToken or opslevel.existingSecret
