@@ -508,7 +508,7 @@ def test_trunner_accepts_the_rendered_arguments_environment_and_config_file(
     source = trunner_config.SettingsSource(
         args=args, environ=container_environment(rendered), file=file, source_name="/etc/trunner/trunner.yaml"
     )
-    api_mode = importlib.import_module(MODES[args.mode])
+    api_mode = MODES[args.mode]
     source.check(RunSettings, LogSettings, JobRunSettings, *registry.settings_classes(), *api_mode.SETTINGS)
     job_pods = resolve(source)
     check_scaling(source)

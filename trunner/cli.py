@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from trunner import __version__, clihelp, gocli
+from trunner.commands import completion, enqueue, run, test, validate, version
 from trunner.config import ConfigError
 
-COMMANDS = ("test", "run", "validate", "enqueue", "completion", "version")
+COMMANDS = {
+    "test": test.register,
+    "run": run.register,
+    "validate": validate.register,
+    "enqueue": enqueue.register,
+    "completion": completion.register,
+    "version": version.register,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, title="commands", prog="trunner"
     )
-    for name in COMMANDS:
-        importlib.import_module(f"trunner.commands.{name}").register(subparsers)
+    for register in COMMANDS.values():
+        register(subparsers)
     clihelp.finish(parser, _commands(parser))
     parser.set_defaults(root_parser=parser)
     return parser

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from trunner import exits
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry as executors
-from trunner.executors.base import Executor
+from trunner.executors.base import Executor, JobNaming
 from trunner.http import MetricsServerSettings, serve_http
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
@@ -120,6 +120,7 @@ class Service:
         ready: Callable[[], bool],
         http_host: str | None = None,
         open_executor: OpenExecutor | None = None,
+        naming: JobNaming = JobNaming.NUMBER,
         handle_signals: bool = True,
     ) -> None:
         self._source = source
@@ -129,6 +130,7 @@ class Service:
         self._http = source.get(MetricsServerSettings)
         self._http_host = http_host
         self._open_executor_override = open_executor
+        self._naming = naming
         self._handle_signals = handle_signals
         self.shutdown = Shutdown()
         self.http_port: int | None = None
@@ -168,7 +170,7 @@ class Service:
                 opening = self._open_executor_override(runner_id)
             else:
                 opening = executors.executor_module(name).open_executor(
-                    self._source, runner_id=runner_id, metrics=metrics
+                    self._source, runner_id=runner_id, naming=self._naming, metrics=metrics
                 )
             executor: Executor = await stack.enter_async_context(opening)
         except (ConfigError, OSError) as exc:

@@ -11,17 +11,21 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import trio
 
 from tests.doubles.faktory import FaktoryDouble, faktory_double
 from trunner.config import SettingsSource
 from trunner.contracts import OutputFeed, Stream
-from trunner.executors.base import Executor, ExitResult
+from trunner.executors import registry
+from trunner.executors.base import Executor, ExitResult, JobNaming
 from trunner.faktory import mode
 from trunner.faktory.mode import FaktoryMode
+from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
 
 
@@ -435,3 +439,24 @@ async def test_the_cli_process_runs_a_job_and_exits_0_on_sigterm(server: Faktory
     messages = [json.loads(line)["message"] for line in stderr.decode().splitlines() if line.startswith("{")]
     assert any(m.startswith("Faktory worker") and "fetching from default" in m for m in messages)
     assert "received SIGTERM" in messages
+
+
+async def test_faktory_mode_opens_its_executor_naming_objects_by_job_id(
+    server: FaktoryDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[JobNaming] = []
+
+    @asynccontextmanager
+    async def open_executor(
+        source: SettingsSource, *, runner_id: str, naming: JobNaming, metrics: RunnerMetrics | None = None
+    ) -> AsyncIterator[Executor]:
+        seen.append(naming)
+        yield CountingExecutor()
+
+    monkeypatch.setitem(
+        registry.EXECUTORS, "local", SimpleNamespace(SETTINGS=(), open_executor=open_executor)
+    )
+    faktory = FaktoryMode(source_for(server, executor="local"))
+    async with AsyncExitStack() as stack:
+        assert await faktory._service.open_executor(stack, "faktory", faktory.metrics) is not None
+    assert seen == [JobNaming.ID]

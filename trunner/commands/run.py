@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-from types import ModuleType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import attrs
 import trio
 
 from trunner.commands.common import add_common_arguments, settings_source
-from trunner.config import ConfigError, SettingsSource, add_settings_arguments, one_of, setting
+from trunner.config import SettingsSource, add_settings_arguments, one_of, setting
 from trunner.executors import registry
 from trunner.executors.settings import JobRunSettings
+from trunner.faktory import mode as faktory_mode
+from trunner.local import mode as local_mode
 from trunner.logs.settings import LogSettings
+from trunner.opslevel import mode as opslevel_mode
 from trunner.runner import RunSettings
-
-MODES = {"api": "trunner.opslevel.mode", "faktory": "trunner.faktory.mode", "local": "trunner.local.mode"}
-
-
-@attrs.frozen
-class ModeSettings:
-    """Job source"""
-
-    mode: str = setting("api", help="Where jobs come from: api, faktory or local.", checks=[one_of(*MODES)])
 
 
 class Mode(Protocol):
@@ -33,12 +25,14 @@ class Mode(Protocol):
     async def serve(self, source: SettingsSource, args: argparse.Namespace) -> int: ...
 
 
-def _mode_module(name: str) -> Mode | None:
-    try:
-        module: ModuleType = importlib.import_module(MODES[name])
-    except ModuleNotFoundError:
-        return None
-    return cast(Mode, module)
+MODES: dict[str, Mode] = {"api": opslevel_mode, "faktory": faktory_mode, "local": local_mode}
+
+
+@attrs.frozen
+class ModeSettings:
+    """Job source"""
+
+    mode: str = setting("api", help="Where jobs come from: api, faktory or local.", checks=[one_of(*MODES)])
 
 
 def register(subparsers: Any) -> None:
@@ -61,10 +55,8 @@ def setting_groups() -> list[type[Any]]:
         JobRunSettings,
         *registry.settings_classes(),
     ]
-    for name in MODES:
-        module = _mode_module(name)
-        if module is not None:
-            groups.extend(module.SETTINGS)
+    for module in MODES.values():
+        groups.extend(module.SETTINGS)
     return list(dict.fromkeys(groups))
 
 
@@ -73,8 +65,5 @@ def run(args: argparse.Namespace) -> int:
     source.check_given(*setting_groups())
     mode = source.get(ModeSettings).mode
     args.mode = mode  # resolved from flag, OPSLEVEL_MODE or the file, for what reads the namespace
-    module = _mode_module(mode)
-    if module is None:
-        raise ConfigError([f"--mode: {mode} mode is not available in this build"])
-    code: int = trio.run(module.serve, source, args)
+    code: int = trio.run(MODES[mode].serve, source, args)
     return code

@@ -11,6 +11,15 @@ from trunner.contracts import OutputFeed
 from trunner.models import Outcome, RunnerJob
 
 
+class JobNaming(enum.Enum):
+    """Which part of a job names its objects."""
+
+    NUMBER = "number"
+    """API mode: ``RunnerJob.number()``, the numeric part of the job's GID."""
+    ID = "id"
+    """Faktory mode: the job id as it came."""
+
+
 class ExitKind(enum.Enum):
     EXITED = "exited"
     """The commands ran to completion; ``exit_code`` says how."""

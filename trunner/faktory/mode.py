@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from trunner.config import SettingsSource
-from trunner.executors.base import Executor
+from trunner.executors.base import Executor, JobNaming
 from trunner.faktory.client import FaktoryClient, WorkerIdentity, locate_server
 from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import FaktoryError, HandshakeRejected
@@ -82,6 +82,7 @@ class FaktoryMode(ServiceMode):
             ready=lambda: self.ready,
             http_host=http_host,
             open_executor=open_executor,
+            naming=JobNaming.ID,
             handle_signals=handle_signals,
         )
 

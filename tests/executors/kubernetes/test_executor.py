@@ -20,9 +20,8 @@ from tests.doubles.kube_exec import Abort, ExecRequest, Exit, Fail, Pause, Scrip
 from tests.kube.transport_support import NS, RecordingFeed, client_for
 from trunner.config import SettingsSource, add_arguments
 from trunner.executors import kubernetes
-from trunner.executors.base import ExitKind, ExitResult
+from trunner.executors.base import ExitKind, ExitResult, JobNaming
 from trunner.executors.kubernetes import KubernetesExecutor, open_executor
-from trunner.executors.kubernetes.names import JobNaming
 from trunner.executors.kubernetes.podspec import main_command
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.models import JobFile, JobVariable, Outcome, RunnerJob, VariableScope
@@ -477,17 +476,13 @@ async def test_leftovers_of_this_runner_are_deleted(autojump_clock: trio.testing
         assert job_objects(api) == {k: ["opslevel-job-3-3"] for k in NOTHING_LEFT}
 
 
-def settings_source(
-    api: KubeApiDouble, tmp_path: Path, argv: list[str], mode: str | None = None
-) -> SettingsSource:
+def settings_source(api: KubeApiDouble, tmp_path: Path, argv: list[str]) -> SettingsSource:
     parser = argparse.ArgumentParser()
-    if mode is not None:
-        parser.add_argument("--mode")
     for cls in kubernetes.SETTINGS:
         add_arguments(parser, cls)
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
     file = {"kubernetes": {"namespace": NS, "workingDir": str(tmp_path / "jobs")}}
-    args = parser.parse_args([*argv, *(["--mode", mode] if mode else [])])
+    args = parser.parse_args(argv)
     return SettingsSource(
         args=args, environ={"KUBECONFIG": str(kubeconfig)}, file=file, source_name="opslevel.yaml"
     )
@@ -500,9 +495,11 @@ async def test_open_executor_deletes_leftovers_at_startup_then_runs_jobs(
     async with serve_kube_api() as api:
         plant_leftovers(api)
         api.script_exec(Stdout(b"ok\n"), Exit(0))
-        source = settings_source(api, tmp_path, ["--job-pod-owner", "runner-0"], mode="faktory")
+        source = settings_source(api, tmp_path, ["--job-pod-owner", "runner-0"])
         latencies: list[float] = []
-        async with open_executor(source, runner_id="faktory", observe_pod_start=latencies.append) as executor:
+        async with open_executor(
+            source, runner_id="faktory", naming=JobNaming.ID, observe_pod_start=latencies.append
+        ) as executor:
             assert executor.name == "kubernetes"
             assert executor.naming is JobNaming.ID
             assert job_objects(api) == {k: ["opslevel-job-3-3"] for k in NOTHING_LEFT}

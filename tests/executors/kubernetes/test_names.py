@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trunner.executors.base import JobNaming
 from trunner.executors.kubernetes import names
 from trunner.executors.kubernetes.names import (
-    JobNaming,
     job_identity,
     label_value,
     leftover_selector,

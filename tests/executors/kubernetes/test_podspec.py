@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trunner.executors.kubernetes.names import JobIdentity, JobNaming, job_identity
+from trunner.executors.base import JobNaming
+from trunner.executors.kubernetes.names import JobIdentity, job_identity
 from trunner.executors.kubernetes.podspec import (
     CONFIG_MAP_MAX_BYTES,
     PodSpecError,

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from trunner.config import ConfigError, SettingsSource, add_arguments
-from trunner.executors.kubernetes.names import JobNaming, job_identity
+from trunner.executors.base import JobNaming
+from trunner.executors.kubernetes.names import job_identity
 from trunner.executors.kubernetes.podspec import build_pod
 from trunner.executors.kubernetes.settings import DEFAULT_HELPER_IMAGE, KubeJobSettings, resolve
 from trunner.executors.settings import JobRunSettings

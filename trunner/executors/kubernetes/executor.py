@@ -23,10 +23,10 @@ import trio
 
 from trunner.config import SettingsSource
 from trunner.contracts import OutputFeed
-from trunner.executors.base import ExitKind, ExitResult
+from trunner.executors.base import ExitKind, ExitResult, JobNaming
 from trunner.executors.kubernetes import names, podspec
 from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
-from trunner.executors.kubernetes.names import JobIdentity, JobNaming
+from trunner.executors.kubernetes.names import JobIdentity
 from trunner.executors.kubernetes.podstate import explain_stop
 from trunner.executors.kubernetes.settings import JobPodConfig, KubeJobSettings, resolve
 from trunner.executors.kubernetes.wait import pod_path, wait_until_running
@@ -244,16 +244,12 @@ class KubernetesExecutor:
         return deleted
 
 
-def naming_for(source: SettingsSource) -> JobNaming:
-    """Faktory mode names objects by job id, every other mode by job number (as the Go runner)."""
-    return JobNaming.ID if getattr(source.args, "mode", None) == "faktory" else JobNaming.NUMBER
-
-
 @asynccontextmanager
 async def open_executor(
     source: SettingsSource,
     *,
     runner_id: str,
+    naming: JobNaming = JobNaming.NUMBER,
     metrics: RunnerMetrics | None = None,
     observe_pod_start: Callable[[float], None] | None = None,
 ) -> AsyncIterator[KubernetesExecutor]:
@@ -270,7 +266,7 @@ async def open_executor(
             client,
             config,
             runner_id=runner_id,
-            naming=naming_for(source),
+            naming=naming,
             observe_pod_start=observe_pod_start,
         )
         with trio.move_on_after(LEFTOVER_TIMEOUT) as startup:

@@ -11,12 +11,12 @@ original, so two different keys never share a name.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import re
 
 import attrs
 
+from trunner.executors.base import JobNaming
 from trunner.models import RunnerJob
 
 NAME_PREFIX = "opslevel-job-"
@@ -29,15 +29,6 @@ MAX_LABEL = 63
 _HASH_LENGTH = 8
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
-
-
-class JobNaming(enum.Enum):
-    """Which part of a job names its objects."""
-
-    NUMBER = "number"
-    """API mode: ``RunnerJob.number()``, the numeric part of the job's GID."""
-    ID = "id"
-    """Faktory mode: the job id as it came."""
 
 
 def is_dns_label(text: str) -> bool:
