@@ -1,0 +1,131 @@
+"""The on-disk spool: order, budget, segment deletion, removal, leftovers, damage."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from trunner.logs import spool as spool_module
+from trunner.logs.batch import Batch
+from trunner.logs.spool import DIR_PREFIX, LOCK_NAME, Spool, SpoolError, record_size, remove_leftovers
+
+
+def batch(seq: int, *lines: str) -> Batch:
+    b = Batch(seq=seq)
+    b.add_block("\n".join(lines).encode(), len(lines))
+    return b
+
+
+async def test_records_read_back_oldest_first_and_read_segments_are_deleted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "job", budget=4096)
+    sizes = []
+    for seq in range(40):
+        b = batch(seq, f"line {seq}", "x" * 50)
+        assert spool.fits(b)
+        await spool.append(b)
+        sizes.append(record_size(b))
+        if seq % 3 == 2:
+            got = await spool.read()
+            assert got.seq == seq // 3
+        assert spool.used <= spool.budget
+    assert spool.path is not None
+    segments = sorted(p.name for p in spool.path.iterdir() if p.name != LOCK_NAME)
+    assert len(segments) <= 5, segments
+    order = []
+    while spool.records:
+        order.append((await spool.read()).seq)
+    assert order == list(range(40 - len(order), 40))
+    assert spool.lines == spool.size == 0
+
+
+async def test_read_back_batch_equals_the_written_one(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "job", budget=1 << 20)
+    original = Batch(seq=7)
+    original.add_block(b"a\nbb", 2)
+    original.add_block("é ccc".encode(), 1)
+    await spool.append(original)
+    back = await spool.read()
+    assert (back.seq, back.line_count, back.size, back.text_lines()) == (
+        7,
+        3,
+        original.size,
+        original.text_lines(),
+    )
+
+
+async def test_budget_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "job", budget=300)
+    big = batch(0, "y" * 200)
+    assert spool.fits(big)
+    await spool.append(big)
+    assert not spool.fits(batch(1, "z" * 100))
+    assert spool.fits(batch(1, "z" * 10))
+
+
+async def test_remove_deletes_everything_and_can_repeat(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "job", budget=4096)
+    await spool.append(batch(0, "a"))
+    path = spool.path
+    assert path is not None and path.exists()
+    await spool.remove()
+    await spool.remove()
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_damaged_record_is_an_error_not_invented_text(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "job", budget=4096)
+    await spool.append(batch(0, "hello world"))
+    assert spool.path is not None
+    segment = next(p for p in spool.path.iterdir() if p.name != LOCK_NAME)
+    data = bytearray(segment.read_bytes())
+    data[-1] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with pytest.raises(SpoolError):
+        await spool.read()
+
+
+def test_leftovers_of_a_dead_owner_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    dead = tmp_path / f"{DIR_PREFIX}dead-0001"
+    dead.mkdir()
+    (dead / LOCK_NAME).touch()
+    (dead / "00000000.seg").write_bytes(b"old")
+    live = tmp_path / f"{DIR_PREFIX}live-0002"
+    live.mkdir()
+    (live / LOCK_NAME).touch()
+    unrelated = tmp_path / "keep-me"
+    unrelated.mkdir()
+    fd = os.open(live / LOCK_NAME, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert remove_leftovers(tmp_path) == 1
+    finally:
+        os.close(fd)
+    assert not dead.exists() and live.exists() and unrelated.exists()
+    assert remove_leftovers(tmp_path / "missing") == 0
+
+
+@pytest.mark.spool_threads
+async def test_file_operations_run_in_worker_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: set[int] = set()
+    real = spool_module._write_all
+
+    def spy(fd: int, data: bytes) -> None:
+        import threading
+
+        threads.add(threading.get_ident())
+        real(fd, data)
+
+    monkeypatch.setattr(spool_module, "_write_all", spy)
+    spool = Spool(tmp_path, "job", budget=4096)
+    await spool.append(batch(0, "a"))
+    assert (await spool.read()).text_lines() == ["a"]
+    await spool.remove()
+    import threading
+
+    assert threads and threading.get_ident() not in threads
+    assert trio.current_time() >= 0
