@@ -194,7 +194,9 @@ async def test_disk_full_falls_back_to_back_pressure_with_one_warning(
     assert not any(p.is_file() for p in spool_files(tmp_path))
 
 
-async def test_stall_drops_after_the_timeout_marks_each_stream_at_the_gap_then_recovers(autojump_clock, tmp_path):
+async def test_stall_drops_after_the_timeout_marks_each_stream_at_the_gap_then_recovers(
+    autojump_clock, tmp_path
+):
     job_settings = settings(tmp_path, job_log_spool_size=64 * 1024, log_stall_timeout=60.0)
     sink = TimedSink(stalled_until=500.0)
     out_lines = numbered(200_000 // 40, start=0)
@@ -237,7 +239,9 @@ async def test_no_drop_while_batches_keep_being_accepted(autojump_clock, tmp_pat
         JOB,
         executor=ScriptedExecutor(chunks_of(lines, 4096)),
         sink=sink,
-        settings=settings(tmp_path, job_log_spool_size=64 * 1024, log_stall_timeout=30.0, log_flush_max_time=1e6),
+        settings=settings(
+            tmp_path, job_log_spool_size=64 * 1024, log_stall_timeout=30.0, log_flush_max_time=1e6
+        ),
     )
     assert trio.current_time() > 300
     assert sink.bodies() == [line.decode() for line in lines]
@@ -271,7 +275,9 @@ async def test_final_flush_stops_without_progress_and_counts_what_is_left(autoju
         settings=job_settings,
         metrics=metrics.logs,
     )
-    assert trio.current_time() - start <= job_settings.log_flush_timeout + job_settings.job_outcome_timeout + 1
+    assert (
+        trio.current_time() - start <= job_settings.log_flush_timeout + job_settings.job_outcome_timeout + 1
+    )
     assert f"{len(lines)} log lines could not be delivered" in outcome.message
     assert "no log batch was delivered for 30s" in outcome.message
     registry = metrics.registry
