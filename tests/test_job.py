@@ -307,3 +307,79 @@ async def test_a_failure_while_flushing_the_last_lines_still_reports(autojump_cl
     )
     assert sink.outcomes == [outcome]
     assert "kept" in sink.bodies()
+
+
+async def test_a_70_kb_single_line_outcome_value_is_set_not_shipped(autojump_clock):
+    settings = LogSettings(job_pod_log_max_line_length=65_536)
+    value = "v" * 70_000
+    line = f"::set-outcome-var big={value}\n".encode()
+    executor = ScriptedExecutor(
+        [b"before\n", *(line[i : i + 5000] for i in range(0, len(line), 5000)), b"after\n"]
+    )
+    sink = RecordingSink()
+    outcome = await run_job(JOB, executor=executor, sink=sink, settings=settings)
+    assert sink.bodies() == ["before", "after"]
+    assert [(v.key, v.value) for v in outcome.outcome_variables] == [("big", value)]
+
+
+async def test_a_multiline_value_with_a_long_line_has_no_markers(autojump_clock):
+    body = "x" * 3000
+    executor = ScriptedExecutor(
+        [
+            f"::start-multiline-outcome-var m\nshort\n{body}\nend\n::end-multiline-outcome-var\nafter\n".encode()
+        ]
+    )
+    sink = RecordingSink()
+    outcome = await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    assert outcome.outcome_variables[0].value == f"short\n{body}\nend"
+    assert sink.bodies() == ["after"]
+
+
+async def test_outcome_variable_keys_and_values_stay_within_one_mebibyte(autojump_clock):
+    import tracemalloc
+
+    key = "k" * 49_000
+    lines = [f"::set-outcome-var {key}{i}=x\n".encode() for i in range(2000)]
+    settings = LogSettings(job_pod_log_max_line_length=65_536)
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        outcome = await run_job(
+            JOB, executor=ScriptedExecutor(lines), sink=RecordingSink(), settings=settings
+        )
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    assert sum(len(v.key) + len(v.value) for v in outcome.outcome_variables) <= 1024 * 1024
+    assert peak < 4 * settings.job_pod_log_max_size + 2 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("buffer", ["memory", "spool"])
+async def test_one_byte_lines_stay_within_the_memory_bound(autojump_clock, tmp_path, buffer):
+    """Per-line and per-block overhead: 1-byte lines grow 13x with their prefix; memory held
+    still stays within 4 x log_max_size plus a slice, against a stalled sink."""
+    import tracemalloc
+
+    settings = LogSettings(
+        job_pod_log_max_size=256_000,
+        job_log_buffer=buffer,
+        job_log_spool_dir=str(tmp_path),
+        job_log_spool_size=1 << 20,
+        log_flush_timeout=5.0,
+        job_outcome_timeout=1.0,
+    )
+    chunks = [b"x\n" * 32768] * 40
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        outcome = await run_job(
+            JOB, executor=ScriptedExecutor(chunks), sink=RecordingSink(stall=True), settings=settings
+        )
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    size = settings.job_pod_log_max_size
+    assert peak <= 4 * size + size // 16 + 2 * 65_536 + 256 * 1024, peak / size
+    assert "could not be delivered" in outcome.message

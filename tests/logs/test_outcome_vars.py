@@ -1,3 +1,4 @@
+from trunner.logs.markers import CONTINUED_PREFIX, CUT_SUFFIX
 from trunner.logs.outcome_vars import OutcomeVarParser
 
 
@@ -73,3 +74,49 @@ def test_directive_on_the_first_line_or_after_colons_elsewhere():
         b"key: value\n::start-multiline-outcome-var m\nx: y\n::end-multiline-outcome-var"
     ) == (b"key: value")
     assert parser.variables() == {"a": "1", "m": "x: y"}
+
+
+def test_keys_count_towards_the_total():
+    parser = OutcomeVarParser(max_total_bytes=1000)
+    for i in range(100):
+        parser.filter(b"::set-outcome-var " + (b"k%03d" % i) * 40 + b"=v")
+    assert sum(len(k) + len(v) for k, v in parser.variables().items()) <= 1000
+    assert len(parser.variables()) == 6
+
+
+def test_a_value_cut_into_pieces_is_joined_without_markers():
+    parser = OutcomeVarParser()
+    blocks = [
+        b"::set-outcome-var long=" + b"a" * 10 + CUT_SUFFIX,
+        CONTINUED_PREFIX + b"b" * 10 + CUT_SUFFIX,
+        CONTINUED_PREFIX + b"c" * 5 + b"\nafter",
+    ]
+    kept = [parser.filter(block) for block in blocks]
+    assert kept == [None, None, b"after"]
+    assert parser.variables() == {"long": "a" * 10 + "b" * 10 + "c" * 5}
+
+
+def test_a_long_line_of_a_multiline_value_is_joined_without_markers():
+    parser = OutcomeVarParser()
+    parser.filter(b"::start-multiline-outcome-var m\nfirst\nx" * 1 + b"y" * 5 + CUT_SUFFIX)
+    parser.filter(CONTINUED_PREFIX + b"zzz\nlast\n::end-multiline-outcome-var\nshipped")
+    assert parser.variables() == {"m": "first\nxyyyyyzzz\nlast"}
+
+
+def test_a_cut_log_line_inside_a_multiline_trace_is_not_taken():
+    parser = OutcomeVarParser()
+    parser.filter(b"::start-multiline-outcome-var m\none")
+    assert parser.filter(b"+ echo x" + CUT_SUFFIX) == b"+ echo x" + CUT_SUFFIX
+    assert parser.filter(CONTINUED_PREFIX + b"rest\ntwo") == CONTINUED_PREFIX + b"rest"
+    parser.filter(b"::end-multiline-outcome-var")
+    assert parser.variables() == {"m": "one\ntwo"}
+
+
+def test_a_long_value_that_cannot_fit_is_dropped_while_collected():
+    parser = OutcomeVarParser(max_total_bytes=100)
+    parser.filter(b"::set-outcome-var big=" + b"x" * 60 + CUT_SUFFIX)
+    parser.filter(CONTINUED_PREFIX + b"y" * 60 + CUT_SUFFIX)
+    assert parser._set_parts is None
+    assert parser.filter(CONTINUED_PREFIX + b"z" * 60) is None
+    assert parser.variables() == {}
+    assert "dropped" in parser.warnings[0]
