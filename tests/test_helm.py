@@ -898,3 +898,29 @@ async def scaling_runner(
                 registry=CollectorRegistry(),
                 rng=random.Random(len(pod)),
             )
+
+
+# --- the job log spool ------------------------------------------------------------------------------------
+
+
+def test_job_log_spool_gets_an_empty_dir_of_concurrency_times_its_budget(chart: helm.Chart) -> None:
+    from trunner.logs.settings import LogSettings
+
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["runner"]
+    assert defaults["jobLogSpoolSize"] == LogSettings().job_log_spool_size
+    assert defaults["jobLogBuffer"] == LogSettings().job_log_buffer
+    rendered = render(chart, _merge(TOKEN, {"runner": {"jobConcurrency": 5, "jobLogSpoolSize": 1048576}}))
+    volumes = {v["name"]: v for v in rendered.pod_spec["volumes"]}
+    assert volumes["job-log-spool"]["emptyDir"] == {"sizeLimit": 5 * 1048576}
+    mounts = {m["name"]: m["mountPath"] for m in rendered.container["volumeMounts"]}
+    assert rendered.flag("--job-log-spool-dir") == mounts["job-log-spool"]
+    assert rendered.flag("--job-log-spool-size") == "1048576"
+    assert rendered.flag("--job-log-buffer") == "spool"
+
+
+def test_memory_only_job_logs_get_no_spool_volume(chart: helm.Chart) -> None:
+    rendered = render(chart, _merge(TOKEN, {"runner": {"jobLogBuffer": "memory"}}))
+    assert "job-log-spool" not in {v["name"] for v in rendered.pod_spec["volumes"]}
+    assert rendered.flag("--job-log-buffer") == "memory"
+    assert rendered.flag("--job-log-spool-dir") is None
+    assert "jobLogBuffer" in render_error(chart, _merge(TOKEN, {"runner": {"jobLogBuffer": "disk"}}))
