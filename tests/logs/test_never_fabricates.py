@@ -21,7 +21,8 @@ from trunner.logs.settings import LogSettings
 from trunner.models import RunnerJob
 from trunner.retry import ShipError
 
-MARKER = re.compile(r"\[trunner: \d+ lines \(\d+ bytes\)(?: of (\w+))? dropped: .*\]|\[trunner\] .*")
+GAP = re.compile(r"\[trunner: \d+ lines \(\d+ bytes\)(?: of (\w+))? dropped: .*\]")
+MARKER = re.compile(GAP.pattern + r"|\[trunner\] .*")
 CONT = CONTINUED_PREFIX.decode()
 CUT = CUT_SUFFIX.decode()
 
@@ -127,7 +128,7 @@ def run_once(chunks, log_settings, sink):
 
 
 @settings(
-    max_examples=120,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -187,9 +188,9 @@ def test_shipped_lines_are_real_pieces_or_markers_and_nothing_is_lost_while_the_
 
     reference = RecordingSink()
     run_once(chunks, log_settings, reference)
-    pieces = [line for line in reference.bodies() if not MARKER.fullmatch(line)]
+    pieces = [line for line in reference.bodies() if not GAP.fullmatch(line)]
     assert check(out_lines, split_streams(reference.bodies())["stdout"]) == len(out_lines)
-    delivered = [line for line in sink.bodies() if not MARKER.fullmatch(line)]
+    delivered = [line for line in sink.bodies() if not GAP.fullmatch(line)]
     assert len(delivered) + lost_count(outcome.message) == len(pieces), "drops not counted exactly"
 
     keeps_accepting = fail_every == 0 and ship_delay < min(stall, retry_timeout)

@@ -20,11 +20,20 @@ class Batch:
     line_count: int = 0
     size: int = 0
     """Bytes of line text held, counting one byte per line for its separator."""
+    markers: int = 0
+    """How many of the lines are trunner's gap markers (counted in ``line_count``)."""
+    announced: int = 0
+    """Lines those markers announce as dropped (not in this batch)."""
 
     def add_block(self, block: bytes, lines: int) -> None:
         self.blocks.append(block)
         self.line_count += lines
         self.size += len(block) + 1
+
+    def add_marker(self, marker: bytes, announced: int) -> None:
+        self.add_block(marker, 1)
+        self.markers += 1
+        self.announced += announced
 
     def lines(self) -> Iterator[bytes]:
         """Every line, UTF-8, without its newline."""

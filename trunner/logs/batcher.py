@@ -74,7 +74,7 @@ class Batcher:
     def waiting(self) -> tuple[int, int]:
         """Lines and bytes not yet handed off: the current batch and the overflow."""
         return (
-            self._current.line_count + self._overflow_lines,
+            self._current.line_count - self._current.markers + self._overflow_lines,
             self._current.size + self._overflow_size,
         )
 
@@ -202,7 +202,7 @@ class Batcher:
         prefix = self._line_prefix()
         for stream, (lines, size) in drops.items():
             marker = markers.dropped(lines, size, reason, _SOURCE_NAMES[stream])
-            self._current.add_block(prefix + marker, 1)
+            self._current.add_marker(prefix + marker, lines)
 
     def _drop(self, stream: Source, lines: int, size: int) -> None:
         counts = self._drops.setdefault(stream, [0, 0])

@@ -165,7 +165,7 @@ class LogBuffer:
     def waiting(self) -> tuple[int, int]:
         """Lines and bytes not yet taken."""
         batches = [*self._memory, *([self._staged] if self._staged is not None else [])]
-        lines = sum(b.line_count for b in batches)
+        lines = sum(b.line_count - b.markers for b in batches)
         size = sum(b.size for b in batches)
         if self._spool is not None:
             lines += self._spool.lines

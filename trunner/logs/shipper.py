@@ -61,8 +61,8 @@ class Shipper:
         if batch is None:
             return 0, 0
         if self._unannounced_lines:
-            return batch.line_count - 1, batch.size - len(batch.blocks[0]) - 1
-        return batch.line_count, batch.size
+            return batch.line_count - 1 - batch.markers, batch.size - len(batch.blocks[0]) - 1
+        return batch.line_count - batch.markers, batch.size
 
     def lose(self, lines: int, size: int, reason: str) -> None:
         """Count lines lost before they reached the shipper; the next delivered batch says so."""
@@ -112,6 +112,8 @@ class Shipper:
         self._lose(batch, reason)
 
     def _lose(self, batch: Batch, reason: str) -> None:
+        """The batch's own lines are lost; the gaps its markers announced are announced again."""
         if self._metrics is not None:
             self._metrics.batches_failed.inc()
-        self.lose(batch.line_count, batch.size, f"log delivery failed: {reason}")
+        self.lose(batch.line_count - batch.markers, batch.size, f"log delivery failed: {reason}")
+        self._unannounced_lines += batch.announced

@@ -3,7 +3,7 @@
 The spool is a directory of segment files plus a ``lock`` file the owning process holds with
 ``flock`` for the spool's life, so a spool whose owner died (crash, SIGKILL) is told apart from
 a live one by trying that lock (:func:`remove_leftovers`). Records are
-``header (seq, lines, payload size, crc32) + payload``; a fully read segment is deleted, so the
+``header (seq, lines, markers, lines announced, payload size, crc32) + payload``; a fully read segment is deleted, so the
 bytes on disk (``used``) never exceed the budget. Every file operation runs in a worker thread.
 """
 
@@ -25,7 +25,7 @@ from trunner.logs.batch import Batch
 
 DIR_PREFIX = "trunner-job-"
 LOCK_NAME = "lock"
-_HEADER = struct.Struct("<QIII")
+_HEADER = struct.Struct("<QIIQII")
 HEADER_SIZE = _HEADER.size
 _SEGMENTS_PER_BUDGET = 4
 """A segment is at most a quarter of the budget: at most that much read-but-undeleted space."""
@@ -81,7 +81,8 @@ class Spool:
         self.records = 0
         self.lines = 0
         self.size = 0
-        """Lines and line bytes (as :attr:`Batch.size` counts them) not yet read back."""
+        """Lines (not counting gap markers) and line bytes (as :attr:`Batch.size` counts them)
+        not yet read back."""
 
     @property
     def path(self) -> Path | None:
@@ -96,7 +97,9 @@ class Spool:
     async def append(self, batch: Batch) -> None:
         """Write ``batch`` as the newest record; raises :class:`OSError` if the disk refuses."""
         payload = b"\n".join(batch.blocks)
-        header = _HEADER.pack(batch.seq, batch.line_count, len(payload), zlib.crc32(payload))
+        header = _HEADER.pack(
+            batch.seq, batch.line_count, batch.markers, batch.announced, len(payload), zlib.crc32(payload)
+        )
         if self._dir is None:
             await offload(self._create)
         roll = self._write_offset > 0 and (
@@ -108,16 +111,23 @@ class Spool:
         self._write_offset += len(header) + len(payload)
         self.used += len(header) + len(payload)
         self.records += 1
-        self.lines += batch.line_count
+        self.lines += batch.line_count - batch.markers
         self.size += batch.size
 
     async def read(self) -> Batch:
         """The oldest record not yet read; only call while :attr:`records` > 0."""
         assert self.records > 0
-        seq, lines, payload = await offload(self._read_sync)
-        batch = Batch(seq=seq, blocks=[payload], line_count=lines, size=len(payload) + 1)
+        seq, lines, marks, announced, payload = await offload(self._read_sync)
+        batch = Batch(
+            seq=seq,
+            blocks=[payload],
+            line_count=lines,
+            size=len(payload) + 1,
+            markers=marks,
+            announced=announced,
+        )
         self.records -= 1
-        self.lines -= lines
+        self.lines -= lines - marks
         self.size -= batch.size
         return batch
 
@@ -158,19 +168,19 @@ class Spool:
         _write_all(self._write_fd, header)
         _write_all(self._write_fd, payload)
 
-    def _read_sync(self) -> tuple[int, int, bytes]:
+    def _read_sync(self) -> tuple[int, int, int, int, bytes]:
         self._drop_read_segments()
         if self._read_fd is None:
             self._read_fd = self._open_segment(self._read_index, os.O_RDONLY)
         header = os.pread(self._read_fd, HEADER_SIZE, self._read_offset)
         if len(header) != HEADER_SIZE:
             raise SpoolError(errno.EIO, "spool record header is truncated")
-        seq, lines, length, crc = _HEADER.unpack(header)
+        seq, lines, marks, announced, length, crc = _HEADER.unpack(header)
         payload = os.pread(self._read_fd, length, self._read_offset + HEADER_SIZE)
         if len(payload) != length or zlib.crc32(payload) != crc:
             raise SpoolError(errno.EIO, "spool record does not read back intact")
         self._read_offset += HEADER_SIZE + length
-        return seq, lines, payload
+        return seq, lines, marks, announced, payload
 
     def _drop_read_segments(self) -> None:
         """Delete sealed segments the reader has passed the end of."""
