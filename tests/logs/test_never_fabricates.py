@@ -38,10 +38,12 @@ def check(real: list[str], shipped: list[str]) -> int:
     gap_announced = True
     partial: str | None = None  # pieces of the current line so far
     orphan = False  # the current pieces follow a marker (earlier pieces were lost)
+    reopened: int | None = None  # a line whose start was shown before the gap: orphans may end it
 
     def finish_line(text: str, complete: bool) -> None:
-        nonlocal position, gap_announced, matched
-        for index in range(position, len(real)):
+        nonlocal position, gap_announced, matched, reopened
+        start = reopened if orphan and reopened is not None else position
+        for index in range(start, len(real)):
             candidate = real[index]
             ok = (
                 (candidate.endswith(text) if complete else text in candidate)
@@ -49,10 +51,14 @@ def check(real: list[str], shipped: list[str]) -> int:
                 else (candidate == text if complete else candidate.startswith(text))
             )
             if ok:
-                assert index == position or gap_announced, f"silent gap before {text[:40]!r}"
+                assert index >= position - 1 and (index == position or gap_announced or index == reopened), (
+                    f"silent gap before {text[:40]!r}"
+                )
+                if index >= position:
+                    matched += 1
                 position = index + 1
                 gap_announced = False
-                matched += 1
+                reopened = None if complete else index
                 return
         raise AssertionError(f"fabricated line {text[:60]!r}")
 
@@ -76,6 +82,7 @@ def check(real: list[str], shipped: list[str]) -> int:
             assert partial is None, f"a new line began inside a cut line: {line[:60]!r}"
             partial = ""
             orphan = False
+            reopened = None
         partial += body
         if not continues:
             finish_line(partial, complete=True)
