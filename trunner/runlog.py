@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -62,14 +63,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        text = f"{stamp} {record.levelname[:4]:<4} {record.getMessage()}" + (f"  {extras}" if extras else "")
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+_NEEDS_QUOTES = re.compile(r'[\s="\\]|[^\x21-\x7e]')
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def logfmt_value(value: Any) -> str:
+    """One logfmt value: numbers rounded to 3 decimals, text quoted when it holds spaces, ``=``,
+    quotes or control characters, with newlines escaped so a record stays on one line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else "NaN"
+    text = "" if value is None else str(value)
+    if text and not _NEEDS_QUOTES.search(text):
         return text
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
+class TextFormatter(logging.Formatter):
+    """One logfmt line per record: ``time=… level=… msg=… key=value …`` (a traceback is the
+    ``error`` field)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        fields: dict[str, Any] = {
+            "time": stamp,
+            "level": "warn" if record.levelno == logging.WARNING else record.levelname.lower(),
+            "msg": record.getMessage(),
+            **_extras(record),
+        }
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields.items())
 
 
 def setup(level: str = "INFO", fmt: str = "TEXT") -> None:

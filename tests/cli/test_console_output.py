@@ -110,3 +110,26 @@ commands:
     assert "outcome variable summary=checks passed: 12\nchecks failed: 0\noutcome variable" in out
     assert "outcome variable after=stderr" in out
     assert "+ echo ::set-outcome-var status=green" in out and "] ::set-outcome-var" not in out
+
+
+def test_just_runs_examples_fit_a_terminal():
+    result = trunner("run", "--mode", "local", "--jobs", "examples/jobs")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) < 600
+    assert max(len(line) for line in lines) < 400
+    folded = [line for line in lines if "characters folded for display]" in line]
+    assert len(folded) == 4 and all(line.endswith(" [trunner: line continues]") for line in folded[:3])
+    assert folded[1].startswith("06-chatty | ") and "] [trunner: continued] xxx" in folded[1]
+
+
+def test_the_console_folds_only_for_display():
+    from trunner.local.console import FOLD_HEAD, FOLD_TAIL, fold_for_display
+
+    line = "a" * 1000 + "b" * 1000 + "c" * 100
+    shown = fold_for_display(line)
+    assert shown.startswith("a" * FOLD_HEAD) and shown.endswith("c" * FOLD_TAIL)
+    hidden = len(line) - FOLD_HEAD - FOLD_TAIL
+    assert f"[trunner: {hidden:,} characters folded for display]" in shown
+    assert fold_for_display("short line") == "short line"
+    assert fold_for_display("x" * (FOLD_HEAD + FOLD_TAIL + 20)) == "x" * (FOLD_HEAD + FOLD_TAIL + 20)

@@ -121,7 +121,7 @@ async def test_a_rejected_token_exits_1_with_one_line_and_no_token(
     runner = await start_runner(double, tmp_path, OPSLEVEL_API_TOKEN="wrong-secret-token")
     code, _ = await runner.wait(timeout=30)
     assert code == 1
-    errors = [line for line in runner.stderr.splitlines() if " ERRO " in line]
+    errors = [line for line in runner.stderr.splitlines() if " level=error " in line]
     assert len(errors) == 1, runner.stderr
     assert "export OPSLEVEL_API_TOKEN=<token>" in errors[0]
     assert "wrong-secret-token" not in runner.stderr

@@ -22,6 +22,23 @@ def console_log_settings(settings: LogSettings) -> LogSettings:
     return attrs.evolve(settings, job_pod_log_max_interval=0.0)
 
 
+FOLD_HEAD = 240
+FOLD_TAIL = 60
+"""A longer line shows its first ``FOLD_HEAD`` and last ``FOLD_TAIL`` characters around a marker
+(the tail keeps a cut piece's ``[trunner: line continues]`` in view). Display only: the job's
+log as shipped to an API is never folded."""
+
+
+def fold_for_display(line: str) -> str:
+    folded = len(line) - FOLD_HEAD - FOLD_TAIL
+    if folded <= len(_FOLD_MARKER) + 16:
+        return line
+    return line[:FOLD_HEAD] + _FOLD_MARKER.format(folded) + line[-FOLD_TAIL:]
+
+
+_FOLD_MARKER = " [trunner: {:,} characters folded for display] "
+
+
 class ConsoleSink:
     def __init__(self, label: str = "", out: TextIO | None = None) -> None:
         self._label = f"{label} | " if label else ""
@@ -29,7 +46,7 @@ class ConsoleSink:
         self.outcome: JobOutcome | None = None
 
     async def ship(self, batch: Batch) -> None:
-        text = "".join(f"{self._label}{line}\n" for line in batch.text_lines())
+        text = "".join(f"{self._label}{fold_for_display(line)}\n" for line in batch.text_lines())
         async with _write_lock:
             await trio.to_thread.run_sync(self._write, text)
 
