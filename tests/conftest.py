@@ -1,17 +1,25 @@
-"""Shared test setup: job log spool file operations run inline, on the event loop.
+"""Shared test setup: the virtual clock, and job log spool file operations run inline.
 
-In production they run in worker threads; under trio's MockClock(autojump_threshold=0) the
-virtual clock would jump ahead while a thread works, so timeouts would fire at random. A test
-marked ``spool_threads`` keeps the worker threads (and so must not use the virtual clock).
+``autojump_clock``: tests run in virtual time. A test that talks to a double over loopback
+sockets gets a clock that jumps only after a short real idle spell (``LOOPBACK_THRESHOLD``): with
+a threshold of 0 the clock can jump while loopback data is still in the kernel (softirq work is
+deferred when the CPU is busy), firing timeouts no real client would see. In-process tests keep
+the immediate jump.
+
+Spool file operations run in worker threads in production; under a virtual clock the clock would
+jump ahead while a thread works, so timeouts would fire at random. A test marked
+``spool_threads`` keeps the worker threads (and so must not use the virtual clock).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from trunner.logs import spool
 
@@ -29,3 +37,19 @@ def pytest_configure(config: pytest.Config) -> None:
 def _spool_io_inline(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.get_closest_marker("spool_threads") is None:
         monkeypatch.setattr(spool, "offload", _inline)
+
+
+LOOPBACK_THRESHOLD = 0.005
+_TESTS = Path(__file__).parent
+_LOOPBACK = ("kube", "faktory", "opslevel", "executors/kubernetes", "compat", "test_end_to_end.py")
+
+
+def _uses_loopback(path: Path) -> bool:
+    relative = path.relative_to(_TESTS).as_posix()
+    return any(relative == part or relative.startswith(part + "/") for part in _LOOPBACK)
+
+
+@pytest.fixture
+def autojump_clock(request: pytest.FixtureRequest) -> trio.testing.MockClock:
+    threshold = LOOPBACK_THRESHOLD if _uses_loopback(request.path) else 0
+    return trio.testing.MockClock(autojump_threshold=threshold)

@@ -50,13 +50,6 @@ async def kube() -> AsyncIterator[KubeApiDouble]:
         yield api
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    """As in tests/opslevel: jump only after a short real idle spell, so loopback data still in
-    the kernel does not make a timeout fire."""
-    return trio.testing.MockClock(autojump_threshold=0.005)
-
-
 def kube_environ(api: KubeApiDouble, tmp_path: Path) -> dict[str, str]:
     """What a runner in a cluster is given: a kubeconfig, the job namespace, a work directory the
     local subprocess can create."""

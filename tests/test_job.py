@@ -1,6 +1,4 @@
-"""run_job: the per-job nursery, bounded final flush and outcome report.
-
-Each of the seed PR's review defects has a test here that would have caught it."""
+"""run_job: the per-job nursery, bounded final flush and outcome report."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.fakes import Chunk, RecordingSink, ScriptedExecutor
+from tests.doubles.executors import Chunk, RecordingSink, ScriptedExecutor
 from trunner.config import ConfigError, load
 from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
@@ -67,7 +65,7 @@ async def test_stderr_is_not_parsed_for_outcome_variables(autojump_clock):
 
 
 async def test_hung_sink_cannot_hang_the_final_flush(autojump_clock):
-    """Review defect 1: the final flush blocked forever on a slow API."""
+    """The final flush is bounded: a slow API cannot hold the job forever."""
     sink = RecordingSink(stall=True, stall_report=True)
     executor = ScriptedExecutor([b"line %d\n" % i for i in range(5000)])
     start = trio.current_time()
@@ -89,7 +87,7 @@ async def test_interval_ships_while_the_job_is_silent(autojump_clock):
 
 
 async def test_exception_in_executor_reports_failed_and_leaves_no_task(autojump_clock):
-    """Review defect 3: the shipper leaked when the job panicked."""
+    """No shipper task outlives a job whose executor raises."""
     before = all_tasks()
     sink = RecordingSink()
     executor = ScriptedExecutor([b"before the crash\n"], raise_after=RuntimeError("boom"))
@@ -118,7 +116,7 @@ async def test_exception_in_a_processor_reports_failed(autojump_clock, monkeypat
 
 
 async def test_cancellation_reports_canceled_within_deadlines(autojump_clock):
-    """Review defect 4: on SIGTERM the flush deadlocked and shippers leaked."""
+    """Cancelling a job (SIGTERM) still flushes within its bound, and no task outlives it."""
     before = all_tasks()
     sink = RecordingSink(ship_delay=5)
     executor = ScriptedExecutor([b"working\n"], hang=True)
@@ -226,44 +224,38 @@ async def test_batch_lost_after_retry_budget_is_marked_in_next_batch(autojump_cl
     assert "1 log lines could not be delivered" in outcome.message
 
 
-async def test_one_shipper_serves_every_sink(autojump_clock):
-    """Review defect 7: lifecycle code duplicated per sink. Any Sink works with run_job, and the
-    sink only implements ship/report."""
-    from trunner.local.console import ConsoleSink
+async def test_a_sink_with_only_ship_and_report_gets_every_line_in_order_then_one_outcome(autojump_clock):
+    events: list[tuple[str, object]] = []
 
     class MinimalSink:
-        def __init__(self):
-            self.shipped = []
-
         async def ship(self, batch):
-            self.shipped.extend(batch.text_lines())
+            events.append(("ship", batch.text_lines()))
 
         async def report(self, outcome):
-            self.outcome = outcome
+            events.append(("report", outcome))
 
-    for sink in (MinimalSink(), RecordingSink()):
-        await run_job(JOB, executor=ScriptedExecutor([b"x\n"]), sink=sink, settings=SETTINGS)
-    assert {"ship", "report"} >= {
-        n for n in vars(ConsoleSink) if not n.startswith("_") and callable(getattr(ConsoleSink, n))
-    }
+    chunks = [Chunk(f"line {i}\n".encode(), delay=3 if i % 10 == 0 else 0) for i in range(50)]
+    outcome = await run_job(JOB, executor=ScriptedExecutor(chunks), sink=MinimalSink(), settings=SETTINGS)
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("ship") > 1 and kinds[-1] == "report" and kinds.count("report") == 1
+    shipped = [line.split("] ", 1)[1] for kind, lines in events[:-1] for line in lines]
+    assert shipped == [f"line {i}" for i in range(50)]
+    assert events[-1][1] == outcome
 
 
-async def test_executor_exit_kinds_map_to_outcomes(autojump_clock):
-    cases = {
-        ExitResult.exited(0): Outcome.SUCCESS,
-        ExitResult.exited(2): Outcome.FAILED,
-        ExitResult(ExitKind.SEVERED, message="stream severed"): Outcome.EXECUTION_TIMEOUT,
-        ExitResult(ExitKind.LIFETIME_EXCEEDED): Outcome.EXECUTION_TIMEOUT,
-        ExitResult(ExitKind.POD_TIMEOUT, message="ImagePullBackOff"): Outcome.POD_TIMEOUT,
-        ExitResult(ExitKind.COULD_NOT_START): Outcome.FAILED,
-        ExitResult(ExitKind.INFRASTRUCTURE): Outcome.FAILED,
-    }
-    for result, expected in cases.items():
-        outcome = await run_job(
-            JOB, executor=ScriptedExecutor([], result), sink=RecordingSink(), settings=SETTINGS
-        )
-        assert outcome.outcome is expected
-        assert outcome.exit_code == result.exit_code
+@pytest.mark.parametrize("kind", list(ExitKind))
+@pytest.mark.parametrize("exit_code", [None, 0, 1, 137])
+async def test_only_commands_that_exited_0_are_reported_as_success(autojump_clock, kind, exit_code):
+    result = ExitResult(kind, exit_code, message="" if kind is ExitKind.EXITED else f"{kind.value} happened")
+    sink = RecordingSink()
+    outcome = await run_job(JOB, executor=ScriptedExecutor([b"out\n"], result), sink=sink, settings=SETTINGS)
+    succeeded = kind is ExitKind.EXITED and exit_code == 0
+    assert (outcome.outcome is Outcome.SUCCESS) is succeeded
+    assert outcome.exit_code == exit_code
+    assert sink.outcomes == [outcome]
+    if result.message:
+        assert outcome.message == result.message
+        assert sink.bodies()[-1].endswith(result.message)
 
 
 async def test_metrics_count_shipped_and_dropped(autojump_clock):
@@ -284,7 +276,7 @@ async def test_metrics_count_shipped_and_dropped(autojump_clock):
 
 
 def test_zero_log_size_is_rejected_not_unbounded():
-    """Review defect 5: 0 silently meant unbounded."""
+    """A size of 0 is an error, never "unbounded"."""
     with pytest.raises(ConfigError, match=r"job-pod-log-max-size.*greater than 0"):
         load(LogSettings, environ={"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "0"})
     with pytest.raises(ConfigError, match="at least 1024"):

@@ -6,8 +6,7 @@ from functools import partial
 
 import trio
 
-from tests.fakes import Chunk, RecordingSink, ScriptedExecutor
-from trunner.executors.base import ExitResult
+from tests.doubles.executors import Chunk, RecordingSink, ScriptedExecutor, SleepyExecutor
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, Outcome, RunnerJob
@@ -15,25 +14,6 @@ from trunner.runner import ClaimedJob, Runner, RunSettings
 from trunner.service import serve_until_signalled
 
 LOGS = LogSettings(log_flush_timeout=5.0, job_outcome_timeout=5.0)
-
-
-class SleepyExecutor(ScriptedExecutor):
-    """Each job prints its id, then runs for the number of seconds in its first command."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.running = 0
-        self.max_running = 0
-
-    async def run(self, job, output):
-        self.running += 1
-        self.max_running = max(self.max_running, self.running)
-        try:
-            output.feed(1, f"job {job.id} running\n".encode())
-            await trio.sleep(float(job.commands[0]))
-            return ExitResult.exited(0)
-        finally:
-            self.running -= 1
 
 
 class ListSource:

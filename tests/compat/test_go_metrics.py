@@ -9,11 +9,11 @@ import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.doubles.command_executor import CommandExecutor
 from tests.doubles.faktory import faktory_double
 from tests.doubles.opslevel import OpsLevelDouble, job_payload
 from tests.faktory.conftest import worker_client
 from tests.faktory.test_sink import batch_of
-from tests.opslevel.commands import CommandExecutor
 from tests.opslevel.harness import start_mode
 from tests.opslevel.test_opslevel_mode import FAST
 from trunner.faktory.metrics import FaktoryMetrics

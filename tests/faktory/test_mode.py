@@ -18,54 +18,14 @@ from typing import Any
 import pytest
 import trio
 
+from tests.doubles.executors import CountingExecutor
 from tests.doubles.faktory import FaktoryDouble, faktory_double
 from trunner.config import SettingsSource
-from trunner.contracts import OutputFeed, Stream
 from trunner.executors import registry
-from trunner.executors.base import Executor, ExitResult, JobNaming
+from trunner.executors.base import Executor, JobNaming
 from trunner.faktory import mode
 from trunner.faktory.mode import FaktoryMode
 from trunner.metrics import RunnerMetrics
-from trunner.models import RunnerJob
-
-
-class CountingExecutor:
-    """Prints two lines and an outcome variable, takes ``duration`` virtual seconds, and counts
-    how many jobs run at once."""
-
-    name = "counting"
-
-    def __init__(self, duration: float = 10.0, *, hang: bool = False) -> None:
-        self.duration = duration
-        self.hang = hang
-        self.running = 0
-        self.peak = 0
-        self.started: list[str] = []
-        self.jobs: list[RunnerJob] = []
-        self.cancelled: list[str] = []
-
-    def check_job(self, job: RunnerJob) -> list[str]:
-        return []
-
-    async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        self.started.append(job.id)
-        self.jobs.append(job)
-        try:
-            output.feed(Stream.STDOUT, f"hello from {job.id}\n".encode())
-            await trio.sleep(self.duration / 2)
-            output.feed(Stream.STDERR, b"halfway\n")
-            output.feed(Stream.STDOUT, f"::set-outcome-var who={job.id}\n".encode())
-            if self.hang:
-                await trio.sleep_forever()
-            await trio.sleep(self.duration / 2)
-            return ExitResult.exited(0)
-        except trio.Cancelled:
-            self.cancelled.append(job.id)
-            raise
-        finally:
-            self.running -= 1
 
 
 def source_for(server: FaktoryDouble, password: str | None = None, **settings: str) -> SettingsSource:

@@ -10,8 +10,8 @@ import logging
 import pytest
 import trio
 
+from tests.doubles.executors import Chunk, RecordingSink, ScriptedExecutor
 from tests.doubles.faktory import faktory_double
-from tests.fakes import Chunk, RecordingSink, ScriptedExecutor
 from tests.faktory.conftest import worker_client
 from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult

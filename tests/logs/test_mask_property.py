@@ -14,7 +14,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fakes import Chunk, RecordingSink, ScriptedExecutor
+from tests.doubles.executors import Chunk, RecordingSink, ScriptedExecutor
 from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.job import run_job

@@ -13,8 +13,6 @@ from tests.doubles.opslevel import OpsLevelDouble
 from trunner.opslevel.client import OpsLevelClient, RetryPolicy, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
 
-AUTOJUMP_THRESHOLD = 0.005
-
 
 @pytest.fixture
 async def double(nursery: trio.Nursery) -> OpsLevelDouble:
@@ -69,11 +67,3 @@ def all_logs() -> Iterator[_ListHandler]:
         for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(level)
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    """Virtual time that jumps only after a short real idle spell. With a threshold of 0 the clock
-    can jump while loopback data is still in the kernel (softirq work is deferred when the CPU is
-    busy), firing timeouts no real client would see."""
-    return trio.testing.MockClock(autojump_threshold=AUTOJUMP_THRESHOLD)

@@ -16,8 +16,8 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.doubles.command_executor import CommandExecutor
 from tests.doubles.opslevel import HttpStatus, OpsLevelDouble, PayloadErrors, Stall, job_payload
-from tests.opslevel.commands import CommandExecutor
 from tests.opslevel.harness import body_lines, job_output, settings_source, start_mode
 from trunner.opslevel.mode import ApiMode
 from trunner.runner import RunSettings

@@ -1,4 +1,4 @@
-"""In-process fakes for pipeline tests: a scripted executor and a recording sink."""
+"""In-process executors and a recording sink, for tests of the pipeline, the runner and the modes."""
 
 from __future__ import annotations
 
@@ -106,3 +106,61 @@ class RecordingSink:
         if self.stall_report:
             await trio.sleep(math.inf)
         self.outcomes.append(outcome)
+
+
+class SleepyExecutor(ScriptedExecutor):
+    """Each job prints its id, then runs for the number of seconds in its first command."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.max_running = 0
+
+    async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            output.feed(Stream.STDOUT, f"job {job.id} running\n".encode())
+            await trio.sleep(float(job.commands[0]))
+            return ExitResult.exited(0)
+        finally:
+            self.running -= 1
+
+
+class CountingExecutor:
+    """Prints two lines and an outcome variable, takes ``duration`` virtual seconds, and counts
+    how many jobs run at once."""
+
+    name = "counting"
+
+    def __init__(self, duration: float = 10.0, *, hang: bool = False) -> None:
+        self.duration = duration
+        self.hang = hang
+        self.running = 0
+        self.peak = 0
+        self.started: list[str] = []
+        self.jobs: list[RunnerJob] = []
+        self.cancelled: list[str] = []
+
+    def check_job(self, job: RunnerJob) -> list[str]:
+        return []
+
+    async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        self.started.append(job.id)
+        self.jobs.append(job)
+        try:
+            output.feed(Stream.STDOUT, f"hello from {job.id}\n".encode())
+            await trio.sleep(self.duration / 2)
+            output.feed(Stream.STDERR, b"halfway\n")
+            output.feed(Stream.STDOUT, f"::set-outcome-var who={job.id}\n".encode())
+            if self.hang:
+                await trio.sleep_forever()
+            await trio.sleep(self.duration / 2)
+            return ExitResult.exited(0)
+        except trio.Cancelled:
+            self.cancelled.append(job.id)
+            raise
+        finally:
+            self.running -= 1
