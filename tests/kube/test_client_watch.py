@@ -8,8 +8,8 @@ import trio
 
 from tests.doubles.kube import PodBehaviour, serve_kube_api
 from tests.kube.transport_support import NS, POD, client_for
-from trunner.kube.client import WatchEvent, WatchEventType
 from trunner.kube.errors import Expired, NotFound, TransportError
+from trunner.kube.watch import WatchEvent, WatchEventType
 
 PODS = f"/api/v1/namespaces/{NS}/pods"
 CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"

@@ -11,8 +11,9 @@ import trio
 from tests.doubles.kube import PodBehaviour, serve_kube_api
 from tests.doubles.kube_store import ApiFailure, label_matcher, merge_patch, selector_string
 from tests.kube.transport_support import NS, POD, client_for
-from trunner.kube.client import KubeClient, WatchEventType
+from trunner.kube.client import KubeClient
 from trunner.kube.errors import ApiError, BadRequest, Conflict, Invalid, NotFound
+from trunner.kube.watch import WatchEventType
 
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"

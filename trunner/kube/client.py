@@ -1,7 +1,8 @@
 """The Kubernetes API client: one ``httpx.AsyncClient`` per :class:`KubeClient`, TLS and
 credentials from the :class:`~trunner.kube.config.KubeConfig`, a client-side QPS/burst limit,
 bounded retries with jittered backoff on 429/5xx (honouring ``Retry-After``), typed errors,
-watches, and WebSocket connections (for exec) sharing the same TLS and credentials.
+watches (events parsed in :mod:`~trunner.kube.watch`), and WebSocket connections for exec
+(handshake in :mod:`~trunner.kube.websocket`) sharing the same TLS and credentials.
 
 Usage::
 
@@ -14,14 +15,13 @@ Usage::
 
 from __future__ import annotations
 
-import enum
 import json
 import random
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, cast
-from urllib.parse import urlencode, urlsplit
+from typing import Any
+from urllib.parse import urlencode
 
 import attrs
 import httpx
@@ -34,21 +34,18 @@ from trunner.kube.config import KubeConfig
 from trunner.kube.errors import (
     ApiError,
     KubeError,
-    ServerError,
-    StatusParseError,
     TooManyRequests,
     TransportError,
     Unauthorized,
-    error_for_status,
     error_from_response,
-    parse_status,
+    transport_error,
 )
+from trunner.kube.params import Params, query_items
 from trunner.kube.ratelimit import TokenBucket
 from trunner.kube.tls import load_client_certificate, ssl_context
+from trunner.kube.watch import WatchEvent, watch_events
+from trunner.kube.websocket import HandshakeStream, handshake, reader_nursery, single_exception, ws_failure
 from trunner.retry import exponential_backoff, parse_retry_after
-
-ParamValue = str | int | float | bool | Sequence[str]
-Params = Mapping[str, ParamValue]
 
 USER_AGENT = "trunner"
 
@@ -79,77 +76,7 @@ class RetryPolicy:
     max_delay: float = 8.0
 
 
-class WatchEventType(enum.Enum):
-    ADDED = "ADDED"
-    MODIFIED = "MODIFIED"
-    DELETED = "DELETED"
-    BOOKMARK = "BOOKMARK"
-
-
-@attrs.frozen
-class WatchEvent:
-    """One watch event. ``ERROR`` events are raised as :class:`~trunner.kube.errors.ApiError`
-    (an ``Expired`` for 410) instead of being returned."""
-
-    type: WatchEventType
-    object: dict[str, Any]
-
-    @property
-    def resource_version(self) -> str:
-        metadata = self.object.get("metadata") or {}
-        value = metadata.get("resourceVersion", "") if isinstance(metadata, dict) else ""
-        return str(value)
-
-
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
-
-
-def _query_items(params: Params | None) -> tuple[tuple[str, str], ...]:
-    items: list[tuple[str, str]] = []
-    for key, value in (params or {}).items():
-        if isinstance(value, bool):
-            items.append((key, "true" if value else "false"))
-        elif isinstance(value, str | int | float):
-            items.append((key, str(value)))
-        else:
-            items.extend((key, str(part)) for part in value)
-    return tuple(items)
-
-
-def _single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception a nursery wrapped, or the group itself when it holds several."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
-
-
-@asynccontextmanager
-async def _reader_nursery() -> AsyncIterator[trio.Nursery]:
-    """A nursery for a WebSocket's reader task that keeps running while the caller is being
-    cancelled, until this context exits: the close handshake after a cancelled exec needs the
-    reader to receive the server's close frame, or ``aclose`` waits out its whole timeout."""
-    async with trio.open_nursery() as outer:
-        shield = trio.CancelScope(shield=True)
-
-        async def hold(task_status: trio.TaskStatus[trio.Nursery]) -> None:
-            with shield:
-                async with trio.open_nursery() as inner:
-                    task_status.started(inner)
-                    await trio.sleep_forever()
-
-        nursery: trio.Nursery = await outer.start(hold)
-        try:
-            yield nursery
-        finally:
-            shield.cancel()
 
 
 class KubeClient:
@@ -321,7 +248,7 @@ class KubeClient:
                     response = await self._http.request(
                         method,
                         path,
-                        params=httpx.QueryParams(_query_items(params)),
+                        params=httpx.QueryParams(query_items(params)),
                         content=body,
                         headers=headers,
                         extensions=self._extensions,
@@ -329,7 +256,7 @@ class KubeClient:
             except trio.TooSlowError:
                 raise TransportError(f"{method} {path}: no answer within {limit:g} s") from None
             except httpx.HTTPError as exc:
-                raise _transport_error(method, path, exc) from None
+                raise transport_error(method, path, exc) from None
             if response.status_code >= 400:
                 raise error_from_response(
                     response.status_code,
@@ -360,7 +287,7 @@ class KubeClient:
         ``resource_version`` seen). ``ERROR`` events raise their typed error (``Expired`` for a
         too old resourceVersion: list again). No data for ``read_timeout`` seconds (set it above
         the ``timeoutSeconds`` param) raises :class:`TransportError`."""
-        query = (*_query_items(params), ("watch", "1"))
+        query = (*query_items(params), ("watch", "1"))
         connect_limit = self.settings.k8s_api_timeout
         timeout = httpx.Timeout(connect_limit, read=read_timeout)
 
@@ -390,12 +317,12 @@ class KubeClient:
             except trio.TooSlowError:
                 raise TransportError(f"watch {path}: no answer within {connect_limit:g} s") from None
             except httpx.HTTPError as exc:
-                raise _transport_error("GET", path, exc) from None
+                raise transport_error("GET", path, exc) from None
             return response
 
         response: httpx.Response = await self._with_retries("GET", attempt)
         try:
-            yield _watch_events(response, path, read_timeout)
+            yield watch_events(response, path, read_timeout)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await response.aclose()
@@ -423,15 +350,23 @@ class KubeClient:
         the handshake. The socket is closed (shielded, bounded by ``close_timeout``) on exit."""
         limit = self.settings.k8s_api_timeout if connect_timeout is None else connect_timeout
         offered = list(subprotocols)
-        resource = path + ("?" + urlencode(_query_items(params)) if params else "")
+        resource = path + ("?" + urlencode(query_items(params)) if params else "")
         reauthenticated = False
         while True:
             await self.limiter.acquire()
             connected = False
-            watched: list[_HandshakeStream] = []
+            watched: list[HandshakeStream] = []
             try:
-                async with _reader_nursery() as nursery:
-                    ws = await self._ws_handshake(
+                async with reader_nursery() as nursery:
+                    headers = [
+                        (k.lower().encode(), v.encode()) for k, v in (await self._auth_headers()).items()
+                    ]
+                    headers.append((b"user-agent", USER_AGENT.encode()))
+                    ws = await handshake(
+                        self.config.server,
+                        self._tls,
+                        self.config.tls_server_name,
+                        headers,
                         nursery,
                         resource,
                         offered,
@@ -447,235 +382,21 @@ class KubeClient:
                             await ws.aclose()
                 return
             except BaseExceptionGroup as group:
-                single = _single_exception(group)
+                single = single_exception(group)
                 if connected:
                     raise single from None
-                error = _ws_failure(single, path, watched)
+                error = ws_failure(single, path, watched)
             except (trio_websocket.ConnectionRejected, KubeError) as exc:
                 if connected:
                     raise
-                error = _ws_failure(exc, path, watched)
+                error = ws_failure(exc, path, watched)
             if isinstance(error, Unauthorized) and not reauthenticated and self._auth.invalidate():
                 reauthenticated = True
                 continue
             raise error
-
-    async def _ws_handshake(
-        self,
-        nursery: trio.Nursery,
-        resource: str,
-        offered: list[str],
-        limit: float,
-        sizes: tuple[int, int, int],
-        watched: list[_HandshakeStream],
-    ) -> trio_websocket.WebSocketConnection:
-        url = urlsplit(self.config.server)
-        host = url.hostname or ""
-        port = url.port or (443 if url.scheme == "https" else 80)
-        host_header = url.netloc
-        headers = [(k.lower().encode(), v.encode()) for k, v in (await self._auth_headers()).items()]
-        headers.append((b"user-agent", USER_AGENT.encode()))
-        max_message_size, receive_buffer_size, message_queue_size = sizes
-        where = resource.split("?")[0]
-        try:
-            with trio.fail_after(limit):
-                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-                stream = await trio.open_tcp_stream(host, port)
-                if self._tls is not None:
-                    stream = trio.SSLStream(
-                        stream,
-                        self._tls,
-                        server_hostname=self.config.tls_server_name or host,
-                        https_compatible=True,
-                    )
-                    await stream.do_handshake()
-                watched.append(_HandshakeStream(stream))
-                ws = await trio_websocket.wrap_client_stream(
-                    nursery,
-                    cast(Any, watched[0]),
-                    host_header,
-                    (url.path.rstrip("/") + resource) if url.path not in ("", "/") else resource,
-                    subprotocols=offered or None,
-                    extra_headers=headers,
-                    message_queue_size=message_queue_size,
-                    max_message_size=max_message_size,
-                    receive_buffer_size=receive_buffer_size,
-                )
-                watched[0].handshake_done()
-        except trio.TooSlowError:
-            raise TransportError(f"websocket {where}: no handshake within {limit:g} s") from None
-        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            raise TransportError(f"websocket {where}: cannot connect: {_describe(exc)}") from None
-        if offered and ws.subprotocol not in offered:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await ws.aclose()
-            raise TransportError(
-                f"websocket {where}: server chose subprotocol {ws.subprotocol!r}, expected one of {offered}"
-            )
-        return ws
-
-
-def _ws_failure(exc: BaseException, path: str, watched: list[_HandshakeStream]) -> KubeError:
-    """The error for a WebSocket that failed before it was open. Anything the library raised
-    while handling a bad answer (it crashes on some) becomes a :class:`TransportError`
-    describing the answer; cancellation and other BaseExceptions propagate."""
-    if isinstance(exc, trio_websocket.ConnectionRejected):
-        return error_from_response(exc.status_code, exc.body or b"")
-    if isinstance(exc, KubeError):
-        return exc
-    if not isinstance(exc, Exception):
-        raise exc
-    answer = watched[0].answer_summary() if watched else None
-    if answer is not None:
-        return TransportError(f"websocket {path}: the handshake answer was not accepted ({answer})")
-    return TransportError(f"websocket {path}: handshake failed: {_describe(exc)}")
 
 
 def _encode(body: Any) -> bytes:
     if isinstance(body, bytes):
         return body
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def _describe(exc: BaseException) -> str:
-    """The messages along an exception's cause chain (httpx and trio wrap the SSL error that
-    says what actually went wrong)."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        text = str(current).strip()
-        if text and text not in parts:
-            parts.append(text)
-        current = current.__cause__ or current.__context__
-    return ": ".join(parts) or "connection failed"
-
-
-def _transport_error(method: str, path: str, exc: httpx.HTTPError) -> TransportError:
-    not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    return TransportError(
-        f"{method} {path}: {type(exc).__name__}: {_describe(exc)}", request_not_sent=not_sent
-    )
-
-
-class _HandshakeStream(trio.abc.Stream):
-    """Passes a stream through, watching the handshake answer. x/net answers a failed handshake
-    with a bare status line and closes (no Content-Length), and wsproto rejects a 101 it does not
-    like by closing the stream; in both cases trio-websocket would wait for the handshake until
-    the connect timeout. Here an end of stream during the handshake raises at once: the
-    rejection (``ConnectionRejected`` with the status and body) or a :class:`TransportError`."""
-
-    _KEEP = 64 * 1024
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self._inner = inner
-        self._answer = bytearray()
-        self._watching = True
-        self.transport_stream = inner
-
-    def handshake_done(self) -> None:
-        self._watching = False
-        self._answer = bytearray()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if not self._watching:
-            return await self._inner.receive_some(max_bytes)
-        try:
-            data = await self._inner.receive_some(max_bytes)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise self.failure() from None
-        if not data:
-            raise self.failure()
-        if len(self._answer) < self._KEEP:
-            self._answer += data[: self._KEEP - len(self._answer)]
-        return data
-
-    def _head(self) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes, str] | None:
-        head, found, body = bytes(self._answer).partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if not found or len(parts) < 2 or not parts[1].isdigit():
-            return None
-        headers = tuple(
-            (name.strip().lower().encode(), value.strip().encode())
-            for name, _, value in (line.partition(":") for line in lines[1:])
-        )
-        return int(parts[1]), headers, body, lines[0]
-
-    def answer_summary(self) -> str | None:
-        """The status line and chosen subprotocol of a complete 101 answer, if one was seen."""
-        head = self._head()
-        if head is None or head[0] != 101:
-            return None
-        chosen = dict(head[1]).get(b"sec-websocket-protocol", b"").decode("latin-1")
-        return f"{head[3]}; Sec-WebSocket-Protocol: {chosen or '(none)'}"
-
-    def failure(self) -> Exception:
-        """The error for a stream that ended during the handshake."""
-        head = self._head()
-        if head is None:
-            return TransportError("the connection closed during the websocket handshake")
-        code, headers, body, _ = head
-        if code == 101:
-            return TransportError(
-                f"the websocket handshake answer was not accepted ({self.answer_summary()})"
-            )
-        return trio_websocket.ConnectionRejected(code, headers, body)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._inner.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _WatchEvents:
-    """Async iterator over the JSON lines of a watch response."""
-
-    def __init__(self, response: httpx.Response, path: str, read_timeout: float) -> None:
-        self._lines = response.aiter_lines()
-        self._path = path
-        self._read_timeout = read_timeout
-
-    def __aiter__(self) -> _WatchEvents:
-        return self
-
-    async def __anext__(self) -> WatchEvent:
-        while True:
-            try:
-                line = await self._lines.__anext__()
-            except httpx.ReadTimeout:
-                raise TransportError(f"watch {self._path}: no data for {self._read_timeout:g} s") from None
-            except httpx.HTTPError as exc:
-                raise _transport_error("GET", self._path, exc) from None
-            if line.strip():
-                return _parse_event(line, self._path)
-
-
-def _watch_events(response: httpx.Response, path: str, read_timeout: float) -> AsyncIterator[WatchEvent]:
-    return _WatchEvents(response, path, read_timeout)
-
-
-def _parse_event(line: str, path: str) -> WatchEvent:
-    try:
-        raw = json.loads(line)
-    except json.JSONDecodeError:
-        raise TransportError(f"watch {path}: event is not JSON: {line[:200]!r}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("object"), dict):
-        raise TransportError(f"watch {path}: event without an object: {line[:200]!r}")
-    kind = raw.get("type")
-    if kind == "ERROR":
-        try:
-            status = parse_status(raw["object"])
-        except StatusParseError as exc:
-            raise ServerError(500, parse_status({"message": f"watch error event: {exc}"})) from None
-        raise error_for_status(status.code or 500, status)
-    try:
-        event_type = WatchEventType(kind)
-    except ValueError:
-        raise TransportError(f"watch {path}: unknown event type {kind!r}") from None
-    return WatchEvent(event_type, raw["object"])

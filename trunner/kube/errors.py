@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import attrs
+import httpx
 
 from trunner.config import ConfigError
 from trunner.wire import WireConverter, WireError, structure
@@ -226,3 +227,25 @@ def error_from_response(code: int, body: bytes, *, retry_after: float | None = N
             code=code,
         )
     return error_for_status(code, status, retry_after=retry_after)
+
+
+def describe(exc: BaseException) -> str:
+    """The messages along an exception's cause chain (httpx and trio wrap the SSL error that
+    says what actually went wrong)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text and text not in parts:
+            parts.append(text)
+        current = current.__cause__ or current.__context__
+    return ": ".join(parts) or "connection failed"
+
+
+def transport_error(method: str, path: str, exc: httpx.HTTPError) -> TransportError:
+    not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return TransportError(
+        f"{method} {path}: {type(exc).__name__}: {describe(exc)}", request_not_sent=not_sent
+    )

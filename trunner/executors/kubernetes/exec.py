@@ -17,8 +17,9 @@ import trio_websocket
 
 from trunner.contracts import OutputFeed, Stream
 from trunner.executors.base import ExitKind, ExitResult
-from trunner.kube.client import KubeClient, Params
+from trunner.kube.client import KubeClient
 from trunner.kube.errors import ApiError, KubeError, Status, StatusParseError, parse_status
+from trunner.kube.params import Params
 
 SUBPROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 MAX_MESSAGE_SIZE = 32 * 1024 * 1024

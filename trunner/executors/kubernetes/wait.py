@@ -19,9 +19,10 @@ import trio
 from trunner.contracts import OutputFeed
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.kubernetes.podstate import PodState, PodVerdict, evaluate
-from trunner.kube.client import KubeClient, WatchEventType
+from trunner.kube.client import KubeClient
 from trunner.kube.errors import Expired, KubeError
 from trunner.kube.objects import ObjectError, PodObservation, PodObservationList, from_wire, lenient
+from trunner.kube.watch import WatchEventType
 
 logger = logging.getLogger("trunner.kube.wait")
 

@@ -1,0 +1,90 @@
+"""A watch: the API server's stream of JSON events about a collection, one per line."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import httpx
+
+from trunner.kube.errors import (
+    ServerError,
+    StatusParseError,
+    TransportError,
+    error_for_status,
+    parse_status,
+    transport_error,
+)
+
+
+class WatchEventType(enum.Enum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+    BOOKMARK = "BOOKMARK"
+
+
+@attrs.frozen
+class WatchEvent:
+    """One watch event. ``ERROR`` events are raised as :class:`~trunner.kube.errors.ApiError`
+    (an ``Expired`` for 410) instead of being returned."""
+
+    type: WatchEventType
+    object: dict[str, Any]
+
+    @property
+    def resource_version(self) -> str:
+        metadata = self.object.get("metadata") or {}
+        value = metadata.get("resourceVersion", "") if isinstance(metadata, dict) else ""
+        return str(value)
+
+
+class WatchEvents:
+    """Async iterator over the JSON lines of a watch response."""
+
+    def __init__(self, response: httpx.Response, path: str, read_timeout: float) -> None:
+        self._lines = response.aiter_lines()
+        self._path = path
+        self._read_timeout = read_timeout
+
+    def __aiter__(self) -> WatchEvents:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        while True:
+            try:
+                line = await self._lines.__anext__()
+            except httpx.ReadTimeout:
+                raise TransportError(f"watch {self._path}: no data for {self._read_timeout:g} s") from None
+            except httpx.HTTPError as exc:
+                raise transport_error("GET", self._path, exc) from None
+            if line.strip():
+                return parse_event(line, self._path)
+
+
+def watch_events(response: httpx.Response, path: str, read_timeout: float) -> AsyncIterator[WatchEvent]:
+    return WatchEvents(response, path, read_timeout)
+
+
+def parse_event(line: str, path: str) -> WatchEvent:
+    try:
+        raw = json.loads(line)
+    except json.JSONDecodeError:
+        raise TransportError(f"watch {path}: event is not JSON: {line[:200]!r}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("object"), dict):
+        raise TransportError(f"watch {path}: event without an object: {line[:200]!r}")
+    kind = raw.get("type")
+    if kind == "ERROR":
+        try:
+            status = parse_status(raw["object"])
+        except StatusParseError as exc:
+            raise ServerError(500, parse_status({"message": f"watch error event: {exc}"})) from None
+        raise error_for_status(status.code or 500, status)
+    try:
+        event_type = WatchEventType(kind)
+    except ValueError:
+        raise TransportError(f"watch {path}: unknown event type {kind!r}") from None
+    return WatchEvent(event_type, raw["object"])
