@@ -231,7 +231,7 @@ def test_faktory_mode_runs_the_faktory_worker_from_a_secret(chart: helm.Chart) -
     environ["FAKTORY_URL"] = "tcp+tls://:pw@faktory.example.com:7419"
     file = yaml.safe_load(rendered.one("ConfigMap")["data"]["trunner.yaml"])
     source = trunner_config.SettingsSource(args=args, environ=environ, file=file, source_name="trunner.yaml")
-    mode = importlib.import_module(MODES[args.mode])
+    mode = MODES[args.mode]
     source.check(RunSettings, LogSettings, JobRunSettings, *registry.settings_classes(), *mode.SETTINGS)
     assert source.get(FaktorySettings).queues == ("runner-high", "runner")
     location = locate_server(environ)
