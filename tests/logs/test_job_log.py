@@ -11,7 +11,7 @@ import attrs
 import pytest
 import trio
 
-from tests.fakes import Chunk, RecordingSink, ScriptedExecutor
+from tests.doubles.executors import Chunk, RecordingSink, ScriptedExecutor
 from trunner.contracts import Stream
 from trunner.job import run_job
 from trunner.logs import spool as spool_module
