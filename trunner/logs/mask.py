@@ -41,6 +41,10 @@ _HEAD = 8
 """Needles longer than this are found as possible partial matches by their first bytes."""
 
 _DFA_LIMIT = 256 * 1024
+
+_SEARCH_PREFIX = 4096
+"""Needles longer than this are searched by their first bytes and then compared whole, which
+keeps the automaton (its build time and memory) small for very long secrets."""
 """Total needle bytes up to which the automaton is a DFA (fastest; its tables grow with the
 needles), beyond which it is a contiguous NFA."""
 
@@ -106,6 +110,8 @@ class Masker:
         self.needles = sorted(needles)
         self.max_needle = max(map(len, self.needles), default=0)
         self._automaton: ahocorasick_rs.BytesAhoCorasick | None = None
+        self._wholes: list[list[bytes]] = []
+        self._has_long = False
         self._prefixes: set[bytes] = set()
         self._heads: ahocorasick_rs.BytesAhoCorasick | None = None
         self._by_head: list[list[bytes]] = []
@@ -113,13 +119,18 @@ class Masker:
             self._build()
 
     def _build(self) -> None:
-        total = sum(map(len, self.needles))
+        by_pattern: dict[bytes, list[bytes]] = {}
+        for needle in self.needles:
+            by_pattern.setdefault(needle[:_SEARCH_PREFIX], []).append(needle)
+        patterns = sorted(by_pattern)
+        self._wholes = [by_pattern[pattern] for pattern in patterns]
+        self._has_long = self.max_needle > _SEARCH_PREFIX
         implementation = (
             ahocorasick_rs.Implementation.DFA
-            if total <= _DFA_LIMIT
+            if sum(map(len, patterns)) <= _DFA_LIMIT
             else ahocorasick_rs.Implementation.ContiguousNFA
         )
-        self._automaton = ahocorasick_rs.BytesAhoCorasick(self.needles, implementation=implementation)
+        self._automaton = ahocorasick_rs.BytesAhoCorasick(patterns, implementation=implementation)
         by_head: dict[bytes, list[bytes]] = {}
         for needle in self.needles:
             self._prefixes.update(needle[:k] for k in range(1, min(len(needle), _HEAD)))
@@ -169,11 +180,24 @@ class Masker:
                 return size - rest
         return size
 
+    def _whole_matches(self, buf: bytes, matches: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """Matches of the needles behind each matched search pattern (a long needle's prefix)."""
+        found = []
+        for index, start, end in matches:
+            for needle in self._wholes[index]:
+                if len(needle) == end - start:
+                    found.append((index, start, end))
+                elif buf.startswith(needle, start):
+                    found.append((index, start, start + len(needle)))
+        return found
+
     def _release(self, buf: bytes, hold: int, carry: int, open_: bool) -> tuple[bytes, int, bool]:
         """Masked ``buf[:hold]``; the bytes of a masked range that continue past ``hold``; and
         whether the released text ends inside a mask that a range starting at ``hold`` continues."""
         assert self._automaton is not None
         matches = self._automaton.find_matches_as_indexes(buf, overlapping=True)
+        if self._has_long and matches:
+            matches = self._whole_matches(buf, matches)
         if not matches and not carry:
             return (buf if hold == len(buf) else buf[:hold]), 0, False
         pieces: list[bytes] = []

@@ -101,27 +101,28 @@ def _base64(value: str) -> Iterator[str | bytes]:
             yield _wrapped(encoded)
 
 
-def _percent(raw: bytes, safe: bytes, plus: bool) -> Iterator[str | bytes]:
-    out = []
-    for byte in raw:
-        if byte == 0x20 and plus:
-            out.append("+")
-        elif (0x30 <= byte <= 0x39) or (0x41 <= byte <= 0x5A) or (0x61 <= byte <= 0x7A) or byte in safe:
-            out.append(chr(byte))
-        else:
-            out.append(f"%{byte:02X}")
-    upper = "".join(out)
-    yield upper
-    yield re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), upper)
+def _percent_table(safe: bytes, plus: bool, hex_format: str) -> list[str]:
+    unreserved = set(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" + safe)
+    table = [chr(byte) if byte in unreserved else hex_format % byte for byte in range(256)]
+    if plus:
+        table[0x20] = "+"
+    return table
+
+
+_PERCENT_TABLES = [
+    _percent_table(safe, plus, hex_format)
+    for safe in (b"-._~", b"-._~/", b"-._*")
+    for plus in (False, True)
+    for hex_format in ("%%%02X", "%%%02x")
+]
 
 
 def _url(value: str) -> Iterator[str | bytes]:
-    """RFC 3986 escaping (``-._~`` unreserved), with and without ``/`` kept, and form encoding
-    (space as ``+``), each with upper- and lower-case hex."""
+    """RFC 3986 escaping (``-._~`` unreserved), with ``/`` kept or not, JavaScript's ``*`` kept,
+    and form encoding (space as ``+``), each with upper- and lower-case hex."""
     raw = raw_bytes(value)
-    for safe in (b"-._~", b"-._~/", b"-._*"):
-        yield from _percent(raw, safe, plus=False)
-        yield from _percent(raw, safe, plus=True)
+    for table in _PERCENT_TABLES:
+        yield "".join(map(table.__getitem__, raw))
 
 
 def _json(value: str) -> Iterator[str | bytes]:
@@ -130,41 +131,39 @@ def _json(value: str) -> Iterator[str | bytes]:
     yield json.dumps(value)[1:-1].replace("/", "\\/")
 
 
-def _ansi_c(value: str, ascii_only: bool) -> str:
-    out = []
-    for char in value:
-        if char in _ANSI_C:
-            out.append(_ANSI_C[char])
-        elif char < " " or char == "\x7f":
-            out.append(f"\\{ord(char):03o}")
-        elif ascii_only and char > "\x7f":
-            out.extend(f"\\{byte:03o}" for byte in raw_bytes(char))
-        else:
-            out.append(char)
-    return "".join(out)
+def _ansi_c_table(ascii_only: bool) -> list[str]:
+    table = [chr(byte) for byte in range(256)]
+    for byte in (*range(0x20), 0x7F, *(range(0x80, 0x100) if ascii_only else ())):
+        table[byte] = f"\\{byte:03o}"
+    for char, escape in _ANSI_C.items():
+        table[ord(char)] = escape
+    return table
 
 
-def _needs_ansi_c(value: str) -> bool:
-    return any(char < " " or char == "\x7f" for char in value)
+_ANSI_C_BYTES = _ansi_c_table(ascii_only=True)
+_ANSI_C_CHARS = dict(enumerate(_ansi_c_table(ascii_only=False)[:0x80]))
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_PRINTF_Q = {ord(char): "\\" + char for char in _PRINTF_Q_ANYWHERE}
+_XML_TABLE = {ord(char): escape for char, escape in _XML.items()}
 
 
 def _shell(value: str) -> Iterator[str | bytes]:
     """What ``set -x`` (bash) and ``printf %q`` print for the value, without the outer quotes.
 
-    dash's ``set -x`` prints words unquoted: the plain form."""
+    A value with control characters is printed ``$'...'`` with C escapes (octal for the rest, and
+    in the C locale for each byte of a non-ASCII character). dash's ``set -x`` prints words
+    unquoted: the plain form."""
     yield value.replace("'", "'\\''")
     yield value.replace("'", "'\"'\"'")
-    if _needs_ansi_c(value) or "\n" in value or "\t" in value:
-        yield _ansi_c(value, ascii_only=False)
-        yield _ansi_c(value, ascii_only=True)
-    yield "".join(
-        "\\" + char if char in _PRINTF_Q_ANYWHERE or (index == 0 and char in _PRINTF_Q_FIRST) else char
-        for index, char in enumerate(value)
-    )
+    if _CONTROL.search(value):
+        yield value.translate(_ANSI_C_CHARS)
+        yield "".join(map(_ANSI_C_BYTES.__getitem__, raw_bytes(value)))
+    quoted = value.translate(_PRINTF_Q)
+    yield "\\" + quoted if quoted[:1] in _PRINTF_Q_FIRST else quoted
 
 
 def _xml(value: str) -> Iterator[str | bytes]:
-    yield "".join(_XML.get(char, char) for char in value)
+    yield value.translate(_XML_TABLE)
     yield html.escape(value, quote=True)
 
 
