@@ -1,5 +1,5 @@
-"""Retrying, in one place: the delay formula, the ``Retry-After`` header, and the delivery loop
-every sink call goes through."""
+"""Retrying, in one place: the delay formula, the policy of a client's call, the ``Retry-After``
+header, and the delivery loop every sink call goes through."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+import attrs
 import trio
 
 _MAX_DOUBLINGS = 32
@@ -19,6 +20,25 @@ def exponential_backoff(retry: int, *, base: float, cap: float, rng: random.Rand
     jittered to 50-100 % so that many clients failing together do not retry together."""
     ceiling = min(cap, base * 2.0 ** min(retry, _MAX_DOUBLINGS))
     return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How a client retries one call: at most ``max_retries`` retries after the first attempt,
+    waits doubling from ``base`` up to ``cap`` (unless the server says how long)."""
+
+    max_retries: int
+    total: float
+    """Seconds the call may spend retrying: a retry whose wait would end later is not made."""
+    base: float = 1.0
+    cap: float = 30.0
+
+    def backoff(self, retry: int, rng: random.Random | None = None) -> float:
+        """Wait before retry number ``retry`` (0-based), jittered as :func:`exponential_backoff`."""
+        return exponential_backoff(retry, base=self.base, cap=self.cap, rng=rng)
+
+
+NO_RETRIES = RetryPolicy(max_retries=0, total=0.0)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -6,25 +6,26 @@ from __future__ import annotations
 import itertools
 import json
 
+import attrs
 import pytest
 import trio
 
 from tests.doubles.kube import matching, serve_kube_api
 from tests.kube.transport_support import NS, POD, client_for
-from trunner.kube.client import KubeApiSettings, RetryPolicy
+from trunner.kube.client import DEFAULT_RETRY, KubeApiSettings
 from trunner.kube.errors import (
     AlreadyExists,
-    ApiError,
     BadRequest,
     Conflict,
     Expired,
     Forbidden,
+    InternalError,
     Invalid,
     NotFound,
-    ServerError,
     Status,
     StatusCause,
     StatusDetails,
+    StatusError,
     TooManyRequests,
     TransportError,
     Unauthorized,
@@ -152,7 +153,7 @@ async def test_5xx_with_retry_after_is_retried_even_for_post(autojump_clock: tri
 async def test_5xx_without_retry_after_post_is_not_retried(autojump_clock: trio.testing.MockClock) -> None:
     async with serve_kube_api() as api, client_for(api) as client:
         api.fail(500, "InternalError", "Internal error occurred: etcdserver: request timed out")
-        with pytest.raises(ServerError, match="etcdserver"):
+        with pytest.raises(InternalError, match="etcdserver"):
             await client.request("POST", CONFIGMAPS, json=configmap("c"))
         assert len(api.requests) == 1
 
@@ -172,15 +173,21 @@ async def test_5xx_get_is_retried_with_growing_jittered_backoff(
 
 
 async def test_retries_are_bounded_by_attempts(autojump_clock: trio.testing.MockClock) -> None:
-    async with serve_kube_api() as api, client_for(api, retry=RetryPolicy(max_attempts=4)) as client:
+    async with (
+        serve_kube_api() as api,
+        client_for(api, retry=attrs.evolve(DEFAULT_RETRY, max_retries=3)) as client,
+    ):
         api.fail(503, "ServiceUnavailable", "down", times=100)
-        with pytest.raises(ServerError):
+        with pytest.raises(InternalError):
             await client.request("GET", PODS)
         assert len(api.requests) == 4
 
 
 async def test_retries_are_bounded_by_total_time(autojump_clock: trio.testing.MockClock) -> None:
-    async with serve_kube_api() as api, client_for(api, retry=RetryPolicy(max_total=10)) as client:
+    async with (
+        serve_kube_api() as api,
+        client_for(api, retry=attrs.evolve(DEFAULT_RETRY, total=10)) as client,
+    ):
         api.throttle(times=100, retry_after=4)
         started = trio.current_time()
         with pytest.raises(TooManyRequests) as caught:
@@ -218,7 +225,7 @@ async def test_dropped_connection_post_is_not_retried(autojump_clock: trio.testi
 
 
 async def test_per_call_timeout(autojump_clock: trio.testing.MockClock) -> None:
-    retry = RetryPolicy(max_attempts=1)
+    retry = attrs.evolve(DEFAULT_RETRY, max_retries=0)
     async with serve_kube_api() as api, client_for(api, retry=retry) as client:
         api.delay(100)
         started = trio.current_time()
@@ -306,7 +313,12 @@ def test_status_body_parsed_into_typed_error() -> None:
             "Too many requests, please try again later.",
         ),
         (403, b"", Forbidden, "HTTP 403 with an empty body"),
-        (502, b"<html><body>Bad Gateway</body></html>", ServerError, "<html><body>Bad Gateway</body></html>"),
+        (
+            502,
+            b"<html><body>Bad Gateway</body></html>",
+            InternalError,
+            "<html><body>Bad Gateway</body></html>",
+        ),
         (404, b'{"message": 5}', NotFound, '{"message": 5}'),
         (
             410,
@@ -315,10 +327,10 @@ def test_status_body_parsed_into_typed_error() -> None:
             "too old",
         ),
         (409, b'{"status":"Failure","reason":"Conflict","message":"modified"}', Conflict, "modified"),
-        (418, b"teapot", ApiError, "teapot"),
+        (418, b"teapot", StatusError, "teapot"),
     ],
 )
-def test_error_bodies_of_every_shape(code: int, body: bytes, cls: type[ApiError], message: str) -> None:
+def test_error_bodies_of_every_shape(code: int, body: bytes, cls: type[StatusError], message: str) -> None:
     error = error_from_response(code, body)
     assert type(error) is cls
     assert error.code == code

@@ -12,7 +12,7 @@ from tests.doubles.kube import PodBehaviour, serve_kube_api
 from tests.doubles.kube_store import ApiFailure, label_matcher, merge_patch, selector_string
 from tests.kube.transport_support import NS, POD, client_for
 from trunner.kube.client import KubeClient
-from trunner.kube.errors import ApiError, BadRequest, Conflict, Invalid, NotFound
+from trunner.kube.errors import BadRequest, Conflict, Invalid, NotFound, StatusError
 from trunner.kube.watch import WatchEventType
 
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
@@ -73,7 +73,7 @@ async def test_merge_patch_and_its_resource_version_precondition(
             await client.request(
                 "PATCH", f"{DEPLOYMENTS}/runner", json={"metadata": {"resourceVersion": "1"}}
             )
-        with pytest.raises(ApiError, match="415 UnsupportedMediaType"):
+        with pytest.raises(StatusError, match="415 UnsupportedMediaType"):
             await client.request(
                 "PATCH",
                 f"{DEPLOYMENTS}/runner",
@@ -318,7 +318,7 @@ async def test_scale_subresource_validation_and_preconditions(autojump_clock: tr
         deployment = api.get("deployments", "runner", namespace=NS, api_version="apps/v1")
         assert deployment is not None
         assert deployment["spec"] == {"replicas": 6, "selector": {"matchLabels": {"app": "runner"}}}
-        with pytest.raises(ApiError, match="405 MethodNotAllowed"):
+        with pytest.raises(StatusError, match="405 MethodNotAllowed"):
             await client.request("DELETE", scale_path)
         with pytest.raises(NotFound, match='deployments.apps "other" not found'):
             await client.request("GET", f"{DEPLOYMENTS}/other/scale")

@@ -14,8 +14,9 @@ import trustme
 from tests.doubles.kube import KubeApiDouble, serve_kube_api
 from trunner.contracts import Stream
 from trunner.kube.auth import AuthSpec, StaticAuth
-from trunner.kube.client import KubeApiSettings, KubeClient, RetryPolicy
+from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.config import KubeConfig
+from trunner.retry import RetryPolicy
 
 NS = "ci"
 

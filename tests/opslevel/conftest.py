@@ -10,8 +10,9 @@ import trio.testing
 from prometheus_client import CollectorRegistry
 
 from tests.doubles.opslevel import OpsLevelDouble
-from trunner.opslevel.client import OpsLevelClient, RetryPolicy, graphql_endpoint
+from trunner.opslevel.client import OpsLevelClient, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
+from trunner.retry import RetryPolicy
 
 
 @pytest.fixture

@@ -26,9 +26,7 @@ from tests.doubles.opslevel import (
 )
 from trunner import __version__
 from trunner.opslevel.client import (
-    NO_RETRIES,
     OpsLevelClient,
-    RetryPolicy,
     graphql_endpoint,
 )
 from trunner.opslevel.errors import (
@@ -54,6 +52,7 @@ from trunner.opslevel.operations import (
     RunnerRegisterPayload,
 )
 from trunner.opslevel.settings import ApiSettings
+from trunner.retry import NO_RETRIES, RetryPolicy
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:

@@ -22,7 +22,7 @@ from tests.kube.transport_support import NS, client_for
 from trunner.config import ConfigError, SettingsSource, load
 from trunner.kube.client import KubeClient
 from trunner.kube.leader import LeaderElector, LeaseTimings
-from trunner.opslevel.client import OpsLevelClient, RetryPolicy, graphql_endpoint
+from trunner.opslevel.client import OpsLevelClient, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.opslevel.scaling import (
     DELETION_COST_ANNOTATION,
@@ -37,6 +37,7 @@ from trunner.opslevel.scaling import (
     run_scaling,
     serve_scaling,
 )
+from trunner.retry import RetryPolicy
 
 DEPLOYMENT = "runner"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{DEPLOYMENT}"

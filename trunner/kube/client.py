@@ -32,8 +32,8 @@ from trunner.config import positive, setting
 from trunner.kube.auth import Authenticator, Credentials, authenticator
 from trunner.kube.config import KubeConfig
 from trunner.kube.errors import (
-    ApiError,
     KubeError,
+    StatusError,
     TooManyRequests,
     TransportError,
     Unauthorized,
@@ -45,7 +45,7 @@ from trunner.kube.ratelimit import TokenBucket
 from trunner.kube.tls import load_client_certificate, ssl_context
 from trunner.kube.watch import WatchEvent, watch_events
 from trunner.kube.websocket import HandshakeStream, handshake, reader_nursery, single_exception, ws_failure
-from trunner.retry import exponential_backoff, parse_retry_after
+from trunner.retry import RetryPolicy, parse_retry_after
 
 USER_AGENT = "trunner"
 
@@ -66,14 +66,7 @@ class KubeApiSettings:
     k8s_context: str = setting("", help="kubeconfig context to use (empty: the current-context).")
 
 
-@attrs.frozen
-class RetryPolicy:
-    """Retries of one call: at most ``max_attempts`` tries within ``max_total`` seconds."""
-
-    max_attempts: int = 8
-    max_total: float = 60.0
-    base_delay: float = 0.25
-    max_delay: float = 8.0
+DEFAULT_RETRY = RetryPolicy(max_retries=7, total=60.0, base=0.25, cap=8.0)
 
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -127,7 +120,7 @@ class KubeClient:
         client = cls(
             config,
             settings,
-            retry=retry or RetryPolicy(),
+            retry=retry or DEFAULT_RETRY,
             auth=auth or authenticator(config.auth),
             http=http,
             tls=tls,
@@ -170,13 +163,11 @@ class KubeClient:
     # --- retries -------------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        return exponential_backoff(
-            attempt - 1, base=self.retry.base_delay, cap=self.retry.max_delay, rng=self._rng
-        )
+        return self.retry.backoff(attempt - 1, self._rng)
 
     def _retry_delay(self, error: KubeError, method: str, attempt: int) -> float | None:
         """Seconds to wait before trying ``method`` again after ``error``, or None to give up."""
-        if isinstance(error, ApiError):
+        if isinstance(error, StatusError):
             throttled = isinstance(error, TooManyRequests) and error.code == 429
             unavailable = error.code >= 500 and (error.retry_after is not None or method in _IDEMPOTENT)
             if not (throttled or unavailable):
@@ -191,7 +182,7 @@ class KubeClient:
 
     async def _with_retries(self, method: str, call: Any) -> Any:
         """Run ``call()`` (one rate-limited attempt) until it succeeds or retrying is pointless."""
-        deadline = trio.current_time() + self.retry.max_total
+        deadline = trio.current_time() + self.retry.total
         attempt = 0
         reauthenticated = False
         while True:
@@ -205,11 +196,11 @@ class KubeClient:
                 reauthenticated = True
                 attempt -= 1
                 continue
-            except (ApiError, TransportError) as error:
+            except (StatusError, TransportError) as error:
                 delay = self._retry_delay(error, method, attempt)
                 if (
                     delay is None
-                    or attempt >= self.retry.max_attempts
+                    or attempt > self.retry.max_retries
                     or trio.current_time() + delay > deadline
                 ):
                     raise
@@ -232,7 +223,7 @@ class KubeClient:
         ``path`` starts with ``/api`` or ``/apis``. ``json`` is sent as the body:
         ``application/json``, or ``application/merge-patch+json`` for PATCH unless
         ``content_type`` says otherwise. ``timeout`` bounds each attempt (default
-        ``--k8s-api-timeout``). Raises :class:`ApiError` subclasses and :class:`TransportError`.
+        ``--k8s-api-timeout``). Raises :class:`StatusError` subclasses and :class:`TransportError`.
         """
         method = method.upper()
         limit = self.settings.k8s_api_timeout if timeout is None else timeout
@@ -344,7 +335,7 @@ class KubeClient:
     ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
         """A WebSocket to ``path`` (ws/wss from the server URL) with the cluster's TLS and the
         same credentials as REST (a 401 refreshes them once). Rejections before the upgrade
-        raise the :class:`ApiError` of the response (an empty body becomes the message
+        raise the :class:`StatusError` of the response (an empty body becomes the message
         ``HTTP 403 with an empty body``); connection problems raise :class:`TransportError`.
         The subprotocols are offered as one header line; a server answer outside them fails
         the handshake. The socket is closed (shielded, bounded by ``close_timeout``) on exit."""

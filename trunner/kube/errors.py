@@ -1,6 +1,6 @@
 """Errors from the Kubernetes API, typed by the ``metav1.Status`` the server sends.
 
-Every failure of a call surfaces as a :class:`KubeError`: an :class:`ApiError` subclass when the
+Every failure of a call surfaces as a :class:`KubeError`: an :class:`StatusError` subclass when the
 server answered (chosen by the Status ``reason``, else by the HTTP code), a
 :class:`TransportError` when it could not be reached or did not answer in time.
 """
@@ -90,7 +90,7 @@ class TransportError(KubeError):
         super().__init__(message)
 
 
-class ApiError(KubeError):
+class StatusError(KubeError):
     """The API server answered with an error. ``status`` is its ``metav1.Status`` (synthesised
     from the HTTP code and body text when the body was not a Status)."""
 
@@ -109,54 +109,54 @@ class ApiError(KubeError):
         return self.status.message
 
 
-class BadRequest(ApiError):
+class BadRequest(StatusError):
     """400"""
 
 
-class Unauthorized(ApiError):
+class Unauthorized(StatusError):
     """401: the credentials were not accepted."""
 
 
-class Forbidden(ApiError):
+class Forbidden(StatusError):
     """403: RBAC (or admission) forbids the call."""
 
 
-class NotFound(ApiError):
+class NotFound(StatusError):
     """404"""
 
 
-class MethodNotAllowed(ApiError):
+class MethodNotAllowed(StatusError):
     """405"""
 
 
-class AlreadyExists(ApiError):
+class AlreadyExists(StatusError):
     """409 with reason AlreadyExists (a create of an existing name)."""
 
 
-class Conflict(ApiError):
+class Conflict(StatusError):
     """409 otherwise (e.g. a stale ``resourceVersion`` on update)."""
 
 
-class Expired(ApiError):
+class Expired(StatusError):
     """410 Gone / reason Expired: a watch or list resourceVersion is too old; list again."""
 
 
 Gone = Expired
 
 
-class Invalid(ApiError):
+class Invalid(StatusError):
     """422: the object failed validation; ``status.details.causes`` name the fields."""
 
 
-class TooManyRequests(ApiError):
+class TooManyRequests(StatusError):
     """429: throttled (API priority and fairness) or an eviction blocked by a disruption budget."""
 
 
-class ServerError(ApiError):
+class InternalError(StatusError):
     """5xx"""
 
 
-_BY_REASON: dict[str, type[ApiError]] = {
+_BY_REASON: dict[str, type[StatusError]] = {
     "BadRequest": BadRequest,
     "Unauthorized": Unauthorized,
     "Forbidden": Forbidden,
@@ -168,13 +168,13 @@ _BY_REASON: dict[str, type[ApiError]] = {
     "Expired": Expired,
     "Invalid": Invalid,
     "TooManyRequests": TooManyRequests,
-    "InternalError": ServerError,
-    "ServerTimeout": ServerError,
-    "Timeout": ServerError,
-    "ServiceUnavailable": ServerError,
+    "InternalError": InternalError,
+    "ServerTimeout": InternalError,
+    "Timeout": InternalError,
+    "ServiceUnavailable": InternalError,
 }
 
-_BY_CODE: dict[int, type[ApiError]] = {
+_BY_CODE: dict[int, type[StatusError]] = {
     400: BadRequest,
     401: Unauthorized,
     403: Forbidden,
@@ -199,17 +199,17 @@ _REASON_FOR_CODE = {
 }
 
 
-def error_for_status(code: int, status: Status, *, retry_after: float | None = None) -> ApiError:
+def error_for_status(code: int, status: Status, *, retry_after: float | None = None) -> StatusError:
     """The typed error for ``status`` received with HTTP ``code``."""
     cls = _BY_REASON.get(status.reason)
     if cls is None:
-        cls = _BY_CODE.get(code, ServerError if code >= 500 else ApiError)
+        cls = _BY_CODE.get(code, InternalError if code >= 500 else StatusError)
     if retry_after is None and status.details is not None and status.details.retry_after_seconds:
         retry_after = float(status.details.retry_after_seconds)
     return cls(code, status, retry_after=retry_after)
 
 
-def error_from_response(code: int, body: bytes, *, retry_after: float | None = None) -> ApiError:
+def error_from_response(code: int, body: bytes, *, retry_after: float | None = None) -> StatusError:
     """The typed error for an HTTP error response. A body that is not a Status (the plain-text
     429 of the max-in-flight filter, a proxy's HTML page, an empty 403) becomes the message."""
     try:

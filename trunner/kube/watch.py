@@ -11,7 +11,7 @@ import attrs
 import httpx
 
 from trunner.kube.errors import (
-    ServerError,
+    InternalError,
     StatusParseError,
     TransportError,
     error_for_status,
@@ -29,7 +29,7 @@ class WatchEventType(enum.Enum):
 
 @attrs.frozen
 class WatchEvent:
-    """One watch event. ``ERROR`` events are raised as :class:`~trunner.kube.errors.ApiError`
+    """One watch event. ``ERROR`` events are raised as :class:`~trunner.kube.errors.StatusError`
     (an ``Expired`` for 410) instead of being returned."""
 
     type: WatchEventType
@@ -81,7 +81,7 @@ def parse_event(line: str, path: str) -> WatchEvent:
         try:
             status = parse_status(raw["object"])
         except StatusParseError as exc:
-            raise ServerError(500, parse_status({"message": f"watch error event: {exc}"})) from None
+            raise InternalError(500, parse_status({"message": f"watch error event: {exc}"})) from None
         raise error_for_status(status.code or 500, status)
     try:
         event_type = WatchEventType(kind)

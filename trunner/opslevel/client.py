@@ -38,7 +38,7 @@ from trunner.opslevel.operations import (
     structure_payload,
 )
 from trunner.opslevel.settings import ApiSettings
-from trunner.retry import exponential_backoff, parse_retry_after
+from trunner.retry import RetryPolicy, parse_retry_after
 
 V = TypeVar("V")
 P = TypeVar("P")
@@ -65,23 +65,6 @@ def graphql_endpoint(api_url: str) -> str:
 def user_agent(extras: str = "") -> str:
     base = f"trunner/{__version__} python/{platform.python_version()} {sys.platform}/{platform.machine()}"
     return f"{base} user/{extras}" if extras else base
-
-
-@attrs.frozen
-class RetryPolicy:
-    max_retries: int
-    total: float
-    """Seconds the call may spend retrying: a retry whose wait would end later is not made."""
-    base: float = 1.0
-    cap: float = 30.0
-
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """Wait before retry number ``retry`` (0-based): exponential, capped, with jitter in [50%, 100%]
-        so that many runners failing together do not retry together."""
-        return exponential_backoff(retry, base=self.base, cap=self.cap, rng=rng)
-
-
-NO_RETRIES = RetryPolicy(max_retries=0, total=0.0)
 
 
 def encode_body(operation: Operation[V, Any], variables: V) -> bytes:

@@ -23,7 +23,7 @@ from trunner.executors.base import Executor
 from trunner.http import MetricsServerSettings
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
-from trunner.opslevel.client import OpsLevelClient, RetryPolicy
+from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiAuthenticationError, ApiError
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.opslevel.operations import (
@@ -35,6 +35,7 @@ from trunner.opslevel.operations import (
 from trunner.opslevel.scaling import ScalingSettings, check_scaling, run_scaling
 from trunner.opslevel.settings import ApiSettings, PollSettings
 from trunner.opslevel.source import PendingJobSource
+from trunner.retry import RetryPolicy
 from trunner.runner import Runner, RunSettings
 from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, ServiceMode, check_settings
 

@@ -17,7 +17,7 @@ from itertools import repeat
 
 from trunner.logs.batch import Batch
 from trunner.models import JobOutcome
-from trunner.opslevel.client import NO_RETRIES, OpsLevelClient, RequestBody, encode_body
+from trunner.opslevel.client import OpsLevelClient, RequestBody, encode_body
 from trunner.opslevel.errors import ApiError
 from trunner.opslevel.operations import (
     RUNNER_APPEND_JOB_LOG,
@@ -28,7 +28,7 @@ from trunner.opslevel.operations import (
     RunnerReportJobOutcomeInput,
     rfc3339_nano,
 )
-from trunner.retry import ShipError
+from trunner.retry import NO_RETRIES, ShipError
 
 _PLACEHOLDER = '"logChunk":["@"]'
 

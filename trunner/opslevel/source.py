@@ -22,7 +22,7 @@ from trunner.logs.batch import Batch
 from trunner.logs.mask import Masker
 from trunner.logs.sinks import Sink
 from trunner.models import JobOutcome, JobStatus, Outcome, RunnerJob
-from trunner.opslevel.client import NO_RETRIES, OpsLevelClient
+from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiError, ApiTransportError
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.opslevel.operations import (
@@ -32,7 +32,7 @@ from trunner.opslevel.operations import (
 )
 from trunner.opslevel.settings import PollSettings
 from trunner.opslevel.sink import OpsLevelSink
-from trunner.retry import deliver, exponential_backoff
+from trunner.retry import NO_RETRIES, deliver, exponential_backoff
 from trunner.runner import ClaimedJob
 from trunner.wire import WireError, structure
 

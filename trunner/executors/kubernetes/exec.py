@@ -18,7 +18,7 @@ import trio_websocket
 from trunner.contracts import OutputFeed, Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.kube.client import KubeClient
-from trunner.kube.errors import ApiError, KubeError, Status, StatusParseError, parse_status
+from trunner.kube.errors import KubeError, Status, StatusError, StatusParseError, parse_status
 from trunner.kube.params import Params
 
 SUBPROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -80,13 +80,13 @@ async def exec_stream(
             close_timeout=timing.close_timeout,
         ) as ws:
             return await _session(ws, output, timing)
-    except ApiError as exc:
+    except StatusError as exc:
         return ExitResult(ExitKind.INFRASTRUCTURE, message=_rejection(pod, exc))
     except KubeError as exc:
         return ExitResult(ExitKind.INFRASTRUCTURE, message=f"exec in pod {pod} failed: {exc}")
 
 
-def _rejection(pod: str, error: ApiError) -> str:
+def _rejection(pod: str, error: StatusError) -> str:
     if error.code == 403 and error.message.endswith("with an empty body"):
         return (
             f"exec in pod {pod} was rejected: 403 Forbidden with an empty body (the API server accepts "

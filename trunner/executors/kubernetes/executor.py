@@ -33,7 +33,7 @@ from trunner.executors.kubernetes.wait import pod_path, wait_until_running
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.config import load_config
-from trunner.kube.errors import AlreadyExists, ApiError, KubeError, NotFound
+from trunner.kube.errors import AlreadyExists, KubeError, NotFound, StatusError
 from trunner.kube.objects import ObjectError, PodObservation, from_wire, lenient, to_wire
 from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
@@ -71,7 +71,7 @@ JOB_KINDS = (PODS, DISRUPTION_BUDGETS, CONFIG_MAPS)
 
 
 def _api_problem(exc: KubeError) -> str:
-    if isinstance(exc, ApiError):
+    if isinstance(exc, StatusError):
         return f"{exc.code} {exc.reason or 'error'}: {exc.message or '(no message)'}"
     return str(exc)
 
