@@ -1,5 +1,5 @@
-"""A runner pod as the chart renders it, run from the built image against the OpsLevel double and the Kubernetes
-double (TLS, a service account token) on loopback: it registers, becomes ready, runs a job as a job pod,
+"""A runner pod as the chart renders it, run from the built image against the OpsLevel double (HTTPS with a
+private CA given as the chart's caBundle) and the Kubernetes double (TLS, a service account token) on loopback: it registers, becomes ready, runs a job as a job pod,
 and on SIGTERM (as in a rollout) lets the running job finish, reports it, unregisters, deletes the job's
 objects and exits 0. Real processes on the real clock; every wait is bounded."""
 
@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,8 @@ def http_probe(container: dict[str, Any], probe_name: str) -> tuple[int, str]:
     return ports.get(get["port"], get["port"]), get["path"]
 
 
-def kube_tls() -> tuple[ssl.SSLContext, str]:
+def server_context() -> tuple[ssl.SSLContext, str]:
+    """A server context for 127.0.0.1 and the PEM of the new CA that issued it."""
     ca = trustme.CA()
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server)
@@ -154,17 +156,20 @@ def kube_tls() -> tuple[ssl.SSLContext, str]:
 async def test_the_chart_s_runner_pod_runs_a_job_and_survives_a_rollout(
     podman: Podman, chart: helm.Chart, tmp_path: Path
 ) -> None:
-    server_tls, ca_pem = kube_tls()
+    server_tls, ca_pem = server_context()
+    private_tls, private_ca_pem = server_context()
     metrics_port = free_port()
     async with serve_kube_api(tls=server_tls) as api, trio.open_nursery() as nursery:
         api.tokens = {SERVICE_ACCOUNT_TOKEN}
-        opslevel: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
+        # The OpsLevel API behind a private CA, trusted only through the chart's caBundle.
+        opslevel: OpsLevelDouble = await nursery.start(partial(OpsLevelDouble().serve, tls=private_tls))
         objects = render(
             chart,
             {
                 "opslevel": {"apiUrl": opslevel.url, "apiToken": opslevel.token},
                 "runner": {"metricsPort": metrics_port, "logLevel": "DEBUG"},
                 "jobPods": {"namespace": JOB_NAMESPACE},
+                "caBundle": {"pem": private_ca_pem},
             },
         )
         run = pod_run(
