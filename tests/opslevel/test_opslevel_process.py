@@ -157,3 +157,41 @@ async def test_as_pid_1_sigterm_still_shuts_down_gracefully(double: OpsLevelDoub
     assert seconds < 10
     assert [o.outcome for o in double.outcomes["job-long"]] == ["canceled"]
     assert double.calls[-1].operation == "RunnerUnregister"
+
+
+async def test_sigterm_with_a_full_spool_exits_in_time_counts_what_is_left_and_removes_the_spool(
+    double: OpsLevelDouble, tmp_path: Path
+) -> None:
+    spool_dir = tmp_path / "spool"
+    double.inject(Stall(), operation="RunnerAppendJobLog", times=None)
+    double.add_job(job_payload("job-loud", ["seq 1 3000000", "sleep 60"]))
+    runner = await start_runner(
+        double,
+        tmp_path,
+        OPSLEVEL_SHUTDOWN_GRACE="1",
+        OPSLEVEL_LOG_FLUSH_TIMEOUT="2",
+        OPSLEVEL_JOB_OUTCOME_TIMEOUT="5",
+        OPSLEVEL_API_TIMEOUT="2",
+        OPSLEVEL_LOG_STALL_TIMEOUT="600",
+        OPSLEVEL_JOB_POD_LOG_MAX_SIZE="65536",
+        OPSLEVEL_JOB_LOG_SPOOL_SIZE="1048576",
+        OPSLEVEL_JOB_LOG_SPOOL_DIR=str(spool_dir),
+    )
+
+    def spooled() -> int:
+        return sum(p.stat().st_size for p in spool_dir.rglob("*.seg")) if spool_dir.exists() else 0
+
+    with trio.move_on_after(60):
+        while spooled() < 900_000:
+            await trio.sleep(0.1)
+    assert spooled() >= 900_000, runner.stderr
+    assert spooled() <= 1048576
+    runner.process.send_signal(signal.SIGTERM)
+    code, seconds = await runner.wait(timeout=30)
+    assert code == 0, runner.stderr
+    assert seconds < 1 + 2 + 5 + 3, runner.stderr
+    [outcome] = double.outcomes["job-loud"]
+    assert outcome.outcome == "canceled"
+    assert "log lines" in runner.stderr and "could not be delivered" in runner.stderr
+    assert "the runner's shutdown deadline" in runner.stderr
+    assert list(spool_dir.iterdir()) == []
