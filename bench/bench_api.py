@@ -86,6 +86,7 @@ class SyntheticExecutor:
             deadline = trio.current_time() + float(first)
             while trio.current_time() < deadline:
                 output.feed(Stream.STDOUT, chunk)
+                await output.wait_for_room()
                 await trio.lowlevel.checkpoint()
         else:
             remaining = int(first)
@@ -93,6 +94,7 @@ class SyntheticExecutor:
                 lines = min(per_chunk, remaining)
                 output.feed(Stream.STDOUT, chunk[: lines * width])
                 remaining -= lines
+                await output.wait_for_room()
                 await trio.lowlevel.checkpoint()
         return ExitResult.exited(0)
 

@@ -71,6 +71,9 @@ class CountingFeed:
     def note(self, text: str) -> None:
         return None
 
+    async def wait_for_room(self) -> None:
+        return None
+
 
 class FastSink:
     def __init__(self) -> None:

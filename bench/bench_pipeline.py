@@ -11,8 +11,11 @@ Run: ``just bench`` or ``.venv/bin/python bench/bench_pipeline.py``.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
+from typing import Any
 
 import trio
 import trio.testing
@@ -20,6 +23,7 @@ import trio.testing
 from trunner.contracts import Stream
 from trunner.executors.base import ExitResult
 from trunner.job import run_job
+from trunner.logs import spool
 from trunner.logs.batch import Batch
 from trunner.logs.pipeline import Pipeline
 from trunner.logs.settings import LogSettings
@@ -49,20 +53,18 @@ def pipeline_rate(chunks: list[bytes], job: RunnerJob) -> tuple[float, int]:
 
     async def main() -> float:
         nonlocal shipped
-        send, receive = trio.open_memory_channel[Batch](2)
-        pipeline = Pipeline(job, send, settings=settings, worker="1")
+
+        def offer(batch: Batch) -> bool:
+            nonlocal shipped
+            shipped += batch.line_count
+            return True
+
+        pipeline = Pipeline(job, offer, settings=settings, worker="1")
         start = time.perf_counter()
         for chunk in chunks:
             pipeline.feed(Stream.STDOUT, chunk)
-            while True:
-                try:
-                    batch = receive.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                shipped += batch.line_count
-                pipeline.batcher.ship_if_ready()
-        final = pipeline.finish()
-        shipped += final.line_count if final else 0
+        pipeline.finish()
+        pipeline.batcher.flush()
         return time.perf_counter() - start
 
     return trio.run(main), shipped
@@ -88,13 +90,27 @@ class Firehose:
     async def run(self, job: RunnerJob, output) -> ExitResult:  # type: ignore[no-untyped-def]
         for i, chunk in enumerate(self.chunks):
             output.feed(Stream.STDOUT if i % 2 else Stream.STDERR, chunk)
+            await output.wait_for_room()
             if i % 64 == 0:
                 await trio.lowlevel.checkpoint()
         return ExitResult.exited(0)
 
 
+async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
+    await trio.lowlevel.checkpoint()
+    return fn(*args)
+
+
 def peak_memory_multiple(chunks: list[bytes], log_max_size: int) -> float:
-    settings = LogSettings(job_pod_log_max_size=log_max_size, log_flush_timeout=5.0, job_outcome_timeout=1.0)
+    """On a virtual clock, so spool file operations run inline (the clock would jump while a
+    worker thread writes)."""
+    settings = LogSettings(
+        job_pod_log_max_size=log_max_size,
+        log_flush_timeout=5.0,
+        job_outcome_timeout=1.0,
+        job_log_spool_dir=tempfile.mkdtemp(prefix="bench-spool-"),
+    )
+    spool.offload = _inline
 
     async def main() -> None:
         await run_job(RunnerJob(id="bench"), executor=Firehose(chunks), sink=StalledSink(), settings=settings)
