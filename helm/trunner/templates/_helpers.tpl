@@ -136,6 +136,9 @@ unambiguous prefix of a long flag, so runner.extraArgs may hold no prefix of the
 --shutdown-grace=runner.shutdownGrace
 --log-flush-timeout=runner.logFlushTimeout
 --job-outcome-timeout=runner.jobOutcomeTimeout
+--job-log-buffer=runner.jobLogBuffer
+--job-log-spool-size=runner.jobLogSpoolSize
+--job-log-spool-dir=(the chart's job-log-spool emptyDir)
 --log-level=runner.logLevel
 --log-format=runner.logFormat
 --metrics-port=runner.metricsPort
