@@ -120,3 +120,20 @@ def test_a_long_value_that_cannot_fit_is_dropped_while_collected():
     assert parser.filter(CONTINUED_PREFIX + b"z" * 60) is None
     assert parser.variables() == {}
     assert "dropped" in parser.warnings[0]
+
+
+def test_a_key_cut_into_pieces_is_a_directive_once_its_equals_sign_arrives():
+    parser = OutcomeVarParser()
+    assert parser.filter(b"::set-outcome-var " + b"k" * 10 + CUT_SUFFIX) is None
+    assert parser.filter(CONTINUED_PREFIX + b"k" * 5 + b"=va" + CUT_SUFFIX) is None
+    assert parser.filter(CONTINUED_PREFIX + b"lue\nafter") == b"after"
+    assert parser.variables() == {"k" * 15: "value"}
+
+
+def test_pieces_that_turn_out_not_to_be_a_directive_are_shipped_as_they_were():
+    parser = OutcomeVarParser()
+    first = b"::set-outcome-var " + b"k" * 10 + CUT_SUFFIX
+    second = CONTINUED_PREFIX + b"kk not a key" + CUT_SUFFIX
+    assert parser.filter(first) is None
+    assert parser.filter(second + b"\n") == first + b"\n" + second + b"\n"
+    assert parser.variables() == {}

@@ -20,6 +20,8 @@ _SET = re.compile(rb"::set-outcome-var\s([\w-]+)=(.*)", re.DOTALL)
 _START = re.compile(rb"::start-multiline-outcome-var\s([\w-]+)")
 _END = re.compile(rb"::end-multiline-outcome-var")
 _TRACE = re.compile(rb"\+\s")
+_KEY_SO_FAR = re.compile(rb"::set-outcome-var\s[\w-]*", re.DOTALL)
+"""A first piece whose key runs on into the next piece."""
 
 MAX_TOTAL_BYTES = 1024 * 1024
 """Outcome variables are held until the job ends; this bounds that memory."""
@@ -57,6 +59,10 @@ class OutcomeVarParser:
         self._set_key = ""
         self._set_parts: list[bytes] | None = []
         self._set_size = 0
+        self._key_pieces: list[bytes] = []
+        self._key_text = b""
+        self._released: list[bytes] = []
+        """Pieces held while it was unclear whether they start a directive, now shipped after all."""
         self.warnings: list[str] = []
 
     def filter(self, block: bytes) -> bytes | None:
@@ -67,6 +73,9 @@ class OutcomeVarParser:
         for line in block.split(b"\n"):
             if not self._consume(line):
                 kept.append(line)
+            elif self._released:
+                kept.extend(self._released)
+                self._released = []
         return b"\n".join(kept) if kept else None
 
     def finish(self) -> None:
@@ -98,6 +107,9 @@ class OutcomeVarParser:
                 self._append_multiline(text)
                 self._cut = "multiline" if more else None
             return True
+        if more and _KEY_SO_FAR.fullmatch(text):
+            self._cut, self._key_pieces, self._key_text = "key", [line], text
+            return True
         if match := _SET.match(text):
             if more:
                 self._cut, self._set_key, self._set_parts, self._set_size = "set", match[1].decode(), [], 0
@@ -121,12 +133,39 @@ class OutcomeVarParser:
             self._cut = None
         if kind == "log":
             return False
+        if kind == "key":
+            return self._continue_key(piece, more)
         if kind == "set":
             self._collect(piece)
             if not more and self._set_parts is not None:
                 self._set(self._set_key, b"".join(self._set_parts))
         elif kind == "multiline" and not self._multiline_truncated:
             self._join_multiline(piece)
+        return True
+
+    def _continue_key(self, piece: bytes, more: bool) -> bool:
+        """A key cut into pieces: a directive once its ``=`` arrives; shipped as the pieces it
+        was if anything but a key character comes first."""
+        self._key_pieces.append(CONTINUED_PREFIX + piece + (CUT_SUFFIX if more else b""))
+        self._key_text += piece
+        if match := _SET.match(self._key_text):
+            self._key_pieces, self._key_text = [], b""
+            self._set_key, self._set_parts, self._set_size = match[1].decode(), [], 0
+            self._collect(match[2])
+            if more:
+                self._cut = "set"
+            elif self._set_parts is not None:
+                self._set(self._set_key, b"".join(self._set_parts))
+            return True
+        if more and _KEY_SO_FAR.fullmatch(self._key_text):
+            if len(self._key_text) > self._room():
+                self._warn_dropped(self._key_text[18:60].decode(errors="replace"))
+                self._key_pieces, self._key_text, self._cut = [], b"", "skip"
+            else:
+                self._cut = "key"
+            return True
+        self._released, self._key_pieces, self._key_text = self._key_pieces, [], b""
+        self._cut = "log" if more else None
         return True
 
     def _collect(self, part: bytes) -> None:
