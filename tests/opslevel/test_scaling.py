@@ -20,7 +20,7 @@ from tests.doubles.kube_store import Obj, ResourcePath
 from tests.doubles.opslevel import Delay, HttpStatus, OpsLevelDouble
 from tests.kube.transport_support import NS, client_for
 from trunner.config import ConfigError, SettingsSource, load
-from trunner.kube.client import KubeClient
+from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.leader import LeaderElector, LeaseTimings
 from trunner.opslevel.client import OpsLevelClient, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
@@ -37,7 +37,9 @@ from trunner.opslevel.scaling import (
     run_scaling,
     serve_scaling,
 )
+from trunner.opslevel.settings import PollSettings
 from trunner.retry import RetryPolicy
+from trunner.runner import RunSettings
 
 DEPLOYMENT = "runner"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{DEPLOYMENT}"
@@ -622,7 +624,7 @@ async def test_serve_scaling_refuses_unusable_settings(api: KubeApiDouble, opsle
     assert api.requests == []
 
 
-async def test_run_scaling_reads_its_settings_and_kubeconfig(
+async def test_run_scaling_opens_a_client_from_the_kubeconfig_and_scales(
     api: KubeApiDouble, opslevel: OpsLevelDouble, autojump_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
@@ -635,10 +637,15 @@ async def test_run_scaling_reads_its_settings_and_kubeconfig(
         "OPSLEVEL_JOB_CONCURRENCY": "2",
     }
     async with opslevel_client(opslevel) as client, trio.open_nursery() as nursery:
+        source = SettingsSource(environ=environ)
         nursery.start_soon(
             functools.partial(
                 run_scaling,
-                SettingsSource(environ=environ),
+                source.get(ScalingSettings),
+                kube_api=source.get(KubeApiSettings),
+                environ=source.environ,
+                pod_name=source.get(PollSettings).runner_pod_name,
+                job_concurrency=source.get(RunSettings).job_concurrency,
                 opslevel=client,
                 runner_id="id-b",
                 busy=lambda: 2,
@@ -655,7 +662,11 @@ async def test_run_scaling_reads_its_settings_and_kubeconfig(
     assert lease(api)["spec"]["holderIdentity"] == "", "released on the way out"
     with trio.fail_after(1):
         await run_scaling(
-            SettingsSource(environ={}),
+            ScalingSettings(),
+            kube_api=KubeApiSettings(),
+            environ={},
+            pod_name="",
+            job_concurrency=1,
             opslevel=client,
             runner_id="x",
             busy=lambda: 0,

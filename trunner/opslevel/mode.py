@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from trunner.config import SettingsSource
 from trunner.executors.base import Executor
 from trunner.http import MetricsServerSettings
+from trunner.kube.client import KubeApiSettings
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.opslevel.client import OpsLevelClient
@@ -135,7 +136,11 @@ class ApiMode(ServiceMode):
                 scaling.start_soon(
                     partial(
                         run_scaling,
-                        self._source,
+                        self._source.get(ScalingSettings),
+                        kube_api=self._source.get(KubeApiSettings),
+                        environ=self._source.environ,
+                        pod_name=self._source.get(PollSettings).runner_pod_name,
+                        job_concurrency=self._run_settings.job_concurrency,
                         opslevel=client,
                         runner_id=runner_id,
                         busy=lambda: runner.busy,

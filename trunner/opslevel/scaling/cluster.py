@@ -1,41 +1,24 @@
-"""Leader-elected autoscaling of the runner Deployment (``--scaling-enabled``), as the Go runner does
-it, plus what it lacks: a busy runner is the last one a scale-down removes.
-
-Every runner pod campaigns for the Lease named after the Deployment (:mod:`trunner.leader`). The
-leader, every ``--scaling-interval`` seconds, reads the Deployment's ``scale`` subresource, asks
-OpsLevel's ``runnerScale`` for a replica count given ``job-concurrency x job-concurrency-factor``
-jobs per runner, clamps it to ``--runner-min-replicas``..``--runner-max-replicas`` and writes it
-back (retrying on a conflicting write). Losing the Lease cancels that loop at once.
-
-Every runner, leader or not, keeps ``controller.kubernetes.io/pod-deletion-cost`` on its own pod
-equal to its number of running jobs: a ReplicaSet that scales down removes the pods with the lowest
-cost first, so idle runners go before busy ones (and a busy one that must go still finishes its
-jobs within its shutdown grace).
-"""
+"""The Kubernetes side of autoscaling: the leader's loop that reads and writes the Deployment's replica
+count, and every runner's pod-deletion-cost annotation."""
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import attrs
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from trunner.config import ConfigError, SettingsSource, positive, setting
-from trunner.executors.kubernetes.names import is_dns_label
-from trunner.kube.client import KubeApiSettings, KubeClient
-from trunner.kube.config import load_config
+from trunner.kube.client import KubeClient
 from trunner.kube.errors import Conflict, Forbidden, KubeError
-from trunner.kube.leader import LeaderElector, LeaseTimings
 from trunner.kube.objects import ObjectError, from_wire, lenient
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiError
 from trunner.opslevel.operations import RUNNER_SCALE, RunnerScaleVariables
-from trunner.opslevel.settings import PollSettings
-from trunner.runner import RunSettings
+from trunner.opslevel.scaling.decision import clamp_replicas, jobs_per_runner
+from trunner.opslevel.scaling.metrics import ScalingMetrics
+from trunner.opslevel.scaling.settings import ScalingSettings
 
 log = logging.getLogger("trunner.scaling")
 
@@ -47,88 +30,6 @@ DELETION_COST_INTERVAL = 1.0
 """Seconds between looks at the runner's busy count (the pod is patched only when it changed)."""
 DELETION_COST_TIMEOUT = 10.0
 """Seconds one update of the annotation may take, retries included."""
-
-
-def _dns_label(value: str) -> str | None:
-    return (
-        None
-        if not value or is_dns_label(value)
-        else "must be a DNS-1123 label (lower-case letters, digits, '-')"
-    )
-
-
-@attrs.frozen
-class ScalingSettings:
-    """Autoscaling"""
-
-    scaling_enabled: bool = setting(
-        False,
-        help="Leader-elected autoscaling: the runner holding the Lease named after --runner-deployment "
-        "sets that Deployment's replicas from OpsLevel's recommendation.",
-        env=("OPSLEVEL_SCALING_ENABLED", "SCALING_ENABLED"),
-    )
-    runner_deployment: str = setting(
-        "runner",
-        help="Deployment of the runner pods; also the name of the leader election Lease.",
-        env=("OPSLEVEL_RUNNER_DEPLOYMENT", "RUNNER_DEPLOYMENT"),
-        checks=[lambda v: _dns_label(v) or (None if v else "must not be empty")],
-    )
-    runner_pod_namespace: str = setting(
-        "",
-        help="Namespace of the runner's Deployment, Lease and pod (empty: the Kubernetes client's, "
-        "which in a cluster is the service account's).",
-        env=("OPSLEVEL_RUNNER_POD_NAMESPACE", "RUNNER_POD_NAMESPACE"),
-        checks=[_dns_label],
-    )
-    runner_min_replicas: int = setting(
-        1,
-        help="Fewest runner pods the leader scales to.",
-        env=("OPSLEVEL_RUNNER_MIN_REPLICAS", "RUNNER_MIN_REPLICAS"),
-        checks=[positive],
-    )
-    runner_max_replicas: int = setting(
-        10,
-        help="Most runner pods the leader scales to.",
-        env=("OPSLEVEL_RUNNER_MAX_REPLICAS", "RUNNER_MAX_REPLICAS"),
-        checks=[positive],
-    )
-    job_concurrency_factor: int = setting(
-        100,
-        help="Multiplier of --job-concurrency in the jobs-per-runner figure sent to OpsLevel's runnerScale.",
-        checks=[positive],
-    )
-    scaling_interval: float = setting(
-        60.0, help="Seconds between the leader's scaling decisions.", checks=[positive]
-    )
-
-    def problems(self, pod_name: str) -> list[str]:
-        """What keeps scaling from working, beyond the checks of single settings."""
-        if not self.scaling_enabled:
-            return []
-        problems = []
-        if self.runner_max_replicas < self.runner_min_replicas:
-            problems.append(
-                f"--runner-max-replicas ({self.runner_max_replicas}) must be at least "
-                f"--runner-min-replicas ({self.runner_min_replicas})"
-            )
-        if not pod_name:
-            problems.append(
-                "--scaling-enabled needs the runner's pod name: set RUNNER_POD_NAME from the downward API "
-                "(fieldRef metadata.name) or --runner-pod-name"
-            )
-        return problems
-
-
-# --- decisions (pure) ------------------------------------------------------------------------------
-
-
-def jobs_per_runner(job_concurrency: int, factor: int) -> int:
-    """The ``jobConcurrency`` sent to runnerScale (the Go runner's max(c,1) x max(f,1))."""
-    return max(job_concurrency, 1) * max(factor, 1)
-
-
-def clamp_replicas(recommended: int, minimum: int, maximum: int) -> int:
-    return max(minimum, min(maximum, recommended))
 
 
 # --- wire models -----------------------------------------------------------------------------------
@@ -153,37 +54,6 @@ class ScaledObject:
 
     metadata: ScaleMeta
     spec: ScaleSpec = ScaleSpec()
-
-
-# --- metrics ---------------------------------------------------------------------------------------
-
-
-class ScalingMetrics:
-    def __init__(self, registry: CollectorRegistry, runner: str = "") -> None:
-        self.leading = Gauge(
-            "trunner_scaling_leader",
-            "1 while this runner holds the scaling Lease.",
-            ["runner"],
-            registry=registry,
-        ).labels(runner)
-        self.desired = Gauge(
-            "trunner_scaling_desired_replicas",
-            "Replica count the leader last decided on.",
-            ["runner"],
-            registry=registry,
-        ).labels(runner)
-        self._errors = Counter(
-            "trunner_scaling_errors",
-            "Scaling rounds or pod-deletion-cost updates that failed, by stage.",
-            ["runner", "stage"],
-            registry=registry,
-        )
-        self._runner = runner
-        for stage in ("read_scale", "recommend", "write_scale", "deletion_cost"):
-            self._errors.labels(runner, stage)
-
-    def error(self, stage: str) -> None:
-        self._errors.labels(self._runner, stage).inc()
 
 
 # --- the leader's loop -----------------------------------------------------------------------------
@@ -389,95 +259,3 @@ class DeletionCost:
             self.applied = busy
             return None
         return f"no answer within {DELETION_COST_TIMEOUT:g} s"
-
-
-# --- wiring ----------------------------------------------------------------------------------------
-
-
-async def serve_scaling(
-    settings: ScalingSettings,
-    *,
-    kube: KubeClient,
-    opslevel: OpsLevelClient,
-    pod_name: str,
-    runner_id: str,
-    job_concurrency: int,
-    busy: Callable[[], int],
-    registry: CollectorRegistry,
-    timings: LeaseTimings | None = None,
-    rng: random.Random | None = None,
-) -> None:
-    """Campaign for the Lease and scale while leading; keep the pod-deletion-cost current. Runs
-    until cancelled (then the Lease is released). Raises ConfigError for unusable settings."""
-    problems = settings.problems(pod_name)
-    if problems:
-        raise ConfigError(problems)
-    namespace = settings.runner_pod_namespace or kube.namespace
-    metrics = ScalingMetrics(registry, runner_id)
-    scaler = Scaler(
-        kube,
-        opslevel,
-        settings=settings,
-        namespace=namespace,
-        runner_id=runner_id,
-        job_concurrency=job_concurrency,
-        metrics=metrics,
-    )
-    elector = LeaderElector(
-        kube,
-        namespace=namespace,
-        name=settings.runner_deployment,
-        identity=pod_name,
-        timings=timings,
-        rng=rng,
-    )
-    cost = DeletionCost(kube, namespace=namespace, pod_name=pod_name, busy=busy, metrics=metrics)
-    log.info(
-        "scaling enabled: deployment %s/%s, %d..%d replicas, identity %s",
-        namespace,
-        settings.runner_deployment,
-        settings.runner_min_replicas,
-        settings.runner_max_replicas,
-        pod_name,
-    )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cost.run)
-        nursery.start_soon(elector.campaign, scaler.run)
-
-
-async def run_scaling(
-    source: SettingsSource,
-    *,
-    opslevel: OpsLevelClient,
-    runner_id: str,
-    busy: Callable[[], int],
-    registry: CollectorRegistry,
-) -> None:
-    """API mode's entry point: returns at once unless ``--scaling-enabled``; otherwise opens a
-    Kubernetes client and runs :func:`serve_scaling` until cancelled. Check the settings first
-    with :func:`check_scaling` so that mistakes are reported before the runner registers."""
-    settings = source.get(ScalingSettings)
-    if not settings.scaling_enabled:
-        return
-    check_scaling(source)
-    api_settings = source.get(KubeApiSettings)
-    kube_config = load_config(source.environ, context=api_settings.k8s_context or None)
-    async with KubeClient.open(kube_config, api_settings) as kube:
-        await serve_scaling(
-            settings,
-            kube=kube,
-            opslevel=opslevel,
-            pod_name=source.get(PollSettings).runner_pod_name,
-            runner_id=runner_id,
-            job_concurrency=source.get(RunSettings).job_concurrency,
-            busy=busy,
-            registry=registry,
-        )
-
-
-def check_scaling(source: SettingsSource) -> None:
-    """Raise one ConfigError with every problem of the scaling settings (none when disabled)."""
-    source.check(ScalingSettings, PollSettings, RunSettings, KubeApiSettings)
-    problems = source.get(ScalingSettings).problems(source.get(PollSettings).runner_pod_name)
-    if problems:
-        raise ConfigError(problems)
