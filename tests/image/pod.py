@@ -72,9 +72,14 @@ def _secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
     return data
 
 
-def _size(quantity: str) -> str:
-    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", quantity).groups()  # type: ignore[union-attr]
-    return str(int(number) * {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, None: 1}[unit])
+_UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def _size(quantity: str | int) -> str:
+    """A Kubernetes quantity (a number of bytes, or with a decimal or binary suffix) in bytes."""
+    found = re.fullmatch(r"(\d+)(k|M|G|Ki|Mi|Gi)?", str(quantity))
+    assert found, f"the pod simulation does not read the quantity {quantity!r}"
+    return str(int(found[1]) * _UNITS[found[2] or ""])
 
 
 def pod_run(
