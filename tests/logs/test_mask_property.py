@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import re
 
 import trio
@@ -19,6 +20,7 @@ from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.job import run_job
 from trunner.logs.markers import CONTINUED_PREFIX, CUT_SUFFIX, MASK
+from trunner.logs.mask import Masker
 from trunner.logs.secret_forms import forms_of
 from trunner.logs.settings import LogSettings
 from trunner.models import JobVariable, RunnerJob
@@ -170,3 +172,41 @@ def test_no_form_of_a_secret_leaves_trunner(scenario):
     # a directive survives unless a (short) secret masked part of it
     keys = {match[1].decode() for match in directives if match}
     assert {v.key for v in outcome.outcome_variables} == keys
+
+
+@st.composite
+def long_scenarios(draw):
+    """Secrets around and past the 4 KiB search prefix (some made of a repeated unit, so they
+    overlap themselves), printed whole, cut short, or repeated, in random reads."""
+    unit = draw(st.text(alphabet=st.sampled_from("ab'\\\n é"), min_size=1, max_size=7))
+    length = draw(st.integers(min_value=4000, max_value=6000))
+    repeated = (unit * (length // len(unit) + 1))[:length]
+    rng = random.Random(draw(st.integers(min_value=0, max_value=2**32)))
+    single_line = ALPHABET.replace("\n", "")
+    other = "".join(rng.choice(single_line) for _ in range(draw(st.integers(min_value=4090, max_value=4200))))
+    secrets = [repeated, other]
+    longest_forms = [sorted(forms_of(value).needles, key=len)[-4:] for value in secrets]
+    pieces = []
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        form = draw(st.sampled_from(longest_forms[draw(st.integers(min_value=0, max_value=1))]))
+        cut = draw(st.sampled_from([len(form), len(form) - 1, len(form) // 2]))
+        pieces += [draw(neighbour).encode(), form[:cut]]
+    data = b"".join(pieces) + draw(neighbour).encode()
+    bounds = sorted(
+        {0, len(data), *draw(st.lists(st.integers(min_value=0, max_value=len(data)), max_size=40))}
+    )
+    return secrets, data, bounds
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+@given(long_scenarios())
+def test_long_secrets_stream_like_the_whole_text(scenario):
+    secrets, data, bounds = scenario
+    masker = Masker((f"S{i}", value) for i, value in enumerate(secrets))
+    stream = masker.stream()
+    out = b"".join(stream.feed(data[a:b]) for a, b in itertools.pairwise(bounds)) + stream.finish()
+    assert out == reference_mask(data, set(masker.needles))
