@@ -1,4 +1,5 @@
-# trunner developer commands. Every recipe bootstraps .venv from pyproject.toml first.
+# trunner developer commands. Every recipe bootstraps .venv from pyproject.toml first: `run` with the
+# runtime dependencies only, the others with the dev extra too.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -6,7 +7,7 @@ venv := ".venv"
 py := venv + "/bin/python"
 
 # Run every example job locally through the full pipeline.
-run *ARGS: setup
+run *ARGS: runtime
     {{py}} -m trunner run --mode local --jobs examples/jobs {{ARGS}}
 
 # Run the test suite.
@@ -34,7 +35,18 @@ lock: setup
         | {{venv}}/bin/uv pip compile pyproject.toml - --generate-hashes --universal --python-version 3.11 \
             --no-header --quiet --output-file requirements.lock
 
-# Create or refresh .venv when pyproject.toml changes.
+# Create or refresh .venv with trunner's runtime dependencies only (all `just run` needs).
+runtime:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "{{py}}" ]; then python3 -m venv "{{venv}}"; fi
+    for stamp in "{{venv}}/.installed" "{{venv}}/.installed-runtime"; do
+        if [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ]; then exit 0; fi
+    done
+    "{{py}}" -m pip install -q --disable-pip-version-check -e .
+    touch "{{venv}}/.installed-runtime"
+
+# Create or refresh .venv with the dev extra (tests, linters) when pyproject.toml changes.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from trunner import exits
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry as executors
-from trunner.executors.base import Executor, JobNaming
+from trunner.executors.base import Executor, ExecutorUnavailable, JobNaming
 from trunner.http import MetricsServerSettings, serve_http
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
@@ -173,7 +173,7 @@ class Service:
                     self._source, runner_id=runner_id, naming=self._naming, metrics=metrics
                 )
             executor: Executor = await stack.enter_async_context(opening)
-        except (ConfigError, OSError) as exc:
+        except (ConfigError, OSError, ExecutorUnavailable) as exc:
             log.error("cannot start the %s executor: %s", name, exc)
             return None
         return executor

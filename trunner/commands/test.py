@@ -13,6 +13,7 @@ from trunner import exits
 from trunner.commands.common import add_common_arguments, settings_source
 from trunner.config import SettingsSource, add_settings_arguments
 from trunner.executors import registry
+from trunner.executors.base import ExecutorUnavailable
 from trunner.executors.settings import JobRunSettings
 from trunner.job import run_job
 from trunner.local.console import ConsoleSink, console_log_settings
@@ -51,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
         return exits.USAGE
     module = registry.executor_module(args.executor)
     source.check(LogSettings, *module.SETTINGS)
-    outcome, signum = trio.run(_run, job, source, args.executor)
+    try:
+        outcome, signum = trio.run(_run, job, source, args.executor)
+    except ExecutorUnavailable as exc:
+        print(f"trunner: cannot start the {args.executor} executor: {exc}", file=sys.stderr)
+        return exits.FAILED
     if signum is not None:
         print(f"trunner: job canceled by {signal.Signals(signum).name}", file=sys.stderr)
         return exits.for_signal(signum)

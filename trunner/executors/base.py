@@ -71,3 +71,8 @@ class Executor(Protocol):
         environment are returned as an :class:`ExitResult`, not raised. On cancellation the
         executor cleans up what it created (shielded, with its own deadline) and re-raises."""
         ...
+
+
+class ExecutorUnavailable(Exception):
+    """The executor cannot work at all here (e.g. its API is unreachable); the message says what
+    to check. Raised when the executor is opened, before any job is taken."""

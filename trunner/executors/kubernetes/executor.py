@@ -23,7 +23,7 @@ import trio
 
 from trunner.config import SettingsSource
 from trunner.contracts import OutputFeed
-from trunner.executors.base import ExitKind, ExitResult, JobNaming
+from trunner.executors.base import ExecutorUnavailable, ExitKind, ExitResult, JobNaming
 from trunner.executors.kubernetes import names, podspec
 from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
 from trunner.executors.kubernetes.names import JobIdentity
@@ -31,9 +31,9 @@ from trunner.executors.kubernetes.podstate import explain_stop
 from trunner.executors.kubernetes.settings import JobPodConfig, KubeJobSettings, resolve
 from trunner.executors.kubernetes.wait import pod_path, wait_until_running
 from trunner.executors.settings import JobRunSettings
-from trunner.kube.client import KubeApiSettings, KubeClient
-from trunner.kube.config import load_config
-from trunner.kube.errors import AlreadyExists, KubeError, NotFound, StatusError
+from trunner.kube.client import KubeApiSettings, KubeClient, RetryPolicy
+from trunner.kube.config import KubeConfig, load_config
+from trunner.kube.errors import AlreadyExists, KubeError, NotFound, StatusError, TransportError
 from trunner.kube.objects import ObjectError, PodObservation, from_wire, lenient, to_wire
 from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
@@ -244,6 +244,25 @@ class KubernetesExecutor:
         return deleted
 
 
+REACHABILITY_TIMEOUT = 10.0
+
+
+async def _unreachable(kube_config: KubeConfig, api_settings: KubeApiSettings, namespace: str) -> str | None:
+    """Why one request to the API (listing a pod of the job namespace) got no HTTP answer within
+    seconds, or None once it answered anything, even an error: that server is reachable."""
+    timeout = min(REACHABILITY_TIMEOUT, api_settings.k8s_api_timeout)
+    try:
+        async with KubeClient.open(kube_config, api_settings, retry=RetryPolicy(max_attempts=1)) as probe:
+            await probe.request(
+                "GET", f"/api/v1/namespaces/{namespace}/pods", params={"limit": "1"}, timeout=timeout
+            )
+    except TransportError as exc:
+        return str(exc)
+    except KubeError:
+        return None
+    return None
+
+
 @asynccontextmanager
 async def open_executor(
     source: SettingsSource,
@@ -261,6 +280,12 @@ async def open_executor(
     config = resolve(source)
     api_settings = source.get(KubeApiSettings)
     kube_config = load_config(source.environ, context=api_settings.k8s_context or None)
+    problem = await _unreachable(kube_config, api_settings, config.namespace)
+    if problem:
+        raise ExecutorUnavailable(
+            f"the Kubernetes API at {kube_config.server} cannot be reached: {problem}; check that the "
+            "cluster is up and the kubeconfig (KUBECONFIG, ~/.kube/config, --k8s-context) points at it"
+        )
     async with KubeClient.open(kube_config, api_settings) as client:
         executor = KubernetesExecutor(
             client,
