@@ -31,12 +31,13 @@ from trunner.executors.kubernetes.podstate import explain_stop
 from trunner.executors.kubernetes.settings import JobPodConfig, KubeJobSettings, resolve
 from trunner.executors.kubernetes.wait import pod_path, wait_until_running
 from trunner.executors.settings import JobRunSettings
-from trunner.kube.client import KubeApiSettings, KubeClient, RetryPolicy
+from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.config import KubeConfig, load_config
 from trunner.kube.errors import AlreadyExists, KubeError, NotFound, StatusError, TransportError
 from trunner.kube.objects import ObjectError, PodObservation, from_wire, lenient, to_wire
 from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
+from trunner.retry import RetryPolicy
 
 logger = logging.getLogger("trunner.executors.kubernetes")
 
@@ -252,7 +253,9 @@ async def _unreachable(kube_config: KubeConfig, api_settings: KubeApiSettings, n
     seconds, or None once it answered anything, even an error: that server is reachable."""
     timeout = min(REACHABILITY_TIMEOUT, api_settings.k8s_api_timeout)
     try:
-        async with KubeClient.open(kube_config, api_settings, retry=RetryPolicy(max_attempts=1)) as probe:
+        async with KubeClient.open(
+            kube_config, api_settings, retry=RetryPolicy(max_retries=0, total=0)
+        ) as probe:
             await probe.request(
                 "GET", f"/api/v1/namespaces/{namespace}/pods", params={"limit": "1"}, timeout=timeout
             )
