@@ -1,8 +1,10 @@
 """The import contract in pyproject.toml ([tool.importlinter]) holds: layers point down, kube/ and
-logs/ import nothing above them, and sibling modules form no cycle."""
+logs/ import nothing above them, and sibling modules form no cycle; the README's package map
+names every part."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +23,16 @@ def test_import_contract_is_kept() -> None:
     )
     # A new top-level module must be given its layer in pyproject.toml before this passes.
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_readme_package_map_names_every_part() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z_]+(?:\.py|/))`", section))
+    parts = {
+        path.name + ("/" if path.is_dir() else "")
+        for path in (ROOT / "trunner").iterdir()
+        if (path.suffix == ".py" or (path / "__init__.py").exists())
+        and path.name not in ("__init__.py", "__main__.py")
+    }
+    assert parts <= named, sorted(parts - named)
