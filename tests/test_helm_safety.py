@@ -111,6 +111,20 @@ def test_service_account_create_false_needs_a_name(chart: helm.Chart) -> None:
         assert [s["name"] for s in binding["subjects"]] == ["runner"]
 
 
+def test_the_pod_patch_grant_can_be_left_out(chart: helm.Chart) -> None:
+    """Kubernetes cannot limit `pods: patch` to the runner's own pods (their names are only known at run
+    time), so the grant that keeps pod-deletion-cost up to date can be dropped."""
+
+    def pod_patch(values: dict[str, Any]) -> list[dict[str, Any]]:
+        rules = [r for role in render(chart, values).all("Role") for r in role["rules"]]
+        return [r for r in rules if "pods" in r["resources"] and "patch" in r["verbs"]]
+
+    [rule] = pod_patch(SCALING)
+    assert "resourceNames" not in rule
+    assert pod_patch(_merge(SCALING, {"scaling": {"podDeletionCost": False}})) == []
+    assert pod_patch(TOKEN) == []
+
+
 ALL_SETS = {**VALUE_SETS, "faktory": FAKTORY}
 
 
