@@ -42,3 +42,22 @@ def test_an_unreachable_kubernetes_api_fails_at_once_with_what_to_check(tmp_path
     )
     assert "check that the cluster is up and the kubeconfig" in line
     assert "outcome" not in result.stdout and "delete" not in result.stderr.lower()
+
+
+def test_an_unreachable_faktory_fails_at_start_up_with_what_to_check():
+    port = _closed_port()
+    result = trunner(
+        "run",
+        "--mode",
+        "faktory",
+        "--metrics-port",
+        "0",
+        env=clean_env(FAKTORY_URL=f"tcp://127.0.0.1:{port}"),
+        timeout=30,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "level=error" in line]
+    assert len(errors) == 1, result.stderr
+    assert f"Faktory at tcp://127.0.0.1:{port} cannot be reached: " in errors[0]
+    assert "check FAKTORY_URL (or FAKTORY_PROVIDER)" in errors[0]
+    assert "heartbeat" not in result.stderr and "fetching" not in result.stderr

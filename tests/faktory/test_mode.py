@@ -244,15 +244,24 @@ async def test_server_restart_mid_job(server: FaktoryDouble, autojump_clock: tri
     assert server.connections_opened >= 3
 
 
-async def test_server_down_at_start_is_waited_for(autojump_clock: trio.testing.MockClock) -> None:
+async def test_server_down_at_start_exits_1_before_any_executor_opens(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     async with faktory_double() as server:
         await server.stop()
-        async with running_mode(server, CountingExecutor(duration=1)) as (handle, _):
-            await trio.sleep(20)
-            server.enqueue("legacy", job_args(1))
-            await server.start()
-            await server.wait_for(lambda: len(server.acks) == 1)
-            handle.runner.begin_shutdown()
+        executor = CountingExecutor()
+        opened: list[str] = []
+
+        def open_executor(runner_id: str) -> Any:
+            opened.append(runner_id)
+            return fixed_executor(executor)(runner_id)
+
+        faktory = FaktoryMode(
+            source_for(server), open_executor=open_executor, handle_signals=False, http_host="127.0.0.1"
+        )
+        assert await faktory.serve() == 1
+        assert opened == [] and executor.started == []
+        assert "cannot be reached" in caplog.text and "check FAKTORY_URL" in caplog.text
 
 
 async def test_wrong_password_exits_1(autojump_clock: trio.testing.MockClock) -> None:

@@ -133,9 +133,13 @@ class FaktoryMode(ServiceMode):
             log.error("Faktory at %s refused this worker: %s", self.location.describe(), exc)
             return False
         except FaktoryError as exc:
-            log.warning(
-                "Faktory at %s is not reachable yet, will keep trying: %s", self.location.describe(), exc
+            log.error(
+                "Faktory at %s cannot be reached: %s; check FAKTORY_URL (or FAKTORY_PROVIDER) and that the "
+                "server is up",
+                self.location.describe(),
+                exc,
             )
+            return False
         return True
 
     async def _work(self, client: FaktoryClient, executor: Executor) -> int:
