@@ -51,7 +51,9 @@ def managed_flags() -> dict[str, str]:
     text = (CHART / "templates" / "_helpers.tpl").read_text()
     block = re.search(r'define "trunner.managedFlags" -}}\n(.*?)\n\{\{- end', text, re.DOTALL)
     assert block is not None
-    return dict(line.split("=", 1) for line in block[1].splitlines())
+    pairs = [line.split("=", 1) for line in block[1].splitlines()]
+    assert len({flag for flag, _ in pairs}) == len(pairs), "a flag is listed twice"
+    return dict(pairs)
 
 
 def run_parser_options() -> set[str]:

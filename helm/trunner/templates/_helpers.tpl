@@ -149,9 +149,6 @@ unambiguous prefix of a long flag, so runner.extraArgs may hold no prefix of the
 --job-concurrency-factor=scaling.jobConcurrencyFactor
 --queue=opslevel.queue
 --queues=faktory.queues
---job-log-buffer=runner.jobLogBuffer
---job-log-spool-size=runner.jobLogSpoolSize
---job-log-spool-dir=(the chart's job-log-spool emptyDir)
 --api-url=opslevel.apiUrl
 --api-token=opslevel.apiToken or opslevel.existingSecret
 {{- end -}}
