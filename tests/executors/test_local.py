@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import trio
@@ -231,3 +232,35 @@ def test_files_are_written_executable(tmp_path):
     path.write_text("x")
     path.chmod(0o777)
     assert stat.S_IMODE(path.stat().st_mode) == 0o777
+
+
+async def test_a_held_log_holds_the_job_s_writes(tmp_path: Path) -> None:
+    """Back-pressure through the pipes: while the log has no room the reader stops, the pipe
+    fills and the job blocks in write(); once there is room everything arrives, in order."""
+    from trunner.models import RunnerJob as Job
+
+    class HeldCollect(Collect):
+        def __init__(self) -> None:
+            super().__init__()
+            self.room = trio.Event()
+
+        async def wait_for_room(self) -> None:
+            await self.room.wait()
+
+    executor = LocalExecutor(JobRunSettings(job_pod_workdir=str(tmp_path)))
+    feed = HeldCollect()
+    marker = tmp_path / "done"
+    job = Job(id="bp", commands=(f"seq 1 200000; touch {marker}",))
+    async with trio.open_nursery() as nursery:
+        results = []
+
+        async def go() -> None:
+            results.append(await executor.run(job, feed))
+
+        nursery.start_soon(go)
+        await trio.sleep(1.0)
+        assert not marker.exists()
+        assert len(feed.data[Stream.STDOUT]) < 200_000
+        feed.room.set()
+    assert results[0].exit_code == 0
+    assert feed.out.split() == [str(i) for i in range(1, 200001)]

@@ -17,8 +17,9 @@ per stream at the gap, until an offer succeeds again.
 Memory held by one job, whatever it prints and however slow the sink (``M`` = log_max_size)::
 
     batch in flight (shipper)             1 x M
-    memory channel                        2 x M    (the spool's staged batch takes a slot's place:
-    staged batch or current batch         1 x M     the drain is held while one is being written)
+    memory channel                        2 x M
+    batch being filled, or the one        1 x M    (the drain is held while a batch is written to
+      being written to the spool                    the spool: a new batch gets one slice at most)
     held-back rest of one slice           M / 16   (pipeline.slice_budget)
     = 4 x M + M/16, plus the drain's own: two unfinished lines, outcome variables (1 MiB), a tail
 

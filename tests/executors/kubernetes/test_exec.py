@@ -387,3 +387,37 @@ async def test_subprocess_killed_when_the_pod_is_deleted() -> None:
                 )
         assert result == ExitResult.exited(137)
         assert api.exec_sessions[-1].killed
+
+
+async def test_the_reader_stops_reading_while_the_log_has_no_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Back-pressure: no message is read (so the WebSocket, then TCP, fills) until
+    ``wait_for_room`` returns."""
+
+    class HeldFeed(RecordingFeed):
+        def __init__(self) -> None:
+            super().__init__()
+            self.room = trio.Event()
+            self.waiting = False
+
+        async def wait_for_room(self) -> None:
+            self.waiting = True
+            await self.room.wait()
+            self.waiting = False
+
+    async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
+        api.script_exec(steps.Stdout(b"one\n"), steps.Stdout(b"two\n"), steps.Exit(0))
+        feed = HeldFeed()
+        async with trio.open_nursery() as nursery:
+            results: list[ExitResult] = []
+
+            async def go() -> None:
+                results.append(await exec_stream(client, NS, pod, "job", ["true"], feed))
+
+            nursery.start_soon(go)
+            await trio.sleep(5)
+            assert feed.waiting and feed.chunks == [(Stream.STDOUT, b"one\n")]
+            feed.room.set()
+        assert results == [ExitResult.exited(0)]
+        assert feed.stdout == b"one\ntwo\n"
