@@ -167,3 +167,50 @@ async def test_a_crash_in_one_jobs_pipeline_does_not_stop_the_others(autojump_cl
     assert outcomes["0"].outcome is Outcome.FAILED and "pipeline bug" in outcomes["0"].message
     assert outcomes["1"].outcome is outcomes["2"].outcome is Outcome.SUCCESS
     assert ("0", Outcome.FAILED) in source.acked
+
+
+async def test_the_worker_slot_stays_taken_until_the_final_flush_ends(autojump_clock, tmp_path):
+    """A job whose log is still being delivered keeps its slot: the next job is claimed only
+    once the flush (here 5 appends of 10 s each) is over."""
+    claimed_at: list[float] = []
+    reported_at: list[float] = []
+
+    class SlowSink(RecordingSink):
+        async def ship(self, batch):
+            await trio.sleep(10)
+            await super().ship(batch)
+
+        async def report(self, outcome):
+            reported_at.append(trio.current_time())
+            await super().report(outcome)
+
+    class Source:
+        def __init__(self) -> None:
+            self.left = 2
+
+        async def claim(self):
+            await trio.lowlevel.checkpoint()
+            if not self.left:
+                return None
+            self.left -= 1
+            claimed_at.append(trio.current_time())
+            return ClaimedJob(RunnerJob(id=str(self.left)), SlowSink(), None)
+
+    logs = LogSettings(
+        job_pod_log_max_size=4096,
+        job_log_spool_dir=str(tmp_path),
+        log_flush_timeout=30.0,
+        job_outcome_timeout=5.0,
+    )
+    runner = Runner(
+        source=Source(),
+        executor=ScriptedExecutor([b"x" * 900 + b"\n"] * 20),
+        settings=RunSettings(job_concurrency=1),
+        log_settings=logs,
+        metrics=RunnerMetrics(runner_id="r1"),
+        runner_id="r1",
+    )
+    await runner.serve()
+    assert len(claimed_at) == 2 and len(reported_at) == 2
+    assert reported_at[0] - claimed_at[0] >= 40
+    assert claimed_at[1] >= reported_at[0]
