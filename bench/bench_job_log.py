@@ -16,7 +16,9 @@ the OpsLevel test double runs here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -37,7 +39,14 @@ SPOOL_BUDGET = 1 << 20
 
 
 def spool_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*.seg") if p.exists()) if root.exists() else 0
+    """Bytes of segment files under ``root``; spools come and go while it looks."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".seg"):
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(directory, name)).st_size
+    return total
 
 
 async def delivery(lines: int, append_seconds: float) -> dict[str, float]:
@@ -61,7 +70,7 @@ async def delivery(lines: int, append_seconds: float) -> dict[str, float]:
 
 
 async def discarding(lines: int) -> dict[str, float]:
-    env = {**bench_api.os.environ, "OPSLEVEL_JOB_CONCURRENCY": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OPSLEVEL_JOB_CONCURRENCY": "1", "PYTHONPATH": str(ROOT)}
     env["OPSLEVEL_LOG_LEVEL"] = "ERROR"
     result = await trio.run_process(
         [sys.executable, bench_api.__file__, "--child", "baseline", "1", str(lines)],
