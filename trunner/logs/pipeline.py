@@ -1,8 +1,8 @@
 """The drain: executor bytes -> valid UTF-8 -> masking -> lines -> outcome variables -> prefix -> batches.
 
 Everything here is synchronous and does no I/O; the only hand-off to the network side is the
-batcher's non-blocking offer. Input is processed in slices whose output is at most
-:func:`slice_budget` bytes; once the batcher is held, the rest of a chunk waits unprocessed
+batcher's non-blocking offer. Lines reach the batcher in parts that grow (with their prefixes)
+to at most :func:`slice_budget` bytes; once the batcher is held, the rest waits in order
 (:attr:`Pipeline.held`) until :meth:`Pipeline.resume`. Memory held here (see
 :mod:`trunner.logs.job_log` for the job's whole bound): per stream, the masker's hold-back
 (below 2 x the longest needle) and an unfinished line (<= ``max_line``), outcome variables
@@ -79,7 +79,9 @@ class Pipeline:
         self._metrics = metrics
         self._tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
         self._slice = slice_budget(settings)
-        self._pending: deque[tuple[Source, bytes, int]] = deque()
+        self._pending: deque[tuple[Source, bytes, int, int]] = deque()
+        """Input waiting for room, in order: (stream, bytes not yet split, -1, from where) or
+        (stream, processed lines not yet prefixed, their count, 0)."""
         self.batcher = Batcher(
             offer,
             busy=busy,
@@ -95,17 +97,14 @@ class Pipeline:
         data = self._stream_maskers[stream].feed(data) if data else data
         if not data:
             return
-        if self._pending:
-            self._pending.append((stream, data, 0))
+        if self._pending or self.batcher.held:
+            self._pending.append((stream, data, -1, 0))
         else:
             self._consume(stream, data, 0)
 
     def note(self, text: str) -> None:
         block = self._masker.mask(markers.note(text).replace(b"\n", b" "))
-        if self._pending:
-            self._pending.append((None, block, 0))
-        else:
-            self._emit(None, block, 1)
+        self._emit(None, block, 1)
 
     # --- room ---
 
@@ -119,12 +118,17 @@ class Pipeline:
         if not self.batcher.resume():
             return False
         while self._pending:
-            stream, data, position = self._pending.popleft()
-            if stream is None:
-                self._emit(None, data, 1)
-            elif not self._consume(stream, data, position):
+            source, data, lines, position = self._pending.popleft()
+            rest, self._pending = self._pending, deque()
+            if lines < 0:
+                assert source is not None
+                self._consume(source, data, position)
+            else:
+                self._emit(source, data, lines)
+            self._pending.extend(rest)
+            if self.batcher.held:
                 return False
-        return not self.batcher.held
+        return True
 
     def start_dropping(self, reason: str) -> None:
         """Delivery has stalled: drop (counted, marked) instead of waiting for room."""
@@ -135,10 +139,9 @@ class Pipeline:
         """Lines and bytes not yet handed to the job log (unprocessed input counted by its
         newlines, and at least one line for a piece without one)."""
         lines, size = self.batcher.waiting()
-        for stream, data, position in self._pending:
-            rest = len(data) - position
-            lines += data.count(b"\n", position) or 1 if stream is not None else 1
-            size += rest
+        for _, data, count, position in self._pending:
+            lines += count if count >= 0 else (data.count(b"\n", position) or 1)
+            size += len(data) - position
         return lines, size
 
     # --- end of job ---
@@ -178,22 +181,18 @@ class Pipeline:
 
     # --- internals ---
 
-    def _consume(self, stream: Stream, data: bytes, position: int) -> bool:
-        """Process ``data[position:]`` slice by slice while the batcher takes it; keep the rest
-        waiting. True when all of it was processed."""
-        end_of_data = len(data)
-        while position < end_of_data:
+    def _consume(self, stream: Stream, data: bytes, position: int) -> None:
+        """Split ``data[position:]``, a slice budget of input at a time when it is longer than
+        that (so one large read is never held processed in full); the rest waits once held."""
+        if position == 0 and len(data) <= self._slice:
+            self._split(stream, data)
+            return
+        while position < len(data):
             if self.batcher.held:
-                self._pending.appendleft((stream, data, position))
-                return False
-            end = min(end_of_data, position + self._slice)
-            newlines = data.count(b"\n", position, end)
-            grown = (end - position) + newlines * (len(self.line_prefix()) + 1)
-            if grown > self._slice:
-                end = position + max(1, (end - position) * self._slice // grown)
-            self._split(stream, data if position == 0 and end == end_of_data else data[position:end])
-            position = end
-        return True
+                self._pending.append((stream, data, -1, position))
+                return
+            self._split(stream, data[position : position + self._slice])
+            position += self._slice
 
     def _split(self, stream: Stream, data: bytes | None) -> None:
         """Feed ``data`` to the stream's splitter (None: the end of the stream) and process it."""
@@ -215,9 +214,40 @@ class Pipeline:
             self._emit(stream, block, block.count(b"\n") + 1)
 
     def _emit(self, stream: Source, block: bytes, lines: int) -> None:
-        self._tail.extend(block.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:])
+        """Prefix ``block`` and add it to the batcher, in parts that grow to at most the slice
+        budget; once the batcher is held, what is left waits (processed, unprefixed) in order."""
+        if self._pending or self.batcher.held:
+            self._pending.append((stream, block, lines, 0))
+            return
         prefix = self.line_prefix()
+        if len(block) + lines * len(prefix) > self._slice:
+            self._emit_in_parts(stream, block, lines, prefix)
+            return
+        self._tail.extend(block.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:])
         self.batcher.add(stream, prefix + block.replace(b"\n", b"\n" + prefix), lines)
+
+    def _emit_in_parts(self, stream: Source, block: bytes, lines: int, prefix: bytes) -> None:
+        position, end_of_block = 0, len(block)
+        step = max(1, self._slice * end_of_block // (end_of_block + lines * len(prefix)))
+        while position < end_of_block:
+            if self.batcher.held:
+                rest = block[position:]
+                self._pending.append((stream, rest, rest.count(b"\n") + 1, 0))
+                return
+            end = min(end_of_block, position + step)
+            if end < end_of_block:
+                cut = block.rfind(b"\n", position, end)
+                end = cut if cut > position else block.find(b"\n", end)
+                if end < 0:
+                    end = end_of_block
+            part = block[position:end]
+            count = part.count(b"\n") + 1
+            if count > 1 and len(part) + count * len(prefix) > self._slice:
+                step = max(1, step // 2)  # denser than the block's average: a smaller part
+                continue
+            self._tail.extend(part.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:])
+            self.batcher.add(stream, prefix + part.replace(b"\n", b"\n" + prefix), count)
+            position = end + 1
 
     def _drain_warnings(self) -> None:
         warnings, self._outcome_vars.warnings = self._outcome_vars.warnings, []
