@@ -525,3 +525,26 @@ async def test_startup_survives_a_forbidden_leftover_listing(
 def test_settings_groups_are_registered() -> None:
     names = {cls.__name__ for cls in kubernetes.SETTINGS}
     assert names == {"JobRunSettings", "KubeJobSettings", "KubeApiSettings"}
+
+
+@pytest.mark.parametrize(("exec_max_wait", "answer_after", "started"), [(90, 70, True), (60, 70, False)])
+async def test_job_pod_exec_max_wait_bounds_the_start_of_the_exec(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    exec_max_wait: int,
+    answer_after: int,
+    started: bool,
+) -> None:
+    async with serve_kube_api() as api:
+        api.delay(answer_after, match=lambda r: r.path.endswith("/exec"))
+        api.script_exec(Stdout(b"ok\n"), Exit(0))
+        argv = ["--job-pod-owner", "runner-0", "--job-pod-exec-max-wait", str(exec_max_wait)]
+        async with open_executor(settings_source(api, tmp_path, argv), runner_id="1") as executor:
+            feed = RecordingFeed()
+            before = trio.current_time()
+            result = await executor.run(RunnerJob(id="42", image="alpine", commands=("echo ok",)), feed)
+    if started:
+        assert result == ExitResult.exited(0) and feed.stdout == b"ok\n"
+    else:
+        assert result.kind is ExitKind.INFRASTRUCTURE and result.outcome() is Outcome.FAILED, result
+        assert trio.current_time() - before < answer_after

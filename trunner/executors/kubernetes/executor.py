@@ -168,7 +168,7 @@ class KubernetesExecutor:
                 podspec.JOB_CONTAINER,
                 podspec.main_command(self.config, job),
                 output,
-                timing=self._exec_timing,
+                timing=self._exec_timing or ExecTiming(connect_timeout=self.config.exec_max_wait),
             )
         if lifetime.cancelled_caught:
             return ExitResult(

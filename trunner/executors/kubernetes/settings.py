@@ -80,6 +80,12 @@ class KubeJobSettings:
         help="Seconds a job pod may take to be running before the job ends as pod_timeout.",
         checks=[positive],
     )
+    job_pod_exec_max_wait: float = setting(
+        60.0,
+        help="Seconds the exec of a job's commands may take to start (the API server's answer to the "
+        "exec request); then the job fails.",
+        checks=[positive],
+    )
     job_pod_requests_cpu: int = setting(
         1000, help="CPU request of the job containers, in millicores (0: none).", checks=[non_negative]
     )
@@ -170,6 +176,7 @@ class JobPodConfig:
     workdir: str = DEFAULT_WORKDIR
     lifetime: float = 3600.0
     max_wait: float = 60.0
+    exec_max_wait: float = 60.0
     resources: ResourceRequirements | None = None
     helper_image: str | None = DEFAULT_HELPER_IMAGE
     """``None``: no helper init container."""
@@ -468,6 +475,7 @@ def resolve(source: SettingsSource) -> JobPodConfig:
         workdir=run.job_pod_workdir or DEFAULT_WORKDIR,
         lifetime=run.job_pod_max_lifetime,
         max_wait=flags.job_pod_max_wait,
+        exec_max_wait=flags.job_pod_exec_max_wait,
         resources=resources,
         helper_image=(flags.job_pod_helper_image or DEFAULT_HELPER_IMAGE)
         if flags.job_pod_helper_enabled
