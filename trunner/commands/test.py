@@ -16,8 +16,11 @@ from trunner.executors import registry
 from trunner.executors.base import ExecutorUnavailable
 from trunner.executors.settings import JobRunSettings
 from trunner.job import run_job
+from trunner.kube.client import KubeApiSettings
+from trunner.kube.config import load_config
+from trunner.kube.errors import KubeConfigError
 from trunner.local.console import ConsoleSink, console_log_settings
-from trunner.local.jobfile import JobFileError, load_job
+from trunner.local.jobfile import DEFAULT_JOB_FILE, JobFileError, load_job
 from trunner.logs.job_log import clear_spool_dir
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
@@ -30,7 +33,11 @@ def register(subparsers: Any) -> None:
         help="Run one job file through the full pipeline and print its log, outcome and outcome variables.",
     )
     parser.add_argument(
-        "-f", "--file", required=True, metavar="FILE", help="Job YAML/JSON file, or - for stdin."
+        "-f",
+        "--file",
+        default=".",
+        metavar="FILE",
+        help=f"Job YAML/JSON file, or - for stdin (default {DEFAULT_JOB_FILE}).",
     )
     parser.add_argument(
         "--executor",
@@ -52,6 +59,16 @@ def run(args: argparse.Namespace) -> int:
         return exits.USAGE
     module = registry.executor_module(args.executor)
     source.check(LogSettings, *module.SETTINGS)
+    if args.executor == "kubernetes":
+        try:
+            load_config(source.environ, context=source.get(KubeApiSettings).k8s_context or None)
+        except KubeConfigError as exc:
+            print(
+                f"trunner: no usable Kubernetes cluster config to run the job in a pod ({exc.where}: "
+                f"{exc.problem}); use --executor local to run it on this machine",
+                file=sys.stderr,
+            )
+            return exits.USAGE
     try:
         outcome, signum = trio.run(_run, job, source, args.executor)
     except ExecutorUnavailable as exc:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import yaml
 
 from trunner import wire
+from trunner.local.gojob import go_job_view
 from trunner.models import RunnerJob, validate_job
+
+log = logging.getLogger("trunner.jobfile")
+
+DEFAULT_JOB_FILE = "./job.yaml"
+"""What ``test`` reads without ``-f`` (or with the Go runner's ``-f .``)."""
 
 
 class JobFileError(ValueError):
@@ -28,6 +35,9 @@ def parse_job(text: str, source: str) -> RunnerJob:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise JobFileError(f"{source}: not valid YAML or JSON: {exc}") from None
+    data, warnings = go_job_view(data)
+    for warning in warnings:
+        log.warning("%s: %s", source, warning)
     try:
         job = wire.structure(data, RunnerJob, what=source, converter=wire.strict)
     except wire.WireError as exc:
@@ -39,7 +49,10 @@ def parse_job(text: str, source: str) -> RunnerJob:
 
 
 def load_job(path: str) -> RunnerJob:
-    """Load a job from ``path``, or from standard input when ``path`` is ``-``."""
+    """Load a job from ``path``, or from standard input when ``path`` is ``-`` (``.`` is
+    ``./job.yaml``, as in the Go runner)."""
+    if path == ".":
+        path = DEFAULT_JOB_FILE
     source = "<stdin>" if path == "-" else path
     try:
         if path == "-":
