@@ -39,6 +39,7 @@ from trunner.faktory.protocol import (
     SimpleString,
 )
 from trunner.retry import exponential_backoff
+from trunner.tls import system_trust_context
 
 log = logging.getLogger("trunner.faktory")
 
@@ -311,7 +312,7 @@ async def connect(
 
 
 def _default_tls_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    context = system_trust_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 

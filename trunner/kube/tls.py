@@ -9,6 +9,7 @@ from pathlib import Path
 
 from trunner.kube.config import KubeConfig
 from trunner.kube.errors import KubeConfigError
+from trunner.tls import system_trust_context
 
 
 def load_client_certificate(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
@@ -30,7 +31,8 @@ def ssl_context(config: KubeConfig) -> ssl.SSLContext:
         if config.ca_pem is not None:
             context = ssl.create_default_context(cadata=config.ca_pem.decode("ascii", "replace"))
         else:
-            context = ssl.create_default_context()
+            # No CA configured: the system trust store, as client-go uses.
+            context = system_trust_context()
     except ssl.SSLError as exc:
         raise KubeConfigError(config.source, f"certificate authority is not valid PEM: {exc}") from None
     if config.insecure_skip_tls_verify:

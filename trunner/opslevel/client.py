@@ -8,7 +8,6 @@ import json
 import logging
 import platform
 import random
-import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
@@ -39,6 +38,7 @@ from trunner.opslevel.operations import (
 )
 from trunner.opslevel.settings import ApiSettings
 from trunner.retry import RetryPolicy, parse_retry_after
+from trunner.tls import system_trust_context
 
 V = TypeVar("V")
 P = TypeVar("P")
@@ -147,10 +147,9 @@ class OpsLevelClient:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             transport=transport,
             follow_redirects=False,
-            # The system's trust store (OpenSSL's default paths, which SSL_CERT_FILE and SSL_CERT_DIR
-            # replace) rather than certifi's bundle: a private CA or an intercepting proxy is trusted the
-            # same way as for every other client of the runner.
-            verify=ssl.create_default_context(),
+            # The system's trust store rather than certifi's bundle: a private CA or an intercepting
+            # proxy is trusted the same way as for every other client of the runner.
+            verify=system_trust_context(),
             trust_env=False,
         )
 
