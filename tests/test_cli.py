@@ -27,7 +27,7 @@ def trunner(
 
 
 def test_version():
-    result = trunner("version")
+    result = trunner("version", "--short")
     assert result.returncode == 0 and result.stdout.startswith("trunner ")
 
 

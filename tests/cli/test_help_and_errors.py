@@ -56,7 +56,6 @@ def test_run_help_lists_exit_codes_including_signals():
             ["test", "-f", "x", "--executor", "kubernets"],
             "trunner test: error: unknown value for --executor: 'kubernets'; did you mean kubernetes?",
         ),
-        (["test"], "trunner test: error: required flag(s) not set: -f, --file"),
         (
             ["completion", "tcsh"],
             "trunner completion: error: unknown value for bash|zsh|fish: 'tcsh' (choose bash, zsh, fish)",
@@ -128,10 +127,12 @@ def test_validate_lists_every_problem_of_a_config_file(tmp_path):
 
 
 def test_validate_names_the_bad_field_of_a_job_file(tmp_path):
-    job = write_job(tmp_path / "job.yaml", "id: 1\ncommands: [true]\n")
+    job = write_job(
+        tmp_path / "job.yaml", "id: 1\ncommands: [true]\nvariables: [{key: A, value: b, sensitive: maybe}]\n"
+    )
     result = trunner("validate", "-f", job)
     assert result.returncode == 1
-    assert f"{job}: id: expected a string, got number" in result.stderr
+    assert f"{job}: variables[0].sensitive: expected true or false, got 'maybe'" in result.stderr
 
 
 def test_validate_checks_the_chosen_executor(tmp_path):

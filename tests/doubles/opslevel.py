@@ -215,7 +215,7 @@ class _Rule:
 @attrs.frozen
 class Call:
     operation: str
-    """An operation name, ``account`` for the token check, or ``unknown``."""
+    """An operation name, ``account`` for the token check, ``ping`` for GET /api/ping, or ``unknown``."""
     variables: Any
     headers: dict[str, str]
     body: bytes
@@ -266,6 +266,12 @@ class OpsLevelDouble:
         self.lines: dict[str, list[str]] = {}
         self.line_counts: dict[str, int] = {}
         self.outcomes: dict[str, list[Outcome]] = {}
+        self.ping: dict[str, Any] | None = {
+            "app_commit": "4f1c2a9e8b7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b",
+            "app_date": "2026-11-20T10:00:00Z",
+            "app_version": "v2026.11.20",
+        }
+        """The body of ``GET /api/ping`` (the fields the Go runner's ``version`` reads); None: 503."""
         self.recommended_replicas: int | None = None
         """What ``runnerScale`` recommends; None recommends the caller's ``currentReplicaCount``."""
         self.port = 0
@@ -389,6 +395,13 @@ class OpsLevelDouble:
     ) -> bool:
         """Answer one request; False when the connection must end (reset or stalled)."""
         headers = {k.decode().lower(): v.decode() for k, v in head.headers}
+        if head.method == b"GET" and head.target.split(b"?")[0] == b"/api/ping":
+            self.calls.append(Call("ping", None, headers, body, trio.current_time(), None))
+            if self.ping is None:
+                await self._send(stream, conn, 503, b'{"error":"unavailable"}')
+            else:
+                await self._send(stream, conn, 200, json.dumps(self.ping).encode())
+            return True
         if head.method != b"POST" or head.target.split(b"?")[0] != b"/graphql":
             await self._send(stream, conn, 404, b'{"error":"not found"}')
             return True

@@ -27,7 +27,7 @@ def test_help_and_version(podman: Podman) -> None:
     assert "usage: trunner" in helped.stdout
     for command in ("run", "test", "version"):
         assert command in helped.stdout
-    version = podman.run("version")
+    version = podman.run("version", "--short")
     assert version.code == 0, version.stderr
     assert version.stdout.startswith(f"trunner {VERSION} "), version.stdout
 
@@ -60,7 +60,7 @@ def test_runs_as_the_fixed_non_root_user(podman: Podman) -> None:
 @pytest.mark.parametrize("user", ["4242:0", "4242:4242"])
 def test_an_arbitrary_uid_runs_trunner(podman: Podman, user: str) -> None:
     """OpenShift-style restricted policies run the container as a random UID (group 0 or its own)."""
-    done = podman.run("version", options=["--user", user])
+    done = podman.run("version", "--short", options=["--user", user])
     assert done.code == 0, done.stderr
     assert done.stdout.startswith(f"trunner {VERSION} ")
 
