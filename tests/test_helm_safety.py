@@ -211,12 +211,12 @@ def test_ca_bundle_is_mounted_read_only_and_named_by_ssl_cert_file(chart: helm.C
 
 
 def test_trunner_reads_ssl_cert_file_for_every_client() -> None:
-    """SSL_CERT_FILE reaches the OpsLevel client (ssl.create_default_context, tested in
-    tests/opslevel/test_opslevel_client.py), Faktory TLS and the kubeconfig client without a CA: each builds
-    its context from OpenSSL's default paths, which the variable replaces."""
+    """SSL_CERT_FILE reaches the OpsLevel client (tested in tests/opslevel/test_opslevel_client.py), Faktory
+    TLS and the kubeconfig client without a CA (tests/compat/test_system_trust.py): each builds its context
+    from the system trust store (trunner.tls, truststore), which honours the variable as OpenSSL does."""
     for module in ("trunner.opslevel.client", "trunner.faktory.client", "trunner.kube.tls"):
         source = Path(importlib.import_module(module).__file__ or "").read_text()
-        assert "ssl.create_default_context(" in source, module
+        assert "system_trust_context()" in source, module
         assert not re.search(r"import certifi|certifi\.where", source), module
 
 

@@ -34,7 +34,7 @@ def test_json_works_too():
     ("text", "message"),
     [
         ("id: '1'\ncommands: echo hi", "job.yaml: commands: expected a list, got string"),
-        ("commands: [a]", "job.yaml: id: required field missing"),
+        ("id: [1, 2]\ncommands: [a]", "job.yaml: id: expected a string"),
         (
             "id: '1'\nvariables: [{key: A, scope: everywhere}]",
             "variables[0].scope: unknown scope 'everywhere'",
@@ -44,8 +44,8 @@ def test_json_works_too():
             "id: '1'\nfiles: [{name: ../etc/passwd}]",
             "files[0].name: '../etc/passwd' is not a plain file name",
         ),
-        ("id: '1'\ncomands: [x]", "unknown field(s): comands"),
-        ("id: '1'\ncommands: [1]", "commands[0]: expected a string, got number"),
+        ("id: '1'\nfiles: [{name: a, contents: [x]}]", "files[0].contents: expected a string"),
+        ("id: '1'\ncommands: [[1]]", "commands[0]: expected a string"),
         ("- a list", "expected a mapping, got list"),
         ("id: [unclosed", "not valid YAML or JSON"),
         (
