@@ -24,6 +24,7 @@ from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
 from trunner.models import JobOutcome, Outcome, RunnerJob
 from trunner.retry import deliver
+from trunner.runlog import bind_job
 
 logger = logging.getLogger("trunner.job")
 
@@ -40,7 +41,9 @@ async def run_job(
 ) -> JobOutcome:
     """Run ``job`` to an outcome and report it. Job and sink failures become the outcome;
     cancellation reports ``canceled`` (shielded, bounded) and then propagates."""
-    log = logging.LoggerAdapter(logger, {"job": job.number(), "worker": worker})
+    worker_field: int | str = int(worker) if worker.isdigit() else worker
+    log = logging.LoggerAdapter(logger, {"job": job.number(), "worker": worker_field})
+    bind_job(job.number(), worker_field)
     result: JobOutcome | None = None
     job_log: JobLog | None = None
     try:

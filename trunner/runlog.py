@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ LEVELS = {
     "ERROR": logging.ERROR,
 }
 FORMATS = ("TEXT", "JSON")
+TIMESTAMPS = ("RFC3339", "UNIX")
 
 
 @attrs.frozen
@@ -39,6 +41,33 @@ class RunnerLogSettings:
     log_format: str = setting(
         "TEXT", help="Runner log format: TEXT or JSON.", checks=[lambda v: one_of(*FORMATS)(v.upper())]
     )
+    log_timestamp: str = setting(
+        "RFC3339",
+        help="The time of --log-format JSON records: RFC3339 (UTC, milliseconds) or UNIX (whole seconds, "
+        "as the Go runner's zerolog writes them).",
+        checks=[lambda v: one_of(*TIMESTAMPS)(v.upper())],
+    )
+
+
+_JOB: contextvars.ContextVar[tuple[str, int | str] | None] = contextvars.ContextVar(
+    "trunner_job", default=None
+)
+
+
+def bind_job(job: str, worker: int | str) -> None:
+    """From here on, records the current task logs (and those of the tasks it starts) carry ``job``
+    and ``worker``: trio runs each task in its own copy of the context, so the binding ends with
+    the task."""
+    _JOB.set((job, worker))
+
+
+class _JobFields(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = _JOB.get()
+        if current is not None:
+            record.__dict__.setdefault("job", current[0])
+            record.__dict__.setdefault("worker", current[1])
+        return True
 
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -49,9 +78,15 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, *, unix_time: bool = False) -> None:
+        super().__init__()
+        self.unix_time = unix_time
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            "time": int(record.created)
+            if self.unix_time
+            else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
@@ -97,9 +132,11 @@ class TextFormatter(logging.Formatter):
         return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields.items())
 
 
-def setup(level: str = "INFO", fmt: str = "TEXT") -> None:
+def setup(level: str = "INFO", fmt: str = "TEXT", timestamp: str = "RFC3339") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt.upper() == "JSON" else TextFormatter())
+    unix_time = timestamp.upper() == "UNIX"
+    handler.setFormatter(JsonFormatter(unix_time=unix_time) if fmt.upper() == "JSON" else TextFormatter())
+    handler.addFilter(_JobFields())
     root = logging.getLogger("trunner")
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level.upper()])

@@ -26,7 +26,7 @@ from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
 from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, Outcome, RunnerJob
-from trunner.runlog import TRACE
+from trunner.runlog import TRACE, bind_job
 
 logger = logging.getLogger("trunner.runner")
 
@@ -189,6 +189,7 @@ class Runner:
     ) -> None:
         job = claimed.job
         log = logging.LoggerAdapter(logger, {"job": job.number(), "worker": worker})
+        bind_job(job.number(), worker)
         sink = _TraceSink(claimed.sink, log) if logger.isEnabledFor(TRACE) else claimed.sink
         started = trio.current_time()
         self._metrics.job_started()

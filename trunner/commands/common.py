@@ -30,7 +30,7 @@ def settings_source(args: argparse.Namespace) -> SettingsSource:
     data, name = read_config_file(args.config)
     source = SettingsSource(args=args, file=data, source_name=name)
     log_settings = source.get(RunnerLogSettings)
-    runlog.setup(log_settings.log_level, log_settings.log_format)
+    runlog.setup(log_settings.log_level, log_settings.log_format, log_settings.log_timestamp)
     for ignored in getattr(args, "ignored_flags", ()):
         log.warning("%s", ignored.reason)
     known = getattr(args, "known_file_keys", None)
