@@ -27,6 +27,7 @@ DIR_PREFIX = "trunner-job-"
 LOCK_NAME = "lock"
 _HEADER = struct.Struct("<QIIQII")
 HEADER_SIZE = _HEADER.size
+_GATHER = 64 * 1024
 _SEGMENTS_PER_BUDGET = 4
 """A segment is at most a quarter of the budget: at most that much read-but-undeleted space."""
 
@@ -96,20 +97,21 @@ class Spool:
 
     async def append(self, batch: Batch) -> None:
         """Write ``batch`` as the newest record; raises :class:`OSError` if the disk refuses."""
-        payload = b"\n".join(batch.blocks)
-        header = _HEADER.pack(
-            batch.seq, batch.line_count, batch.markers, batch.announced, len(payload), zlib.crc32(payload)
-        )
+        crc = 0
+        for index, block in enumerate(batch.blocks):
+            crc = zlib.crc32(block, zlib.crc32(b"\n", crc) if index else crc)
+        length = max(batch.size - 1, 0)
+        header = _HEADER.pack(batch.seq, batch.line_count, batch.markers, batch.announced, length, crc)
         if self._dir is None:
             await offload(self._create)
         roll = self._write_offset > 0 and (
-            self.records == 0 or self._write_offset + len(header) + len(payload) > self._segment_limit
+            self.records == 0 or self._write_offset + len(header) + length > self._segment_limit
         )
         if roll:
             await offload(self._roll)
-        await offload(self._append_sync, header, payload)
-        self._write_offset += len(header) + len(payload)
-        self.used += len(header) + len(payload)
+        await offload(self._append_sync, header, batch.blocks)
+        self._write_offset += len(header) + length
+        self.used += len(header) + length
         self.records += 1
         self.lines += batch.line_count - batch.markers
         self.size += batch.size
@@ -163,10 +165,26 @@ class Spool:
         self._write_fd = self._open_segment(self._write_index, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
         self._drop_read_segments()
 
-    def _append_sync(self, header: bytes, payload: bytes) -> None:
-        assert self._write_fd is not None
-        _write_all(self._write_fd, header)
-        _write_all(self._write_fd, payload)
+    def _append_sync(self, header: bytes, blocks: list[bytes]) -> None:
+        """Writes the blocks joined by newlines without joining them in memory (a batch-sized
+        copy); small blocks are gathered into writes of up to 64 KiB."""
+        fd = self._write_fd
+        assert fd is not None
+        pending = bytearray(header)
+        for index, block in enumerate(blocks):
+            if index:
+                pending += b"\n"
+            if len(block) >= _GATHER:
+                _write_all(fd, bytes(pending))
+                pending.clear()
+                _write_all(fd, block)
+            else:
+                pending += block
+                if len(pending) >= _GATHER:
+                    _write_all(fd, bytes(pending))
+                    pending.clear()
+        if pending:
+            _write_all(fd, bytes(pending))
 
     def _read_sync(self) -> tuple[int, int, int, int, bytes]:
         self._drop_read_segments()
