@@ -209,4 +209,6 @@ def test_long_secrets_stream_like_the_whole_text(scenario):
     masker = Masker((f"S{i}", value) for i, value in enumerate(secrets))
     stream = masker.stream()
     out = b"".join(stream.feed(data[a:b]) for a, b in itertools.pairwise(bounds)) + stream.finish()
-    assert out == reference_mask(data, set(masker.needles))
+    # A form cut inside a multi-byte character leaves invalid UTF-8, which the stream repairs first.
+    repaired = data.decode("utf-8", "replace").encode()
+    assert out == reference_mask(repaired, set(masker.needles))
