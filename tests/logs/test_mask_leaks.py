@@ -21,6 +21,7 @@ from trunner.logs.mask import MAX_SECRET_BYTES
 from trunner.logs.secret_forms import forms_of
 from trunner.logs.settings import LogSettings
 from trunner.models import JobOutcome, JobVariable, Outcome, RunnerJob
+from trunner.retry import ShipError
 
 MASK = "**********"
 
@@ -228,3 +229,18 @@ async def test_split_reads_of_every_size_on_both_streams(autojump_clock, stream)
         chunks = [Chunk(data[i : i + size], stream=stream) for i in range(0, len(data), size)]
         sink, _ = await run(job_of(S=secret), chunks)
         assert sink.bodies() == [f"a {MASK} b {secret[:5]}"]
+
+
+async def test_sink_error_text_is_masked_in_the_runner_log(autojump_clock, caplog):
+    secret = "echoed-by-the-api"
+
+    def fail_first(batch, attempt):
+        if attempt == 1:
+            return ShipError(f"rejected input: credentials {secret} expired", retryable=True)
+        return None
+
+    sink = RecordingSink(fail=fail_first)
+    with caplog.at_level(logging.DEBUG, logger="trunner"):
+        _, outcome = await run(job_of(S=secret), [f"token {secret}\n".encode()], sink=sink)
+    assert outcome.outcome is Outcome.SUCCESS
+    assert "rejected input" in caplog.text and secret not in caplog.text

@@ -216,21 +216,23 @@ class JobLog:
     ) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._log = log
         spool = None
         if settings.job_log_buffer == "spool":
             spool = Spool(Path(settings.job_log_spool_dir), _spool_name(job.id), settings.job_log_spool_size)
-        self._buffer = LogBuffer(spool, on_lost=self._lose, metrics=metrics, log=log)
+        # The pipeline owns the job's masker, so everything below logs through its masked log: a
+        # sink's or the spool's error text may quote the job's output.
         self.pipeline = Pipeline(
             job,
-            self._buffer.offer,
-            busy=self._buffer.busy,
+            lambda batch: self._buffer.offer(batch),
+            busy=lambda: self._buffer.busy(),
             settings=settings,
             worker=worker,
             metrics=metrics,
             wallclock=wallclock,
             log=log,
         )
+        self._log = masked = self.pipeline.log
+        self._buffer = LogBuffer(spool, on_lost=self._lose, metrics=metrics, log=masked)
         self._shipper = Shipper(
             sink,
             self._buffer.take,
@@ -238,7 +240,7 @@ class JobLog:
             line_prefix=self.pipeline.line_prefix,
             on_delivered=self._delivered,
             metrics=metrics,
-            log=log,
+            log=masked,
         )
         self._last_accepted = trio.current_time()
         self._delivery_scope = trio.CancelScope(shield=True)
