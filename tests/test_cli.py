@@ -32,7 +32,7 @@ def test_version():
 
 
 def test_test_command_prints_lines_outcome_and_variables():
-    result = trunner("test", "-f", "examples/jobs/02-outcome-vars.yaml")
+    result = trunner("test", "--executor", "local", "-f", "examples/jobs/02-outcome-vars.yaml")
     assert result.returncode == 0, result.stderr
     assert "computing a report" in result.stdout
     assert "outcome: success" in result.stdout
@@ -41,13 +41,15 @@ def test_test_command_prints_lines_outcome_and_variables():
 
 
 def test_test_command_exit_status_follows_the_outcome():
-    result = trunner("test", "-f", "examples/failing.yaml")
+    result = trunner("test", "--executor", "local", "-f", "examples/failing.yaml")
     assert result.returncode == 1
     assert "outcome: failed" in result.stdout and "exit code: 3" in result.stdout
 
 
 def test_test_command_reads_stdin():
-    result = trunner("test", "-f", "-", stdin='{"id": "9", "commands": ["echo from stdin"]}')
+    result = trunner(
+        "test", "--executor", "local", "-f", "-", stdin='{"id": "9", "commands": ["echo from stdin"]}'
+    )
     assert result.returncode == 0 and "from stdin" in result.stdout
 
 
@@ -67,6 +69,8 @@ def test_invalid_settings_are_rejected_before_running():
 def test_flags_win_over_environment():
     result = trunner(
         "test",
+        "--executor",
+        "local",
         "-f",
         "examples/jobs/01-hello.yaml",
         "--job-pod-log-max-size",
@@ -98,9 +102,11 @@ def test_run_help_documents_settings_with_defaults_and_env():
         assert text in result.stdout
 
 
-async def test_test_command_runs_a_job_as_a_pod_through_the_kubeconfig(tmp_path):
-    """``trunner test --executor kubernetes`` against the Kubernetes API double, found through
-    KUBECONFIG as a real cluster would be; the double runs the exec'd commands as local processes."""
+async def test_test_command_runs_the_job_as_a_pod_by_default(tmp_path):
+    """``trunner test`` without ``--executor``, as the Go runner's ``test`` (which has no other
+    executor): the job runs as a pod of the Kubernetes API double, found through KUBECONFIG as a
+    real cluster would be, over REST and the WebSocket exec protocol; the double runs the exec'd
+    commands as local processes."""
     import os
 
     import trio
@@ -113,16 +119,7 @@ async def test_test_command_runs_a_job_as_a_pod_through_the_kubeconfig(tmp_path)
         env.update(KUBECONFIG=str(kubeconfig), OPSLEVEL_JOB_POD_OWNER="cli-test")
         with trio.fail_after(60):
             result = await trio.run_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "trunner",
-                    "test",
-                    "-f",
-                    "examples/jobs/02-outcome-vars.yaml",
-                    "--executor",
-                    "kubernetes",
-                ],
+                [sys.executable, "-m", "trunner", "test", "-f", "examples/jobs/02-outcome-vars.yaml"],
                 cwd=ROOT,
                 env=env,
                 capture_stdout=True,
@@ -135,4 +132,5 @@ async def test_test_command_runs_a_job_as_a_pod_through_the_kubeconfig(tmp_path)
         assert "outcome variable status=green" in stdout
         created = [r.path for r in api.requests if r.method == "POST"]
         assert any(p.endswith("/pods") for p in created) and any(p.endswith("/configmaps") for p in created)
+        assert [s.subprotocol for s in api.exec_sessions] == ["v5.channel.k8s.io"]
         assert not api.objects("pods") and not api.objects("configmaps")

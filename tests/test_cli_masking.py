@@ -46,7 +46,7 @@ def test_trunner_test_masks_every_form_real_tools_print(tmp_path):
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, width=1000))
     # a 1024-byte batch makes the line limit 256: LONG (312 characters) and its base64 are longer
-    result = trunner("test", "-f", str(path), "--job-pod-log-max-size", "1024")
+    result = trunner("test", "--executor", "local", "-f", str(path), "--job-pod-log-max-size", "1024")
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
     for value in SECRETS.values():

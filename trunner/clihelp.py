@@ -83,14 +83,25 @@ SIGNAL_STATUS = ("130, 143", "stopped by SIGINT (Ctrl-C) or SIGTERM")
 EPILOGS = {
     "test": epilog(
         [
-            ("run a job file with the local executor", "trunner test -f examples/jobs/01-hello.yaml"),
+            ("run ./job.yaml as a pod through your kubeconfig", "trunner test"),
             ("read the job from standard input", "cat job.yaml | trunner test -f -"),
-            ("run it as a pod through your kubeconfig", "trunner test -f job.yaml --executor kubernetes"),
+            (
+                "run a job file on this machine, without a cluster",
+                "trunner test -f examples/jobs/01-hello.yaml --executor local",
+            ),
         ],
         [
             (exits.OK, "the job succeeded"),
-            (exits.FAILED, "the job did not succeed (failed, timed out, could not start)"),
-            USAGE_STATUS,
+            (
+                exits.FAILED,
+                "the job did not succeed (failed, timed out, could not start), or the cluster could not "
+                "be reached",
+            ),
+            (
+                exits.USAGE,
+                "bad flags, settings, config or job file, or no usable cluster config (hint: "
+                "--executor local): nothing ran",
+            ),
             SIGNAL_STATUS,
         ],
     ),

@@ -27,7 +27,7 @@ EXPECTED = [f"{stream}-{i}" for i in range(5000) for stream in ("out", "err")]
 
 
 def test_ten_thousand_alternating_writes_keep_their_order_locally(tmp_path):
-    result = trunner("test", "-f", write_job(tmp_path / "job.yaml", ALTERNATING))
+    result = trunner("test", "--executor", "local", "-f", write_job(tmp_path / "job.yaml", ALTERNATING))
     assert result.returncode == 0, result.stderr
     assert written_order(result.stdout) == EXPECTED
 
@@ -51,7 +51,7 @@ async def test_ten_thousand_alternating_writes_keep_their_order_in_a_pod(tmp_pat
 
 def test_the_failing_line_comes_before_the_exit_trace(tmp_path):
     job = 'id: "5"\ncommands:\n  - echo about to fail\n  - echo something went wrong >&2\n  - exit 3\n'
-    result = trunner("test", "-f", write_job(tmp_path / "job.yaml", job))
+    result = trunner("test", "--executor", "local", "-f", write_job(tmp_path / "job.yaml", job))
     assert result.returncode == 1
     shown = [line.split("] ", 1)[1] for line in result.stdout.splitlines() if "] " in line]
     assert shown[:6] == [
@@ -78,7 +78,13 @@ commands:
   - echo three
 """
     process = start_trunner(
-        "test", "-f", write_job(tmp_path / "job.yaml", job), "--job-pod-max-lifetime", "20"
+        "test",
+        "--executor",
+        "local",
+        "-f",
+        write_job(tmp_path / "job.yaml", job),
+        "--job-pod-max-lifetime",
+        "20",
     )
     try:
         read_until(process, "] one")
@@ -103,7 +109,7 @@ commands:
   - echo "::end-multiline-outcome-var"
   - echo "::set-outcome-var after=stderr" >&2
 """
-    result = trunner("test", "-f", write_job(tmp_path / "job.yaml", job))
+    result = trunner("test", "--executor", "local", "-f", write_job(tmp_path / "job.yaml", job))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "outcome variable status=green\n" in out

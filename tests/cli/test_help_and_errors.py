@@ -164,7 +164,7 @@ def test_a_huge_job_file_is_refused_before_parsing(tmp_path):
 def test_a_script_too_long_for_one_argument_fails_with_a_reason(tmp_path):
     commands = "".join(f"  - echo {'y' * 1000}\n" for _ in range(200))
     job = write_job(tmp_path / "long.yaml", f'id: "1"\ncommands:\n{commands}')
-    result = trunner("test", "-f", job, timeout=30)
+    result = trunner("test", "--executor", "local", "-f", job, timeout=30)
     assert result.returncode == 1
     assert "Argument list too long" not in result.stdout
     assert "a command line argument is limited to 127 KiB" in result.stdout

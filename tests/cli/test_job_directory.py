@@ -22,7 +22,13 @@ def test_a_job_id_with_dot_dots_stays_inside_the_given_workdir(tmp_path):
     workdir = tmp_path / "work" / "deep"
     workdir.mkdir(parents=True)
     result = trunner(
-        "test", "-f", write_job(tmp_path / "job.yaml", ESCAPING), "--job-pod-workdir", str(workdir)
+        "test",
+        "--executor",
+        "local",
+        "-f",
+        write_job(tmp_path / "job.yaml", ESCAPING),
+        "--job-pod-workdir",
+        str(workdir),
     )
     assert result.returncode == 0, result.stderr
     made = list(tmp_path.rglob("made-here"))
@@ -32,7 +38,9 @@ def test_a_job_id_with_dot_dots_stays_inside_the_given_workdir(tmp_path):
 
 
 def test_a_job_id_with_dot_dots_stays_inside_the_temporary_workdir(tmp_path):
-    result = trunner("test", "-f", write_job(tmp_path / "job.yaml", ESCAPING), env=None)
+    result = trunner(
+        "test", "--executor", "local", "-f", write_job(tmp_path / "job.yaml", ESCAPING), env=None
+    )
     assert result.returncode == 0, result.stderr
     printed = [line for line in result.stdout.splitlines() if "/trunner-job-" in line and "+ " not in line]
     assert printed and "/work/etc-" in printed[0], result.stdout

@@ -57,7 +57,7 @@ def test_a_traceback_is_one_field():
 
 def test_a_failing_job_logs_one_line_per_record_through_the_cli(tmp_path):
     job = write_job(tmp_path / "job.yaml", 'id: "5"\ncommands:\n  - echo "about to fail"\n  - exit 3\n')
-    result = trunner("test", "-f", job, "--log-level", "debug")
+    result = trunner("test", "--executor", "local", "-f", job, "--log-level", "debug")
     assert result.returncode == 1
     records = [parse_logfmt(line) for line in result.stderr.splitlines()]
     [ended] = [r for r in records if r["msg"].startswith("job ended failed")]

@@ -19,7 +19,7 @@ commands:
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_test_cancels_cleanly_with_the_shell_status(tmp_path, signum, status):
-    process = start_trunner("test", "-f", write_job(tmp_path / "job.yaml", SLEEPER))
+    process = start_trunner("test", "--executor", "local", "-f", write_job(tmp_path / "job.yaml", SLEEPER))
     try:
         read_until(process, "started")
         process.send_signal(signum)

@@ -62,7 +62,7 @@ def run_as_nobody(job: str, *, path_prefix: str = "") -> subprocess.CompletedPro
             for part in command
         ]
     return subprocess.run(
-        ["runuser", "-u", USER, "--", *command, "-m", "trunner", "test", "-f", "-"],
+        ["runuser", "-u", USER, "--", *command, "-m", "trunner", "test", "--executor", "local", "-f", "-"],
         input=job,
         capture_output=True,
         text=True,

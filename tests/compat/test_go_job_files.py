@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.support import ROOT, clean_env, trunner
+from trunner import exits
 from trunner.local.gojob import go_bool, go_text
 from trunner.local.jobfile import JobFileError, parse_job
 from trunner.models import JobVariable
@@ -106,12 +107,23 @@ def test_job_file_defaults_to_job_yaml_in_the_working_directory(tmp_path) -> Non
         assert "timeout: unknown key, ignored" in result.stderr
 
 
-def test_without_a_cluster_test_says_so_in_one_line(tmp_path) -> None:
+@pytest.mark.parametrize("executor", [(), ("--executor", "kubernetes")], ids=["default", "kubernetes"])
+def test_without_a_cluster_test_says_so_in_one_line(tmp_path, executor) -> None:
     env = clean_env(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
     env.pop("KUBECONFIG", None)
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    result = trunner("test", "--executor", "kubernetes", "-f", str(JOBS / "loose.yaml"), env=env)
-    assert result.returncode == 2
+    result = trunner("test", *executor, "-f", str(JOBS / "loose.yaml"), env=env)
+    assert result.returncode == exits.USAGE
     [line] = [line for line in result.stderr.splitlines() if "unknown key, ignored" not in line]
     assert line.startswith("trunner: no usable Kubernetes cluster config to run the job in a pod (")
     assert line.endswith("use --executor local to run it on this machine")
+    assert result.stdout == ""
+
+
+def test_the_help_documents_the_default_executor_and_the_status_without_a_cluster() -> None:
+    result = trunner("test", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "(default kubernetes)" in text
+    assert f"{exits.USAGE} bad flags, settings, config or job file, or no usable cluster config" in text
+    assert "--executor local" in text

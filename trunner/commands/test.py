@@ -42,8 +42,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--executor",
         choices=sorted(registry.EXECUTORS),
-        default="local",
-        help="Where the job runs (default local).",
+        default="kubernetes",
+        help="Where the job runs: kubernetes, in a pod through the kubeconfig or in-cluster config, as the "
+        "Go runner's test does; local, as processes on this machine (default kubernetes).",
     )
     add_common_arguments(parser)
     add_settings_arguments(parser, (LogSettings, JobRunSettings, *registry.settings_classes()))
