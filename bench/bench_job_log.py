@@ -11,6 +11,7 @@ The runner is ``trunner``'s API mode in a child process with bench_api's synthet
 the OpsLevel test double runs here.
 
     python bench/bench_job_log.py [--lines 200000] [--log-max-size 256000] [--jobs 1,4,16,64,200]
+        [--parts ab] [--widths 100,1]
 """
 
 from __future__ import annotations
@@ -129,6 +130,13 @@ async def stalled_memory(jobs: int, width: int, log_max_size: int, flood: float)
 
 
 async def main(args: argparse.Namespace) -> None:
+    if "a" in args.parts:
+        await delivery_figures(args)
+    if "b" in args.parts:
+        await memory_figures(args)
+
+
+async def delivery_figures(args: argparse.Namespace) -> None:
     print(f"job log bench: (a) {args.lines:,} lines of 100 bytes, one job")
     baseline = await discarding(args.lines)
     print(f"  discarding sink: {baseline['lines']:,.0f} lines in {baseline['seconds']:.2f} s")
@@ -139,9 +147,14 @@ async def main(args: argparse.Namespace) -> None:
             f" ({got['lines']:,.0f}); wall {got['seconds']:.2f} s = {got['seconds'] / baseline['seconds']:.2f} x"
             " the discarding sink"
         )
+
+
+async def memory_figures(args: argparse.Namespace) -> None:
     size = args.log_max_size
     print(f"(b)/(c) append stalled, job-pod-log-max-size {size:,}, spool budget {SPOOL_BUDGET:,} per job")
     for width, label in ((100, "100-byte"), (2, "1-byte")):
+        if label.split("-")[0] not in args.widths:
+            continue
         for jobs in args.jobs:
             m = await stalled_memory(jobs, width, size, args.flood)
             ratio = (m["peak"] - m["idle"]) / (jobs * size)
@@ -161,6 +174,10 @@ def entry() -> None:
     parser.add_argument("--flood", type=float, default=6.0, help="seconds each job floods in (b)")
     parser.add_argument(
         "--jobs", type=lambda text: [int(n) for n in text.split(",")], default=[1, 4, 16, 64, 200]
+    )
+    parser.add_argument("--parts", default="ab", help="which figures: a (delivery), b (memory and spool)")
+    parser.add_argument(
+        "--widths", type=lambda text: text.split(","), default=["100", "1"], help="line sizes in (b): 100,1"
     )
     trio.run(main, parser.parse_args())
 

@@ -175,13 +175,15 @@ async def test_disk_full_falls_back_to_back_pressure_with_one_warning(
 ):
     calls = []
 
-    def full(fd: int, data: bytes) -> None:
-        calls.append(len(data))
+    real = spool_module._writev_all
+
+    def full(fd: int, vectors: list[bytes | memoryview]) -> None:
+        calls.append(len(vectors))
         if len(calls) > 4:
             raise OSError(errno.ENOSPC, "No space left on device")
-        spool_module.os.write(fd, data)
+        real(fd, vectors)
 
-    monkeypatch.setattr(spool_module, "_write_all", full)
+    monkeypatch.setattr(spool_module, "_writev_all", full)
     lines = numbered(4000)
     sink = TimedSink(delay=0.5)
     outcome = await run_job(

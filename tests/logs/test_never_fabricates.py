@@ -1,7 +1,7 @@
 """Property: whatever the chunking, caps, budgets and sink stalls or failures, every shipped line
 is a real line, a piece of one framed by cut markers, or a marker; every gap is announced by a
-marker where it is, in its own stream; the counts announced are exact; and with a sink that
-keeps accepting, nothing is lost at all."""
+marker where it is, in its own stream; the lines and bytes each stream's markers announce are
+exactly that stream's missing ones; and with a sink that keeps accepting, nothing is lost at all."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from trunner.logs.settings import LogSettings
 from trunner.models import RunnerJob
 from trunner.retry import ShipError
 
-GAP = re.compile(r"\[trunner: \d+ lines \(\d+ bytes\)(?: of (\w+))? dropped: .*\]")
+GAP = re.compile(r"\[trunner: (\d+) lines \((\d+) bytes\)(?: of (\w+))? dropped: .*\]")
 MARKER = re.compile(GAP.pattern + r"|\[trunner\] .*")
 CONT = CONTINUED_PREFIX.decode()
 CUT = CUT_SUFFIX.decode()
@@ -32,17 +32,22 @@ ERR_ALPHABET = "QRSTUVW789ü+"
 
 
 def check(real: list[str], shipped: list[str]) -> int:
-    """Returns how many real lines appeared (whole or in part)."""
-    matched = 0
-    position = 0  # index of the next real line that may appear
-    gap_announced = True
-    partial: str | None = None  # pieces of the current line so far
-    orphan = False  # the current pieces follow a marker (earlier pieces were lost)
-    reopened: int | None = None  # a line whose start was shown before the gap: orphans may end it
+    """Returns how many real lines appeared (whole or in part). After a gap a piece may belong
+    to more than one real line (equal lines, equal endings): every reading is tried, and the
+    shipped lines pass if one reading explains them all."""
+    # state: (next shipped index, next real index that may appear, gap announced, pieces of the
+    # current line so far, the pieces follow a marker, a line whose start was shown before the
+    # gap (orphans may end it), real lines matched)
+    State = tuple[int, int, bool, str | None, bool, int | None, int]
+    stack: list[State] = [(0, 0, True, None, False, None, 0)]
+    seen: set[tuple[object, ...]] = set()
+    failure = "no shipped line"
 
-    def finish_line(text: str, complete: bool) -> None:
-        nonlocal position, gap_announced, matched, reopened
+    def endings(state: State, text: str, complete: bool) -> list[State]:
+        nonlocal failure
+        i, position, gap_announced, _, orphan, reopened, matched = state
         start = reopened if orphan and reopened is not None else position
+        found = []
         for index in range(start, len(real)):
             candidate = real[index]
             ok = (
@@ -50,60 +55,107 @@ def check(real: list[str], shipped: list[str]) -> int:
                 if orphan
                 else (candidate == text if complete else candidate.startswith(text))
             )
-            if ok:
-                assert index >= position - 1 and (index in (position, reopened) or gap_announced), (
-                    f"silent gap before {text[:40]!r}"
+            if not ok:
+                continue
+            if not (index >= position - 1 and (index in (position, reopened) or gap_announced)):
+                failure = f"silent gap before {text[:40]!r}"
+                continue
+            found.append(
+                (
+                    i,
+                    max(position, index + 1),
+                    False,
+                    None,
+                    False,
+                    None if complete else index,
+                    matched + (index >= position),
                 )
-                if index >= position:
-                    matched += 1
-                position = index + 1
-                gap_announced = False
-                reopened = None if complete else index
-                return
-        raise AssertionError(f"fabricated line {text[:60]!r}")
+            )
+        if not found and not failure.startswith("silent gap"):
+            failure = f"fabricated line {text[:60]!r}"
+        return found
 
-    for line in shipped:
+    while stack:
+        state = stack.pop()
+        key = state[:6]
+        if key in seen:
+            continue
+        seen.add(key)
+        i, position, gap_announced, partial, orphan, reopened, matched = state
+        if i == len(shipped):
+            if partial is None:
+                return matched
+            stack.extend(reversed(endings(state, partial, complete=False)))
+            continue
+        line = shipped[i]
         if MARKER.fullmatch(line):
-            if partial is not None:
-                finish_line(partial, complete=False)
-                partial = None
-            gap_announced = True
-            orphan = False
+            nexts = endings(state, partial, complete=False) if partial is not None else [state]
+            stack.extend(reversed([(i + 1, n[1], True, None, False, n[5], n[6]) for n in nexts]))
             continue
         continues = line.endswith(CUT)
         body = line.removesuffix(CUT) if continues else line
         if body.startswith(CONT):
             body = body.removeprefix(CONT)
             if partial is None:
-                assert gap_announced, f"continuation piece without its start: {line[:60]!r}"
+                if not gap_announced:
+                    failure = f"continuation piece without its start: {line[:60]!r}"
+                    continue
                 orphan = True
                 partial = ""
         else:
-            assert partial is None, f"a new line began inside a cut line: {line[:60]!r}"
+            if partial is not None:
+                failure = f"a new line began inside a cut line: {line[:60]!r}"
+                continue
             partial = ""
             orphan = False
             reopened = None
         partial += body
-        if not continues:
-            finish_line(partial, complete=True)
-            partial = None
-    if partial is not None:
-        finish_line(partial, complete=False)
-    return matched
+        state = (i + 1, position, gap_announced, partial, orphan, reopened, matched)
+        if continues:
+            stack.append(state)
+        else:
+            stack.extend(
+                reversed([(n[0], n[1], n[2], None, False, n[5], n[6]) for n in endings(state, partial, True)])
+            )
+    raise AssertionError(failure)
+
+
+def source_of(line: str) -> str:
+    """Whose line a shipped (unprefixed) line is: a gap marker names its stream."""
+    gap = GAP.fullmatch(line)
+    if gap:
+        assert gap[3] in ("stdout", "stderr", "runner"), f"a gap marker names no stream: {line!r}"
+        return gap[3]
+    if MARKER.fullmatch(line):
+        return "runner"
+    return "stderr" if line.removeprefix(CONT)[:1] in ERR_ALPHABET else "stdout"
 
 
 def split_streams(shipped: list[str]) -> dict[str, list[str]]:
-    """Each stream's shipped lines; a marker without a stream (a lost batch, a note) is in both."""
+    """Each stream's shipped lines and its gap markers; trunner's own lines are in both."""
     streams: dict[str, list[str]] = {"stdout": [], "stderr": []}
     for line in shipped:
-        match = MARKER.fullmatch(line)
-        if match:
-            for name in [match[1]] if match[1] else streams:
-                streams[name].append(line)
-            continue
-        body = line.removeprefix(CONT)
-        streams["stderr" if body[:1] in ERR_ALPHABET else "stdout"].append(line)
+        source = source_of(line)
+        for name in [source] if source in streams else streams:
+            streams[name].append(line)
     return streams
+
+
+def per_source(prefixed: list[str]) -> dict[str, list[int]]:
+    """Per source: [lines, bytes] shipped (with their prefix, as markers count bytes), and
+    [lines, bytes] its gap markers announce."""
+    totals = {name: [0, 0, 0, 0] for name in ("stdout", "stderr", "runner")}
+    for line in prefixed:
+        body = line.split("] ", 1)[1] if "] " in line else line
+        total = totals[source_of(body)]
+        gap = GAP.fullmatch(body)
+        if gap:
+            total[2] += int(gap[1])
+            total[3] += int(gap[2])
+        else:
+            total[0] += 1
+            total[1] += len(line.encode()) + 1
+    return totals
 
 
 def lost_count(message: str) -> int:
@@ -164,6 +216,7 @@ def test_shipped_lines_are_real_pieces_or_markers_and_nothing_is_lost_while_the_
     stall = data.draw(st.sampled_from([5.0, 60.0]), label="stall_timeout")
     ship_delay = data.draw(st.sampled_from([0.0, 0.01, 0.3, 2.0, 10.0]), label="ship_delay")
     fail_every = data.draw(st.sampled_from([0, 0, 0, 2, 3]), label="fail_every")
+    reject_every = data.draw(st.sampled_from([0, 0, 0, 2, 3]), label="reject_every")
     retry_timeout = data.draw(st.sampled_from([0.5, 5.0, 60.0]), label="retry_timeout")
 
     log_settings = LogSettings(
@@ -182,6 +235,8 @@ def test_shipped_lines_are_real_pieces_or_markers_and_nothing_is_lost_while_the_
     chunks = build_chunks(out_lines, err_lines, cuts, delays)
 
     def fail(batch, attempt):
+        if reject_every and batch.seq % reject_every == 1:
+            return ShipError("rejected", retryable=False)
         if fail_every and attempt % fail_every == 0:
             return ShipError("injected", retryable=True)
         return None
@@ -199,8 +254,18 @@ def test_shipped_lines_are_real_pieces_or_markers_and_nothing_is_lost_while_the_
     assert check(out_lines, split_streams(reference.bodies())["stdout"]) == len(out_lines)
     delivered = [line for line in sink.bodies() if not GAP.fullmatch(line)]
     assert len(delivered) + lost_count(outcome.message) == len(pieces), "drops not counted exactly"
+    got, want = per_source(sink.lines), per_source(reference.lines)
+    for name, (lines, size, announced_lines, announced_size) in got.items():
+        # Each stream's markers state that stream's own gap: what is shipped plus what is
+        # announced is that stream's output, exactly, unless the final flush left some behind.
+        exact = lost_count(outcome.message) == 0
+        assert want[name][2] == 0
+        if exact:
+            assert (lines + announced_lines, size + announced_size) == tuple(want[name][:2]), name
+        else:
+            assert lines + announced_lines <= want[name][0], name
 
-    keeps_accepting = fail_every == 0 and ship_delay < min(stall, retry_timeout)
+    keeps_accepting = fail_every == reject_every == 0 and ship_delay < min(stall, retry_timeout)
     if keeps_accepting:
         assert delivered == pieces, "lines were lost although the sink kept accepting"
         assert matched == len(out_lines) + len(err_lines)

@@ -21,7 +21,7 @@ def batch(seq: int, *lines: str) -> Batch:
 
 
 async def test_records_read_back_oldest_first_and_read_segments_are_deleted(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, "job", budget=4096)
+    spool = Spool(tmp_path, "job", budget=8192)
     sizes = []
     for seq in range(40):
         b = batch(seq, f"line {seq}", "x" * 50)
@@ -57,8 +57,29 @@ async def test_read_back_batch_equals_the_written_one(tmp_path: Path) -> None:
     )
 
 
+async def test_many_blocks_and_short_writes_read_back_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More blocks than one ``writev`` takes, and a disk that writes a few bytes at a time."""
+    real = os.writev
+
+    def short(fd: int, vectors: list[bytes | memoryview]) -> int:
+        assert len(vectors) <= spool_module._IOV_MAX
+        return real(fd, [bytes(memoryview(b"".join(vectors))[:7])])
+
+    monkeypatch.setattr(spool_module.os, "writev", short)
+    original = Batch(seq=1)
+    for n in range(3 * spool_module._IOV_MAX):
+        original.add_block(f"line {n}".encode() + (b"\nx" if n % 5 == 0 else b""), 2 if n % 5 == 0 else 1)
+    spool = Spool(tmp_path, "job", budget=1 << 20)
+    await spool.append(original)
+    back = await spool.read()
+    assert back.text_lines() == original.text_lines()
+    assert (back.line_count, back.size) == (original.line_count, original.size)
+
+
 async def test_budget_refuses_what_does_not_fit(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, "job", budget=300)
+    spool = Spool(tmp_path, "job", budget=2 * spool_module.HEADER_SIZE + 250)
     big = batch(0, "y" * 200)
     assert spool.fits(big)
     await spool.append(big)
@@ -112,15 +133,15 @@ def test_leftovers_of_a_dead_owner_are_removed_and_live_ones_kept(tmp_path: Path
 @pytest.mark.spool_threads
 async def test_file_operations_run_in_worker_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     threads: set[int] = set()
-    real = spool_module._write_all
+    real = spool_module._writev_all
 
-    def spy(fd: int, data: bytes) -> None:
+    def spy(fd: int, vectors: list[bytes | memoryview]) -> None:
         import threading
 
         threads.add(threading.get_ident())
-        real(fd, data)
+        real(fd, vectors)
 
-    monkeypatch.setattr(spool_module, "_write_all", spy)
+    monkeypatch.setattr(spool_module, "_writev_all", spy)
     spool = Spool(tmp_path, "job", budget=4096)
     await spool.append(batch(0, "a"))
     assert (await spool.read()).text_lines() == ["a"]

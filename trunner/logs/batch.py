@@ -7,9 +7,19 @@ operations run at C speed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import attrs
+
+SOURCES = ("stdout", "stderr", "runner")
+"""Whose lines a batch holds, in the order of :attr:`Batch.counts`: the job's two streams and
+the lines trunner writes itself."""
+STDOUT, STDERR, RUNNER = range(len(SOURCES))
+COUNTS = 4 * len(SOURCES)
+
+
+def _zero_counts() -> list[int]:
+    return [0] * COUNTS
 
 
 @attrs.define
@@ -22,18 +32,25 @@ class Batch:
     """Bytes of line text held, counting one byte per line for its separator."""
     markers: int = 0
     """How many of the lines are trunner's gap markers (counted in ``line_count``)."""
-    announced: int = 0
-    """Lines those markers announce as dropped (not in this batch)."""
+    counts: list[int] = attrs.Factory(_zero_counts)
+    """Per source (:data:`SOURCES`), four numbers: its lines and bytes in this batch (markers
+    not included), then the lines and bytes its markers announce as dropped (not in this batch)."""
 
-    def add_block(self, block: bytes, lines: int) -> None:
+    def add_block(self, block: bytes, lines: int, source: int = RUNNER) -> None:
         self.blocks.append(block)
         self.line_count += lines
         self.size += len(block) + 1
+        self.counts[4 * source] += lines
+        self.counts[4 * source + 1] += len(block) + 1
 
-    def add_marker(self, marker: bytes, announced: int) -> None:
-        self.add_block(marker, 1)
+    def add_marker(self, marker: bytes, source: int, lines: int, size: int) -> None:
+        """A marker line announcing ``lines`` lines (``size`` bytes) of ``source`` dropped."""
+        self.blocks.append(marker)
+        self.line_count += 1
+        self.size += len(marker) + 1
         self.markers += 1
-        self.announced += announced
+        self.counts[4 * source + 2] += lines
+        self.counts[4 * source + 3] += size
 
     def lines(self) -> Iterator[bytes]:
         """Every line, UTF-8, without its newline."""
@@ -43,5 +60,18 @@ class Batch:
     def text_lines(self) -> list[str]:
         return [line.decode() for line in self.lines()]
 
+    def gaps(self) -> list[tuple[int, int]]:
+        """Per source, the lines and bytes missing from the log if this batch is lost: its own,
+        and those its markers announced."""
+        return gaps_of(self.counts)
+
     def __bool__(self) -> bool:
         return self.line_count > 0
+
+
+def gaps_of(counts: Sequence[int]) -> list[tuple[int, int]]:
+    """Per source, own plus announced lines and bytes of a :attr:`Batch.counts` vector."""
+    return [
+        (counts[4 * s] + counts[4 * s + 2], counts[4 * s + 1] + counts[4 * s + 3])
+        for s in range(len(SOURCES))
+    ]

@@ -16,13 +16,14 @@ import trio
 
 from trunner.contracts import Stream
 from trunner.logs import markers
-from trunner.logs.batch import Batch
+from trunner.logs.batch import RUNNER, SOURCES, STDERR, STDOUT, Batch
 from trunner.logs.metrics import LogMetrics
 
 Source = Stream | None
 """The stream a block came from; None for lines trunner writes itself."""
 
-_SOURCE_NAMES: dict[Source, str] = {Stream.STDOUT: "stdout", Stream.STDERR: "stderr", None: "runner"}
+SOURCE_INDEX: dict[Source, int] = {Stream.STDOUT: STDOUT, Stream.STDERR: STDERR, None: RUNNER}
+"""A source's place in :attr:`Batch.counts`."""
 
 
 class Batcher:
@@ -150,10 +151,11 @@ class Batcher:
         return True
 
     def _place(self, stream: Source, block: bytes, lines: int) -> None:
+        source = SOURCE_INDEX[stream]
         while True:
             room = self._max - self._current.size
             if len(block) + 1 <= room:
-                self._current.add_block(block, lines)
+                self._current.add_block(block, lines, source)
                 return
             self._full = True
             if self._current and self._handoff():
@@ -163,7 +165,7 @@ class Batcher:
                 # split below; a single line this long would be kept whole rather than held for ever.
                 cut = block.rfind(b"\n", 0, room)
                 if cut <= 0:
-                    self._current.add_block(block, lines)
+                    self._current.add_block(block, lines, source)
                     return
             else:
                 cut = block.rfind(b"\n", 0, room)
@@ -172,7 +174,7 @@ class Batcher:
                 return
             head = block[:cut]
             head_lines = head.count(b"\n") + 1
-            self._current.add_block(head, head_lines)
+            self._current.add_block(head, head_lines, source)
             block, lines = block[cut + 1 :], lines - head_lines
 
     def _hold(self, stream: Source, block: bytes, lines: int) -> None:
@@ -201,8 +203,9 @@ class Batcher:
         drops, self._drops = self._drops, {}
         prefix = self._line_prefix()
         for stream, (lines, size) in drops.items():
-            marker = markers.dropped(lines, size, reason, _SOURCE_NAMES[stream])
-            self._current.add_marker(prefix + marker, lines)
+            source = SOURCE_INDEX[stream]
+            marker = markers.dropped(lines, size, reason, SOURCES[source])
+            self._current.add_marker(prefix + marker, source, lines, size)
 
     def _drop(self, stream: Source, lines: int, size: int) -> None:
         counts = self._drops.setdefault(stream, [0, 0])

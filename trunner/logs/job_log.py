@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -39,7 +39,7 @@ import trio
 
 from trunner.contracts import Stream
 from trunner.logs import spool as spool_io
-from trunner.logs.batch import Batch
+from trunner.logs.batch import COUNTS, Batch
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.pipeline import Pipeline
 from trunner.logs.settings import LogSettings
@@ -64,7 +64,7 @@ class LogBuffer:
         self,
         spool: Spool | None,
         *,
-        on_lost: Callable[[int, int, str], None],
+        on_lost: Callable[[Sequence[int], str], None],
         metrics: LogMetrics | None = None,
         log: Log = logger,
     ) -> None:
@@ -194,8 +194,9 @@ class LogBuffer:
         spool = self._spool
         assert spool is not None
         self._log.error("job log spool %s cannot be read back (%s): its lines are lost", spool.path, exc)
-        self._on_lost(spool.lines, spool.size, f"the log spool could not be read back: {exc.strerror or exc}")
+        self._on_lost(spool.counts, f"the log spool could not be read back: {exc.strerror or exc}")
         spool.records = spool.lines = spool.size = 0
+        spool.counts = [0] * COUNTS
         self._spool_broken = True
 
 
@@ -329,8 +330,8 @@ class JobLog:
         self._last_accepted = trio.current_time()
         self._buffer.notify()
 
-    def _lose(self, lines: int, size: int, reason: str) -> None:
-        self._shipper.lose(lines, size, reason)
+    def _lose(self, counts: Sequence[int], reason: str) -> None:
+        self._shipper.lose(counts, reason)
 
     # --- the final flush ---
 

@@ -1,21 +1,21 @@
 """The one shipper: takes batches from the job's log buffer and delivers them to any sink.
 
 Each batch gets attempts until ``retry_timeout`` has passed since it was taken; then it is
-counted as lost and the next batch that gets through starts with a marker saying so (the gap is
-right there: batches are delivered in order). The shipper never holds more than the one batch
-it is delivering.
+counted as lost and the next batch that gets through starts with one marker per stream it had
+lines of, each stating that stream's lines and bytes (the gap is right there: batches are
+delivered in order). The shipper never holds more than the one batch it is delivering.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import trio
 
 from trunner.logs import markers
-from trunner.logs.batch import Batch
+from trunner.logs.batch import COUNTS, SOURCES, Batch, gaps_of
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.sinks import Sink
 from trunner.retry import deliver
@@ -41,8 +41,10 @@ class Shipper:
         self._on_delivered = on_delivered
         self._metrics = metrics
         self._log = log or logging.getLogger("trunner.shipper")
-        self._unannounced_lines = 0
-        self._unannounced_bytes = 0
+        self._gaps = [(0, 0)] * len(SOURCES)
+        """Per source, lines and bytes lost and not yet announced."""
+        self._front = (0, 0)
+        """Lines and bytes of the markers put in front of the batch in flight."""
         self._last_error = ""
         self.lost_lines = 0
         self.in_flight: Batch | None = None
@@ -60,27 +62,44 @@ class Shipper:
         batch = self.in_flight
         if batch is None:
             return 0, 0
-        if self._unannounced_lines:
-            return batch.line_count - 1 - batch.markers, batch.size - len(batch.blocks[0]) - 1
-        return batch.line_count - batch.markers, batch.size
+        front_lines, front_size = self._front
+        return batch.line_count - front_lines - batch.markers, batch.size - front_size
 
-    def lose(self, lines: int, size: int, reason: str) -> None:
-        """Count lines lost before they reached the shipper; the next delivered batch says so."""
+    def lose(self, counts: Sequence[int], reason: str) -> None:
+        """Count the lines of a :attr:`Batch.counts` vector as lost before they reached the
+        sink (the gaps its markers announced are announced again, not counted twice); the next
+        delivered batch says so, one marker per source."""
+        assert len(counts) == COUNTS
         self._last_error = reason
-        self._unannounced_lines += lines
-        self._unannounced_bytes += size
+        self._gaps = [(a + b, c + d) for (a, c), (b, d) in zip(self._gaps, gaps_of(counts), strict=True)]
+        lines = sum(counts[0::4])
         self.lost_lines += lines
         if self._metrics is not None:
             self._metrics.lines_dropped.inc(lines)
-            self._metrics.bytes_dropped.inc(size)
+            self._metrics.bytes_dropped.inc(sum(counts[1::4]))
+
+    def _put_markers_in_front(self, batch: Batch) -> None:
+        prefix = self._line_prefix()
+        front = [
+            prefix + markers.dropped(lines, size, self._last_error, SOURCES[source])
+            for source, (lines, size) in enumerate(self._gaps)
+            if lines
+        ]
+        batch.blocks[:0] = front
+        self._front = (len(front), sum(len(marker) + 1 for marker in front))
+        batch.line_count += self._front[0]
+        batch.size += self._front[1]
+
+    def _take_markers_off(self, batch: Batch) -> None:
+        del batch.blocks[: self._front[0]]
+        batch.line_count -= self._front[0]
+        batch.size -= self._front[1]
+        self._front = (0, 0)
 
     async def _deliver(self, batch: Batch) -> None:
-        marked = bool(self._unannounced_lines)
+        marked = any(lines for lines, _ in self._gaps)
         if marked:
-            marker = markers.dropped(self._unannounced_lines, self._unannounced_bytes, self._last_error)
-            batch.blocks.insert(0, self._line_prefix() + marker)
-            batch.line_count += 1
-            batch.size += len(batch.blocks[0]) + 1
+            self._put_markers_in_front(batch)
         taken = trio.current_time()
         failure = await deliver(
             partial(self._sink.ship, batch),
@@ -90,12 +109,11 @@ class Shipper:
             on_failed_attempt=self._count_failed_attempt,
         )
         if failure is not None:
-            if marked:
-                batch.size -= len(batch.blocks.pop(0)) + 1
-                batch.line_count -= 1
+            self._take_markers_off(batch)
             self._fail(batch, failure)
             return
-        self._unannounced_lines = self._unannounced_bytes = 0
+        self._gaps = [(0, 0)] * len(SOURCES)
+        self._front = (0, 0)
         self._on_delivered()
         if self._metrics is not None:
             self._metrics.batches_shipped.inc()
@@ -112,8 +130,6 @@ class Shipper:
         self._lose(batch, reason)
 
     def _lose(self, batch: Batch, reason: str) -> None:
-        """The batch's own lines are lost; the gaps its markers announced are announced again."""
         if self._metrics is not None:
             self._metrics.batches_failed.inc()
-        self.lose(batch.line_count - batch.markers, batch.size, f"log delivery failed: {reason}")
-        self._unannounced_lines += batch.announced
+        self.lose(batch.counts, f"log delivery failed: {reason}")

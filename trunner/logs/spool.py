@@ -3,7 +3,7 @@
 The spool is a directory of segment files plus a ``lock`` file the owning process holds with
 ``flock`` for the spool's life, so a spool whose owner died (crash, SIGKILL) is told apart from
 a live one by trying that lock (:func:`remove_leftovers`). Records are
-``header (seq, lines, markers, lines announced, payload size, crc32) + payload``; a fully read segment is deleted, so the
+``header (seq, lines, markers, per-source counts, payload size, crc32) + payload``; a fully read segment is deleted, so the
 bytes on disk (``used``) never exceed the budget. Every file operation runs in a worker thread.
 """
 
@@ -21,13 +21,13 @@ from typing import Any
 
 import trio
 
-from trunner.logs.batch import Batch
+from trunner.logs.batch import COUNTS, Batch
 
 DIR_PREFIX = "trunner-job-"
 LOCK_NAME = "lock"
-_HEADER = struct.Struct("<QIIQII")
+_HEADER = struct.Struct(f"<QII{COUNTS}QII")
 HEADER_SIZE = _HEADER.size
-_GATHER = 64 * 1024
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
 _SEGMENTS_PER_BUDGET = 4
 """A segment is at most a quarter of the budget: at most that much read-but-undeleted space."""
 
@@ -47,11 +47,18 @@ def record_size(batch: Batch) -> int:
     return HEADER_SIZE + max(batch.size - 1, 0)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _writev_all(fd: int, vectors: list[bytes | memoryview]) -> None:
+    """Write every vector in order, at most IOV_MAX per call, resuming after a short write."""
+    start = 0
+    while start < len(vectors):
+        window = vectors[start : start + _IOV_MAX]
+        written = os.writev(fd, window)
+        for vector in window:
+            if written < len(vector):
+                vectors[start] = memoryview(vector)[written:]
+                break
+            written -= len(vector)
+            start += 1
 
 
 def _segment_name(index: int) -> str:
@@ -84,6 +91,8 @@ class Spool:
         self.size = 0
         """Lines (not counting gap markers) and line bytes (as :attr:`Batch.size` counts them)
         not yet read back."""
+        self.counts = [0] * COUNTS
+        """The sum of :attr:`Batch.counts` of the records not yet read back."""
 
     @property
     def path(self) -> Path | None:
@@ -101,7 +110,7 @@ class Spool:
         for index, block in enumerate(batch.blocks):
             crc = zlib.crc32(block, zlib.crc32(b"\n", crc) if index else crc)
         length = max(batch.size - 1, 0)
-        header = _HEADER.pack(batch.seq, batch.line_count, batch.markers, batch.announced, length, crc)
+        header = _HEADER.pack(batch.seq, batch.line_count, batch.markers, *batch.counts, length, crc)
         if self._dir is None:
             await offload(self._create)
         roll = self._write_offset > 0 and (
@@ -115,22 +124,24 @@ class Spool:
         self.records += 1
         self.lines += batch.line_count - batch.markers
         self.size += batch.size
+        self.counts = [a + b for a, b in zip(self.counts, batch.counts, strict=True)]
 
     async def read(self) -> Batch:
         """The oldest record not yet read; only call while :attr:`records` > 0."""
         assert self.records > 0
-        seq, lines, marks, announced, payload = await offload(self._read_sync)
+        seq, lines, marks, counts, payload = await offload(self._read_sync)
         batch = Batch(
             seq=seq,
             blocks=[payload],
             line_count=lines,
             size=len(payload) + 1,
             markers=marks,
-            announced=announced,
+            counts=counts,
         )
         self.records -= 1
         self.lines -= lines - marks
         self.size -= batch.size
+        self.counts = [a - b for a, b in zip(self.counts, counts, strict=True)]
         return batch
 
     async def remove(self) -> None:
@@ -166,39 +177,30 @@ class Spool:
         self._drop_read_segments()
 
     def _append_sync(self, header: bytes, blocks: list[bytes]) -> None:
-        """Writes the blocks joined by newlines without joining them in memory (a batch-sized
-        copy); small blocks are gathered into writes of up to 64 KiB."""
+        """Writes the header and the blocks joined by newlines with ``writev``: no copy of the
+        batch (or of a part of it) is made, whatever the shape of its blocks."""
         fd = self._write_fd
         assert fd is not None
-        pending = bytearray(header)
+        vectors: list[bytes | memoryview] = [header]
         for index, block in enumerate(blocks):
             if index:
-                pending += b"\n"
-            if len(block) >= _GATHER:
-                _write_all(fd, bytes(pending))
-                pending.clear()
-                _write_all(fd, block)
-            else:
-                pending += block
-                if len(pending) >= _GATHER:
-                    _write_all(fd, bytes(pending))
-                    pending.clear()
-        if pending:
-            _write_all(fd, bytes(pending))
+                vectors.append(b"\n")
+            vectors.append(block)
+        _writev_all(fd, vectors)
 
-    def _read_sync(self) -> tuple[int, int, int, int, bytes]:
+    def _read_sync(self) -> tuple[int, int, int, list[int], bytes]:
         self._drop_read_segments()
         if self._read_fd is None:
             self._read_fd = self._open_segment(self._read_index, os.O_RDONLY)
         header = os.pread(self._read_fd, HEADER_SIZE, self._read_offset)
         if len(header) != HEADER_SIZE:
             raise SpoolError(errno.EIO, "spool record header is truncated")
-        seq, lines, marks, announced, length, crc = _HEADER.unpack(header)
+        seq, lines, marks, *counts, length, crc = _HEADER.unpack(header)
         payload = os.pread(self._read_fd, length, self._read_offset + HEADER_SIZE)
         if len(payload) != length or zlib.crc32(payload) != crc:
             raise SpoolError(errno.EIO, "spool record does not read back intact")
         self._read_offset += HEADER_SIZE + length
-        return seq, lines, marks, announced, payload
+        return seq, lines, marks, counts, payload
 
     def _drop_read_segments(self) -> None:
         """Delete sealed segments the reader has passed the end of."""
@@ -225,6 +227,7 @@ class Spool:
             self._lock_fd = None
         self._dir = None
         self.used = self.records = self.lines = self.size = 0
+        self.counts = [0] * COUNTS
 
 
 def remove_leftovers(root: Path) -> int:
