@@ -62,6 +62,20 @@ _JOB_GID_PREFIX = "gid://opslevel/Runners::JobRun/"
 _RAW_URL_BASE64 = re.compile(r"[A-Za-z0-9_-]*")
 
 
+def job_number(job_id: str) -> str:
+    """The Go runner's ``RunnerJob.Number()``: the numeric part of a base64url job GID.
+
+    Any id that is not valid unpadded base64url (or whose decoding is not text) is returned as is.
+    """
+    if not _RAW_URL_BASE64.fullmatch(job_id) or len(job_id) % 4 == 1:
+        return job_id
+    try:
+        decoded = base64.urlsafe_b64decode(job_id + "=" * (-len(job_id) % 4)).decode()
+    except ValueError:
+        return job_id
+    return decoded.replace(_JOB_GID_PREFIX, "")
+
+
 @attrs.frozen
 class RunnerJob:
     id: str
@@ -75,17 +89,8 @@ class RunnerJob:
     status: JobStatus | None = None
 
     def number(self) -> str:
-        """The Go runner's ``RunnerJob.Number()``: the numeric part of a base64url job GID.
-
-        Any id that is not valid unpadded base64url (or whose decoding is not text) is returned as is.
-        """
-        if not _RAW_URL_BASE64.fullmatch(self.id) or len(self.id) % 4 == 1:
-            return self.id
-        try:
-            decoded = base64.urlsafe_b64decode(self.id + "=" * (-len(self.id) % 4)).decode()
-        except ValueError:
-            return self.id
-        return decoded.replace(_JOB_GID_PREFIX, "")
+        """The Go runner's ``RunnerJob.Number()`` of this job's id (see :func:`job_number`)."""
+        return job_number(self.id)
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(v.value for v in self.variables if v.sensitive and v.value)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import re
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -49,24 +51,39 @@ class RunnerLogSettings:
     )
 
 
-_JOB: contextvars.ContextVar[tuple[str, int | str] | None] = contextvars.ContextVar(
-    "trunner_job", default=None
+_JOB_FIELDS: contextvars.ContextVar[Mapping[str, str | int] | None] = contextvars.ContextVar(
+    "trunner_job_fields", default=None
 )
+
+
+def _bound() -> Mapping[str, str | int]:
+    return _JOB_FIELDS.get() or {}
 
 
 def bind_job(job: str, worker: int | str) -> None:
     """From here on, records the current task logs (and those of the tasks it starts) carry ``job``
     and ``worker``: trio runs each task in its own copy of the context, so the binding ends with
     the task."""
-    _JOB.set((job, worker))
+    _JOB_FIELDS.set({**_bound(), "job": job, "worker": worker})
+
+
+@contextlib.contextmanager
+def job_fields(job: str | None, **fields: str | None) -> Iterator[None]:
+    """Records logged inside the block (by any module, and by the tasks it starts) carry ``job``
+    and ``fields``, for work on one job outside the task that runs it: claiming, rejecting,
+    handing back, acknowledging. A field given as None is left out."""
+    given = {"job": job, **fields}
+    token = _JOB_FIELDS.set({**_bound(), **{k: v for k, v in given.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _JOB_FIELDS.reset(token)
 
 
 class _JobFields(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        current = _JOB.get()
-        if current is not None:
-            record.__dict__.setdefault("job", current[0])
-            record.__dict__.setdefault("worker", current[1])
+        for key, value in _bound().items():
+            record.__dict__.setdefault(key, value)
         return True
 
 

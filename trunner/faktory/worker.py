@@ -8,6 +8,7 @@ with the next job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ import trio
 
 from trunner.faktory import protocol
 from trunner.faktory.client import Backoff, FaktoryClient, rss_kb
-from trunner.faktory.decode import JobDecodeError, decode_legacy_job
+from trunner.faktory.decode import CUSTOM_JOB_ID, JobDecodeError, decode_legacy_job
 from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import (
     Beat,
@@ -29,7 +30,8 @@ from trunner.faktory.protocol import (
     ServerError,
 )
 from trunner.faktory.sink import FaktorySink
-from trunner.models import JobOutcome
+from trunner.models import JobOutcome, job_number
+from trunner.runlog import job_fields
 from trunner.runner import ClaimedJob
 
 log = logging.getLogger("trunner.faktory")
@@ -41,12 +43,35 @@ RESULT_TIMEOUT = 30.0
 
 def _jid(raw: bytes) -> str | None:
     """The ``jid`` of a fetched job, if ``raw`` is a JSON object with a non-empty string one."""
+    return _identify(raw)[0]
+
+
+def _identify(raw: bytes) -> tuple[str | None, str | None]:
+    """The ``jid`` and the RunnerJob number (``custom.opslevel-runner-job-id``, else ``args[0].id``,
+    as the decoder reads it) of a fetched job, each where ``raw`` has it as a non-empty string,
+    however malformed the rest."""
     try:
         payload = json.loads(raw)
     except ValueError:
-        return None
-    jid = payload.get("jid") if isinstance(payload, dict) else None
-    return jid if isinstance(jid, str) and jid else None
+        return None, None
+    if not isinstance(payload, dict):
+        return None, None
+    jid = payload.get("jid")
+    args = payload.get("args")
+    first = args[0] if isinstance(args, list) and args else None
+    job_id = first.get("id") if isinstance(first, dict) else None
+    custom = payload.get("custom")
+    if isinstance(custom, dict) and CUSTOM_JOB_ID in custom:
+        job_id = custom[CUSTOM_JOB_ID]
+    return (
+        jid if isinstance(jid, str) and jid else None,
+        job_number(job_id) if isinstance(job_id, str) and job_id else None,
+    )
+
+
+def _fields(jid: str, job_id: str) -> contextlib.AbstractContextManager[None]:
+    """Runner log fields of the Faktory job ``jid`` (RunnerJob id ``job_id``, or "" if not known)."""
+    return job_fields(job_number(job_id) if job_id else None, jid=jid)
 
 
 @attrs.frozen
@@ -138,20 +163,27 @@ class FaktoryWorker:
 
     async def _hand_back(self, raw: bytes) -> None:
         """FAIL a job fetched just as claiming was cancelled (shutdown), so Faktory retries it now."""
-        jid = _jid(raw)
+        jid, job = _identify(raw)
         if jid is None:
             return
         rejection = Rejection("Shutdown", "the runner shut down before the job started")
-        log.info("handing job %s back to Faktory: the runner is shutting down", jid)
-        with trio.CancelScope(shield=True), trio.move_on_after(self._client.timeout * 2):
-            await self._answer("FAIL", jid, rejection)
+        with job_fields(job, jid=jid):
+            log.info("handing job %s back to Faktory: the runner is shutting down", jid)
+            with trio.CancelScope(shield=True), trio.move_on_after(self._client.timeout * 2):
+                await self._answer("FAIL", jid, rejection)
 
     async def _accept(self, raw: bytes) -> ClaimedJob | None:
-        jid = _jid(raw)
-        if jid is None:
-            self._metrics.job_rejected("unidentifiable")
-            log.error("Faktory sent a job without a jid; it cannot be answered and will expire: %.200r", raw)
-            return None
+        jid, job = _identify(raw)
+        with job_fields(job, jid=jid):
+            if jid is None:
+                self._metrics.job_rejected("unidentifiable")
+                log.error(
+                    "Faktory sent a job without a jid; it cannot be answered and will expire: %.200r", raw
+                )
+                return None
+            return await self._accept_job(jid, raw)
+
+    async def _accept_job(self, jid: str, raw: bytes) -> ClaimedJob | None:
         self._outstanding[jid] = ""
         try:
             job = protocol.from_json(raw, Job, what="job")
@@ -170,10 +202,11 @@ class FaktoryWorker:
                 jid, "bad_payload", Rejection("InvalidRunnerJob", message, tuple(exc.problems))
             )
             return None
-        for warning in decoded.warnings:
-            log.warning("job %s (jid %s): %s", decoded.job.id, jid, warning)
-        self._outstanding[jid] = decoded.job.id
-        log.info("claimed Faktory job %s (jid %s, queue %s)", decoded.job.id, jid, job.queue)
+        with job_fields(decoded.job.number()):
+            for warning in decoded.warnings:
+                log.warning("job %s (jid %s): %s", decoded.job.id, jid, warning)
+            self._outstanding[jid] = decoded.job.id
+            log.info("claimed Faktory job %s (jid %s, queue %s)", decoded.job.id, jid, job.queue)
         sink = FaktorySink(self._client, runner_job_id=decoded.job.id, bid=decoded.bid, metrics=self._metrics)
         return ClaimedJob(decoded.job, sink, finished=_Finisher(self, jid))
 
@@ -191,7 +224,8 @@ class FaktoryWorker:
         """ACK or FAIL ``jid``, retrying for up to 30 s; the server's reservation covers a failure."""
         backoff = Backoff(initial=0.5, maximum=5.0)
         try:
-            await self._answer_until(command, jid, rejection, backoff)
+            with _fields(jid, self._outstanding.get(jid, "")):
+                await self._answer_until(command, jid, rejection, backoff)
         finally:
             self._outstanding.pop(jid, None)
 

@@ -21,7 +21,7 @@ from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.mask import Masker
 from trunner.logs.sinks import Sink
-from trunner.models import JobOutcome, JobStatus, Outcome, RunnerJob
+from trunner.models import JobOutcome, JobStatus, Outcome, RunnerJob, job_number
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiError, ApiTransportError
 from trunner.opslevel.metrics import ApiMetrics
@@ -33,6 +33,7 @@ from trunner.opslevel.operations import (
 from trunner.opslevel.settings import PollSettings
 from trunner.opslevel.sink import OpsLevelSink
 from trunner.retry import NO_RETRIES, deliver, exponential_backoff
+from trunner.runlog import job_fields
 from trunner.runner import ClaimedJob
 from trunner.wire import WireError, structure
 
@@ -176,6 +177,10 @@ class PendingJobSource:
 
     async def _accept(self, raw: Mapping[str, Any]) -> ClaimedJob | None:
         job_id = str(raw["id"])
+        with job_fields(job_number(job_id)):
+            return await self._accept_job(job_id, raw)
+
+    async def _accept_job(self, job_id: str, raw: Mapping[str, Any]) -> ClaimedJob | None:
         try:
             job = structure(_job_fields(raw), RunnerJob, what="runnerJob")
         except WireError as exc:
@@ -190,11 +195,13 @@ class PendingJobSource:
 
     async def _hand_back(self, raw: Any) -> None:
         if isinstance(raw, Mapping) and raw.get("id") not in (None, ""):
-            log.warning("job %s arrived while shutting down; reporting it canceled", raw["id"])
-            outcome = JobOutcome(
-                Outcome.CANCELED, "the runner shut down before the job started; it was not run"
-            )
-            await self._close_unrun(str(raw["id"]), outcome)
+            job_id = str(raw["id"])
+            with job_fields(job_number(job_id)):
+                log.warning("job %s arrived while shutting down; reporting it canceled", job_id)
+                outcome = JobOutcome(
+                    Outcome.CANCELED, "the runner shut down before the job started; it was not run"
+                )
+                await self._close_unrun(job_id, outcome)
 
     async def _close_unrun(self, job_id: str, outcome: JobOutcome) -> None:
         """Tell the API about a job that will not run: one log line with the reason, then the outcome.
