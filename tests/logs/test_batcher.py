@@ -119,3 +119,23 @@ async def test_interval_due_and_ship_if_ready(autojump_clock):
     await trio.sleep(30)
     assert batcher.due() and batcher.ship_if_ready()
     assert room.take() == [["second"]]
+
+
+def held_bytes(batch: Batch) -> int:
+    """What the batch's text really occupies: its bytes objects and the list holding them."""
+    import sys
+
+    return sys.getsizeof(batch.blocks) + sum(sys.getsizeof(block) for block in batch.blocks)
+
+
+async def test_a_batch_of_one_line_blocks_holds_about_its_counted_size():
+    """Per-block overhead counts: a slow job hands over one short line at a time."""
+    for width in (1, 20, 100, 900):
+        room = Room(capacity=100)
+        batcher = Batcher(room.offer, max_size=256_000, interval=1e9, line_prefix=lambda: b"P ")
+        line = b"P " + b"x" * width
+        for _ in range(256_000 // (len(line) + 1) - 1):
+            batcher.add(OUT, line, 1)
+        batch = batcher.current
+        assert batch.text_lines() == [line.decode()] * batch.line_count
+        assert held_bytes(batch) <= 1.06 * batch.size, (width, held_bytes(batch) / batch.size)

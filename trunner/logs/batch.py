@@ -17,6 +17,10 @@ the lines trunner writes itself."""
 STDOUT, STDERR, RUNNER = range(len(SOURCES))
 COUNTS = 4 * len(SOURCES)
 
+SMALL_BLOCK = 1024
+"""Blocks shorter than this are joined to a short last block: a bytes object and its list slot
+cost about 41 bytes, so a batch of one-line blocks would otherwise hold up to twice its size."""
+
 
 def _zero_counts() -> list[int]:
     return [0] * COUNTS
@@ -37,20 +41,25 @@ class Batch:
     not included), then the lines and bytes its markers announce as dropped (not in this batch)."""
 
     def add_block(self, block: bytes, lines: int, source: int = RUNNER) -> None:
-        self.blocks.append(block)
-        self.line_count += lines
-        self.size += len(block) + 1
+        self._append(block, lines)
         self.counts[4 * source] += lines
         self.counts[4 * source + 1] += len(block) + 1
 
     def add_marker(self, marker: bytes, source: int, lines: int, size: int) -> None:
         """A marker line announcing ``lines`` lines (``size`` bytes) of ``source`` dropped."""
-        self.blocks.append(marker)
-        self.line_count += 1
-        self.size += len(marker) + 1
+        self._append(marker, 1)
         self.markers += 1
         self.counts[4 * source + 2] += lines
         self.counts[4 * source + 3] += size
+
+    def _append(self, block: bytes, lines: int) -> None:
+        blocks = self.blocks
+        if len(block) < SMALL_BLOCK and blocks and len(blocks[-1]) < SMALL_BLOCK:
+            blocks[-1] = b"\n".join((blocks[-1], block))
+        else:
+            blocks.append(block)
+        self.line_count += lines
+        self.size += len(block) + 1
 
     def lines(self) -> Iterator[bytes]:
         """Every line, UTF-8, without its newline."""
