@@ -318,3 +318,52 @@ async def test_shutdown_during_the_flush_ends_it_at_the_shutdown_deadline(autoju
     assert outcomes == []
     assert "could not be delivered" in sink.outcomes[0].message
     assert "shutdown deadline" in sink.outcomes[0].message
+
+
+async def test_a_spool_that_cannot_be_read_back_is_announced_per_stream_at_the_gap(
+    autojump_clock, tmp_path, monkeypatch
+):
+    real_read = spool_module.Spool._read_sync
+    broken = []
+
+    def read_once_broken(self):
+        if not broken:
+            broken.append(self.counts[:])
+            raise spool_module.SpoolError(errno.EIO, "spool record does not read back intact")
+        return real_read(self)
+
+    monkeypatch.setattr(spool_module.Spool, "_read_sync", read_once_broken)
+    out_lines = numbered(3000)
+    chunks: list[Chunk] = []
+    for i, chunk in enumerate(chunks_of(out_lines, 4000)):
+        chunks.append(Chunk(chunk, Stream.STDOUT))
+        chunks.append(Chunk(b"err %d\n" % i, Stream.STDERR))
+    sink = TimedSink(delay=0.5)
+    outcome = await run_job(
+        JOB,
+        executor=ScriptedExecutor(chunks),
+        sink=sink,
+        settings=settings(tmp_path, job_log_spool_size=1 << 20),
+    )
+    bodies = sink.bodies()
+    markers = [(i, MARKER.fullmatch(b)) for i, b in enumerate(bodies) if MARKER.fullmatch(b)]
+    assert [m[3] for _, m in markers] == ["stdout", "stderr"]
+    assert all("could not be read back" in m[4] for _, m in markers)
+    # Each marker states exactly its own stream's lines and bytes, and stands where they were.
+    out_index, err_index = markers[0][0], markers[1][0]
+    assert err_index == out_index + 1
+    shipped_out = [b for b in bodies if b[:8].isdigit()]
+    shipped_err = [b for b in bodies if b.startswith("err ")]
+    dropped_out, dropped_err = int(markers[0][1][1]), int(markers[1][1][1])
+    assert dropped_out and dropped_err
+    assert len(shipped_out) + dropped_out == len(out_lines)
+    assert len(shipped_err) + dropped_err == len(chunks) // 2
+    assert (dropped_out, int(markers[0][1][2]), dropped_err, int(markers[1][1][2])) == tuple(
+        broken[0][:2] + broken[0][4:6]
+    )
+    real_out = [line.decode() for line in out_lines]
+    before = [b for b in bodies[:out_index] if b[:8].isdigit()]
+    after = [b for b in bodies[out_index:] if b[:8].isdigit()]
+    assert before + real_out[len(before) : len(before) + dropped_out] + after == real_out
+    assert f"{dropped_out + dropped_err} log lines could not be delivered" in outcome.message
+    assert spool_files(tmp_path) == []

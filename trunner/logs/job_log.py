@@ -14,14 +14,19 @@ the reader waits, so the job's writes wait. Only when the reader has been held f
 ``log_stall_timeout`` with no batch delivered does the pipeline drop lines, counted and marked
 per stream at the gap, until an offer succeeds again.
 
-Memory held by one job, whatever it prints and however slow the sink (``M`` = log_max_size)::
+Memory held by one job, whatever it prints and however slow the sink (``M`` = log_max_size;
+a batch's size counts its text and one separator per line, and its blocks are at least 1 KiB
+or joined, so the bytes objects holding it add at most 4 %)::
 
-    batch in flight (shipper)             1 x M
+    batch in flight (shipper)             1 x M    (read back from the spool: one block)
+      + its encoded request               one part at a time (16 KiB for the OpsLevel API)
     memory channel                        2 x M
     batch being filled, or the one        1 x M    (the drain is held while a batch is written to
-      being written to the spool                    the spool: a new batch gets one slice at most)
+      being written to the spool                    the spool: a new batch gets one slice at most;
+                                                    the write is a writev of its blocks, no copy)
     held-back rest of one slice           M / 16   (pipeline.slice_budget)
-    = 4 x M + M/16, plus the drain's own: two unfinished lines, outcome variables (1 MiB), a tail
+    = 4 x M + M/16, plus the drain's own: two unfinished lines, outcome variables (1 MiB), a tail,
+      the executor's last read, and about 30 KB of fixed cost (tasks, masker, splitters)
 
 Disk held by one job: at most ``job_log_spool_size`` (segments read through are deleted).
 """

@@ -50,11 +50,19 @@ class Shipper:
         self.in_flight: Batch | None = None
 
     async def run(self) -> None:
-        """Deliver batches until ``take`` says there are no more. If cancelled, the batch in
-        flight stays in :attr:`in_flight` for the caller to count."""
+        """Deliver batches until ``take`` says there are no more, then the markers of lines lost
+        since the last delivered one, if any. If cancelled, the batch in flight stays in
+        :attr:`in_flight` for the caller to count."""
+        seq = -1
         while (batch := await self._take()) is not None:
+            seq = batch.seq
             self.in_flight = batch
             await self._deliver(batch)
+            self.in_flight = None
+        if any(lines for lines, _ in self._gaps):
+            # Lines lost at the very end: the log ends with their markers, not silently.
+            self.in_flight = Batch(seq=seq + 1)
+            await self._deliver(self.in_flight)
             self.in_flight = None
 
     def in_flight_counts(self) -> tuple[int, int]:
