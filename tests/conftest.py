@@ -13,7 +13,7 @@ jump ahead while a thread works, so timeouts would fire at random. A test marked
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 import trio
 import trio.testing
 
+from trunner import errorreport
 from trunner.logs import spool
 
 
@@ -37,6 +38,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def _spool_io_inline(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.get_closest_marker("spool_threads") is None:
         monkeypatch.setattr(spool, "offload", _inline)
+
+
+@pytest.fixture(autouse=True)
+def _no_error_reporting(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test reports to a Sentry named in the developer's environment, and reporting a test
+    starts ends with it."""
+    for name in ("SENTRY_DSN", "SENTRY_ENVIRONMENT", "SENTRY_RELEASE"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    errorreport.close(timeout=0)
 
 
 LOOPBACK_THRESHOLD = 0.005

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from trunner import __version__, clihelp, gocli
+from trunner import __version__, clihelp, errorreport, gocli
 from trunner.commands import completion, enqueue, run, test, validate, version
 from trunner.config import ConfigError
 
@@ -80,4 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        errorreport.report_crash(exc)
+        raise
+    finally:
+        errorreport.close()
     return code

@@ -429,6 +429,23 @@ class SettingsSource:
             return None
         raise KeyError(f"{cls.__name__} has no setting {name!r}")
 
+    def given_secrets(self, *classes: type[Any]) -> list[str]:
+        """The text of every secret setting of ``classes`` that is given (flag, environment or
+        file), unchecked: what must never leave the process."""
+        given = vars(self.args) if self.args is not None else {}
+        secrets: list[str] = []
+        for cls in classes:
+            for field, spec, _ in _fields(cls):
+                if not spec.secret:
+                    continue
+                if field.name in given:
+                    secrets.append(str(given[field.name]))
+                secrets.extend(self.environ[e] for e in spec.lookup_env if e in self.environ)
+                found, raw = _lookup(self.file, spec.file_key)
+                if found and raw is not None:
+                    secrets.append(str(raw))
+        return [s for s in secrets if s]
+
     def check_given(self, *classes: type[Any]) -> None:
         """Check every setting of ``classes`` that is given, used or not by what runs: a value
         that is wrong is an error even where it would be ignored."""

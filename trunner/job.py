@@ -17,6 +17,7 @@ from functools import partial
 
 import trio
 
+from trunner import errorreport
 from trunner.executors.base import Executor, ExitResult
 from trunner.logs.job_log import JobLog, is_cancellation, open_job_log
 from trunner.logs.metrics import LogMetrics
@@ -51,7 +52,8 @@ async def run_job(
             job, sink, settings, metrics=metrics, worker=worker, wallclock=wallclock, log=log
         ) as job_log:
             try:
-                result = await _execute(job, executor, job_log, job_log.pipeline.log)
+                with errorreport.masking(job_log.pipeline.mask_text):
+                    result = await _execute(job, executor, job_log, job_log.pipeline.log)
             except BaseException as exc:
                 if is_cancellation(exc):
                     job_log.note("job canceled: the runner is shutting down")
@@ -64,6 +66,15 @@ async def run_job(
         (job_log.pipeline.log if job_log is not None else log).warning(
             "job ended %s: %s; last lines:\n%s", outcome.outcome.value, outcome.message, "\n".join(tail)
         )
+        if outcome.outcome is not Outcome.CANCELED and job_log is not None:
+            errorreport.report_failed_job(
+                job_id=job.id,
+                number=job.number(),
+                outcome=outcome.outcome.value,
+                message=outcome.message,
+                tail=tail,
+                mask=job_log.pipeline.mask_text,
+            )
     return outcome
 
 

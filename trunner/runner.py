@@ -16,6 +16,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from trunner import errorreport
 from trunner.config import at_most, non_negative, one_of, positive, setting
 from trunner.executors.base import Executor
 from trunner.job import describe_exception, run_job
@@ -150,6 +151,7 @@ class Runner:
     async def serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> list[JobRecord]:
+        errorreport.set_runner(self.runner_id)
         async with trio.open_nursery() as jobs:
             self._jobs_scope = jobs.cancel_scope
             if self._shutting_down:

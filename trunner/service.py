@@ -20,7 +20,7 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry
 
-from trunner import exits
+from trunner import errorreport, exits
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry as executors
 from trunner.executors.base import Executor, ExecutorUnavailable, JobNaming
@@ -137,7 +137,14 @@ class Service:
 
     async def serve(self, work: Callable[[], Awaitable[int]], *, started: Callable[[], None]) -> int:
         """Serve the HTTP endpoints, call ``started()``, then return ``work()``'s exit code;
-        ``EXIT_FAILED`` without calling either if the metrics port cannot be bound."""
+        ``EXIT_FAILED`` without calling either if the metrics port cannot be bound. A failure
+        before a runner is attached is reported as fatal."""
+        code = await self._serve(work, started)
+        if code != EXIT_OK and self.shutdown.runner is None:
+            errorreport.report_fatal("trunner could not start")
+        return code
+
+    async def _serve(self, work: Callable[[], Awaitable[int]], started: Callable[[], None]) -> int:
         async with trio.open_nursery() as background:
             if self._handle_signals:
                 await background.start(self.shutdown.watch_signals)

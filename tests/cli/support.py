@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLEVEL_", "FAKTORY_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLEVEL_", "FAKTORY_", "SENTRY_"))}
     env.update(extra)
     return env
 

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
-from trunner import gocli, runlog
-from trunner.config import SettingsSource, add_arguments, find_key, read_config_file, unknown_keys
+from trunner import errorreport, gocli, runlog
+from trunner.config import (
+    ConfigError,
+    SettingsSource,
+    add_arguments,
+    find_key,
+    read_config_file,
+    unknown_keys,
+)
+from trunner.faktory.client import locate_server
+from trunner.opslevel.settings import ApiSettings
 from trunner.runlog import RunnerLogSettings
 
 log = logging.getLogger("trunner.config")
@@ -31,6 +41,7 @@ def settings_source(args: argparse.Namespace) -> SettingsSource:
     source = SettingsSource(args=args, file=data, source_name=name)
     log_settings = source.get(RunnerLogSettings)
     runlog.setup(log_settings.log_level, log_settings.log_format, log_settings.log_timestamp)
+    errorreport.init(source.environ, secrets=_process_secrets(source))
     for ignored in getattr(args, "ignored_flags", ()):
         log.warning("%s", ignored.reason)
     known = getattr(args, "known_file_keys", None)
@@ -46,3 +57,11 @@ def settings_source(args: argparse.Namespace) -> SettingsSource:
                 replacement[2:],
             )
     return source
+
+
+def _process_secrets(source: SettingsSource) -> list[str]:
+    """The credentials the runner itself holds: the API token and the Faktory password."""
+    secrets = source.given_secrets(ApiSettings)
+    with contextlib.suppress(ConfigError):
+        secrets.append(locate_server(source.environ).password)
+    return secrets
