@@ -1,6 +1,6 @@
 """The import contract in pyproject.toml ([tool.importlinter]) holds: layers point down, kube/ and
-logs/ import nothing above them, and sibling modules form no cycle; the README's package map
-names every part."""
+logs/ import nothing above them, no mode imports the Kubernetes executor's internals, and sibling
+modules form no cycle; the README's package map names every part."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""The Kubernetes API client: configuration and credentials, REST, watch, WebSocket, and the Lease."""
+"""The Kubernetes API client: configuration and credentials, REST, watch, WebSocket, the Lease, and
+the API server's rules for names and labels."""

@@ -6,13 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trunner.executors.base import JobNaming
-from trunner.executors.kubernetes import names
 from trunner.executors.kubernetes.names import (
     job_identity,
     label_value,
     leftover_selector,
     object_name,
 )
+from trunner.kube.names import is_dns_label, is_label_value
 from trunner.models import RunnerJob
 
 API_JOB = RunnerJob(id="Z2lkOi8vb3BzbGV2ZWwvUnVubmVyczo6Sm9iUnVuLzIyNQ", image="alpine")
@@ -47,7 +47,7 @@ def test_faktory_mode_uses_the_job_id() -> None:
 def test_a_gid_in_faktory_mode_is_made_safe_and_stays_distinct() -> None:
     upper = object_name(API_JOB.id, 1)
     lower = object_name(API_JOB.id.lower(), 1)
-    assert names.is_dns_label(upper) and names.is_dns_label(lower)
+    assert is_dns_label(upper) and is_dns_label(lower)
     assert upper != lower
 
 
@@ -58,7 +58,7 @@ def test_a_plain_key_is_kept_as_is() -> None:
 def test_long_keys_are_shortened_with_a_hash() -> None:
     a = object_name("9" * 80, 1734383310)
     b = object_name("9" * 79 + "8", 1734383310)
-    assert len(a) <= 63 and names.is_dns_label(a)
+    assert len(a) <= 63 and is_dns_label(a)
     assert a != b
     assert a.startswith("opslevel-job-999") and a.endswith("-1734383310")
 
@@ -66,19 +66,19 @@ def test_long_keys_are_shortened_with_a_hash() -> None:
 def test_label_values() -> None:
     assert label_value("runner-1234") == "runner-1234"
     padded = label_value("runner-Z2lk==")
-    assert names.is_label_value(padded) and padded.startswith("runner-Z2lk-")
-    assert names.is_label_value(label_value("x" * 100))
+    assert is_label_value(padded) and padded.startswith("runner-Z2lk-")
+    assert is_label_value(label_value("x" * 100))
     assert leftover_selector("runner-abc-0") == "runner.opslevel.com/owner=runner-abc-0"
 
 
 @given(st.text(max_size=120), st.integers(min_value=0, max_value=2**34))
 def test_every_key_gives_a_valid_name(key: str, unix_time: int) -> None:
-    assert names.is_dns_label(object_name(key, unix_time))
+    assert is_dns_label(object_name(key, unix_time))
 
 
 @given(st.text(max_size=120))
 def test_every_text_gives_a_valid_label_value(text: str) -> None:
-    assert names.is_label_value(label_value(text))
+    assert is_label_value(label_value(text))
 
 
 @given(st.text(max_size=60), st.text(max_size=60))

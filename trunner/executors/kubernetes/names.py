@@ -17,6 +17,7 @@ import re
 import attrs
 
 from trunner.executors.base import JobNaming
+from trunner.kube.names import MAX_LABEL
 from trunner.models import RunnerJob
 
 NAME_PREFIX = "opslevel-job-"
@@ -25,18 +26,7 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 OWNER_LABEL = "runner.opslevel.com/owner"
 """Which runner process (pod name or host) created the object; startup cleanup selects on it."""
 
-MAX_LABEL = 63
 _HASH_LENGTH = 8
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
-
-
-def is_dns_label(text: str) -> bool:
-    return len(text) <= MAX_LABEL and _DNS_LABEL.fullmatch(text) is not None
-
-
-def is_label_value(text: str) -> bool:
-    return len(text) <= MAX_LABEL and _LABEL_VALUE.fullmatch(text) is not None
 
 
 def _digest(text: str) -> str:

@@ -35,8 +35,8 @@ from trunner.config import (
     positive,
     setting,
 )
-from trunner.executors.kubernetes import names
 from trunner.executors.settings import JobRunSettings
+from trunner.kube.names import dns_label_problem, is_dns_label, is_label_value, label_key_problem
 from trunner.kube.objects import (
     Affinity,
     ObjectError,
@@ -59,10 +59,6 @@ PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
 
 
-def _dns_label(value: str) -> str | None:
-    return None if names.is_dns_label(value) else "must be a DNS-1123 label (lower-case letters, digits, '-')"
-
-
 def _key_values(value: tuple[str, ...]) -> str | None:
     bad = [item for item in value if "=" not in item]
     return f"expected key=value items, got {bad!r}" if bad else None
@@ -73,7 +69,7 @@ class KubeJobSettings:
     """Kubernetes job pods"""
 
     job_pod_namespace: str = setting(
-        "default", help="Namespace the job pods are created in.", checks=[_dns_label]
+        "default", help="Namespace the job pods are created in.", checks=[dns_label_problem]
     )
     job_pod_max_wait: float = setting(
         60.0,
@@ -193,20 +189,6 @@ class JobPodConfig:
     owner: str = "trunner"
 
 
-_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
-def label_key_problem(key: str) -> str | None:
-    """Why ``key`` is not a valid label or annotation key (``[prefix/]name``), or None."""
-    prefix, _, name = key.rpartition("/")
-    if "/" in key and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
-        return f"{key!r}: the prefix must be a DNS subdomain"
-    if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
-        return f"{key!r}: the name must be 1-63 letters, digits, '-', '_' or '.', starting and ending alphanumeric"
-    return None
-
-
 def _mapping(items: tuple[str, ...], what: str, *, label_values: bool) -> tuple[dict[str, str], list[str]]:
     result: dict[str, str] = {}
     problems: list[str] = []
@@ -214,7 +196,7 @@ def _mapping(items: tuple[str, ...], what: str, *, label_values: bool) -> tuple[
         key, _, value = item.partition("=")
         if (problem := label_key_problem(key)) is not None:
             problems.append(f"{what}: {problem}")
-        elif label_values and not names.is_label_value(value):
+        elif label_values and not is_label_value(value):
             problems.append(f"{what}: {key}={value!r}: not a valid label value")
         else:
             result[key] = value
@@ -223,7 +205,7 @@ def _mapping(items: tuple[str, ...], what: str, *, label_values: bool) -> tuple[
 
 def _section_problems(section: KubernetesSection) -> list[str]:
     checks: list[tuple[str, object, bool]] = [
-        ("namespace", section.namespace, section.namespace is None or names.is_dns_label(section.namespace)),
+        ("namespace", section.namespace, section.namespace is None or is_dns_label(section.namespace)),
         ("lifetime", section.lifetime, section.lifetime is None or section.lifetime > 0),
         ("shell", section.shell, section.shell is None or section.shell.startswith("/")),
         (

@@ -5,15 +5,11 @@ from __future__ import annotations
 import attrs
 
 from trunner.config import positive, setting
-from trunner.executors.kubernetes.names import is_dns_label
+from trunner.kube.names import dns_label_problem
 
 
-def _dns_label(value: str) -> str | None:
-    return (
-        None
-        if not value or is_dns_label(value)
-        else "must be a DNS-1123 label (lower-case letters, digits, '-')"
-    )
+def _empty_or_dns_label(value: str) -> str | None:
+    return dns_label_problem(value) if value else None
 
 
 @attrs.frozen
@@ -30,14 +26,14 @@ class ScalingSettings:
         "runner",
         help="Deployment of the runner pods; also the name of the leader election Lease.",
         env=("OPSLEVEL_RUNNER_DEPLOYMENT", "RUNNER_DEPLOYMENT"),
-        checks=[lambda v: _dns_label(v) or (None if v else "must not be empty")],
+        checks=[lambda v: dns_label_problem(v) if v else "must not be empty"],
     )
     runner_pod_namespace: str = setting(
         "",
         help="Namespace of the runner's Deployment, Lease and pod (empty: the Kubernetes client's, "
         "which in a cluster is the service account's).",
         env=("OPSLEVEL_RUNNER_POD_NAMESPACE", "RUNNER_POD_NAMESPACE"),
-        checks=[_dns_label],
+        checks=[_empty_or_dns_label],
     )
     runner_min_replicas: int = setting(
         1,
