@@ -1,5 +1,5 @@
 """Masking as a user meets it: ``trunner test -f job.yaml`` with the local executor, real tools
-printing each secret in the forms the leaks were found in."""
+printing each secret in the forms they print it (plain, base64, shell-quoted, URL-encoded, JSON)."""
 
 from __future__ import annotations
 

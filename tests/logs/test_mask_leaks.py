@@ -1,5 +1,5 @@
-"""Each leak and failure found in masking, reproduced through the real pipeline (run_job with its
-job log, shipper and sink): none of them lets any form of a secret out any more."""
+"""Ways a secret could leave masking, each through the real pipeline (run_job with its job log,
+shipper and sink): none of them lets any form of a secret out."""
 
 from __future__ import annotations
 

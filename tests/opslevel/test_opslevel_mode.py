@@ -1,5 +1,5 @@
 """API mode end to end, in-process: the OpsLevel double on loopback, a scripted executor, the
-lead's runner and pipeline, and the mode's own start-up, HTTP server, signals and shutdown."""
+shared runner and pipeline, and the mode's own start-up, HTTP server, signals and shutdown."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Leader election and autoscaling (trunner.leader, trunner.scaling) against the Kubernetes API double and
+"""Leader election and autoscaling (trunner.kube.leader, trunner.opslevel.scaling) against the Kubernetes API double and
 the OpsLevel double, on trio's virtual clock."""
 
 from __future__ import annotations

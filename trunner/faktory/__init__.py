@@ -7,4 +7,5 @@
 - :mod:`~trunner.faktory.sink`: job logs and outcomes pushed to the ``app`` queue.
 - :mod:`~trunner.faktory.mode`: ``trunner run --mode faktory``.
 - :mod:`~trunner.faktory.definition`: the YAML job description ``trunner enqueue`` pushes.
+- :mod:`~trunner.faktory.settings`, :mod:`~trunner.faktory.metrics`: the mode's flags and metrics.
 """

@@ -2,8 +2,8 @@
 the shared runner and reports to the ``app`` queue.
 
 Sequence: validate settings; serve /metrics, /healthz, /readyz (as the Go runner does in this
-mode too); connect once to check the server accepts us (a refused HELLO exits 1; an unreachable
-server is waited for); open the executor; run jobs until shut down.
+mode too); connect once to check the server accepts us (a refused HELLO or an unreachable server
+exits 1 before the executor opens); open the executor; run jobs until shut down.
 
 Shutdown: SIGTERM/SIGINT (handled by the shared :mod:`trunner.service` lifecycle) or a ``terminate``
 heartbeat reply stops fetching at once; running jobs get ``--shutdown-grace`` and are then

@@ -2,10 +2,12 @@
 it, plus what it lacks: a busy runner is the last one a scale-down removes.
 
 Every runner pod campaigns for the Lease named after the Deployment (:mod:`trunner.kube.leader`). The
-leader, every ``--scaling-interval`` seconds, reads the Deployment's ``scale`` subresource, asks
-OpsLevel's ``runnerScale`` for a replica count given ``job-concurrency x job-concurrency-factor``
-jobs per runner, clamps it to ``--runner-min-replicas``..``--runner-max-replicas`` and writes it
-back (retrying on a conflicting write). Losing the Lease cancels that loop at once.
+leader, every ``--scaling-interval`` seconds, reads the Deployment's replica count, asks OpsLevel's
+``runnerScale`` for a replica count given ``job-concurrency x job-concurrency-factor`` jobs per
+runner, clamps it to ``--runner-min-replicas``..``--runner-max-replicas`` and writes it back
+(retrying on a conflicting write). It reads and writes the ``scale`` subresource while the Role
+allows it; once the Role refuses it, the Deployment itself, as the Go runner does. Losing the Lease
+cancels that loop at once.
 
 Every runner, leader or not, keeps ``controller.kubernetes.io/pod-deletion-cost`` on its own pod
 equal to its number of running jobs: a ReplicaSet that scales down removes the pods with the lowest
