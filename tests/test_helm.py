@@ -30,7 +30,7 @@ from tests.doubles.kube_exec import Exit, Stdout
 from tests.doubles.opslevel import OpsLevelDouble
 from tests.executors.kubernetes.test_executor import CONFIG, JOB, NAME, NOW, plant_leftovers
 from tests.kube.transport_support import NS, RecordingFeed, client_for
-from tests.opslevel.test_scaling import DEPLOYMENT, add_runner_objects, opslevel_client
+from tests.opslevel.scaling_support import DEPLOYMENT, add_runner_objects, opslevel_client
 from trunner import config as trunner_config
 from trunner.executors.kubernetes import KubernetesExecutor
 from trunner.opslevel.scaling import ScalingSettings, serve_scaling

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import trio
 import yaml
 from prometheus_client import CollectorRegistry
 
-from tests.doubles.kube import KubeApiDouble, serve_kube_api
+from tests.doubles.kube import KubeApiDouble
 from tests.doubles.opslevel import OpsLevelDouble
 from tests.kube.transport_support import NS, client_for
-from tests.opslevel.test_scaling import (
+from tests.opslevel.scaling_support import (
     DEPLOYMENT,
     SCALE_PATH,
-    add_runner_objects,
     opslevel_client,
     replicas,
     requests_to,
@@ -33,20 +30,6 @@ from trunner.opslevel.scaling import (
     ScalingSettings,
     serve_scaling,
 )
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[KubeApiDouble]:
-    async with serve_kube_api() as served:
-        add_runner_objects(served)
-        yield served
-
-
-@pytest.fixture
-async def opslevel(nursery: trio.Nursery) -> OpsLevelDouble:
-    started: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
-    return started
-
 
 CHART_ROLE = yaml.safe_load((Path(__file__).parent / "fixtures" / "opslevel_chart_role.yaml").read_text())
 DEPLOYMENT_PATH = SCALE_PATH.removesuffix("/scale")

@@ -10,6 +10,7 @@ import trio.testing
 from prometheus_client import CollectorRegistry
 
 from tests.doubles.opslevel import OpsLevelDouble
+from tests.opslevel.scaling_support import api, opslevel  # noqa: F401  (fixtures of the scaling tests)
 from trunner.opslevel.client import OpsLevelClient, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.retry import RetryPolicy
