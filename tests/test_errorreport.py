@@ -106,7 +106,7 @@ def test_a_failed_job_is_one_event_with_its_last_20_lines_masked(sentry):
     assert event["breadcrumbs"]["values"] == []
     assert set(event["sdk"]["integrations"]) == {"dedupe"}
     assert_no_secret(sentry, SECRET, API_TOKEN)
-    assert sentry.rejected == []
+    assert sentry.rejected == [] and sentry.envelopes[0].content_encoding == "gzip"
     assert sentry.envelopes[0].auth.startswith(f"Sentry sentry_key={sentry.dsn[7:39]}")
 
 

@@ -4,10 +4,12 @@ Sentry stand-in once, with no secret in any byte of what was sent; a successful 
 from __future__ import annotations
 
 import socket
+import time
 
 from tests.cli.support import clean_env, trunner, write_job
 from tests.doubles.sentry import running_sentry
 from tests.test_errorreport import API_TOKEN, SECRET, assert_no_secret
+from trunner import errorreport
 
 FAILING = f"""\
 id: "31"
@@ -77,3 +79,19 @@ def test_a_start_up_failure_is_a_fatal_event_without_the_token():
         f"trunner could not start: cannot use the OpsLevel API at http://127.0.0.1:{closed}/**********/graphql"
     )
     assert_no_secret(sentry, API_TOKEN)
+
+
+def test_a_stalled_sentry_delays_the_exit_by_at_most_the_flush_timeout(tmp_path):
+    """The stand-in takes the event and never answers: the job's output and outcome are as
+    without Sentry, and the process exits once the 2 s flush timeout has passed."""
+    with running_sentry(stall=True) as sentry:
+        env = clean_env(SENTRY_DSN=sentry.dsn)
+        start = time.monotonic()
+        result = trunner(
+            "test", "--executor", "local", "-f", write_job(tmp_path / "job.yaml", FAILING), env=env
+        )
+        took = time.monotonic() - start
+    assert result.returncode == 1, result.stderr
+    assert "outcome: failed" in result.stdout
+    assert sentry.requests == 1 and sentry.envelopes == []
+    assert took < errorreport.FLUSH_TIMEOUT + 8, f"exit took {took:.1f}s"
