@@ -367,3 +367,41 @@ async def test_a_spool_that_cannot_be_read_back_is_announced_per_stream_at_the_g
     assert before + real_out[len(before) : len(before) + dropped_out] + after == real_out
     assert f"{dropped_out + dropped_err} log lines could not be delivered" in outcome.message
     assert spool_files(tmp_path) == []
+
+
+async def test_a_rejected_batch_that_carried_gap_markers_announces_them_again_per_stream(
+    autojump_clock, tmp_path
+):
+    from trunner.retry import ShipError
+
+    class RejectsFirstMarkedBatch(TimedSink):
+        rejected = 0
+
+        async def ship(self, batch: Batch) -> None:
+            if not self.rejected and any(b"dropped: log delivery stalled" in block for block in batch.blocks):
+                self.rejected = batch.line_count
+                raise ShipError("rejected", retryable=False)
+            await super().ship(batch)
+
+    job_settings = settings(tmp_path, job_log_spool_size=64 * 1024, log_stall_timeout=60.0)
+    sink = RejectsFirstMarkedBatch(stalled_until=500.0)
+    out_lines = numbered(200_000 // 40)
+    chunks: list[Chunk] = []
+    for i, chunk in enumerate(chunks_of(out_lines, 4000)):
+        chunks.append(Chunk(chunk, Stream.STDOUT, delay=1.0))
+        chunks.append(Chunk(b"err %d\n" % i, Stream.STDERR))
+    chunks.append(Chunk(b"after the stall\n", Stream.STDOUT, delay=600.0))
+    outcome = await run_job(JOB, executor=ScriptedExecutor(chunks), sink=sink, settings=job_settings)
+    assert sink.rejected
+    bodies = sink.bodies()
+    markers = [MARKER.fullmatch(b) for b in bodies if MARKER.fullmatch(b)]
+    assert all(m[3] in ("stdout", "stderr") for m in markers)
+    again = [m for m in markers if "log delivery failed: rejected" in m[4]]
+    assert sorted(m[3] for m in again) == ["stderr", "stdout"]
+    dropped = {name: sum(int(m[1]) for m in markers if m[3] == name) for name in ("stdout", "stderr")}
+    shipped_out = [b for b in bodies if b[:8].isdigit()]
+    shipped_err = [b for b in bodies if b.startswith("err ")]
+    assert len(shipped_out) + dropped["stdout"] == len(out_lines)
+    assert len(shipped_err) + dropped["stderr"] == len(chunks) // 2
+    assert bodies[-1] == "after the stall"
+    assert f"{dropped['stdout'] + dropped['stderr']} log lines could not be delivered" in outcome.message
