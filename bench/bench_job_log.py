@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -123,6 +124,7 @@ async def stalled_memory(jobs: int, width: int, log_max_size: int, flood: float)
         peak = bench_api.proc_status(process.pid, "VmHWM")
         await bench_api.stop(process)
         left = spool_bytes(spool_root)
+        shutil.rmtree(spool_root, ignore_errors=True)
         return {"idle": idle, "peak": peak, "spooled": most_spooled, "left": left}
 
     result: dict[str, float] = await bench_api.with_double(run)
