@@ -4,6 +4,8 @@ decoding, FAIL of what cannot run, ACK after the outcome, reconnects, and BEAT s
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -11,6 +13,7 @@ import trio
 from tests.doubles.faktory import FaktoryDouble, faktory_double
 from tests.faktory.conftest import worker_client
 from trunner.faktory.client import Backoff, FaktoryClient
+from trunner.faktory.link import Link
 from trunner.faktory.sink import FaktorySink
 from trunner.faktory.worker import FaktoryWorker
 from trunner.models import JobOutcome, Outcome
@@ -23,6 +26,15 @@ def make_worker(
     client: FaktoryClient, *, queues: tuple[str, ...] = ("default",), **kw: object
 ) -> FaktoryWorker:
     return FaktoryWorker(client, queues=queues, environ={}, **kw)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def supervised(worker: FaktoryWorker) -> AsyncIterator[trio.Nursery]:
+    """The worker with its link reconnecting, as the mode runs it."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker.link.supervise)
+        yield nursery
+        nursery.cancel_scope.cancel()
 
 
 async def claim(worker: FaktoryWorker) -> ClaimedJob:
@@ -130,22 +142,29 @@ async def test_fetch_retries_with_backoff_until_the_server_is_back(
     caplog.set_level(logging.INFO, logger="trunner.faktory")
     async with faktory_double() as server, worker_client(server, timeout=1) as client:
         await server.stop()
-        worker = make_worker(client, backoff=Backoff(initial=1.0, maximum=8.0))
+        link = Link(client, max_down=900)
+        worker = make_worker(client, backoff=Backoff(initial=1.0, maximum=8.0), link=link)
         result: list[ClaimedJob | None] = []
+
+        done = trio.Event()
 
         async def claimer() -> None:
             result.append(await worker.claim())
+            done.set()
 
-        async with trio.open_nursery() as nursery:
+        async with supervised(worker) as nursery:
             nursery.start_soon(claimer)
-            await trio.sleep(30)
-            assert not result
+            await trio.sleep(600)
+            assert not result and not worker.link.up
             server.enqueue("legacy", [GOOD])
             await server.start()
+            await done.wait()
         assert result[0] is not None and result[0].job.id == "job-1"
-    warnings = [r for r in caplog.records if "cannot fetch jobs" in r.getMessage()]
-    assert len(warnings) == 1  # one warning per outage, not one per attempt
-    assert any("fetching jobs from Faktory again" in r.getMessage() for r in caplog.records)
+    records = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len([r for r in records if "lost the connection" in r.getMessage()]) == 1
+    assert 5 <= len([r for r in records if "still disconnected" in r.getMessage()]) <= 11
+    assert len([r for r in records if "reconnected to Faktory" in r.getMessage()]) == 1
+    assert len(records) <= 13  # bounded over 10 minutes down: no line per attempt
 
 
 async def test_ack_survives_a_server_restart_mid_job(
@@ -157,7 +176,8 @@ async def test_ack_survives_a_server_restart_mid_job(
         claimed = await claim(worker)
         await server.restart()  # the pooled connection is now dead; the reservation survives
         assert claimed.finished is not None
-        await claimed.finished(JobOutcome(Outcome.SUCCESS))
+        async with supervised(worker):
+            await claimed.finished(JobOutcome(Outcome.SUCCESS))
     assert server.acks == [jid] and server.working == {}
     assert server.connections_opened == 2
 
@@ -171,15 +191,16 @@ async def test_ack_retries_while_the_server_is_down(
         claimed = await claim(worker)
         await server.stop()
         assert claimed.finished is not None
-        async with trio.open_nursery() as nursery:
+        async with supervised(worker) as nursery:
             nursery.start_soon(claimed.finished, JobOutcome(Outcome.FAILED))
             await trio.sleep(10)
             assert server.acks == []
             await server.start()
+            await server.wait_for(lambda: bool(server.acks))
         assert server.acks == [jid]
 
 
-async def test_ack_gives_up_after_30s(
+async def test_an_ack_not_delivered_by_the_deadline_is_logged_and_counted(
     server: FaktoryDouble, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.enqueue("legacy", [GOOD])
@@ -187,12 +208,17 @@ async def test_ack_gives_up_after_30s(
         worker = make_worker(client)
         claimed = await claim(worker)
         await server.stop()
-        start = trio.current_time()
         assert claimed.finished is not None
-        await claimed.finished(JobOutcome(Outcome.SUCCESS))
-        assert 30 <= trio.current_time() - start < 32
+        async with supervised(worker):
+            with trio.move_on_after(30):  # the runner's --job-outcome-timeout
+                await claimed.finished(JobOutcome(Outcome.SUCCESS))
         assert worker.outstanding == {}
+    assert "could not ACK job" in caplog.text
     assert "Faktory will retry it when its reservation expires" in caplog.text
+    sample = worker._metrics.registry.get_sample_value(
+        "trunner_faktory_answers_undelivered_total", {"runner": "", "command": "ACK"}
+    )
+    assert sample == 1
 
 
 async def test_release_unfinished_fails_claimed_jobs(server: FaktoryDouble) -> None:
@@ -279,7 +305,7 @@ async def test_heartbeat_survives_errors(
         worker = make_worker(client, heartbeat_interval=5.0)
         server.inject("BEAT", "reject", message="boom")
         server.inject("BEAT", "drop")
-        async with trio.open_nursery() as nursery:
+        async with supervised(worker) as nursery:
             nursery.start_soon(worker.heartbeat, lambda: None)
             await trio.sleep(16)
             nursery.cancel_scope.cancel()

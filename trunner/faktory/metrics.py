@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from trunner.gometrics import GoRunnerMetrics
 
@@ -30,6 +30,34 @@ class FaktoryMetrics:
             ["runner", "reason"],
             registry=self.registry,
         )
+
+        self._connected = Gauge(
+            "trunner_faktory_connected",
+            "1 while the worker's connection to Faktory works, 0 while it is lost and being reconnected.",
+            ["runner"],
+            registry=self.registry,
+        )
+        self._reconnect_attempts = Counter(
+            "trunner_faktory_reconnect_attempts",
+            "Attempts to reconnect to Faktory after the connection was lost.",
+            ["runner"],
+            registry=self.registry,
+        )
+        self._answers_undelivered = Counter(
+            "trunner_faktory_answers_undelivered",
+            "ACKs and FAILs given up on (Faktory retries those jobs when their reservation expires).",
+            ["runner", "command"],
+            registry=self.registry,
+        )
+
+    def set_connected(self, connected: bool) -> None:
+        self._connected.labels(self._runner_id).set(1 if connected else 0)
+
+    def reconnect_attempted(self) -> None:
+        self._reconnect_attempts.labels(self._runner_id).inc()
+
+    def answer_undelivered(self, command: str) -> None:
+        self._answers_undelivered.labels(self._runner_id, command).inc()
 
     def command_failed(self, command: str) -> None:
         self._commands_failed.labels(self._runner_id, command).inc()

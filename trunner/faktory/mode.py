@@ -2,8 +2,10 @@
 the shared runner and reports to the ``app`` queue.
 
 Sequence: validate settings; serve /metrics, /healthz, /readyz (as the Go runner does in this
-mode too); connect once to check the server accepts us (a refused HELLO or an unreachable server
-exits 1 before the executor opens); open the executor; run jobs until shut down.
+mode too); connect once to check the server accepts us (refused or unreachable: exit 1); open
+the executor; run jobs until shut down. A connection lost later is reconnected
+(:mod:`trunner.faktory.link`); lost for ``--faktory-reconnect-max-time``, the worker shuts down
+gracefully and exits 1.
 
 Shutdown: SIGTERM/SIGINT (handled by the shared :mod:`trunner.service` lifecycle) or a ``terminate``
 heartbeat reply stops fetching at once; running jobs get ``--shutdown-grace`` and are then
@@ -26,6 +28,7 @@ import trio
 from trunner.config import SettingsSource
 from trunner.executors.base import Executor, JobNaming
 from trunner.faktory.client import FaktoryClient, WorkerIdentity, locate_server
+from trunner.faktory.link import Link
 from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import FaktoryError, HandshakeRejected
 from trunner.faktory.settings import FaktorySettings
@@ -143,12 +146,14 @@ class FaktoryMode(ServiceMode):
         return True
 
     async def _work(self, client: FaktoryClient, executor: Executor) -> int:
+        link = Link(client, max_down=self._settings.faktory_reconnect_max_time, metrics=self.faktory_metrics)
         worker = self.worker = FaktoryWorker(
             client,
             queues=self._settings.queues,
             environ=self._source.environ,
             heartbeat_interval=self._settings.faktory_heartbeat_interval,
             metrics=self.faktory_metrics,
+            link=link,
         )
         runner = self._service.shutdown.attach(
             Runner(
@@ -171,11 +176,21 @@ class FaktoryMode(ServiceMode):
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(worker.heartbeat, runner.begin_shutdown, lambda: runner.shutting_down)
+                nursery.start_soon(link.supervise, runner.begin_shutdown)
                 async with trio.open_nursery() as serving:
                     await serving.start(runner.serve)
                     self.running.set()
                 nursery.cancel_scope.cancel()
         finally:
             await worker.release_unfinished()
+        if link.gave_up:
+            log.error(
+                "Faktory worker %s stopped: Faktory at %s unreachable for %gs; exiting %d",
+                self.identity.wid,
+                self.location.describe(),
+                link.max_down,
+                EXIT_FAILED,
+            )
+            return EXIT_FAILED
         log.info("Faktory worker %s stopped", self.identity.wid)
         return EXIT_OK

@@ -49,3 +49,10 @@ class FaktorySettings:
     faktory_heartbeat_interval: float = setting(
         15.0, help="Seconds between heartbeats (BEAT) to the Faktory server.", checks=[_heartbeat]
     )
+    faktory_reconnect_max_time: float = setting(
+        300.0,
+        help="Seconds the worker keeps reconnecting (1 s doubling to 30 s, jittered) after losing its Faktory "
+        "connection; after that long without one it stops fetching, gives running jobs --shutdown-grace and "
+        "exits 1 so that it is restarted.",
+        checks=[positive, at_most(86400)],
+    )

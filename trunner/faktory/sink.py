@@ -27,6 +27,7 @@ import attrs
 
 from trunner.faktory import protocol
 from trunner.faktory.client import FaktoryClient
+from trunner.faktory.link import Link, is_link_failure
 from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import FaktoryError, ServerError
 from trunner.logs.batch import Batch
@@ -83,12 +84,14 @@ class FaktorySink:
         bid: str = "",
         metrics: FaktoryMetrics | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
+        link: Link | None = None,
     ) -> None:
         self._client = client
         self.runner_job_id = runner_job_id
         self.bid = bid
         self._metrics = metrics
         self._clock = clock
+        self._link = link
 
     async def ship(self, batch: Batch) -> None:
         args = append_job_log_args(self.runner_job_id, batch, self._clock())
@@ -110,6 +113,10 @@ class FaktorySink:
                     command = "PUSH"
                 await conn.push(job)
         except FaktoryError as exc:
+            if self._link is not None and is_link_failure(exc):
+                self._link.lost(exc)
             if self._metrics is not None:
                 self._metrics.push_failed(command, in_batch=bool(self.bid))
             raise ship_error(exc, what) from None
+        if self._link is not None:
+            self._link.restored()

@@ -19,10 +19,10 @@ import trio
 from trunner.faktory import protocol
 from trunner.faktory.client import Backoff, FaktoryClient, rss_kb
 from trunner.faktory.decode import CUSTOM_JOB_ID, JobDecodeError, decode_legacy_job
+from trunner.faktory.link import Link, is_link_failure
 from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import (
     Beat,
-    ConnectionLost,
     Fail,
     FaktoryError,
     Job,
@@ -38,7 +38,9 @@ log = logging.getLogger("trunner.faktory")
 
 LEGACY = "legacy"
 RESULT_TIMEOUT = 30.0
-"""Seconds an ACK or FAIL is retried, as faktory_worker_go's ``processOne`` does."""
+"""Seconds an ACK or FAIL refused by the server is retried. A lost connection is waited out
+(:class:`~trunner.faktory.link.Link`) within the caller's deadline."""
+RECONNECT_MAX_TIME = 300.0
 
 
 def _jid(raw: bytes) -> str | None:
@@ -98,6 +100,7 @@ class FaktoryWorker:
         heartbeat_interval: float = 15.0,
         metrics: FaktoryMetrics | None = None,
         backoff: Backoff | None = None,
+        link: Link | None = None,
     ) -> None:
         self._client = client
         self.queues = queues
@@ -105,6 +108,7 @@ class FaktoryWorker:
         self.heartbeat_interval = heartbeat_interval
         self._metrics = metrics or FaktoryMetrics()
         self._backoff = backoff or Backoff()
+        self.link = link or Link(client, max_down=RECONNECT_MAX_TIME, metrics=self._metrics)
         self.state = ""
         self._outstanding: dict[str, str] = {}
         """jid -> RunnerJob id of jobs claimed and not yet ACKed or FAILed."""
@@ -133,6 +137,9 @@ class FaktoryWorker:
                 return claimed
 
     async def _fetch(self) -> bytes | None:
+        if not await self.link.wait_up():
+            # Given up: the mode is shutting down, which cancels this wait.
+            await trio.sleep_forever()
         # Shielded (each FETCH is bounded by its own timeout): a FETCH cut short could leave a job
         # reserved by the server but unseen here until its reservation expires (30 min by default).
         try:
@@ -141,14 +148,18 @@ class FaktoryWorker:
                     raw = await conn.fetch(self.queues)
         except FaktoryError as exc:
             self._metrics.command_failed("FETCH")
+            if is_link_failure(exc):
+                self.link.lost(exc)
+                return None
             delay = self._backoff.next_delay()
             if not self._fetch_failing:
-                log.warning("cannot fetch jobs from Faktory, retrying: %s", exc)
+                log.warning("Faktory refused FETCH, retrying: %s", exc)
             else:
-                log.debug("fetch failed again, next attempt in %.1fs: %s", delay, exc)
+                log.debug("FETCH refused again, next attempt in %.1fs: %s", delay, exc)
             self._fetch_failing = True
             await trio.sleep(delay)
             return None
+        self.link.restored()
         if self._fetch_failing:
             log.info("fetching jobs from Faktory again")
             self._fetch_failing = False
@@ -170,7 +181,7 @@ class FaktoryWorker:
         with job_fields(job, jid=jid):
             log.info("handing job %s back to Faktory: the runner is shutting down", jid)
             with trio.CancelScope(shield=True), trio.move_on_after(self._client.timeout * 2):
-                await self._answer("FAIL", jid, rejection)
+                await self._answer("FAIL", jid, rejection, patient=False)
 
     async def _accept(self, raw: bytes) -> ClaimedJob | None:
         jid, job = _identify(raw)
@@ -207,7 +218,9 @@ class FaktoryWorker:
                 log.warning("job %s (jid %s): %s", decoded.job.id, jid, warning)
             self._outstanding[jid] = decoded.job.id
             log.info("claimed Faktory job %s (jid %s, queue %s)", decoded.job.id, jid, job.queue)
-        sink = FaktorySink(self._client, runner_job_id=decoded.job.id, bid=decoded.bid, metrics=self._metrics)
+        sink = FaktorySink(
+            self._client, runner_job_id=decoded.job.id, bid=decoded.bid, metrics=self._metrics, link=self.link
+        )
         return ClaimedJob(decoded.job, sink, finished=_Finisher(self, jid))
 
     async def _reject(self, jid: str, reason: str, rejection: Rejection) -> None:
@@ -220,45 +233,60 @@ class FaktoryWorker:
         returns nil once a job has run."""
         await self._answer("ACK", jid, None)
 
-    async def _answer(self, command: str, jid: str, rejection: Rejection | None) -> None:
-        """ACK or FAIL ``jid``, retrying for up to 30 s; the server's reservation covers a failure."""
-        backoff = Backoff(initial=0.5, maximum=5.0)
-        try:
-            with _fields(jid, self._outstanding.get(jid, "")):
-                await self._answer_until(command, jid, rejection, backoff)
-        finally:
-            self._outstanding.pop(jid, None)
+    async def _answer(
+        self, command: str, jid: str, rejection: Rejection | None, *, patient: bool = True
+    ) -> None:
+        """ACK or FAIL ``jid``: through a lost connection (unless not ``patient``) until the
+        caller's deadline or the link is given up, and for up to 30 s of error replies. An answer
+        not delivered is logged and counted; the server's reservation then covers the job."""
+        problem = "not delivered before its deadline"
+        with _fields(jid, self._outstanding.get(jid, "")):
+            try:
+                problem = await self._answer_until(command, jid, rejection, patient=patient)
+            finally:
+                self._outstanding.pop(jid, None)
+                if problem:
+                    self._metrics.answer_undelivered(command)
+                    log.error(
+                        "could not %s job %s (%s); Faktory will retry it when its reservation expires",
+                        command,
+                        jid,
+                        problem,
+                    )
 
     async def _answer_until(
-        self, command: str, jid: str, rejection: Rejection | None, backoff: Backoff
-    ) -> None:
-        with trio.move_on_after(RESULT_TIMEOUT) as scope:
-            while True:
-                try:
-                    async with self._client.connection() as conn:
-                        if rejection is None:
-                            await conn.ack(jid)
-                        else:
-                            fail = Fail(
-                                backtrace=rejection.backtrace,
-                                errtype=rejection.errtype,
-                                jid=jid,
-                                message=rejection.message,
-                            )
-                            await conn.fail(fail)
-                    return
-                except FaktoryError as exc:
-                    self._metrics.command_failed(command)
-                    delay = backoff.next_delay()
-                    log.warning("%s %s failed, retrying in %.1fs: %s", command, jid, delay, exc)
-                    await trio.sleep(delay)
-        if scope.cancelled_caught:
-            log.error(
-                "could not %s job %s within %gs; Faktory will retry it when its reservation expires",
-                command,
-                jid,
-                RESULT_TIMEOUT,
-            )
+        self, command: str, jid: str, rejection: Rejection | None, *, patient: bool
+    ) -> str:
+        backoff = Backoff(initial=0.5, maximum=5.0)
+        refused_until = trio.current_time() + RESULT_TIMEOUT
+        while True:
+            if not await self.link.wait_up(patient=patient):
+                return f"Faktory is unreachable: {self.link.last_error}"
+            try:
+                async with self._client.connection() as conn:
+                    if rejection is None:
+                        await conn.ack(jid)
+                    else:
+                        fail = Fail(
+                            backtrace=rejection.backtrace,
+                            errtype=rejection.errtype,
+                            jid=jid,
+                            message=rejection.message,
+                        )
+                        await conn.fail(fail)
+            except FaktoryError as exc:
+                self._metrics.command_failed(command)
+                if is_link_failure(exc):
+                    self.link.lost(exc)
+                    continue
+                delay = backoff.next_delay()
+                if trio.current_time() + delay > refused_until:
+                    return f"refused for {RESULT_TIMEOUT:g}s: {exc}"
+                log.warning("%s %s refused, retrying in %.1fs: %s", command, jid, delay, exc)
+                await trio.sleep(delay)
+                continue
+            self.link.restored()
+            return ""
 
     async def release_unfinished(self) -> None:
         """FAIL every job claimed but never finished (shutdown before it ran), so Faktory
@@ -267,7 +295,7 @@ class FaktoryWorker:
             for jid, job_id in list(self._outstanding.items()):
                 rejection = Rejection("Shutdown", f"the runner shut down before job {job_id or jid} ran")
                 with trio.move_on_after(self._client.timeout * 2):
-                    await self._answer("FAIL", jid, rejection)
+                    await self._answer("FAIL", jid, rejection, patient=False)
 
     # --- heartbeat ---
 
@@ -282,14 +310,15 @@ class FaktoryWorker:
     async def beat_once(
         self, on_terminate: Callable[[], None], shutting_down: Callable[[], bool] = lambda: False
     ) -> None:
+        if not self.link.up:
+            return  # the link reconnects (and registers this process again) by itself
         current = self.state or ("terminate" if shutting_down() else "")
         beat = Beat(current_state=current, rss_kb=rss_kb(), wid=self.wid)
         try:
             state = await self._beat(beat, fresh=False)
         except ServerError as exc:
-            if "unknown worker" not in exc.message.lower():
-                self._metrics.command_failed("BEAT")
-                log.error("heartbeat refused by Faktory: %s", exc)
+            if is_link_failure(exc) or "unknown worker" not in exc.message.lower():
+                self._beat_failed(exc)
                 return
             # The server forgot this process (no BEAT for a minute); a new HELLO registers it again.
             log.warning("Faktory no longer knows worker %s; registering again", self.wid)
@@ -297,15 +326,21 @@ class FaktoryWorker:
             try:
                 state = await self._beat(beat, fresh=True)
             except FaktoryError as again:
-                self._metrics.command_failed("BEAT")
-                log.error("heartbeat failed after registering again: %s", again)
+                self._beat_failed(again)
                 return
-        except (ConnectionLost, ProtocolViolation) as exc:
-            self._metrics.command_failed("BEAT")
-            log.warning("heartbeat failed: %s", exc)
+        except FaktoryError as exc:
+            self._beat_failed(exc)
             return
+        self.link.restored()
         if state:
             self.apply_server_state(state, on_terminate)
+
+    def _beat_failed(self, exc: FaktoryError) -> None:
+        self._metrics.command_failed("BEAT")
+        if is_link_failure(exc):
+            self.link.lost(exc)
+        else:
+            log.error("heartbeat refused by Faktory: %s", exc)
 
     async def _beat(self, beat: Beat, *, fresh: bool) -> str:
         async with self._client.connection(fresh=fresh) as conn:
