@@ -429,3 +429,22 @@ async def test_faktory_mode_opens_its_executor_naming_objects_by_job_id(
     async with AsyncExitStack() as stack:
         assert await faktory._service.open_executor(stack, "faktory", faktory.metrics) is not None
     assert seen == [JobNaming.ID]
+
+
+async def test_faktory_lost_longer_than_the_reconnect_max_time_exits_1(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with faktory_double() as server:
+        settings = {"faktory_reconnect_max_time": "120"}
+        async with running_mode(server, CountingExecutor(), **settings) as (_, codes):
+            await trio.sleep(3)
+            await server.stop()
+            for _second in range(200):
+                if codes:
+                    break
+                await trio.sleep(1)
+            assert codes and trio.current_time() < 200
+        assert codes == [1]
+    assert caplog.text.count("lost the connection to Faktory") == 1
+    assert "unreachable for 120s" in caplog.text and "giving up" in caplog.text
+    assert "heartbeat failed" not in caplog.text
