@@ -50,6 +50,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.utilities import generate_accept_token
 
 from tests.doubles import kube_exec
+from tests.doubles.http11 import read_request
 from tests.doubles.kube_exec import (
     ExecPlan,
     ExecRequest,
@@ -428,7 +429,7 @@ class KubeApiDouble:
     async def _serve_http(self, stream: trio.abc.Stream, client_cert: bool) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1024 * 1024)
         while True:
-            received = await _read_request(conn, stream)
+            received = await read_request(conn, stream)
             if received is None:
                 return
             head, body = received
@@ -1065,32 +1066,6 @@ async def _raw_close(stream: trio.abc.Stream, data: bytes) -> None:
     """What x/net's hijacked handshake writes: a bare status line, no headers, then close."""
     await stream.send_all(data)
     await stream.aclose()
-
-
-async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> tuple[h11.Request, bytes] | None:
-    head: h11.Request | None = None
-    body = bytearray()
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return None
-        if event is h11.NEED_DATA:
-            try:
-                data = await stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Request):
-            head = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            assert head is not None
-            return head, bytes(body)
-        else:
-            return None
 
 
 # --- serving -------------------------------------------------------------------------------------

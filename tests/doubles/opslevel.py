@@ -25,6 +25,8 @@ import attrs
 import h11
 import trio
 
+from tests.doubles.http11 import read_request
+
 TOKEN_REJECTED = b'{"errors":[{"message":"Please provide a valid OpsLevel API token"}]}'
 
 # --- the schema the runner uses ----------------------------------------------------------------
@@ -338,7 +340,7 @@ class OpsLevelDouble:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             while True:
-                request = await self._read_request(stream, conn)
+                request = await read_request(conn, stream)
                 if request is None:
                     return
                 head, body = request
@@ -352,26 +354,6 @@ class OpsLevelDouble:
             return
         finally:
             await trio.aclose_forcefully(stream)
-
-    @staticmethod
-    async def _read_request(
-        stream: trio.SocketStream, conn: h11.Connection
-    ) -> tuple[h11.Request, bytes] | None:
-        head: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                assert head is not None
-                return head, bytes(body)
-            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return None
 
     async def _send(
         self,

@@ -29,6 +29,8 @@ import attrs
 import h11
 import trio
 
+from tests.doubles.http11 import read_request
+
 PUBLIC_KEY = "0123456789abcdef0123456789abcdef"
 PROJECT = "4242"
 
@@ -133,25 +135,15 @@ class SentryStandIn:
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
-                head, body = None, bytearray()
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        conn.receive_data(await stream.receive_some(65536))
-                    elif isinstance(event, h11.Request):
-                        head = event
-                    elif isinstance(event, h11.Data):
-                        body += event.data
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    else:
-                        return
-                assert head is not None
+                request = await read_request(conn, stream)
+                if request is None:
+                    return
+                head, body = request
                 with self._lock:
                     self.requests += 1
                 if self.stall:
                     await trio.sleep_forever()
-                status, answer = self._handle(head, bytes(body))
+                status, answer = self._handle(head, body)
                 response = h11.Response(
                     status_code=status,
                     headers=[("Content-Type", "application/json"), ("Content-Length", str(len(answer)))],
