@@ -65,7 +65,7 @@ async def test_runs_every_job_with_bounded_concurrency_and_claims_only_when_free
     runner = make_runner(source, executor, concurrency=2)
     records = await runner.serve()
     assert len(records) == 6 and all(r.outcome.outcome is Outcome.SUCCESS for r in records)
-    assert executor.max_running == 2
+    assert executor.peak == 2
     assert source.claims_while_full == 0
     assert sorted(source.acked) == sorted((str(i), Outcome.SUCCESS) for i in range(6))
     assert source.sinks["3"].bodies() == ["job 3 running"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import trio
 
+from tests.doubles.executors import TracksRuns
 from trunner.contracts import OutputFeed, Stream
 from trunner.executors.base import ExitResult
 from trunner.models import RunnerJob
@@ -19,26 +20,18 @@ from trunner.models import RunnerJob
 CHUNK_LINES = 100
 
 
-class CommandExecutor:
+class CommandExecutor(TracksRuns):
     name = "commands"
 
     def __init__(self, *, chunk_pause: float = 0.01) -> None:
+        super().__init__()
         self.chunk_pause = chunk_pause
-        self.running = 0
-        self.max_running = 0
-        self.started: list[str] = []
-        self.cancelled: list[str] = []
-        self.changed = trio.Event()
 
     def check_job(self, job: RunnerJob) -> list[str]:
         return [] if job.commands else ["commands: at least one command is required"]
 
     async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
-        self.running += 1
-        self.max_running = max(self.max_running, self.running)
-        self.started.append(job.id)
-        self._notify()
-        try:
+        with self.tracking(job):
             for command in job.commands:
                 verb, _, rest = command.partition(" ")
                 if verb == "say":
@@ -62,13 +55,3 @@ class CommandExecutor:
                 else:
                     return ExitResult.exited(127)
             return ExitResult.exited(0)
-        except trio.Cancelled:
-            self.cancelled.append(job.id)
-            raise
-        finally:
-            self.running -= 1
-            self._notify()
-
-    def _notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()

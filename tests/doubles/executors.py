@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import attrs
 import trio
@@ -108,49 +109,60 @@ class RecordingSink:
         self.outcomes.append(outcome)
 
 
-class SleepyExecutor(ScriptedExecutor):
-    """Each job prints its id, then runs for the number of seconds in its first command."""
+class TracksRuns:
+    """Bookkeeping a fake executor shares: how many jobs run at once (``running``) and at most
+    (``peak``), and the ids of the jobs started and of those cancelled."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.running = 0
-        self.max_running = 0
+        self.peak = 0
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
 
-    async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
+    def check_job(self, job: RunnerJob) -> list[str]:
+        return []
+
+    @contextmanager
+    def tracking(self, job: RunnerJob) -> Iterator[None]:
         self.running += 1
-        self.max_running = max(self.max_running, self.running)
+        self.peak = max(self.peak, self.running)
+        self.started.append(job.id)
         try:
-            output.feed(Stream.STDOUT, f"job {job.id} running\n".encode())
-            await trio.sleep(float(job.commands[0]))
-            return ExitResult.exited(0)
+            yield
+        except trio.Cancelled:
+            self.cancelled.append(job.id)
+            raise
         finally:
             self.running -= 1
 
 
-class CountingExecutor:
+class SleepyExecutor(TracksRuns):
+    """Each job prints its id, then runs for the number of seconds in its first command."""
+
+    name = "sleepy"
+
+    async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
+        with self.tracking(job):
+            output.feed(Stream.STDOUT, f"job {job.id} running\n".encode())
+            await trio.sleep(float(job.commands[0]))
+            return ExitResult.exited(0)
+
+
+class CountingExecutor(TracksRuns):
     """Prints two lines and an outcome variable, takes ``duration`` virtual seconds, and counts
     how many jobs run at once."""
 
     name = "counting"
 
     def __init__(self, duration: float = 10.0, *, hang: bool = False) -> None:
+        super().__init__()
         self.duration = duration
         self.hang = hang
-        self.running = 0
-        self.peak = 0
-        self.started: list[str] = []
         self.jobs: list[RunnerJob] = []
-        self.cancelled: list[str] = []
-
-    def check_job(self, job: RunnerJob) -> list[str]:
-        return []
 
     async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        self.started.append(job.id)
         self.jobs.append(job)
-        try:
+        with self.tracking(job):
             output.feed(Stream.STDOUT, f"hello from {job.id}\n".encode())
             await trio.sleep(self.duration / 2)
             output.feed(Stream.STDERR, b"halfway\n")
@@ -159,8 +171,3 @@ class CountingExecutor:
                 await trio.sleep_forever()
             await trio.sleep(self.duration / 2)
             return ExitResult.exited(0)
-        except trio.Cancelled:
-            self.cancelled.append(job.id)
-            raise
-        finally:
-            self.running -= 1

@@ -68,7 +68,7 @@ async def test_jobs_at_concurrency_deliver_every_line_in_order_exactly_once(
     running.mode.stop()
     assert await running.wait() == 0
 
-    assert executor.max_running == 3
+    assert executor.peak == 3
     for k in range(jobs):
         expected = [f"job-{k} line {i}" for i in range(1, 401)] + [f"job-{k} to stderr"]
         assert job_output(double, f"job-{k}") == expected
