@@ -1,4 +1,5 @@
-"""Shared test setup: the virtual clock, and job log spool file operations run inline.
+"""Shared test setup: the virtual clock, job log spool file operations run inline, and the
+OpsLevel double (``opslevel``, serving on loopback in the test's nursery).
 
 ``autojump_clock``: tests run in virtual time. A test that talks to a double over loopback
 sockets gets a clock that jumps only after a short real idle spell (``LOOPBACK_THRESHOLD``): with
@@ -21,6 +22,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.doubles.opslevel import OpsLevelDouble
 from trunner import errorreport
 from trunner.logs import spool
 
@@ -64,3 +66,9 @@ def _uses_loopback(path: Path) -> bool:
 def autojump_clock(request: pytest.FixtureRequest) -> trio.testing.MockClock:
     threshold = LOOPBACK_THRESHOLD if _uses_loopback(request.path) else 0
     return trio.testing.MockClock(autojump_threshold=threshold)
+
+
+@pytest.fixture
+async def opslevel(nursery: trio.Nursery) -> OpsLevelDouble:
+    started: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
+    return started

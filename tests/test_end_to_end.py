@@ -39,12 +39,6 @@ FAST = {"OPSLEVEL_POLL_INTERVAL": "0.2", "OPSLEVEL_JOB_POD_LOG_MAX_INTERVAL": "0
 
 
 @pytest.fixture
-async def double(nursery: trio.Nursery) -> OpsLevelDouble:
-    started: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
-    return started
-
-
-@pytest.fixture
 async def kube() -> AsyncIterator[KubeApiDouble]:
     async with serve_kube_api() as api:
         yield api
@@ -65,10 +59,10 @@ def kube_environ(api: KubeApiDouble, tmp_path: Path) -> dict[str, str]:
 
 
 async def start_api_mode(
-    nursery: trio.Nursery, double: OpsLevelDouble, api: KubeApiDouble, tmp_path: Path, **env: str
+    nursery: trio.Nursery, opslevel: OpsLevelDouble, api: KubeApiDouble, tmp_path: Path, **env: str
 ) -> RunningMode:
     """API mode with the executor ``--executor kubernetes`` opens (no injected executor)."""
-    return await start_mode(nursery, double, None, **kube_environ(api, tmp_path), **env)
+    return await start_mode(nursery, opslevel, None, **kube_environ(api, tmp_path), **env)
 
 
 def job_objects(api: KubeApiDouble) -> dict[str, list[str]]:
@@ -116,8 +110,8 @@ def is_interleaving(merged: Sequence[str], first: Sequence[str], second: Sequenc
     return (len(first), len(second)) in reachable
 
 
-def notes_and_output(double: OpsLevelDouble, job_id: str) -> tuple[list[str], list[str]]:
-    lines = body_lines(double, job_id)
+def notes_and_output(opslevel: OpsLevelDouble, job_id: str) -> tuple[list[str], list[str]]:
+    lines = body_lines(opslevel, job_id)
     return [x for x in lines if x.startswith("[trunner")], [x for x in lines if not x.startswith("[trunner")]
 
 
@@ -163,10 +157,10 @@ def expected_streams(k: int) -> tuple[list[str], list[str]]:
 
 @pytest.mark.skipif(DASH is None, reason="the expected trace lines are dash's")
 async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_masked_and_clean_up(
-    nursery: trio.Nursery, double: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
+    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
 ) -> None:
     for k in range(JOBS):
-        double.add_job(
+        opslevel.add_job(
             job_payload(
                 f"job-{k}",
                 job_commands(k),
@@ -177,23 +171,23 @@ async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_ma
             )
         )
     running = await start_api_mode(
-        nursery, double, kube, tmp_path, OPSLEVEL_JOB_CONCURRENCY=str(CONCURRENCY), **FAST
+        nursery, opslevel, kube, tmp_path, OPSLEVEL_JOB_CONCURRENCY=str(CONCURRENCY), **FAST
     )
     with trio.fail_after(15):
-        await double.wait_until(lambda: len(double.outcomes) == JOBS)
+        await opslevel.wait_until(lambda: len(opslevel.outcomes) == JOBS)
     running.mode.stop()
     with trio.fail_after(10):
         assert await running.wait() == 0
 
     for k in range(JOBS):
         job_id = f"job-{k}"
-        [outcome] = double.outcomes[job_id]
+        [outcome] = opslevel.outcomes[job_id]
         assert outcome.outcome == ("failed" if k == FAILING else "success")
         assert outcome.variables == (("result", f"r{k}"),)
-        assert outcome.after_lines == double.line_counts[job_id]
+        assert outcome.after_lines == opslevel.line_counts[job_id]
         calls = [
             (i, c.operation)
-            for i, c in enumerate(double.calls)
+            for i, c in enumerate(opslevel.calls)
             if c.operation in ("RunnerAppendJobLog", "RunnerReportJobOutcome")
             and c.variables["input"]["runnerJobId"] == job_id
         ]
@@ -201,19 +195,19 @@ async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_ma
         # Lines before the job's sleep and after it go in separate batches.
         assert [op for _, op in calls[:-1]] == ["RunnerAppendJobLog"] * (len(calls) - 1) and len(calls) >= 3
 
-        notes, output = notes_and_output(double, job_id)
+        notes, output = notes_and_output(opslevel, job_id)
         stdout, stderr = expected_streams(k)
         assert len(output) == len(stdout) + len(stderr), output
         assert is_interleaving(output, stdout, stderr), output
         if k == FAILING:
-            assert body_lines(double, job_id)[-1] == "[trunner] command exited with code 3"
+            assert body_lines(opslevel, job_id)[-1] == "[trunner] command exited with code 3"
         assert all(n.startswith("[trunner] Waiting for pod") for n in notes if "exited with code" not in n)
 
-    for call in double.calls:
+    for call in opslevel.calls:
         assert SECRET.encode() not in call.body
         assert SECRET_B64.encode() not in call.body
     for k in range(JOBS):
-        for line in double.job_lines(f"job-{k}"):
+        for line in opslevel.job_lines(f"job-{k}"):
             assert SECRET not in line and SECRET_B64 not in line
 
     assert peak_pods(kube) == CONCURRENCY
@@ -223,19 +217,19 @@ async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_ma
         assert len(created_names(kube, plural)) == JOBS
         assert deleted_names(kube, plural) == created_names(kube, plural)
     assert job_objects(kube) == NOTHING_LEFT
-    assert double.calls[-1].operation == "RunnerUnregister"
+    assert opslevel.calls[-1].operation == "RunnerUnregister"
 
 
 # --- 2. Shutdown mid-job --------------------------------------------------------------------------
 
 
 async def test_shutdown_mid_job_cancels_after_the_grace_deletes_the_pod_and_exits_0(
-    nursery: trio.Nursery, double: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
+    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
 ) -> None:
-    double.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
-    running = await start_api_mode(nursery, double, kube, tmp_path, OPSLEVEL_SHUTDOWN_GRACE="1", **FAST)
+    opslevel.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
+    running = await start_api_mode(nursery, opslevel, kube, tmp_path, OPSLEVEL_SHUTDOWN_GRACE="1", **FAST)
     with trio.fail_after(10):
-        await double.wait_until(lambda: "started" in notes_and_output(double, "job-long")[1])
+        await opslevel.wait_until(lambda: "started" in notes_and_output(opslevel, "job-long")[1])
     assert job_objects(kube) != NOTHING_LEFT
     stopped = trio.current_time()
     running.mode.stop()
@@ -246,23 +240,23 @@ async def test_shutdown_mid_job_cancels_after_the_grace_deletes_the_pod_and_exit
     # report and runnerUnregister on loopback.
     assert 1.0 <= running.ended_at - stopped <= 1.0 + 2.0
 
-    assert [o.outcome for o in double.outcomes["job-long"]] == ["canceled"]
-    assert "started" in notes_and_output(double, "job-long")[1]
-    assert body_lines(double, "job-long")[-1] == "[trunner] job canceled: the runner is shutting down"
+    assert [o.outcome for o in opslevel.outcomes["job-long"]] == ["canceled"]
+    assert "started" in notes_and_output(opslevel, "job-long")[1]
+    assert body_lines(opslevel, "job-long")[-1] == "[trunner] job canceled: the runner is shutting down"
     [session] = kube.exec_sessions
     assert session.killed
     assert session.process is not None and session.process.returncode is not None
     assert job_objects(kube) == NOTHING_LEFT
     for plural, _ in PLURALS:
         assert deleted_names(kube, plural) == created_names(kube, plural) != []
-    [unregister] = double.calls_to("RunnerUnregister")
+    [unregister] = opslevel.calls_to("RunnerUnregister")
     assert unregister.variables == {"runnerId": "runner-1"}
-    assert double.calls[-1].operation == "RunnerUnregister"
+    assert opslevel.calls[-1].operation == "RunnerUnregister"
 
 
 async def test_a_job_cancelled_mid_exec_is_cleaned_up_without_waiting_out_the_exec_close_timeout(
     nursery: trio.Nursery,
-    double: OpsLevelDouble,
+    opslevel: OpsLevelDouble,
     kube: KubeApiDouble,
     tmp_path: Path,
     autojump_clock: trio.testing.MockClock,
@@ -270,17 +264,17 @@ async def test_a_job_cancelled_mid_exec_is_cleaned_up_without_waiting_out_the_ex
     # The double answers the client's close frame at once (as the apiserver's WebSocket library
     # does), so closing the exec socket need not take anywhere near its timeout.
     kube.script_exec(Stdout(b"started\n"), Pause(10_000), Exit(0))
-    double.add_job(job_payload("job-long", ["sleep 10000"]))
-    running = await start_api_mode(nursery, double, kube, tmp_path, OPSLEVEL_SHUTDOWN_GRACE="1", **FAST)
+    opslevel.add_job(job_payload("job-long", ["sleep 10000"]))
+    running = await start_api_mode(nursery, opslevel, kube, tmp_path, OPSLEVEL_SHUTDOWN_GRACE="1", **FAST)
     with trio.fail_after(60):
-        await double.wait_until(lambda: "started" in notes_and_output(double, "job-long")[1])
+        await opslevel.wait_until(lambda: "started" in notes_and_output(opslevel, "job-long")[1])
     stopped = trio.current_time()
     running.mode.stop()
     with trio.fail_after(60):
         assert await running.wait() == 0
     [session] = kube.exec_sessions
     assert session.client_close_code == 1000
-    assert [o.outcome for o in double.outcomes["job-long"]] == ["canceled"]
+    assert [o.outcome for o in opslevel.outcomes["job-long"]] == ["canceled"]
     [pod_deleted] = [r for r in kube.requests if r.method == "DELETE" and "/pods/" in r.path]
     assert pod_deleted.at - stopped < 1.0 + 1.0
 
@@ -364,28 +358,28 @@ async def test_faktory_mode_runs_legacy_jobs_in_pods_and_acks_after_the_report(
 
 async def test_a_pod_stuck_in_image_pull_backoff_is_reported_pod_timeout_with_the_reason(
     nursery: trio.Nursery,
-    double: OpsLevelDouble,
+    opslevel: OpsLevelDouble,
     kube: KubeApiDouble,
     tmp_path: Path,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     kube.pod_behaviour = PodBehaviour(waiting=("ImagePullBackOff", 'Back-off pulling image "alpine:nope"'))
-    double.add_job(job_payload("job-stuck", ["echo never"], image="alpine:nope"))
+    opslevel.add_job(job_payload("job-stuck", ["echo never"], image="alpine:nope"))
     running = await start_api_mode(
-        nursery, double, kube, tmp_path, OPSLEVEL_JOB_POD_MAX_WAIT="5", OPSLEVEL_POLL_INTERVAL="1"
+        nursery, opslevel, kube, tmp_path, OPSLEVEL_JOB_POD_MAX_WAIT="5", OPSLEVEL_POLL_INTERVAL="1"
     )
     with trio.fail_after(60):
-        await double.wait_until(lambda: "job-stuck" in double.outcomes)
+        await opslevel.wait_until(lambda: "job-stuck" in opslevel.outcomes)
     running.mode.stop()
     with trio.fail_after(60):
         assert await running.wait() == 0
 
-    assert [o.outcome for o in double.outcomes["job-stuck"]] == ["pod_timeout"]
-    lines = body_lines(double, "job-stuck")
+    assert [o.outcome for o in opslevel.outcomes["job-stuck"]] == ["pod_timeout"]
+    lines = body_lines(opslevel, "job-stuck")
     assert lines and all(line.startswith("[trunner") for line in lines)
     assert any("ImagePullBackOff" in line and "Back-off pulling image" in line for line in lines)
     assert any("was not running within 5 s" in line and "ImagePullBackOff" in line for line in lines)
-    [report] = double.calls_to("RunnerReportJobOutcome")
+    [report] = opslevel.calls_to("RunnerReportJobOutcome")
     [pod_created] = [r for r in kube.requests if r.method == "POST" and r.path.endswith("/pods")]
     assert report.at - pod_created.at == pytest.approx(5, abs=0.5)
     assert kube.exec_sessions == []

@@ -1,6 +1,6 @@
-"""The scaling tests' cluster and OpsLevel double (tests/opslevel/scaling_support.py), for the
-chart Role's scaling tests."""
+"""The scaling tests' cluster (tests/opslevel/scaling_support.py), for the chart Role's scaling
+tests."""
 
-from tests.opslevel.scaling_support import api, opslevel
+from tests.opslevel.scaling_support import api
 
-__all__ = ["api", "opslevel"]
+__all__ = ["api"]

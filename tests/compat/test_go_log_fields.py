@@ -137,28 +137,27 @@ def check_job_fields(entries: list[dict], ids: dict[str, str], jids: dict[str, s
 
 
 async def test_every_record_about_a_job_in_api_mode_carries_job(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
     stream = capture("JSON", level="TRACE")
-    double: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
     good, bad, odd, late = gid(907001), gid(907002), gid(907003), gid(907004)
-    double.add_job(job_payload(good, ["say hello", "err oops", "exit 0"]))
+    opslevel.add_job(job_payload(good, ["say hello", "err oops", "exit 0"]))
     malformed = job_payload(bad, ["exit 0"])
     malformed["commands"] = "echo not a list"
-    double.add_job(malformed)
-    double.add_job({**job_payload(odd, ["exit 1"]), "outcome": "decided-by-a-future-api"})
+    opslevel.add_job(malformed)
+    opslevel.add_job({**job_payload(odd, ["exit 1"]), "outcome": "decided-by-a-future-api"})
     # One append answered 503: the delivery loop's retry record carries its job too.
-    double.inject(HttpStatus(503), operation="RunnerAppendJobLog")
+    opslevel.inject(HttpStatus(503), operation="RunnerAppendJobLog")
     env = {"OPSLEVEL_POLL_INTERVAL": "1", "OPSLEVEL_JOB_POD_LOG_MAX_INTERVAL": "1"}
-    running = await start_mode(nursery, double, CommandExecutor(), **env)
+    running = await start_mode(nursery, opslevel, CommandExecutor(), **env)
     with trio.fail_after(120):
-        await double.wait_until(lambda: len(double.outcomes) == 3)
-    double.add_job(job_payload(late, ["say never runs"]))
-    double.inject(Delay(3.0), operation="RunnerGetPendingJob")
+        await opslevel.wait_until(lambda: len(opslevel.outcomes) == 3)
+    opslevel.add_job(job_payload(late, ["say never runs"]))
+    opslevel.inject(Delay(3.0), operation="RunnerGetPendingJob")
     await trio.sleep(1.5)
     running.mode.stop()
     assert await running.wait() == 0
-    assert [o.outcome for o in double.outcomes[late]] == ["canceled"]
+    assert [o.outcome for o in opslevel.outcomes[late]] == ["canceled"]
 
     entries = records(stream)
     numbers = {job_id: RunnerJob(id=job_id).number() for job_id in (good, bad, odd, late)}

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.doubles.command_executor import CommandExecutor
 from tests.doubles.faktory import faktory_double
-from tests.doubles.opslevel import OpsLevelDouble, job_payload
+from tests.doubles.opslevel import job_payload
 from tests.faktory.conftest import worker_client
 from tests.faktory.test_sink import batch_of
 from tests.opslevel.harness import start_mode
@@ -71,13 +71,11 @@ def test_a_registry_without_go_families_is_unchanged() -> None:
     assert exposition(registry) == b""
 
 
-async def test_api_mode_serves_the_go_names_with_the_runner_id(nursery, autojump_clock) -> None:
-
-    double: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
-    double.add_job(job_payload("job-1", ["say hello", "exit 3"]))
-    running = await start_mode(nursery, double, CommandExecutor(), **FAST)
+async def test_api_mode_serves_the_go_names_with_the_runner_id(nursery, opslevel, autojump_clock) -> None:
+    opslevel.add_job(job_payload("job-1", ["say hello", "exit 3"]))
+    running = await start_mode(nursery, opslevel, CommandExecutor(), **FAST)
     with trio.fail_after(60):
-        await double.wait_until(lambda: "job-1" in double.outcomes)
+        await opslevel.wait_until(lambda: "job-1" in opslevel.outcomes)
 
     async with httpx.AsyncClient() as client:
         text = (await client.get(running.metrics_url + "/metrics")).text

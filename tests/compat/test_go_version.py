@@ -33,9 +33,8 @@ def test_ping_url_from_any_form_of_the_api_url() -> None:
     assert ping_url("http://opslevel:3000/") == "http://opslevel:3000/api/ping"
 
 
-async def test_version_prints_the_go_runners_json_with_the_apis_version(nursery: trio.Nursery) -> None:
-    double: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
-    result = await version("version", "--api-url", double.url)
+async def test_version_prints_the_go_runners_json_with_the_apis_version(opslevel: OpsLevelDouble) -> None:
+    result = await version("version", "--api-url", opslevel.url)
     assert result.returncode == 0, result.stderr
     build = json.loads(result.stdout)
     assert list(build) == ["version", "git", "go", "opslevel"]
@@ -47,22 +46,20 @@ async def test_version_prints_the_go_runners_json_with_the_apis_version(nursery:
         "app_version": "v2026.11.20",
     }
     assert result.stdout.startswith('{\n    "version": ')  # indented as Go's MarshalIndent(.., "", "    ")
-    assert [c.operation for c in double.calls] == ["ping"]
+    assert [c.operation for c in opslevel.calls] == ["ping"]
 
 
-async def test_global_flags_and_env_reach_version(nursery: trio.Nursery) -> None:
-    double: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
-    result = await version("--api-url", double.url + "/graphql", "version")
+async def test_global_flags_and_env_reach_version(opslevel: OpsLevelDouble) -> None:
+    result = await version("--api-url", opslevel.url + "/graphql", "version")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["opslevel"]["app_version"] == "v2026.11.20"
-    result = await version("version", env={"OPSLEVEL_API_URL": double.url})
+    result = await version("version", env={"OPSLEVEL_API_URL": opslevel.url})
     assert json.loads(result.stdout)["opslevel"]["app_version"] == "v2026.11.20"
 
 
-async def test_an_unreachable_api_still_prints_the_shape_with_a_warning(nursery: trio.Nursery) -> None:
-    double: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
-    double.ping = None
-    result = await version("version", "--api-url", double.url)
+async def test_an_unreachable_api_still_prints_the_shape_with_a_warning(opslevel: OpsLevelDouble) -> None:
+    opslevel.ping = None
+    result = await version("version", "--api-url", opslevel.url)
     assert result.returncode == 0
     assert json.loads(result.stdout)["opslevel"] == {"app_date": "unknown"}
     assert "cannot read the OpsLevel API's version" in result.stderr

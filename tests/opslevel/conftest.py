@@ -5,21 +5,13 @@ import random
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import trio
-import trio.testing
 from prometheus_client import CollectorRegistry
 
 from tests.doubles.opslevel import OpsLevelDouble
-from tests.opslevel.scaling_support import api, opslevel  # noqa: F401  (fixtures of the scaling tests)
+from tests.opslevel.scaling_support import api  # noqa: F401  (the scaling tests' cluster)
 from trunner.opslevel.client import OpsLevelClient, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.retry import RetryPolicy
-
-
-@pytest.fixture
-async def double(nursery: trio.Nursery) -> OpsLevelDouble:
-    started: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
-    return started
 
 
 @pytest.fixture
@@ -33,10 +25,10 @@ def api_metrics(registry: CollectorRegistry) -> ApiMetrics:
 
 
 @pytest.fixture
-async def client(double: OpsLevelDouble, api_metrics: ApiMetrics) -> AsyncIterator[OpsLevelClient]:
+async def client(opslevel: OpsLevelDouble, api_metrics: ApiMetrics) -> AsyncIterator[OpsLevelClient]:
     async with OpsLevelClient(
-        endpoint=graphql_endpoint(double.url),
-        token=double.token,
+        endpoint=graphql_endpoint(opslevel.url),
+        token=opslevel.token,
         timeout=30.0,
         metrics=api_metrics,
         retry=RetryPolicy(max_retries=5, total=120.0),

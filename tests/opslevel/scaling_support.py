@@ -1,5 +1,5 @@
-"""A runner Deployment and its pods in the Kubernetes API double, the OpsLevel double, and a
-scaler between them: what the scaling tests (tests/opslevel, tests/compat) share."""
+"""A runner Deployment and its pods in the Kubernetes API double, a client of the OpsLevel double,
+and a scaler between them: what the scaling tests (tests/opslevel, tests/compat) share."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import trio
 from prometheus_client import CollectorRegistry
 
 from tests.doubles.kube import KubeApiDouble, RecordedRequest, serve_kube_api
@@ -61,12 +60,6 @@ async def api() -> AsyncIterator[KubeApiDouble]:
     async with serve_kube_api() as served:
         add_runner_objects(served)
         yield served
-
-
-@pytest.fixture
-async def opslevel(nursery: trio.Nursery) -> OpsLevelDouble:
-    started: OpsLevelDouble = await nursery.start(OpsLevelDouble().serve)
-    return started
 
 
 @asynccontextmanager

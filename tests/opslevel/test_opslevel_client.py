@@ -80,13 +80,13 @@ def test_endpoint_rules(api_url: str, endpoint: str) -> None:
     assert graphql_endpoint(api_url) == endpoint
 
 
-async def test_every_call_sends_the_headers_opslevel_go_sends(double: OpsLevelDouble) -> None:
-    settings = ApiSettings(api_url=double.url + "/", api_token=double.token, user_agent_extras="acme-ci")
+async def test_every_call_sends_the_headers_opslevel_go_sends(opslevel: OpsLevelDouble) -> None:
+    settings = ApiSettings(api_url=opslevel.url + "/", api_token=opslevel.token, user_agent_extras="acme-ci")
     async with OpsLevelClient.from_settings(settings, ApiMetrics(CollectorRegistry())) as client:
         await client.check_token()
         await client.call(RUNNER_REGISTER, RegisterVariables(queue=None))
-    assert [c.operation for c in double.calls] == ["account", "RunnerRegister"]
-    for call in double.calls:
+    assert [c.operation for c in opslevel.calls] == ["account", "RunnerRegister"]
+    for call in opslevel.calls:
         assert call.headers["authorization"] == "Bearer test-token"
         assert call.headers["graphql-visibility"] == "internal"
         assert call.headers["content-type"] == "application/json"
@@ -96,18 +96,18 @@ async def test_every_call_sends_the_headers_opslevel_go_sends(double: OpsLevelDo
 
 
 async def test_token_check_body_is_exactly_what_opslevel_go_sends(
-    client: OpsLevelClient, double: OpsLevelDouble
+    client: OpsLevelClient, opslevel: OpsLevelDouble
 ) -> None:
     account = await client.check_token()
-    assert account.id == double.account_id
-    assert double.calls[0].body == b'{"query":"{account{id}}"}\n'
+    assert account.id == opslevel.account_id
+    assert opslevel.calls[0].body == b'{"query":"{account{id}}"}\n'
 
 
-async def test_api_url_already_ending_in_graphql_reaches_the_api(double: OpsLevelDouble) -> None:
-    settings = ApiSettings(api_url=double.url + "/graphql", api_token=double.token)
+async def test_api_url_already_ending_in_graphql_reaches_the_api(opslevel: OpsLevelDouble) -> None:
+    settings = ApiSettings(api_url=opslevel.url + "/graphql", api_token=opslevel.token)
     async with OpsLevelClient.from_settings(settings, ApiMetrics(CollectorRegistry())) as client:
         await client.check_token()
-    assert len(double.calls) == 1
+    assert len(opslevel.calls) == 1
 
 
 # --- retries ------------------------------------------------------------------------------------
@@ -117,13 +117,13 @@ async def test_api_url_already_ending_in_graphql_reaches_the_api(double: OpsLeve
 async def test_retryable_statuses_are_retried_with_backoff(
     status: int,
     client: OpsLevelClient,
-    double: OpsLevelDouble,
+    opslevel: OpsLevelDouble,
     registry: CollectorRegistry,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    double.inject(HttpStatus(status), operation="account", times=2)
+    opslevel.inject(HttpStatus(status), operation="account", times=2)
     await client.check_token()
-    times = [c.at for c in double.calls]
+    times = [c.at for c in opslevel.calls]
     assert len(times) == 3
     first_wait, second_wait = times[1] - times[0], times[2] - times[1]
     assert 0.5 <= first_wait <= 1.0 + 0.01
@@ -148,88 +148,88 @@ async def test_retryable_statuses_are_retried_with_backoff(
 
 
 async def test_retry_after_seconds_is_honoured(
-    client: OpsLevelClient, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    client: OpsLevelClient, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.inject(HttpStatus(503, retry_after="7"), operation="account")
+    opslevel.inject(HttpStatus(503, retry_after="7"), operation="account")
     await client.check_token()
-    assert len(double.calls) == 2
-    assert double.calls[1].at - double.calls[0].at == pytest.approx(7.0, abs=0.01)
+    assert len(opslevel.calls) == 2
+    assert opslevel.calls[1].at - opslevel.calls[0].at == pytest.approx(7.0, abs=0.01)
 
 
 async def test_retry_after_http_date_is_honoured(
-    client: OpsLevelClient, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    client: OpsLevelClient, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
     when = email.utils.formatdate(time.time() + 20, usegmt=True)
-    double.inject(HttpStatus(429, retry_after=when), operation="account")
+    opslevel.inject(HttpStatus(429, retry_after=when), operation="account")
     await client.check_token()
-    assert 18.0 <= double.calls[1].at - double.calls[0].at <= 21.0
+    assert 18.0 <= opslevel.calls[1].at - opslevel.calls[0].at <= 21.0
 
 
 async def test_retries_are_bounded_in_attempts(
-    client: OpsLevelClient, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    client: OpsLevelClient, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.inject(HttpStatus(503, body=b'{"errors":[{"message":"down for maintenance"}]}'), times=None)
+    opslevel.inject(HttpStatus(503, body=b'{"errors":[{"message":"down for maintenance"}]}'), times=None)
     with pytest.raises(ApiStatusError) as caught:
         await client.check_token()
-    assert len(double.calls) == 6
+    assert len(opslevel.calls) == 6
     assert caught.value.status == 503
     assert caught.value.retryable
     assert "down for maintenance" in str(caught.value)
 
 
 async def test_retries_are_bounded_in_total_time(
-    double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with OpsLevelClient(
-        endpoint=graphql_endpoint(double.url),
-        token=double.token,
+        endpoint=graphql_endpoint(opslevel.url),
+        token=opslevel.token,
         timeout=30.0,
         metrics=ApiMetrics(CollectorRegistry()),
         retry=RetryPolicy(max_retries=50, total=20.0),
         rng=random.Random(1),
     ) as client:
-        double.inject(HttpStatus(502), times=None)
+        opslevel.inject(HttpStatus(502), times=None)
         started = trio.current_time()
         with pytest.raises(ApiStatusError):
             await client.check_token()
         assert trio.current_time() - started <= 20.0
-        assert 3 <= len(double.calls) <= 6
+        assert 3 <= len(opslevel.calls) <= 6
 
 
 async def test_retry_after_beyond_the_budget_fails_at_once_with_the_wait(
-    client: OpsLevelClient, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    client: OpsLevelClient, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.inject(HttpStatus(429, retry_after="3600"))
+    opslevel.inject(HttpStatus(429, retry_after="3600"))
     with pytest.raises(ApiStatusError) as caught:
         await client.check_token()
-    assert len(double.calls) == 1
+    assert len(opslevel.calls) == 1
     assert caught.value.retry_after == 3600.0
 
 
 @pytest.mark.parametrize("status", [400, 403, 404, 422, 500])
 async def test_other_statuses_are_not_retried(
-    status: int, client: OpsLevelClient, double: OpsLevelDouble
+    status: int, client: OpsLevelClient, opslevel: OpsLevelDouble
 ) -> None:
-    double.inject(HttpStatus(status, body=b'{"errors":[{"message":"the API says no"}]}'))
+    opslevel.inject(HttpStatus(status, body=b'{"errors":[{"message":"the API says no"}]}'))
     with pytest.raises(ApiStatusError) as caught:
         await client.check_token()
-    assert len(double.calls) == 1
+    assert len(opslevel.calls) == 1
     assert not caught.value.retryable
     assert str(caught.value) == f"account: HTTP {status}: the API says no"
 
 
 async def test_connection_reset_is_retried(
-    client: OpsLevelClient, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    client: OpsLevelClient, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.inject(Reset(), operation="account", times=2)
+    opslevel.inject(Reset(), operation="account", times=2)
     await client.check_token()
-    assert len(double.calls) == 3
+    assert len(opslevel.calls) == 3
 
 
 async def test_connection_reset_without_retries_is_a_transport_error(
-    client: OpsLevelClient, double: OpsLevelDouble
+    client: OpsLevelClient, opslevel: OpsLevelDouble
 ) -> None:
-    double.inject(Reset())
+    opslevel.inject(Reset())
     with pytest.raises(ApiTransportError) as caught:
         await client.call(RUNNER_REGISTER, RegisterVariables(None), retry=NO_RETRIES)
     assert caught.value.retryable
@@ -254,22 +254,22 @@ async def test_connection_refused_is_a_transport_error(autojump_clock: trio.test
 
 
 async def test_a_stalled_call_times_out_and_is_retried(
-    client: OpsLevelClient, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    client: OpsLevelClient, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.inject(Stall(), operation="account")
+    opslevel.inject(Stall(), operation="account")
     started = trio.current_time()
     await client.check_token()
-    assert len(double.calls) == 2
+    assert len(opslevel.calls) == 2
     assert 30.0 <= trio.current_time() - started <= 31.0
 
 
 async def test_a_stalled_call_without_retries_fails_after_the_timeout(
     client: OpsLevelClient,
-    double: OpsLevelDouble,
+    opslevel: OpsLevelDouble,
     registry: CollectorRegistry,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    double.inject(Stall())
+    opslevel.inject(Stall())
     started = trio.current_time()
     with pytest.raises(ApiTransportError) as caught:
         await client.call(RUNNER_REGISTER, RegisterVariables(None), retry=NO_RETRIES)
@@ -288,20 +288,20 @@ async def test_a_stalled_call_without_retries_fails_after_the_timeout(
 
 
 async def test_a_slow_call_within_the_timeout_succeeds(
-    client: OpsLevelClient, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    client: OpsLevelClient, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.inject(Delay(25.0))
+    opslevel.inject(Delay(25.0))
     await client.check_token()
-    assert len(double.calls) == 1
+    assert len(opslevel.calls) == 1
 
 
 # --- errors -------------------------------------------------------------------------------------
 
 
 async def test_payload_errors_become_typed_errors_with_the_apis_words(
-    client: OpsLevelClient, double: OpsLevelDouble
+    client: OpsLevelClient, opslevel: OpsLevelDouble
 ) -> None:
-    double.inject(PayloadErrors((("Queue does not exist", ("queue",)), ("Try again", ("base",)))))
+    opslevel.inject(PayloadErrors((("Queue does not exist", ("queue",)), ("Try again", ("base",)))))
     with pytest.raises(ApiPayloadError) as caught:
         await client.call(RUNNER_REGISTER, RegisterVariables("nope"))
     assert caught.value.problems == (
@@ -312,18 +312,18 @@ async def test_payload_errors_become_typed_errors_with_the_apis_words(
         str(caught.value) == "RunnerRegister: OpsLevel API errors: 'queue' Queue does not exist; '' Try again"
     )
     assert not caught.value.retryable
-    assert len(double.calls) == 1
+    assert len(opslevel.calls) == 1
 
 
-async def test_top_level_errors_become_typed_errors(client: OpsLevelClient, double: OpsLevelDouble) -> None:
-    double.inject(GraphQLErrors(("Internal server error",)))
+async def test_top_level_errors_become_typed_errors(client: OpsLevelClient, opslevel: OpsLevelDouble) -> None:
+    opslevel.inject(GraphQLErrors(("Internal server error",)))
     with pytest.raises(ApiGraphQLError) as caught:
         await client.check_token()
     assert str(caught.value) == "account: OpsLevel API error: Internal server error"
 
 
 async def test_the_double_refuses_an_unknown_operation_text(
-    client: OpsLevelClient, double: OpsLevelDouble
+    client: OpsLevelClient, opslevel: OpsLevelDouble
 ) -> None:
     drifted = Operation(
         "RunnerRegister",
@@ -336,7 +336,7 @@ async def test_the_double_refuses_an_unknown_operation_text(
 
 
 async def test_the_double_refuses_badly_typed_variables(
-    client: OpsLevelClient, double: OpsLevelDouble
+    client: OpsLevelClient, opslevel: OpsLevelDouble
 ) -> None:
     bad = RunnerAppendJobLogInput("r", "j", "yesterday", ("aGk=",))
     with pytest.raises(
@@ -346,7 +346,7 @@ async def test_the_double_refuses_badly_typed_variables(
         await client.call(RUNNER_APPEND_JOB_LOG, AppendJobLogVariables(bad))
 
 
-async def test_a_malformed_payload_is_a_clear_error(client: OpsLevelClient, double: OpsLevelDouble) -> None:
+async def test_a_malformed_payload_is_a_clear_error(client: OpsLevelClient, opslevel: OpsLevelDouble) -> None:
     wrong = Operation("RunnerRegister", RUNNER_REGISTER.text, "runnerRegister", RegisteredRunner)
     with pytest.raises(
         ApiResponseError, match=r"^RunnerRegister: data\.runnerRegister\.id: required field missing$"
@@ -354,8 +354,8 @@ async def test_a_malformed_payload_is_a_clear_error(client: OpsLevelClient, doub
         await client.call(wrong, RegisterVariables(None))
 
 
-async def test_401_says_how_to_set_the_token_in_one_line(double: OpsLevelDouble) -> None:
-    settings = ApiSettings(api_url=double.url, api_token="wrong-token-value")
+async def test_401_says_how_to_set_the_token_in_one_line(opslevel: OpsLevelDouble) -> None:
+    settings = ApiSettings(api_url=opslevel.url, api_token="wrong-token-value")
     async with OpsLevelClient.from_settings(settings, ApiMetrics(CollectorRegistry())) as client:
         with pytest.raises(ApiAuthenticationError) as caught:
             await client.check_token()
@@ -363,29 +363,29 @@ async def test_401_says_how_to_set_the_token_in_one_line(double: OpsLevelDouble)
     assert "\n" not in message
     assert "export OPSLEVEL_API_TOKEN=<token>" in message
     assert "wrong-token-value" not in message
-    assert len(double.calls) == 1
+    assert len(opslevel.calls) == 1
 
 
-async def test_injected_401_is_not_retried(client: OpsLevelClient, double: OpsLevelDouble) -> None:
-    double.inject(UNAUTHORIZED)
+async def test_injected_401_is_not_retried(client: OpsLevelClient, opslevel: OpsLevelDouble) -> None:
+    opslevel.inject(UNAUTHORIZED)
     with pytest.raises(ApiAuthenticationError):
         await client.check_token()
-    assert len(double.calls) == 1
+    assert len(opslevel.calls) == 1
 
 
 async def test_the_token_never_reaches_the_logs(
-    double: OpsLevelDouble, all_logs: object, autojump_clock: trio.testing.MockClock
+    opslevel: OpsLevelDouble, all_logs: object, autojump_clock: trio.testing.MockClock
 ) -> None:
     secret = "s3cr3t-token-value"
-    double.token = secret
-    settings = ApiSettings(api_url=double.url, api_token=secret)
-    double.inject(HttpStatus(503), times=2)
-    double.inject(Reset(), times=1)
-    double.inject(Stall(), times=1)
+    opslevel.token = secret
+    settings = ApiSettings(api_url=opslevel.url, api_token=secret)
+    opslevel.inject(HttpStatus(503), times=2)
+    opslevel.inject(Reset(), times=1)
+    opslevel.inject(Stall(), times=1)
     async with OpsLevelClient.from_settings(settings, ApiMetrics(CollectorRegistry())) as client:
         await client.check_token()
         runner = await client.call(RUNNER_REGISTER, RegisterVariables(None))
-        double.add_job(job_payload("job-1", ["echo hi"]))
+        opslevel.add_job(job_payload("job-1", ["echo hi"]))
         await client.call(
             RUNNER_GET_PENDING_JOB, GetPendingJobVariables(runner.runner.id if runner.runner else "", None)
         )
@@ -396,12 +396,12 @@ async def test_the_token_never_reaches_the_logs(
 
 
 async def test_requests_are_counted_by_operation_and_status(
-    client: OpsLevelClient, double: OpsLevelDouble, registry: CollectorRegistry
+    client: OpsLevelClient, opslevel: OpsLevelDouble, registry: CollectorRegistry
 ) -> None:
     await client.check_token()
     registered = await client.call(RUNNER_REGISTER, RegisterVariables("q1"))
     assert registered.runner is not None
-    assert json.loads(double.calls[1].body)["variables"] == {"queue": "q1"}
+    assert json.loads(opslevel.calls[1].body)["variables"] == {"queue": "q1"}
     assert (
         sample(
             registry,
@@ -428,13 +428,13 @@ async def test_https_trusts_the_ca_named_by_ssl_cert_file(
     ca = trustme.CA()
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server)
-    double: OpsLevelDouble = await nursery.start(partial(OpsLevelDouble().serve, tls=server))
-    assert double.url.startswith("https://")
+    opslevel: OpsLevelDouble = await nursery.start(partial(OpsLevelDouble().serve, tls=server))
+    assert opslevel.url.startswith("https://")
 
     async def register() -> None:
         async with OpsLevelClient(
-            endpoint=graphql_endpoint(double.url),
-            token=double.token,
+            endpoint=graphql_endpoint(opslevel.url),
+            token=opslevel.token,
             timeout=10.0,
             metrics=ApiMetrics(CollectorRegistry()),
             retry=RetryPolicy(0, 10.0),
@@ -448,4 +448,4 @@ async def test_https_trusts_the_ca_named_by_ssl_cert_file(
     ca.cert_pem.write_to_path(str(bundle))
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
     await register()
-    assert double.calls_to("RunnerRegister")
+    assert opslevel.calls_to("RunnerRegister")

@@ -40,12 +40,12 @@ class RunnerProcess:
 
 
 async def start_runner(
-    double: OpsLevelDouble, tmp_path: Path, *, prefix: tuple[str, ...] = (), **env: str
+    opslevel: OpsLevelDouble, tmp_path: Path, *, prefix: tuple[str, ...] = (), **env: str
 ) -> RunnerProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLEVEL_", "FAKTORY_", "RUNNER_"))}
     environ.update(
-        OPSLEVEL_API_URL=double.url,
-        OPSLEVEL_API_TOKEN=double.token,
+        OPSLEVEL_API_URL=opslevel.url,
+        OPSLEVEL_API_TOKEN=opslevel.token,
         OPSLEVEL_METRICS_PORT="0",
         OPSLEVEL_EXECUTOR="local",
         OPSLEVEL_POLL_INTERVAL="0.2",
@@ -66,48 +66,48 @@ async def start_runner(
 
 
 async def wait_for(
-    double: OpsLevelDouble, predicate: object, runner: RunnerProcess, timeout: float = 30
+    opslevel: OpsLevelDouble, predicate: object, runner: RunnerProcess, timeout: float = 30
 ) -> None:
     with trio.move_on_after(timeout):
-        await double.wait_until(predicate)  # type: ignore[arg-type]
+        await opslevel.wait_until(predicate)  # type: ignore[arg-type]
         return
     runner.process.kill()
     raise AssertionError(f"condition not met within {timeout}s; stderr:\n{runner.stderr}")
 
 
 async def test_sigterm_mid_job_reports_canceled_unregisters_and_exits_0(
-    double: OpsLevelDouble, tmp_path: Path
+    opslevel: OpsLevelDouble, tmp_path: Path
 ) -> None:
-    double.add_job(job_payload("job-ok", ["echo hello", "echo '::set-outcome-var answer=42'"]))
-    double.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
-    runner = await start_runner(double, tmp_path, OPSLEVEL_JOB_CONCURRENCY="1", OPSLEVEL_SHUTDOWN_GRACE="1")
-    await wait_for(double, lambda: "started" in job_output(double, "job-long"), runner)
+    opslevel.add_job(job_payload("job-ok", ["echo hello", "echo '::set-outcome-var answer=42'"]))
+    opslevel.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
+    runner = await start_runner(opslevel, tmp_path, OPSLEVEL_JOB_CONCURRENCY="1", OPSLEVEL_SHUTDOWN_GRACE="1")
+    await wait_for(opslevel, lambda: "started" in job_output(opslevel, "job-long"), runner)
     runner.process.send_signal(signal.SIGTERM)
     code, seconds = await runner.wait(timeout=20)
     assert code == 0, runner.stderr
     assert seconds < 10
-    [ok] = double.outcomes["job-ok"]
+    [ok] = opslevel.outcomes["job-ok"]
     assert (ok.outcome, ok.variables) == ("success", (("answer", "42"),))
-    assert "hello" in job_output(double, "job-ok")
-    assert [o.outcome for o in double.outcomes["job-long"]] == ["canceled"]
-    assert double.calls[-1].operation == "RunnerUnregister"
-    assert not double.runners["runner-1"].registered
+    assert "hello" in job_output(opslevel, "job-ok")
+    assert [o.outcome for o in opslevel.outcomes["job-long"]] == ["canceled"]
+    assert opslevel.calls[-1].operation == "RunnerUnregister"
+    assert not opslevel.runners["runner-1"].registered
 
 
 async def test_a_hung_api_at_shutdown_still_lets_the_process_exit(
-    double: OpsLevelDouble, tmp_path: Path
+    opslevel: OpsLevelDouble, tmp_path: Path
 ) -> None:
-    double.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
+    opslevel.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
     runner = await start_runner(
-        double,
+        opslevel,
         tmp_path,
         OPSLEVEL_SHUTDOWN_GRACE="1",
         OPSLEVEL_LOG_FLUSH_TIMEOUT="2",
         OPSLEVEL_JOB_OUTCOME_TIMEOUT="2",
         OPSLEVEL_API_TIMEOUT="2",
     )
-    await wait_for(double, lambda: "started" in job_output(double, "job-long"), runner)
-    double.inject(Stall(), times=None)
+    await wait_for(opslevel, lambda: "started" in job_output(opslevel, "job-long"), runner)
+    opslevel.inject(Stall(), times=None)
     runner.process.send_signal(signal.SIGTERM)
     code, seconds = await runner.wait(timeout=30)
     assert code == 0, runner.stderr
@@ -116,9 +116,9 @@ async def test_a_hung_api_at_shutdown_still_lets_the_process_exit(
 
 
 async def test_a_rejected_token_exits_1_with_one_line_and_no_token(
-    double: OpsLevelDouble, tmp_path: Path
+    opslevel: OpsLevelDouble, tmp_path: Path
 ) -> None:
-    runner = await start_runner(double, tmp_path, OPSLEVEL_API_TOKEN="wrong-secret-token")
+    runner = await start_runner(opslevel, tmp_path, OPSLEVEL_API_TOKEN="wrong-secret-token")
     code, _ = await runner.wait(timeout=30)
     assert code == 1
     errors = [line for line in runner.stderr.splitlines() if " level=error " in line]
@@ -127,24 +127,24 @@ async def test_a_rejected_token_exits_1_with_one_line_and_no_token(
     assert "wrong-secret-token" not in runner.stderr
 
 
-async def test_a_missing_token_is_a_configuration_error(double: OpsLevelDouble, tmp_path: Path) -> None:
-    runner = await start_runner(double, tmp_path, OPSLEVEL_API_TOKEN="")
+async def test_a_missing_token_is_a_configuration_error(opslevel: OpsLevelDouble, tmp_path: Path) -> None:
+    runner = await start_runner(opslevel, tmp_path, OPSLEVEL_API_TOKEN="")
     code, _ = await runner.wait(timeout=30)
     assert code == 2
     assert "--api-token (OPSLEVEL_API_TOKEN): is required" in runner.stderr
-    assert double.calls == []
+    assert opslevel.calls == []
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
-async def test_as_pid_1_sigterm_still_shuts_down_gracefully(double: OpsLevelDouble, tmp_path: Path) -> None:
+async def test_as_pid_1_sigterm_still_shuts_down_gracefully(opslevel: OpsLevelDouble, tmp_path: Path) -> None:
     probe = await trio.run_process(["unshare", "--pid", "--fork", "true"], capture_stderr=True, check=False)
     if probe.returncode != 0:
         pytest.skip("cannot create a PID namespace here")
-    double.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
+    opslevel.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
     runner = await start_runner(
-        double, tmp_path, prefix=("unshare", "--pid", "--fork", "--kill-child"), OPSLEVEL_SHUTDOWN_GRACE="1"
+        opslevel, tmp_path, prefix=("unshare", "--pid", "--fork", "--kill-child"), OPSLEVEL_SHUTDOWN_GRACE="1"
     )
-    await wait_for(double, lambda: "started" in job_output(double, "job-long"), runner)
+    await wait_for(opslevel, lambda: "started" in job_output(opslevel, "job-long"), runner)
     children = Path(f"/proc/{runner.process.pid}/task/{runner.process.pid}/children").read_text().split()
     [pid_1] = children
     [nspid] = [
@@ -155,18 +155,18 @@ async def test_as_pid_1_sigterm_still_shuts_down_gracefully(double: OpsLevelDoub
     code, seconds = await runner.wait(timeout=20)
     assert code == 0, runner.stderr
     assert seconds < 10
-    assert [o.outcome for o in double.outcomes["job-long"]] == ["canceled"]
-    assert double.calls[-1].operation == "RunnerUnregister"
+    assert [o.outcome for o in opslevel.outcomes["job-long"]] == ["canceled"]
+    assert opslevel.calls[-1].operation == "RunnerUnregister"
 
 
 async def test_sigterm_with_a_full_spool_exits_in_time_counts_what_is_left_and_removes_the_spool(
-    double: OpsLevelDouble, tmp_path: Path
+    opslevel: OpsLevelDouble, tmp_path: Path
 ) -> None:
     spool_dir = tmp_path / "spool"
-    double.inject(Stall(), operation="RunnerAppendJobLog", times=None)
-    double.add_job(job_payload("job-loud", ["seq 1 3000000", "sleep 60"]))
+    opslevel.inject(Stall(), operation="RunnerAppendJobLog", times=None)
+    opslevel.add_job(job_payload("job-loud", ["seq 1 3000000", "sleep 60"]))
     runner = await start_runner(
-        double,
+        opslevel,
         tmp_path,
         OPSLEVEL_SHUTDOWN_GRACE="1",
         OPSLEVEL_LOG_FLUSH_TIMEOUT="2",
@@ -191,7 +191,7 @@ async def test_sigterm_with_a_full_spool_exits_in_time_counts_what_is_left_and_r
     code, seconds = await runner.wait(timeout=30)
     assert code == 0, runner.stderr
     assert seconds < 1 + 2 + 5 + 3, runner.stderr
-    [outcome] = double.outcomes["job-loud"]
+    [outcome] = opslevel.outcomes["job-loud"]
     assert outcome.outcome == "canceled"
     assert "log lines" in runner.stderr and "could not be delivered" in runner.stderr
     assert "the runner's shutdown deadline" in runner.stderr

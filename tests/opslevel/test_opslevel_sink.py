@@ -31,9 +31,9 @@ def batch_of(lines: list[bytes], *, per_block: int = 3) -> Batch:
 
 
 @pytest.fixture
-def sink(client: OpsLevelClient, double: OpsLevelDouble) -> OpsLevelSink:
-    double.runners["runner-9"] = Runner("runner-9", "")
-    double.assigned["job-1"] = "runner-9"
+def sink(client: OpsLevelClient, opslevel: OpsLevelDouble) -> OpsLevelSink:
+    opslevel.runners["runner-9"] = Runner("runner-9", "")
+    opslevel.assigned["job-1"] = "runner-9"
     return OpsLevelSink(client, runner_id="runner-9", job_id="job-1", clock_ns=lambda: SENT_NS)
 
 
@@ -85,25 +85,27 @@ def test_an_empty_batch_sends_an_empty_chunk() -> None:
 
 
 async def test_ship_sends_each_line_as_padded_standard_base64(
-    sink: OpsLevelSink, double: OpsLevelDouble
+    sink: OpsLevelSink, opslevel: OpsLevelDouble
 ) -> None:
     lines = ["2026-01-01T00:00:00Z [1] hello", "", "ünïcode ✓", "a+b/c?>>>"]
     await sink.ship(batch_of([line.encode() for line in lines]))
-    [call] = double.calls
+    [call] = opslevel.calls
     data = call.variables["input"]
     assert data["runnerId"] == "runner-9"
     assert data["runnerJobId"] == "job-1"
     assert data["sentAt"] == "2022-07-01T01:00:00.123456789Z"
     assert data["logChunk"] == [base64.standard_b64encode(line.encode()).decode() for line in lines]
-    assert double.job_lines("job-1") == lines
+    assert opslevel.job_lines("job-1") == lines
     assert int(call.headers["content-length"]) == len(call.body)
 
 
-async def test_report_sends_the_outcome_and_its_variables(sink: OpsLevelSink, double: OpsLevelDouble) -> None:
+async def test_report_sends_the_outcome_and_its_variables(
+    sink: OpsLevelSink, opslevel: OpsLevelDouble
+) -> None:
     await sink.report(
         JobOutcome(Outcome.FAILED, "exit 2", 2, (OutcomeVariable("k", "v"), OutcomeVariable("multi", "a\nb")))
     )
-    [call] = double.calls
+    [call] = opslevel.calls
     assert call.variables == {
         "input": {
             "runnerId": "runner-9",
@@ -112,33 +114,33 @@ async def test_report_sends_the_outcome_and_its_variables(sink: OpsLevelSink, do
             "outcomeVariables": [{"key": "k", "value": "v"}, {"key": "multi", "value": "a\nb"}],
         }
     }
-    assert double.outcomes["job-1"][0].variables == (("k", "v"), ("multi", "a\nb"))
+    assert opslevel.outcomes["job-1"][0].variables == (("k", "v"), ("multi", "a\nb"))
 
 
 async def test_report_without_variables_leaves_the_key_out(
-    sink: OpsLevelSink, double: OpsLevelDouble
+    sink: OpsLevelSink, opslevel: OpsLevelDouble
 ) -> None:
     await sink.report(JobOutcome(Outcome.SUCCESS))
-    assert b"outcomeVariables" not in double.calls[0].body
-    assert double.outcomes["job-1"][0].outcome == "success"
+    assert b"outcomeVariables" not in opslevel.calls[0].body
+    assert opslevel.outcomes["job-1"][0].outcome == "success"
 
 
 async def test_retryable_failures_carry_retry_after_and_are_not_retried_here(
-    sink: OpsLevelSink, double: OpsLevelDouble
+    sink: OpsLevelSink, opslevel: OpsLevelDouble
 ) -> None:
-    double.inject(HttpStatus(503, retry_after="12"))
+    opslevel.inject(HttpStatus(503, retry_after="12"))
     with pytest.raises(ShipError) as caught:
         await sink.ship(batch_of([b"line"]))
     assert caught.value.retryable
     assert caught.value.retry_after == 12.0
     assert "HTTP 503" in str(caught.value)
-    assert len(double.calls) == 1
+    assert len(opslevel.calls) == 1
 
 
 async def test_payload_errors_are_final_with_the_apis_words(
-    sink: OpsLevelSink, double: OpsLevelDouble
+    sink: OpsLevelSink, opslevel: OpsLevelDouble
 ) -> None:
-    double.inject(PayloadErrors((("Job is already complete", ("input", "runnerJobId")),)))
+    opslevel.inject(PayloadErrors((("Job is already complete", ("input", "runnerJobId")),)))
     with pytest.raises(ShipError) as caught:
         await sink.report(JobOutcome(Outcome.SUCCESS))
     assert not caught.value.retryable
@@ -146,17 +148,17 @@ async def test_payload_errors_are_final_with_the_apis_words(
 
 
 async def test_a_job_the_api_does_not_know_is_a_final_error(
-    client: OpsLevelClient, double: OpsLevelDouble
+    client: OpsLevelClient, opslevel: OpsLevelDouble
 ) -> None:
-    double.runners["runner-9"] = Runner("runner-9", "")
+    opslevel.runners["runner-9"] = Runner("runner-9", "")
     stranger = OpsLevelSink(client, runner_id="runner-9", job_id="job-unknown")
     with pytest.raises(ShipError, match="Job not found") as caught:
         await stranger.ship(batch_of([b"x"]))
     assert not caught.value.retryable
 
 
-async def test_a_reset_connection_is_retryable(sink: OpsLevelSink, double: OpsLevelDouble) -> None:
-    double.inject(Reset())
+async def test_a_reset_connection_is_retryable(sink: OpsLevelSink, opslevel: OpsLevelDouble) -> None:
+    opslevel.inject(Reset())
     with pytest.raises(ShipError) as caught:
         await sink.ship(batch_of([b"line"]))
     assert caught.value.retryable
@@ -164,12 +166,12 @@ async def test_a_reset_connection_is_retryable(sink: OpsLevelSink, double: OpsLe
 
 
 async def test_a_stalled_append_fails_after_the_api_timeout(
-    sink: OpsLevelSink, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    sink: OpsLevelSink, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.inject(Stall())
+    opslevel.inject(Stall())
     started = trio.current_time()
     with pytest.raises(ShipError, match="no response within 30 s") as caught:
         await sink.ship(batch_of([b"line"]))
     assert caught.value.retryable
     assert trio.current_time() - started == pytest.approx(30.0, abs=0.1)
-    assert len(double.calls) == 1
+    assert len(opslevel.calls) == 1

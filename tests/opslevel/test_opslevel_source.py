@@ -19,8 +19,8 @@ from trunner.opslevel.source import PendingJobSource
 
 
 @pytest.fixture
-def source(client: OpsLevelClient, double: OpsLevelDouble, api_metrics: ApiMetrics) -> PendingJobSource:
-    double.runners["runner-1"] = Runner("runner-1", "")
+def source(client: OpsLevelClient, opslevel: OpsLevelDouble, api_metrics: ApiMetrics) -> PendingJobSource:
+    opslevel.runners["runner-1"] = Runner("runner-1", "")
     return PendingJobSource(
         client,
         runner_id="runner-1",
@@ -31,31 +31,31 @@ def source(client: OpsLevelClient, double: OpsLevelDouble, api_metrics: ApiMetri
     )
 
 
-def poll_times(double: OpsLevelDouble) -> list[float]:
-    return [c.at for c in double.calls_to("RunnerGetPendingJob")]
+def poll_times(opslevel: OpsLevelDouble) -> list[float]:
+    return [c.at for c in opslevel.calls_to("RunnerGetPendingJob")]
 
 
 async def test_tokens_start_null_and_follow_the_api(
-    source: PendingJobSource, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    source: PendingJobSource, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
     for k in range(3):
-        double.add_job(job_payload(f"job-{k}", ["true"]))
+        opslevel.add_job(job_payload(f"job-{k}", ["true"]))
     for _ in range(3):
         await source.claim()
-    tokens = [c.variables["token"] for c in double.calls_to("RunnerGetPendingJob")]
+    tokens = [c.variables["token"] for c in opslevel.calls_to("RunnerGetPendingJob")]
     assert tokens == [None, "1", "2"]
-    assert all(c.variables["id"] == "runner-1" for c in double.calls_to("RunnerGetPendingJob"))
+    assert all(c.variables["id"] == "runner-1" for c in opslevel.calls_to("RunnerGetPendingJob"))
 
 
 async def test_jobs_waiting_are_claimed_back_to_back(
-    source: PendingJobSource, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    source: PendingJobSource, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.add_job(
+    opslevel.add_job(
         job_payload(
             "job-1", ["true"], variables=[{"key": "S", "value": "v", "sensitive": True, "scope": "main"}]
         )
     )
-    double.add_job(job_payload("job-2", ["true"]))
+    opslevel.add_job(job_payload("job-2", ["true"]))
     first = await source.claim()
     second = await source.claim()
     assert first is not None and second is not None
@@ -66,7 +66,7 @@ async def test_jobs_waiting_are_claimed_back_to_back(
 
 
 async def test_an_empty_poll_waits_the_poll_interval(
-    source: PendingJobSource, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    source: PendingJobSource, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
     claimed = []
 
@@ -76,19 +76,19 @@ async def test_an_empty_poll_waits_the_poll_interval(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(claim_one)
         await trio.sleep(25)
-        double.add_job(job_payload("job-late", ["true"]))
-    assert poll_times(double) == pytest.approx([0.0, 10.0, 20.0, 30.0], abs=0.05)
+        opslevel.add_job(job_payload("job-late", ["true"]))
+    assert poll_times(opslevel) == pytest.approx([0.0, 10.0, 20.0, 30.0], abs=0.05)
     assert claimed[0].job.id == "job-late"
 
 
 async def test_no_job_means_null_or_an_empty_id(
-    source: PendingJobSource, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    source: PendingJobSource, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.add_job({**job_payload("", ["true"]), "id": ""})
-    double.add_job(job_payload("job-real", ["true"]))
+    opslevel.add_job({**job_payload("", ["true"]), "id": ""})
+    opslevel.add_job(job_payload("job-real", ["true"]))
     claimed = await source.claim()
     assert claimed is not None and claimed.job.id == "job-real"
-    assert poll_times(double) == pytest.approx([0.0, 10.0], abs=0.05)
+    assert poll_times(opslevel) == pytest.approx([0.0, 10.0], abs=0.05)
 
 
 async def test_error_waits_double_from_the_interval_with_jitter_up_to_the_cap(
@@ -107,37 +107,40 @@ async def test_error_waits_honour_retry_after_up_to_the_cap(source: PendingJobSo
 
 
 async def test_poll_errors_back_off_keep_the_token_and_are_counted(
-    source: PendingJobSource, double: OpsLevelDouble, registry: object, autojump_clock: trio.testing.MockClock
+    source: PendingJobSource,
+    opslevel: OpsLevelDouble,
+    registry: object,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    double.add_job(job_payload("job-0", ["true"]))
+    opslevel.add_job(job_payload("job-0", ["true"]))
     await source.claim()
-    double.inject(HttpStatus(500), operation="RunnerGetPendingJob", times=2)
-    double.inject(PayloadErrors((("Runner is busy", ("base",)),)), operation="RunnerGetPendingJob", times=1)
-    double.add_job(job_payload("job-1", ["true"]))
+    opslevel.inject(HttpStatus(500), operation="RunnerGetPendingJob", times=2)
+    opslevel.inject(PayloadErrors((("Runner is busy", ("base",)),)), operation="RunnerGetPendingJob", times=1)
+    opslevel.add_job(job_payload("job-1", ["true"]))
     claimed = await source.claim()
     assert claimed is not None and claimed.job.id == "job-1"
-    times = poll_times(double)
+    times = poll_times(opslevel)
     gaps = [b - a for a, b in itertools.pairwise(times[1:])]
     assert 5 <= gaps[0] <= 10 and 10 <= gaps[1] <= 20 and 20 <= gaps[2] <= 40
-    tokens = [c.variables["token"] for c in double.calls_to("RunnerGetPendingJob")]
+    tokens = [c.variables["token"] for c in opslevel.calls_to("RunnerGetPendingJob")]
     assert tokens == [None, "1", "1", "1", "1"]
     assert registry.get_sample_value("trunner_api_poll_errors_total", {"runner": "test-runner"}) == 3  # type: ignore[attr-defined]
 
 
 async def test_claim_is_cancellable_while_waiting(
-    source: PendingJobSource, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    source: PendingJobSource, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.move_on_after(15):
         await source.claim()
     await trio.sleep(100)
-    assert poll_times(double) == pytest.approx([0.0, 10.0], abs=0.05)
+    assert poll_times(opslevel) == pytest.approx([0.0, 10.0], abs=0.05)
 
 
 async def test_claim_is_cancellable_while_backing_off(
-    source: PendingJobSource, double: OpsLevelDouble, autojump_clock: trio.testing.MockClock
+    source: PendingJobSource, opslevel: OpsLevelDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
-    double.inject(HttpStatus(503), operation="RunnerGetPendingJob", times=None)
+    opslevel.inject(HttpStatus(503), operation="RunnerGetPendingJob", times=None)
     with trio.move_on_after(3):
         await source.claim()
     assert trio.current_time() == pytest.approx(3.0, abs=0.05)
-    assert len(poll_times(double)) == 1
+    assert len(poll_times(opslevel)) == 1
