@@ -175,9 +175,8 @@ async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_ma
     )
     with trio.fail_after(15):
         await opslevel.wait_until(lambda: len(opslevel.outcomes) == JOBS)
-    running.mode.stop()
     with trio.fail_after(10):
-        assert await running.wait() == 0
+        assert await running.stop() == 0
 
     for k in range(JOBS):
         job_id = f"job-{k}"
@@ -232,9 +231,8 @@ async def test_shutdown_mid_job_cancels_after_the_grace_deletes_the_pod_and_exit
         await opslevel.wait_until(lambda: "started" in notes_and_output(opslevel, "job-long")[1])
     assert job_objects(kube) != NOTHING_LEFT
     stopped = trio.current_time()
-    running.mode.stop()
     with trio.fail_after(10):
-        assert await running.wait() == 0
+        assert await running.stop() == 0
     assert running.ended_at is not None
     # The grace, then cleanup: the exec socket's close handshake, three deletes, the canceled
     # report and runnerUnregister on loopback.
@@ -269,9 +267,8 @@ async def test_a_job_cancelled_mid_exec_is_cleaned_up_without_waiting_out_the_ex
     with trio.fail_after(60):
         await opslevel.wait_until(lambda: "started" in notes_and_output(opslevel, "job-long")[1])
     stopped = trio.current_time()
-    running.mode.stop()
     with trio.fail_after(60):
-        assert await running.wait() == 0
+        assert await running.stop() == 0
     [session] = kube.exec_sessions
     assert session.client_close_code == 1000
     assert [o.outcome for o in opslevel.outcomes["job-long"]] == ["canceled"]
@@ -370,9 +367,8 @@ async def test_a_pod_stuck_in_image_pull_backoff_is_reported_pod_timeout_with_th
     )
     with trio.fail_after(60):
         await opslevel.wait_until(lambda: "job-stuck" in opslevel.outcomes)
-    running.mode.stop()
     with trio.fail_after(60):
-        assert await running.wait() == 0
+        assert await running.stop() == 0
 
     assert [o.outcome for o in opslevel.outcomes["job-stuck"]] == ["pod_timeout"]
     lines = body_lines(opslevel, "job-stuck")

@@ -155,8 +155,7 @@ async def test_every_record_about_a_job_in_api_mode_carries_job(
     opslevel.add_job(job_payload(late, ["say never runs"]))
     opslevel.inject(Delay(3.0), operation="RunnerGetPendingJob")
     await trio.sleep(1.5)
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
     assert [o.outcome for o in opslevel.outcomes[late]] == ["canceled"]
 
     entries = records(stream)

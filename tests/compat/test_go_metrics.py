@@ -83,8 +83,7 @@ async def test_api_mode_serves_the_go_names_with_the_runner_id(nursery, opslevel
     assert 'opslevel_runner_jobs_started{runner="runner-1"} 1.0' in lines
     assert 'opslevel_runner_jobs_finished{outcome="failed",runner="runner-1"} 1.0' in lines
     assert 'opslevel_runner_jobs_processing{runner="runner-1"} 0.0' in lines
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 @pytest.mark.parametrize(("bid", "counter"), [("", "enqueue_failed"), ("bid-1", "enqueue_batch_failed")])

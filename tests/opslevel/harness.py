@@ -37,6 +37,11 @@ class RunningMode:
         assert self.code is not None
         return self.code
 
+    async def stop(self) -> int:
+        """Stop the mode as a first signal would; returns its exit code once it has ended."""
+        self.mode.stop()
+        return await self.wait()
+
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.mode.http_port}"

@@ -70,8 +70,7 @@ async def test_jobs_at_concurrency_deliver_every_line_in_order_exactly_once(
     with trio.fail_after(600):
         await opslevel.wait_until(lambda: len(opslevel.outcomes) == jobs)
     assert await get_status(running.metrics_url + "/readyz") == 200
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
     assert executor.peak == 3
     for k in range(jobs):
@@ -115,8 +114,7 @@ async def test_metrics_and_readiness_over_http(
     )
     assert await metric(url, "trunner_jobs_finished_total", outcome="success", **labels) == 1
     assert await metric(url, "trunner_log_lines_shipped_total", **labels) >= 1
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 async def test_masked_secrets_never_appear_in_any_request(
@@ -141,8 +139,7 @@ async def test_masked_secrets_never_appear_in_any_request(
     running = await start_mode(nursery, opslevel, CommandExecutor(), **FAST)
     with trio.fail_after(60):
         await opslevel.wait_until(lambda: "job-s" in opslevel.outcomes)
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
     encoded = base64.b64encode(secret.encode())
     for call in opslevel.calls:
         assert secret.encode() not in call.body
@@ -181,8 +178,7 @@ async def test_a_stalled_api_does_not_stop_jobs_and_loss_is_counted_and_marked(
     assert lines[0].startswith("[trunner: 50 lines (") and "dropped: log delivery failed" in lines[0]
     assert lines[1:] == [f"late {i}" for i in range(1, 51)]
     assert opslevel.outcomes["job-1"][0].outcome == "success"
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 async def test_a_job_finishes_even_if_every_append_stalls_forever(
@@ -205,8 +201,7 @@ async def test_a_job_finishes_even_if_every_append_stalls_forever(
     assert trio.current_time() - started <= 1 + 15 + 1
     assert opslevel.outcomes["job-1"][0].outcome == "success"
     assert await metric(running.metrics_url, "trunner_log_lines_dropped_total") == 20
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 async def test_503_bursts_lose_nothing(
@@ -245,8 +240,7 @@ async def test_503_bursts_lose_nothing(
     faults = [c for c in opslevel.calls if c.fault is not None]
     assert len(faults) >= 10
     assert await metric(running.metrics_url, "trunner_log_lines_dropped_total") == 0
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 async def test_a_job_is_claimed_only_when_a_worker_slot_is_free(
@@ -263,8 +257,7 @@ async def test_a_job_is_claimed_only_when_a_worker_slot_is_free(
     during_first_job = [t for t in polls if polls[0] < t < first_report]
     assert during_first_job == []
     assert len(opslevel.pending[""]) == 0
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 async def test_polls_wait_the_interval_and_a_job_is_picked_up_at_the_next_poll(
@@ -278,8 +271,7 @@ async def test_polls_wait_the_interval_and_a_job_is_picked_up_at_the_next_poll(
     opslevel.add_job(job_payload("job-1", ["exit 0"]))
     with trio.fail_after(30):
         await opslevel.wait_until(lambda: "job-1" in opslevel.outcomes)
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 async def test_a_malformed_job_is_reported_failed_and_the_runner_goes_on(
@@ -301,8 +293,7 @@ async def test_a_malformed_job_is_reported_failed_and_the_runner_goes_on(
     assert "abc-secret-123" not in line
     assert opslevel.outcomes["job-good"][0].outcome == "success"
     assert await metric(running.metrics_url, "trunner_api_jobs_rejected_total") == 1
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 async def test_nulls_in_a_job_take_their_defaults(
@@ -316,8 +307,7 @@ async def test_nulls_in_a_job_take_their_defaults(
     with trio.fail_after(60):
         await opslevel.wait_until(lambda: "job-n" in opslevel.outcomes)
     assert opslevel.outcomes["job-n"][0].outcome == "success"
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 async def test_poll_errors_back_off_and_recover(
@@ -337,8 +327,7 @@ async def test_poll_errors_back_off_and_recover(
     tokens = [c.variables["token"] for c in opslevel.calls_to("RunnerGetPendingJob")]
     assert tokens[:6] == [None] * 6
     assert tokens[6] is not None
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 async def test_poll_honours_retry_after(
@@ -350,8 +339,7 @@ async def test_poll_honours_retry_after(
         await opslevel.wait_until(lambda: len(opslevel.calls_to("RunnerGetPendingJob")) >= 2)
     polls = [c.at for c in opslevel.calls_to("RunnerGetPendingJob")]
     assert polls[1] - polls[0] == pytest.approx(45.0, abs=0.01)
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
 
 
 # --- shutdown -----------------------------------------------------------------------------------
@@ -430,8 +418,7 @@ async def test_a_hung_api_at_shutdown_still_exits_within_its_deadlines(
         await opslevel.wait_until(lambda: "started" in job_output(opslevel, "job-1"))
     opslevel.inject(Stall(), times=None)
     signalled = trio.current_time()
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
     assert running.ended_at is not None
     assert running.ended_at - signalled <= 5 + 8 + 8 + 4 + 0.5
     assert opslevel.calls[-1].operation == "RunnerUnregister"
@@ -449,8 +436,7 @@ async def test_shutdown_during_a_poll_hands_back_a_job_it_brings(
     opslevel.inject(Delay(3.0), operation="RunnerGetPendingJob")
     await trio.sleep(10.5)
     assert len(opslevel.calls_to("RunnerGetPendingJob")) == 2
-    running.mode.stop()
-    assert await running.wait() == 0
+    assert await running.stop() == 0
     assert [o.outcome for o in opslevel.outcomes["job-late"]] == ["canceled"]
     assert job_output(opslevel, "job-late") == []
     assert "shut down before the job started" in opslevel.job_lines("job-late")[0]
