@@ -1,9 +1,11 @@
 """The import contract in pyproject.toml ([tool.importlinter]) holds: layers point down, kube/ and
 logs/ import nothing above them, no mode imports the Kubernetes executor's internals, and sibling
-modules form no cycle; the README's package map names every part."""
+modules form no cycle; executors are handed typed settings; the README's package map names every
+part."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -36,3 +38,27 @@ def test_the_readme_package_map_names_every_part() -> None:
         and path.name not in ("__init__.py", "__main__.py")
     }
     assert parts <= named, sorted(parts - named)
+
+
+def names_imported_from(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == module:
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import) and any(alias.name == module for alias in node.names):
+            names.add("*")
+    return names
+
+
+def test_executors_take_typed_settings_not_the_settings_source() -> None:
+    """Only the registry turns flags, environment and config file into an executor's settings;
+    the executors themselves never see where a setting came from."""
+    executors = ROOT / "trunner" / "executors"
+    readers = [
+        str(path.relative_to(ROOT))
+        for path in sorted(executors.rglob("*.py"))
+        if path.name != "registry.py"
+        and {"SettingsSource", "load", "*"} & names_imported_from(path, "trunner.config")
+    ]
+    assert readers == []

@@ -119,15 +119,15 @@ def test_go_runner_environment_names_for_log_settings():
 def test_the_example_config_file_resolves():
     from pathlib import Path
 
-    from trunner.executors.kubernetes.settings import resolve
+    from trunner.executors.registry import job_pod_config
     from trunner.runner import RunSettings
 
     data, name = read_config_file(Path(__file__).parent.parent / "examples" / "opslevel.yaml")
     source = SettingsSource(environ={}, file=data, source_name=name)
-    pod = resolve(source)
+    pod = job_pod_config(source)
     assert (pod.namespace, pod.lifetime, pod.resources.limits["memory"]) == ("opslevel-jobs", 1800.0, "2Gi")
     assert source.get(RunSettings).job_concurrency == 5
     assert source.get(LogSettings).job_pod_log_max_size == 500_000
     # The section wins over the environment, as in the Go runner.
     overridden = SettingsSource(environ={"OPSLEVEL_JOB_POD_NAMESPACE": "other"}, file=data, source_name=name)
-    assert resolve(overridden).namespace == "opslevel-jobs"
+    assert job_pod_config(overridden).namespace == "opslevel-jobs"

@@ -491,7 +491,7 @@ def test_trunner_accepts_the_rendered_arguments_environment_and_config_file(
     from trunner.cli import build_parser
     from trunner.commands.run import MODES
     from trunner.executors import registry
-    from trunner.executors.kubernetes.settings import resolve
+    from trunner.executors.registry import job_pod_config
     from trunner.executors.settings import JobRunSettings
     from trunner.logs.settings import LogSettings
     from trunner.opslevel.scaling import check_scaling
@@ -510,7 +510,7 @@ def test_trunner_accepts_the_rendered_arguments_environment_and_config_file(
     )
     api_mode = MODES[args.mode]
     source.check(RunSettings, LogSettings, JobRunSettings, *registry.settings_classes(), *api_mode.SETTINGS)
-    job_pods = resolve(source)
+    job_pods = job_pod_config(source)
     check_scaling(source)
     assert args.mode == "api" and source.get(RunSettings).executor == "kubernetes"
     assert source.get(ApiSettings).api_token == "token-from-the-secret"

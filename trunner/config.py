@@ -413,21 +413,20 @@ class SettingsSource:
         value: T = self._cache[cls]
         return value
 
-    def origin(self, cls: type[Any], name: str) -> str | None:
-        """Where setting ``name`` of ``cls`` was given: its flag, its environment variable, or
-        its config-file key; None when it has its default."""
+    def origins(self, cls: type[Any]) -> dict[str, str]:
+        """Where each given setting of ``cls`` was given, by field name: its flag, its environment
+        variable, or its config-file key. Settings left at their default are absent."""
+        given = vars(self.args) if self.args is not None else {}
+        found: dict[str, str] = {}
         for field, spec, _ in _fields(cls):
-            if field.name != name:
-                continue
-            if self.args is not None and name in vars(self.args):
-                return spec.flag
             env_name = next((e for e in spec.lookup_env if e in self.environ), None)
-            if env_name is not None:
-                return env_name
-            if _lookup(self.file, spec.file_key)[0]:
-                return f"{spec.file_key} in {self.source_name}"
-            return None
-        raise KeyError(f"{cls.__name__} has no setting {name!r}")
+            if field.name in given:
+                found[field.name] = spec.flag
+            elif env_name is not None:
+                found[field.name] = env_name
+            elif _lookup(self.file, spec.file_key)[0]:
+                found[field.name] = f"{spec.file_key} in {self.source_name}"
+        return found
 
     def given_secrets(self, *classes: type[Any]) -> list[str]:
         """The text of every secret setting of ``classes`` that is given (flag, environment or

@@ -46,8 +46,8 @@ def check_settings(source: SettingsSource, *groups: type[Any]) -> RunSettings:
     """Check a long-running mode's own settings ``groups`` together with the ones every such mode
     uses (metrics server, logs, the chosen executor's), all problems reported at once."""
     run_settings = source.get(RunSettings)
-    module = executors.executor_module(executor_name(run_settings.executor))
-    source.check(*groups, MetricsServerSettings, LogSettings, *module.SETTINGS)
+    executor_groups = executors.executor_settings(executor_name(run_settings.executor))
+    source.check(*groups, MetricsServerSettings, LogSettings, *executor_groups)
     return run_settings
 
 
@@ -176,8 +176,9 @@ class Service:
             if self._open_executor_override is not None:
                 opening = self._open_executor_override(runner_id)
             else:
-                opening = executors.executor_module(name).open_executor(
-                    self._source, runner_id=runner_id, naming=self._naming, metrics=metrics
+                settings = executors.load_settings(name, self._source)
+                opening = executors.open_executor(
+                    settings, runner_id=runner_id, naming=self._naming, metrics=metrics
                 )
             executor: Executor = await stack.enter_async_context(opening)
         except (ConfigError, OSError, ExecutorUnavailable) as exc:

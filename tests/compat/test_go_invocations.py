@@ -14,7 +14,7 @@ import yaml
 from trunner.cli import parse_args
 from trunner.commands.run import ModeSettings
 from trunner.config import SettingsSource
-from trunner.executors.kubernetes.settings import resolve
+from trunner.executors.registry import job_pod_config
 from trunner.faktory.definition import parse_job_definition
 from trunner.faktory.settings import FaktorySettings
 from trunner.opslevel.scaling import ScalingSettings, check_scaling
@@ -43,7 +43,7 @@ def test_the_chart_api_mode_deployment(caplog) -> None:
     assert source.get(PollSettings).runner_pod_name == "opslevel-runner-6f7c9d-x2k4p"
     check_scaling(source)
     with caplog.at_level(logging.WARNING, logger="trunner"):
-        pods = resolve(source)
+        pods = job_pod_config(source)
     assert caplog.records == [], "the chart's flags and section do not disagree"
     assert pods.namespace == "opslevel-self-hosted" and pods.max_wait == 300
     assert pods.workdir == "/mount" and pods.service_account_name == "opslevel-runner-jobs"
@@ -65,7 +65,7 @@ def test_a_section_that_sets_what_the_chart_flags_set_wins_with_a_line_each(capl
     file = {"kubernetes": {"namespace": "jobs", "resources": {"limits": {"memory": "4Gi"}}}}
     source = source_for(CHART["api_mode_args"], CHART["env"], file)
     with caplog.at_level(logging.WARNING, logger="trunner"):
-        pods = resolve(source)
+        pods = job_pod_config(source)
     assert pods.namespace == "jobs"
     assert pods.resources is not None and pods.resources.limits is not None
     assert pods.resources.limits["memory"] == "4Gi"
@@ -99,7 +99,7 @@ def test_the_go_repo_run_runner_script() -> None:
     source = source_for(argv, {"FAKTORY_URL": "tcp://localhost:7419"})
     assert source.get(RunnerLogSettings).log_level == "TRACE"
     assert source.get(FaktorySettings).queues == ("runner",)
-    pods = resolve(source)
+    pods = job_pod_config(source)
     assert pods.agent_mode is True and pods.helper_image == "localhost/opslevel-runner:dev"
     assert pods.resources is not None and pods.resources.requests is not None
     assert pods.resources.requests["cpu"] == "50m" and pods.resources.requests["memory"] == "32Mi"
@@ -111,7 +111,7 @@ def test_the_go_repo_hot_reload_script() -> None:
         "--job-pod-helper-image=localhost/opslevel-runner:dev", "--job-pod-requests-cpu=50",
         "--job-pod-requests-memory=32", "--job-pod-requests-ephemeral-storage=32",
     ]  # fmt: skip
-    pods = resolve(source_for(argv, {}))
+    pods = job_pod_config(source_for(argv, {}))
     assert pods.max_wait == 900
     assert pods.resources is not None and pods.resources.requests is not None
     assert pods.resources.requests["ephemeral-storage"] == "32Mi"
@@ -166,5 +166,5 @@ def test_configuration_from_the_environment_alone() -> None:
         and scaling.runner_deployment == "runner-pool"
         and scaling.runner_max_replicas == 8
     )
-    pods = resolve(source)
+    pods = job_pod_config(source)
     assert pods.namespace == "ci-jobs" and pods.lifetime == 1800

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -417,14 +416,16 @@ async def test_faktory_mode_opens_its_executor_naming_objects_by_job_id(
 
     @asynccontextmanager
     async def open_executor(
-        source: SettingsSource, *, runner_id: str, naming: JobNaming, metrics: RunnerMetrics | None = None
+        settings: registry.ExecutorSettings,
+        *,
+        runner_id: str,
+        naming: JobNaming,
+        metrics: RunnerMetrics | None = None,
     ) -> AsyncIterator[Executor]:
         seen.append(naming)
         yield CountingExecutor()
 
-    monkeypatch.setitem(
-        registry.EXECUTORS, "local", SimpleNamespace(SETTINGS=(), open_executor=open_executor)
-    )
+    monkeypatch.setattr(registry, "open_executor", open_executor)
     faktory = FaktoryMode(source_for(server, executor="local"))
     async with AsyncExitStack() as stack:
         assert await faktory._service.open_executor(stack, "faktory", faktory.metrics) is not None

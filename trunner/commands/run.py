@@ -64,6 +64,5 @@ def run(args: argparse.Namespace) -> int:
     source = settings_source(args)
     source.check_given(*setting_groups())
     mode = source.get(ModeSettings).mode
-    args.mode = mode  # resolved from flag, OPSLEVEL_MODE or the file, for what reads the namespace
     code: int = trio.run(MODES[mode].serve, source, args)
     return code

@@ -11,13 +11,11 @@ import trio
 
 from trunner import exits
 from trunner.commands.common import add_common_arguments, settings_source
-from trunner.config import SettingsSource, add_settings_arguments
+from trunner.config import add_settings_arguments
 from trunner.executors import registry
 from trunner.executors.base import ExecutorUnavailable
 from trunner.executors.settings import JobRunSettings
 from trunner.job import run_job
-from trunner.kube.client import KubeApiSettings
-from trunner.kube.config import load_config
 from trunner.kube.errors import KubeConfigError
 from trunner.local.console import ConsoleSink, console_log_settings
 from trunner.local.jobfile import DEFAULT_JOB_FILE, JobFileError, load_job
@@ -41,7 +39,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--executor",
-        choices=sorted(registry.EXECUTORS),
+        choices=sorted(registry.SETTINGS),
         default="kubernetes",
         help="Where the job runs: kubernetes, in a pod through the kubeconfig or in-cluster config, as the "
         "Go runner's test does; local, as processes on this machine (default kubernetes).",
@@ -58,20 +56,18 @@ def run(args: argparse.Namespace) -> int:
     except JobFileError as exc:
         print(f"trunner: {exc}", file=sys.stderr)
         return exits.USAGE
-    module = registry.executor_module(args.executor)
-    source.check(LogSettings, *module.SETTINGS)
-    if args.executor == "kubernetes":
-        try:
-            load_config(source.environ, context=source.get(KubeApiSettings).k8s_context or None)
-        except KubeConfigError as exc:
-            print(
-                f"trunner: no usable Kubernetes cluster config to run the job in a pod ({exc.where}: "
-                f"{exc.problem}); use --executor local to run it on this machine",
-                file=sys.stderr,
-            )
-            return exits.USAGE
+    source.check(LogSettings, *registry.executor_settings(args.executor))
     try:
-        outcome, signum = trio.run(_run, job, source, args.executor)
+        settings = registry.load_settings(args.executor, source)
+    except KubeConfigError as exc:
+        print(
+            f"trunner: no usable Kubernetes cluster config to run the job in a pod ({exc.where}: "
+            f"{exc.problem}); use --executor local to run it on this machine",
+            file=sys.stderr,
+        )
+        return exits.USAGE
+    try:
+        outcome, signum = trio.run(_run, job, settings, source.get(LogSettings))
     except ExecutorUnavailable as exc:
         print(f"trunner: cannot start the {args.executor} executor: {exc}", file=sys.stderr)
         return exits.FAILED
@@ -81,20 +77,21 @@ def run(args: argparse.Namespace) -> int:
     return exits.OK if outcome is Outcome.SUCCESS else exits.FAILED
 
 
-async def _run(job: RunnerJob, source: SettingsSource, executor_name: str) -> tuple[Outcome, int | None]:
+async def _run(
+    job: RunnerJob, settings: registry.ExecutorSettings, log_settings: LogSettings
+) -> tuple[Outcome, int | None]:
     """The job's outcome, and the signal that canceled it, if one did."""
-    module = registry.executor_module(executor_name)
     sink = ConsoleSink()
     received: list[int] = []
     outcome: JobOutcome | None = None
-    async with module.open_executor(source, runner_id="test") as executor, trio.open_nursery() as nursery:
+    async with registry.open_executor(settings, runner_id="test") as executor, trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_signal, nursery.cancel_scope, received)
-        await clear_spool_dir(source.get(LogSettings))
+        await clear_spool_dir(log_settings)
         outcome = await run_job(
             job,
             executor=executor,
             sink=sink,
-            settings=console_log_settings(source.get(LogSettings)),
+            settings=console_log_settings(log_settings),
             metrics=RunnerMetrics().logs,
         )
         nursery.cancel_scope.cancel()

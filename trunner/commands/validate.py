@@ -12,6 +12,7 @@ from trunner.commands.common import add_common_arguments, settings_source
 from trunner.commands.run import setting_groups
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry
+from trunner.executors.kubernetes import podspec
 from trunner.executors.local import LocalExecutor
 from trunner.executors.settings import JobRunSettings
 from trunner.local.jobfile import JobFileError, load_job
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--executor",
-        choices=sorted(registry.EXECUTORS),
+        choices=sorted(registry.SETTINGS),
         default="local",
         help="Executor the job files must be runnable on (default local).",
     )
@@ -86,14 +87,9 @@ def _check_config(source: SettingsSource) -> None:
     except ConfigError as exc:
         problems.extend(exc.problems)
     try:
-        from trunner.executors.kubernetes import settings as kube_settings
-    except ModuleNotFoundError:
-        pass
-    else:
-        try:
-            kube_settings.resolve(source)
-        except ConfigError as exc:
-            problems.extend(p for p in exc.problems if p not in problems)
+        registry.job_pod_config(source)
+    except ConfigError as exc:
+        problems.extend(p for p in exc.problems if p not in problems)
     if problems:
         raise ConfigError(problems)
 
@@ -102,8 +98,6 @@ def _executor_problems(job: RunnerJob, executor: str, source: SettingsSource | N
     if executor == "local":
         settings = source.get(JobRunSettings) if source is not None else JobRunSettings()
         return LocalExecutor(settings, base_env={}).check_job(job)
-    from trunner.executors.kubernetes import podspec
-
     return podspec.job_problems(job)
 
 

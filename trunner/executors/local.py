@@ -25,12 +25,10 @@ from typing import Any
 import attrs
 import trio
 
-from trunner.config import SettingsSource
 from trunner.contracts import OutputFeed, Stream
-from trunner.executors.base import ExitKind, ExitResult, JobNaming
+from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.script import phase_argv, phase_script
 from trunner.executors.settings import JobRunSettings
-from trunner.metrics import RunnerMetrics
 from trunner.models import JobVariable, RunnerJob, validate_job
 
 logger = logging.getLogger("trunner.executors.local")
@@ -243,12 +241,5 @@ async def _probe_namespace(wrapper: list[str]) -> str | None:
 
 
 @asynccontextmanager
-async def open_executor(
-    source: SettingsSource,
-    *,
-    runner_id: str,
-    naming: JobNaming = JobNaming.NUMBER,
-    metrics: RunnerMetrics | None = None,
-) -> AsyncIterator[LocalExecutor]:
-    """``naming`` has no use here: a local job creates no named objects."""
-    yield LocalExecutor(source.get(JobRunSettings))
+async def open_executor(settings: JobRunSettings) -> AsyncIterator[LocalExecutor]:
+    yield LocalExecutor(settings)

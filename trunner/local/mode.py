@@ -54,10 +54,10 @@ async def serve(source: SettingsSource, args: argparse.Namespace) -> int:
     except JobFileError as exc:
         raise ConfigError([f"--jobs: {exc}"]) from None
     settings = source.get(RunSettings)
-    module = registry.executor_module(executor_name(settings.executor, auto="local"))
-    source.check(LogSettings, *module.SETTINGS)
+    name = executor_name(settings.executor, auto="local")
+    source.check(LogSettings, *registry.executor_settings(name))
     jobs = DirectorySource(paths)
-    async with module.open_executor(source, runner_id="local") as executor:
+    async with registry.open_executor(registry.load_settings(name, source), runner_id="local") as executor:
         runner = Runner(
             source=jobs,
             executor=executor,

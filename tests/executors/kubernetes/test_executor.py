@@ -19,11 +19,11 @@ from tests.doubles.kube import KubeApiDouble, PodBehaviour, matching, serve_kube
 from tests.doubles.kube_exec import Abort, ExecRequest, Exit, Fail, Pause, Script, Sever, Stderr, Stdout
 from tests.kube.transport_support import NS, RecordingFeed, client_for
 from trunner.config import SettingsSource, add_arguments
-from trunner.executors import kubernetes
+from trunner.executors import kubernetes, registry
 from trunner.executors.base import ExitKind, ExitResult, JobNaming
 from trunner.executors.kubernetes import KubernetesExecutor, open_executor
 from trunner.executors.kubernetes.podspec import main_command
-from trunner.executors.kubernetes.settings import JobPodConfig
+from trunner.executors.kubernetes.settings import JobPodConfig, KubernetesSettings
 from trunner.models import JobFile, JobVariable, Outcome, RunnerJob, VariableScope
 
 NOW = 1734383310
@@ -476,16 +476,20 @@ async def test_leftovers_of_this_runner_are_deleted(autojump_clock: trio.testing
         assert job_objects(api) == {k: ["opslevel-job-3-3"] for k in NOTHING_LEFT}
 
 
-def settings_source(api: KubeApiDouble, tmp_path: Path, argv: list[str]) -> SettingsSource:
+def kube_settings(api: KubeApiDouble, tmp_path: Path, argv: list[str]) -> KubernetesSettings:
+    """The executor's settings as the service resolves them from flags, environment and file."""
     parser = argparse.ArgumentParser()
     for cls in kubernetes.SETTINGS:
         add_arguments(parser, cls)
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
     file = {"kubernetes": {"namespace": NS, "workingDir": str(tmp_path / "jobs")}}
     args = parser.parse_args(argv)
-    return SettingsSource(
+    source = SettingsSource(
         args=args, environ={"KUBECONFIG": str(kubeconfig)}, file=file, source_name="opslevel.yaml"
     )
+    settings = registry.load_settings("kubernetes", source)
+    assert isinstance(settings, KubernetesSettings)
+    return settings
 
 
 async def test_open_executor_deletes_leftovers_at_startup_then_runs_jobs(
@@ -495,10 +499,10 @@ async def test_open_executor_deletes_leftovers_at_startup_then_runs_jobs(
     async with serve_kube_api() as api:
         plant_leftovers(api)
         api.script_exec(Stdout(b"ok\n"), Exit(0))
-        source = settings_source(api, tmp_path, ["--job-pod-owner", "runner-0"])
+        settings = kube_settings(api, tmp_path, ["--job-pod-owner", "runner-0"])
         latencies: list[float] = []
         async with open_executor(
-            source, runner_id="faktory", naming=JobNaming.ID, observe_pod_start=latencies.append
+            settings, runner_id="faktory", naming=JobNaming.ID, observe_pod_start=latencies.append
         ) as executor:
             assert executor.name == "kubernetes"
             assert executor.naming is JobNaming.ID
@@ -517,7 +521,7 @@ async def test_startup_survives_a_forbidden_leftover_listing(
 ) -> None:
     async with serve_kube_api() as api:
         api.fail(403, "Forbidden", "configmaps is forbidden", match=matching("GET", r"/configmaps$"))
-        async with open_executor(settings_source(api, tmp_path, []), runner_id="1") as executor:
+        async with open_executor(kube_settings(api, tmp_path, []), runner_id="1") as executor:
             assert executor.naming is JobNaming.NUMBER
         assert "cannot list leftover ConfigMaps" in caplog.text
 
@@ -539,7 +543,7 @@ async def test_job_pod_exec_max_wait_bounds_the_start_of_the_exec(
         api.delay(answer_after, match=lambda r: r.path.endswith("/exec"))
         api.script_exec(Stdout(b"ok\n"), Exit(0))
         argv = ["--job-pod-owner", "runner-0", "--job-pod-exec-max-wait", str(exec_max_wait)]
-        async with open_executor(settings_source(api, tmp_path, argv), runner_id="1") as executor:
+        async with open_executor(kube_settings(api, tmp_path, argv), runner_id="1") as executor:
             feed = RecordingFeed()
             before = trio.current_time()
             result = await executor.run(RunnerJob(id="42", image="alpine", commands=("echo ok",)), feed)

@@ -9,6 +9,7 @@ import logging
 import socket
 from typing import Any
 
+import attrs
 import kubernetes_validate
 import pytest
 import yaml
@@ -17,9 +18,24 @@ from trunner.config import ConfigError, SettingsSource, add_arguments
 from trunner.executors.base import JobNaming
 from trunner.executors.kubernetes.names import job_identity
 from trunner.executors.kubernetes.podspec import build_pod
-from trunner.executors.kubernetes.settings import DEFAULT_HELPER_IMAGE, KubeJobSettings, resolve
+from trunner.executors.kubernetes.settings import (
+    DEFAULT_HELPER_IMAGE,
+    KubeJobSettings,
+    KubernetesSection,
+    resolve,
+    section_overrides,
+)
+from trunner.executors.registry import job_pod_config
 from trunner.executors.settings import JobRunSettings
-from trunner.kube.objects import PodSecurityContext, SeccompProfile, SELinuxOptions, Toleration, to_wire
+from trunner.kube.objects import (
+    PodSecurityContext,
+    Quantity,
+    ResourceRequirements,
+    SeccompProfile,
+    SELinuxOptions,
+    Toleration,
+    to_wire,
+)
 from trunner.models import RunnerJob
 
 
@@ -36,7 +52,7 @@ def source(
 
 
 def test_defaults_are_the_go_runners() -> None:
-    config = resolve(source())
+    config = job_pod_config(source())
     assert config.namespace == "default"
     assert config.shell == "/bin/sh" and config.workdir == "/jobs"
     assert config.lifetime == 3600 and config.max_wait == 60
@@ -83,7 +99,7 @@ kubernetes:
 
 
 def test_the_kubernetes_section_overrides_flag_defaults() -> None:
-    config = resolve(source(file=FULL_SECTION))
+    config = job_pod_config(source(file=FULL_SECTION))
     assert config.namespace == "jobs"
     assert config.lifetime == 600
     assert config.shell == "/bin/bash" and config.workdir == "/workspace"
@@ -114,7 +130,7 @@ def test_the_kubernetes_section_overrides_flag_defaults() -> None:
 
 
 def test_the_resolved_settings_make_a_valid_pod() -> None:
-    config = resolve(source(file=FULL_SECTION.replace("agentMode: true", "agentMode: false")))
+    config = job_pod_config(source(file=FULL_SECTION.replace("agentMode: true", "agentMode: false")))
     job = RunnerJob(id="1", image="alpine", init_commands=("true",))
     identity = job_identity(job, runner_id="r", owner=config.owner, naming=JobNaming.NUMBER, unix_time=1)
     pod = to_wire(build_pod(job, identity, config))
@@ -133,7 +149,7 @@ kubernetes:
   resources: {limits: {memory: 4Gi, cpu: "3"}, requests: {cpu: 300m}}
 """
     with caplog.at_level(logging.WARNING, logger="trunner"):
-        config = resolve(
+        config = job_pod_config(
             source(
                 [
                     "--job-pod-namespace",
@@ -168,21 +184,73 @@ kubernetes:
     ]
 
 
+OVERRIDE_NOTE = "(the kubernetes: section wins, as in the Go runner)"
+
+
+def test_resolve_takes_typed_settings_only() -> None:
+    section = KubernetesSection(
+        namespace="jobs", resources=ResourceRequirements(limits={"memory": Quantity("2Gi")})
+    )
+    run = JobRunSettings(job_pod_shell="/bin/bash", job_pod_max_lifetime=900)
+    pods = KubeJobSettings(job_pod_namespace="from-flag", job_pod_requests_cpu=250, job_pod_limits_cpu=500)
+    config = resolve(run, pods, section, hostname="runner-7")
+    assert (config.namespace, config.shell, config.lifetime) == ("jobs", "/bin/bash", 900)
+    assert config.owner == "runner-7"
+    assert config.resources is not None
+    assert config.resources.limits == {"cpu": "500m", "memory": "2Gi", "ephemeral-storage": "26624Mi"}
+    assert resolve(run, attrs.evolve(pods, job_pod_owner="pod-0"), section, hostname="h").owner == "pod-0"
+
+
+def test_section_overrides_name_the_origin_of_each_overridden_setting() -> None:
+    section = KubernetesSection(
+        namespace="jobs", shell="/bin/sh", resources=ResourceRequirements(limits={"cpu": Quantity("2")})
+    )
+    run = JobRunSettings(job_pod_shell="/bin/sh")
+    pods = KubeJobSettings(job_pod_namespace="from-flag", job_pod_limits_cpu=1500)
+    origins = {
+        "job_pod_namespace": "--job-pod-namespace",
+        "job_pod_shell": "RUNNER_JOB_POD_SHELL",
+        "job_pod_limits_cpu": "job-pod-limits-cpu in opslevel.yaml",
+    }
+    assert section_overrides(run, pods, section, origins=origins, source_name="opslevel.yaml") == [
+        f"opslevel.yaml: kubernetes.namespace 'jobs' overrides --job-pod-namespace 'from-flag' {OVERRIDE_NOTE}",
+        "opslevel.yaml: kubernetes.resources.limits.cpu 2 overrides job-pod-limits-cpu in opslevel.yaml "
+        f"1500 {OVERRIDE_NOTE}",
+    ]
+    # A setting left at its default is not "overridden": the section simply sets it.
+    assert section_overrides(run, pods, section, origins={}, source_name="opslevel.yaml") == []
+
+
+def test_origins_say_where_each_given_setting_came_from() -> None:
+    given = source(
+        ["--job-pod-namespace", "ns"],
+        env={"OPSLEVEL_JOB_POD_SHELL": "/bin/zsh"},
+        file="job-pod-max-wait: 90\n",
+    )
+    assert given.origins(KubeJobSettings) == {
+        "job_pod_namespace": "--job-pod-namespace",
+        "job_pod_max_wait": "job-pod-max-wait in opslevel.yaml",
+    }
+    assert given.origins(JobRunSettings) == {"job_pod_shell": "OPSLEVEL_JOB_POD_SHELL"}
+
+
 def test_the_section_beats_top_level_keys() -> None:
-    config = resolve(source(file="job-pod-namespace: top\nkubernetes:\n  namespace: section\n"))
+    config = job_pod_config(source(file="job-pod-namespace: top\nkubernetes:\n  namespace: section\n"))
     assert config.namespace == "section"
-    assert resolve(source(file="job-pod-namespace: top\n")).namespace == "top"
+    assert job_pod_config(source(file="job-pod-namespace: top\n")).namespace == "top"
 
 
 def test_zero_leaves_a_resource_unset() -> None:
-    config = resolve(source(["--job-pod-limits-cpu", "0", "--job-pod-requests-ephemeral-storage", "0"]))
+    config = job_pod_config(
+        source(["--job-pod-limits-cpu", "0", "--job-pod-requests-ephemeral-storage", "0"])
+    )
     assert config.resources is not None and config.resources.limits is not None
     assert "cpu" not in config.resources.limits
     assert config.resources.requests == {"cpu": "1000m", "memory": "1024Mi"}
 
 
 def test_flag_forms_of_maps_and_switches() -> None:
-    config = resolve(
+    config = job_pod_config(
         source(
             [
                 "--job-pod-node-selector",
@@ -202,12 +270,12 @@ def test_flag_forms_of_maps_and_switches() -> None:
     assert config.helper_image is None
     assert config.agent_mode is True
     assert config.owner == "runner-7f9c"
-    assert resolve(source(env={"RUNNER_POD_NAME": "runner-abc"})).owner == "runner-abc"
+    assert job_pod_config(source(env={"RUNNER_POD_NAME": "runner-abc"})).owner == "runner-abc"
 
 
 def problems(**kwargs: Any) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        resolve(source(**kwargs))
+        job_pod_config(source(**kwargs))
     return caught.value.problems
 
 
@@ -290,7 +358,7 @@ KUBERNETES:
   resources: {Limits: {memory: 2Gi}}
 """
     with caplog.at_level(logging.WARNING, logger="trunner"):
-        config = resolve(source(file=file))
+        config = job_pod_config(source(file=file))
     assert config.namespace == "jobs" and config.workdir == "/work"
     assert config.lifetime == 1800 and config.termination_grace_period_seconds == 30
     assert config.helper_image == "42"

@@ -21,18 +21,17 @@ from typing import Any
 import attrs
 import trio
 
-from trunner.config import SettingsSource
 from trunner.contracts import OutputFeed
 from trunner.executors.base import ExecutorUnavailable, ExitKind, ExitResult, JobNaming
 from trunner.executors.kubernetes import names, podspec
 from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
 from trunner.executors.kubernetes.names import JobIdentity
 from trunner.executors.kubernetes.podstate import explain_stop
-from trunner.executors.kubernetes.settings import JobPodConfig, KubeJobSettings, resolve
+from trunner.executors.kubernetes.settings import JobPodConfig, KubeJobSettings, KubernetesSettings
 from trunner.executors.kubernetes.wait import pod_path, wait_until_running
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.client import KubeApiSettings, KubeClient
-from trunner.kube.config import KubeConfig, load_config
+from trunner.kube.config import KubeConfig
 from trunner.kube.errors import AlreadyExists, KubeError, NotFound, StatusError, TransportError
 from trunner.kube.objects import ObjectError, PodObservation, from_wire, lenient, to_wire
 from trunner.metrics import RunnerMetrics
@@ -268,7 +267,7 @@ async def _unreachable(kube_config: KubeConfig, api_settings: KubeApiSettings, n
 
 @asynccontextmanager
 async def open_executor(
-    source: SettingsSource,
+    settings: KubernetesSettings,
     *,
     runner_id: str,
     naming: JobNaming = JobNaming.NUMBER,
@@ -280,9 +279,7 @@ async def open_executor(
     else to ``metrics.pod_start_latency``."""
     if observe_pod_start is None and metrics is not None:
         observe_pod_start = metrics.pod_start_latency.observe
-    config = resolve(source)
-    api_settings = source.get(KubeApiSettings)
-    kube_config = load_config(source.environ, context=api_settings.k8s_context or None)
+    config, api_settings, kube_config = settings.pods, settings.api, settings.cluster
     problem = await _unreachable(kube_config, api_settings, config.namespace)
     if problem:
         raise ExecutorUnavailable(

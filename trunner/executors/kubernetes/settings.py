@@ -16,9 +16,7 @@ the API server would refuse is an error at startup.
 
 from __future__ import annotations
 
-import logging
 import re
-import socket
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -27,15 +25,15 @@ import attrs
 
 from trunner.config import (
     ConfigError,
-    SettingsSource,
     find_key,
-    load,
     non_negative,
     one_of,
     positive,
     setting,
 )
 from trunner.executors.settings import JobRunSettings
+from trunner.kube.client import KubeApiSettings
+from trunner.kube.config import KubeConfig
 from trunner.kube.names import dns_label_problem, is_dns_label, is_label_value, label_key_problem
 from trunner.kube.objects import (
     Affinity,
@@ -48,8 +46,6 @@ from trunner.kube.objects import (
     parse_quantity,
 )
 from trunner.wire import camel
-
-log = logging.getLogger("trunner.kubernetes")
 
 DEFAULT_HELPER_IMAGE = "public.ecr.aws/opslevel/opslevel-runner:v2026.7.8"
 """The Go runner's published image, whose ``/opslevel-runner`` binary the helper init container
@@ -187,6 +183,16 @@ class JobPodConfig:
     tolerations: tuple[Toleration, ...] | None = None
     affinity: Affinity | None = None
     owner: str = "trunner"
+
+
+@attrs.frozen
+class KubernetesSettings:
+    """What the Kubernetes executor is opened with: the resolved job-pod config, the API client's
+    settings and the cluster it talks to."""
+
+    pods: JobPodConfig
+    api: KubeApiSettings
+    cluster: KubeConfig
 
 
 def _mapping(items: tuple[str, ...], what: str, *, label_values: bool) -> tuple[dict[str, str], list[str]]:
@@ -347,24 +353,31 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _overridden(
-    source: SettingsSource, section: KubernetesSection, groups: Mapping[type[Any], Any]
+def section_overrides(
+    run: JobRunSettings,
+    pods: KubeJobSettings,
+    section: KubernetesSection,
+    *,
+    origins: Mapping[str, str],
+    source_name: str,
 ) -> list[str]:
     """One line per key that the section sets to another value than a flag, the environment or
-    a top-level config-file key gave."""
+    a top-level config-file key gave; ``origins`` says where each given setting of ``run`` and
+    ``pods`` (by field name) was given."""
+    groups: dict[type[Any], Any] = {JobRunSettings: run, KubeJobSettings: pods}
     lines = []
     for key, (cls, field) in _SECTION_TO_SETTING.items():
         wanted = getattr(section, key)
         if wanted is None:
             continue
-        origin = source.origin(cls, field)
+        origin = origins.get(field)
         given = getattr(groups[cls], field)
         if origin is None or _section_value(section, key) == given:
             continue
         if isinstance(given, float) and isinstance(wanted, int) and given == wanted:
             continue
         lines.append(
-            f"{source.source_name}: kubernetes.{camel(key)} {_describe(_section_value(section, key))} "
+            f"{source_name}: kubernetes.{camel(key)} {_describe(_section_value(section, key))} "
             f"overrides {origin} {_describe(given)} (the kubernetes: section wins, as in the Go runner)"
         )
     for kind in ("requests", "limits"):
@@ -372,15 +385,15 @@ def _overridden(
             resource_field = _RESOURCE_FLAGS.get((kind, resource))
             if resource_field is None:
                 continue
-            resource_origin = source.origin(KubeJobSettings, resource_field)
+            resource_origin = origins.get(resource_field)
             if resource_origin is None:
                 continue
-            amount: int = getattr(groups[KubeJobSettings], resource_field)
+            amount: int = getattr(pods, resource_field)
             flag_quantity = f"{amount}m" if resource == "cpu" else f"{amount}Mi"
             if amount and parse_quantity(flag_quantity) == parse_quantity(quantity):
                 continue
             lines.append(
-                f"{source.source_name}: kubernetes.resources.{kind}.{resource} {quantity} overrides "
+                f"{source_name}: kubernetes.resources.{kind}.{resource} {quantity} overrides "
                 f"{resource_origin} {amount} (the kubernetes: section wins, as in the Go runner)"
             )
     return lines
@@ -407,40 +420,18 @@ def _resources(
     return ResourceRequirements(requests=lists["requests"] or None, limits=lists["limits"] or None), problems
 
 
-def resolve(source: SettingsSource) -> JobPodConfig:
-    """Resolve every job-pod setting; all problems are reported together in one ConfigError. The
-    section's warnings and its overrides of explicitly given settings are logged."""
-    problems: list[str] = []
-    warnings: list[str] = []
-    try:
-        section, warnings = read_section_with_warnings(source.file, source.source_name)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        section = KubernetesSection()
-    groups: dict[type[Any], Any] = {}
-    for cls in (JobRunSettings, KubeJobSettings):
-        try:
-            groups[cls] = load(
-                cls,
-                args=source.args,
-                environ=source.environ,
-                file=source.file,
-                source_name=source.source_name,
-            )
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ConfigError(problems)
-    for warning in warnings:
-        log.warning("%s", warning)
-    for line in _overridden(source, section, groups):
-        log.warning("%s", line)
+def resolve(
+    run: JobRunSettings, pods: KubeJobSettings, section: KubernetesSection, *, hostname: str
+) -> JobPodConfig:
+    """The job-pod config: ``section``'s keys over ``run`` and ``pods``; ``hostname`` names the
+    owner when ``--job-pod-owner`` is empty. All problems are reported together in one
+    ConfigError."""
     overrides: dict[type[Any], dict[str, Any]] = {JobRunSettings: {}, KubeJobSettings: {}}
     for key, (cls, field) in _SECTION_TO_SETTING.items():
         if getattr(section, key) is not None:
             overrides[cls][field] = _section_value(section, key)
-    run: JobRunSettings = attrs.evolve(groups[JobRunSettings], **overrides[JobRunSettings])
-    flags: KubeJobSettings = attrs.evolve(groups[KubeJobSettings], **overrides[KubeJobSettings])
+    run = attrs.evolve(run, **overrides[JobRunSettings])
+    flags: KubeJobSettings = attrs.evolve(pods, **overrides[KubeJobSettings])
     node_selector, selector_problems = _mapping(
         flags.job_pod_node_selector, "--job-pod-node-selector", label_values=True
     )
@@ -472,5 +463,5 @@ def resolve(source: SettingsSource) -> JobPodConfig:
         security_context=section.security_context,
         tolerations=section.tolerations,
         affinity=section.affinity,
-        owner=flags.job_pod_owner or socket.gethostname(),
+        owner=flags.job_pod_owner or hostname,
     )
