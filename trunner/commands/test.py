@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--executor",
-        choices=sorted(registry.SETTINGS),
+        choices=sorted(registry.SETTINGS_BY_EXECUTOR),
         default="kubernetes",
         help="Where the job runs: kubernetes, in a pod through the kubeconfig or in-cluster config, as the "
         "Go runner's test does; local, as processes on this machine (default kubernetes).",

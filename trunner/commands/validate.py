@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--executor",
-        choices=sorted(registry.SETTINGS),
+        choices=sorted(registry.SETTINGS_BY_EXECUTOR),
         default="local",
         help="Executor the job files must be runnable on (default local).",
     )

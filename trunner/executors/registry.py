@@ -29,7 +29,10 @@ from trunner.metrics import RunnerMetrics
 
 log = logging.getLogger("trunner.kubernetes")
 
-SETTINGS: dict[str, tuple[type[Any], ...]] = {"local": local.SETTINGS, "kubernetes": kubernetes.SETTINGS}
+SETTINGS_BY_EXECUTOR: dict[str, tuple[type[Any], ...]] = {
+    "local": local.SETTINGS,
+    "kubernetes": kubernetes.SETTINGS,
+}
 """Each executor's settings groups, by executor name."""
 
 ExecutorSettings = JobRunSettings | KubernetesSettings
@@ -39,14 +42,16 @@ Kubernetes executor's :class:`KubernetesSettings`."""
 
 def executor_settings(name: str) -> tuple[type[Any], ...]:
     """The settings groups of executor ``name``."""
-    if name not in SETTINGS:
-        raise ConfigError([f"--executor: unknown executor {name!r} (choose {', '.join(SETTINGS)})"])
-    return SETTINGS[name]
+    if name not in SETTINGS_BY_EXECUTOR:
+        raise ConfigError(
+            [f"--executor: unknown executor {name!r} (choose {', '.join(SETTINGS_BY_EXECUTOR)})"]
+        )
+    return SETTINGS_BY_EXECUTOR[name]
 
 
 def settings_classes() -> list[type[Any]]:
     """Settings of every executor, for ``--help``."""
-    return [cls for classes in SETTINGS.values() for cls in classes]
+    return [cls for classes in SETTINGS_BY_EXECUTOR.values() for cls in classes]
 
 
 def job_pod_config(source: SettingsSource) -> JobPodConfig:
