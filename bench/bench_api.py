@@ -1,4 +1,4 @@
-"""API mode figures (issue 4, section 6), each against a baseline measured in the same run.
+"""API mode figures, each against a baseline measured in the same run.
 
 1. Memory with the append call stalled: 200 jobs print as fast as they can while every
    ``runnerAppendJobLog`` hangs. Peak RSS of the runner process, as

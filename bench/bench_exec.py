@@ -1,4 +1,4 @@
-"""Exec streaming figures from one run (issue 3, section 7).
+"""Exec streaming figures from one run.
 
 200 MB of 100-byte lines leave the Kubernetes API double's exec WebSocket (v5 channel framing,
 ~32 KiB messages, as the apiserver's translator writes them) on loopback, and are taken three ways:

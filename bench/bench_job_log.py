@@ -1,4 +1,4 @@
-"""Job log figures (issue 9), each next to a baseline measured in the same run.
+"""Job log figures, each next to a baseline measured in the same run.
 
 (a) Delivery with a slow API: one job prints ``--lines`` 100-byte lines as fast as it can while
     each ``runnerAppendJobLog`` takes 0, 50 or 200 ms. Fraction of the lines the API received, and

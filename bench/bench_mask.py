@@ -1,4 +1,4 @@
-"""Masking figures from one run (issue 10): the drain's throughput with 0, 2, 50 and 500
+"""Masking figures from one run: the drain's throughput with 0, 2, 50 and 500
 secrets, with a self-overlapping secret, and with a 1 MB secret under short reads, each as a
 ratio to bare ``bytes.split`` over the same input and chunking measured in the same run.
 

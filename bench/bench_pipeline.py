@@ -1,4 +1,4 @@
-"""Pipeline figures from one run (issue 2, section 7).
+"""Pipeline figures from one run.
 
 1. Throughput of the drain (split, outcome-variable scan, masking, prefix, batching) for
    100-byte lines fed in 32 KiB chunks, next to bare ``bytes.split`` over the same input
