@@ -6,6 +6,7 @@ import email.utils
 import itertools
 import logging
 
+import pytest
 import trio
 import trio.testing
 
@@ -88,3 +89,40 @@ async def test_deliver_bounds_a_stalled_attempt(autojump_clock: trio.testing.Moc
 
     assert await deliver(send, timeout=5, what="batch 3", log=log) == "batch 3 took longer than 5s"
     assert trio.current_time() == 5.0
+
+
+async def test_deliver_warns_once_then_once_a_minute_while_failing(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = trio.current_time()
+    attempts = 0
+
+    async def send() -> None:
+        nonlocal attempts
+        attempts += 1
+        if trio.current_time() - started < 600:
+            raise ShipError("503 Service Unavailable", retryable=True)
+
+    with caplog.at_level(logging.DEBUG, logger=log.name):
+        assert await deliver(send, timeout=900, what="log batch 7 delivery", log=log) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert warnings[0].startswith("log batch 7 delivery failed, retrying in ")
+    assert 9 <= len(warnings) <= 11, warnings
+    assert all("still failing after" in w and "503 Service Unavailable" in w for w in warnings[1:])
+    assert len(warnings) + len(debug) == attempts - 1
+    assert len(infos) == 1 and infos[0].startswith(
+        f"log batch 7 delivery succeeded at attempt {attempts}, after 6"
+    )
+
+
+async def test_deliver_that_succeeds_at_once_logs_nothing(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def send() -> None:
+        return None
+
+    with caplog.at_level(logging.DEBUG, logger=log.name):
+        assert await deliver(send, timeout=60, what="outcome report", log=log) is None
+    assert caplog.records == []

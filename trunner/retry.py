@@ -69,6 +69,10 @@ class ShipError(Exception):
         self.retry_after = retry_after
 
 
+RETRY_WARNING_INTERVAL = 60.0
+"""Seconds between warnings about one delivery that keeps failing: its first failure warns, then
+at most one warning a minute (each attempt is still logged at debug level and counted)."""
+
 _DELIVERY_BASE = 0.5
 _DELIVERY_CAP = 10.0
 
@@ -91,21 +95,46 @@ async def deliver(
 ) -> str | None:
     """Call ``send`` until it succeeds, fails with a :class:`ShipError` that is not retryable,
     or ``timeout`` seconds would pass; waits between attempts follow :func:`backoff`.
-    Returns None on success, else why it gave up."""
-    deadline = trio.current_time() + timeout
+    Returns None on success, else why it gave up. A delivery that failed and then succeeded says
+    so once, at info level."""
+    started = trio.current_time()
+    deadline = started + timeout
     attempt = 0
+    warned_at: float | None = None
     with trio.move_on_at(deadline):
         while True:
             attempt += 1
             try:
                 await send()
+                if warned_at is not None:
+                    log.info(
+                        "%s succeeded at attempt %d, after %.0fs",
+                        what,
+                        attempt,
+                        trio.current_time() - started,
+                    )
                 return None
             except ShipError as exc:
                 on_failed_attempt()
+                now = trio.current_time()
                 wait = backoff(attempt, exc.retry_after)
-                if not exc.retryable or trio.current_time() + wait >= deadline:
+                if not exc.retryable or now + wait >= deadline:
                     return str(exc)
-                log.warning("%s failed, retrying in %.1fs: %s", what, wait, exc)
+                if warned_at is None:
+                    log.warning("%s failed, retrying in %.1fs: %s", what, wait, exc)
+                    warned_at = now
+                elif now - warned_at >= RETRY_WARNING_INTERVAL:
+                    log.warning(
+                        "%s still failing after %d attempts in %.0fs, retrying in %.1fs: %s",
+                        what,
+                        attempt,
+                        now - started,
+                        wait,
+                        exc,
+                    )
+                    warned_at = now
+                else:
+                    log.debug("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, wait, exc)
                 await trio.sleep(wait)
             except Exception as exc:
                 log.exception("%s: the sink raised unexpectedly", what)
