@@ -120,24 +120,8 @@ def test_the_go_repo_hot_reload_script() -> None:
 def test_the_go_repo_enqueue_script() -> None:
     args = parse_args(["--log-level", "DEBUG", "enqueue", "-f", "/tmp/job.yaml"])
     assert args.command == "enqueue" and args.file == "/tmp/job.yaml"
-    definition = parse_job_definition(
-        """
-type: legacy
-queue: runner
-reserve_for: 300
-retries: 0
-args:
-  - image: "alpine:latest"
-    commands: ["echo Hello from job 1", "sleep 3"]
-    variables: []
-    files:
-      - name: "test.sh"
-        contents: "#!/bin/sh\\necho Running test script"
-custom:
-  opslevel-runner-job-id: "test-job-1-1764600000"
-""",
-        "job.yaml",
-    )
+    job_file = Path(__file__).parent / "fixtures" / "enqueue-runner-job.yaml"
+    definition = parse_job_definition(job_file.read_text(), "job.yaml")
     assert definition.queue == "runner" and definition.reserve_for == 300 and definition.retries == 0
     assert definition.custom == {"opslevel-runner-job-id": "test-job-1-1764600000"}
 

@@ -19,30 +19,16 @@ from trunner.faktory.definition import JobDefinitionError, parse_job_definition
 
 NOW = dt.datetime(2026, 7, 1, 12, 0, 0, tzinfo=dt.UTC)
 
-SCRIPT_JOB = """\
-type: legacy
-queue: runner
-reserve_for: 300
-retries: 0
-args:
-  - image: "alpine:latest"
-    commands:
-      - "echo Hello from job 1"
-    variables: []
-    files:
-      - name: "test.sh"
-        contents: "#!/bin/sh\\necho Running test script"
-custom:
-  opslevel-runner-job-id: "test-job-1-1700000000"
-"""
+SCRIPT_JOB = Path(__file__).parents[1] / "compat" / "fixtures" / "enqueue-runner-job.yaml"
+"""The job file the Go runner's tests/enqueue-runner-jobs.sh writes."""
 
 
 def test_the_go_test_script_job() -> None:
-    definition = parse_job_definition(SCRIPT_JOB, "job.yaml")
+    definition = parse_job_definition(SCRIPT_JOB.read_text(), "job.yaml")
     job = definition.build(NOW)
     assert (job.jobtype, job.queue, job.reserve_for, job.retry) == ("legacy", "runner", 300, 0)
     assert job.args[0]["files"][0]["contents"] == "#!/bin/sh\necho Running test script"
-    assert job.custom == {"opslevel-runner-job-id": "test-job-1-1700000000"}
+    assert job.custom == {"opslevel-runner-job-id": "test-job-1-1764600000"}
     assert job.created_at == "2026-07-01T12:00:00Z" and len(job.jid) == 16
 
 
@@ -144,16 +130,14 @@ async def run_cli(*argv: str) -> int:
 
 
 async def test_enqueue_pushes_the_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restore_logging: None
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
-    path = tmp_path / "job.yaml"
-    path.write_text(SCRIPT_JOB)
     async with faktory_double(password="pw") as server:
         monkeypatch.setenv("FAKTORY_URL", server.url())
-        assert await run_cli("enqueue", "-f", str(path)) == 0
+        assert await run_cli("enqueue", "-f", str(SCRIPT_JOB)) == 0
         [pushed] = server.pushed
     assert pushed["jobtype"] == "legacy" and pushed["queue"] == "runner" and pushed["reserve_for"] == 300
-    assert pushed["retry"] == 0 and pushed["custom"] == {"opslevel-runner-job-id": "test-job-1-1700000000"}
+    assert pushed["retry"] == 0 and pushed["custom"] == {"opslevel-runner-job-id": "test-job-1-1764600000"}
     assert server.hellos[0]["wid"] == ""  # a producer, not a worker
     assert server.verbs() == ["PUSH", "END"]
     assert capsys.readouterr().out == f"enqueued legacy job {pushed['jid']} to queue runner\n"
