@@ -8,7 +8,6 @@ import base64
 import importlib
 import json
 import math
-import random
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,7 +19,6 @@ import kubernetes_validate
 import pytest
 import trio
 import yaml
-from prometheus_client import CollectorRegistry
 
 import tests.doubles.kube as kube_double
 import trunner
@@ -30,10 +28,10 @@ from tests.doubles.kube_exec import Exit, Stdout
 from tests.doubles.opslevel import OpsLevelDouble
 from tests.executors.kubernetes.test_executor import CONFIG, JOB, NAME, NOW, plant_leftovers
 from tests.kube.transport_support import NS, RecordingFeed, client_for
-from tests.opslevel.scaling_support import DEPLOYMENT, add_runner_objects, opslevel_client
+from tests.opslevel.scaling_support import DEPLOYMENT, add_runner_objects, scaling_runner
 from trunner import config as trunner_config
 from trunner.executors.kubernetes import KubernetesExecutor
-from trunner.opslevel.scaling import ScalingSettings, serve_scaling
+from trunner.opslevel.scaling import ScalingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "trunner"
@@ -876,28 +874,6 @@ async def test_the_roles_allow_every_request_of_a_job_and_of_scaling(
                     if not any(allowed([atom], c) for c in seen):
                         unused.append(f"{verb} {group or 'core'}/{resource}")
     assert unused == [], "granted but never needed"
-
-
-async def scaling_runner(
-    api: kube_double.KubeApiDouble,
-    opslevel: OpsLevelDouble,
-    settings: ScalingSettings,
-    pod: str,
-    scope: trio.CancelScope,
-) -> None:
-    with scope:
-        async with client_for(api) as kube, opslevel_client(opslevel) as client:
-            await serve_scaling(
-                settings,
-                kube=kube,
-                opslevel=client,
-                pod_name=pod,
-                runner_id=f"id-{pod}",
-                job_concurrency=3,
-                busy=lambda: 0,
-                registry=CollectorRegistry(),
-                rng=random.Random(len(pod)),
-            )
 
 
 # --- the job log spool ------------------------------------------------------------------------------------

@@ -4,11 +4,12 @@ and a scaler between them: what the scaling tests (tests/opslevel, tests/compat)
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import trio
 from prometheus_client import CollectorRegistry
 
 from tests.doubles.kube import KubeApiDouble, RecordedRequest, serve_kube_api
@@ -18,7 +19,7 @@ from tests.kube.transport_support import NS, client_for
 from trunner.kube.leader import LeaseTimings
 from trunner.opslevel.client import OpsLevelClient, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
-from trunner.opslevel.scaling import Scaler, ScalingMetrics, ScalingSettings
+from trunner.opslevel.scaling import Scaler, ScalingMetrics, ScalingSettings, serve_scaling
 from trunner.retry import RetryPolicy
 
 DEPLOYMENT = "runner"
@@ -112,3 +113,30 @@ async def scaler_for(
             metrics,
             registry,
         )
+
+
+async def scaling_runner(
+    api: KubeApiDouble,
+    opslevel: OpsLevelDouble,
+    settings: ScalingSettings,
+    pod: str,
+    scope: trio.CancelScope,
+    *,
+    busy: Callable[[], int] = lambda: 0,
+    registry: CollectorRegistry | None = None,
+) -> None:
+    """One runner pod's ``serve_scaling`` (runner id ``id-<pod>``, three workers) with its own
+    clients of both doubles, until ``scope`` is cancelled."""
+    with scope:
+        async with client_for(api) as kube, opslevel_client(opslevel) as client:
+            await serve_scaling(
+                settings,
+                kube=kube,
+                opslevel=client,
+                pod_name=pod,
+                runner_id=f"id-{pod}",
+                job_concurrency=3,
+                busy=busy,
+                registry=CollectorRegistry() if registry is None else registry,
+                rng=random.Random(len(pod)),
+            )

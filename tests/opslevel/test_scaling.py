@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from tests.opslevel.scaling_support import (
     replicas,
     requests_to,
     scaler_for,
+    scaling_runner,
 )
 from trunner.config import ConfigError, SettingsSource, load
 from trunner.kube.client import KubeApiSettings, KubeClient
@@ -82,6 +85,17 @@ def elector(client: KubeClient, identity: str, seed: int) -> LeaderElector:
     return LeaderElector(
         client, namespace=NS, name=DEPLOYMENT, identity=identity, timings=TIMINGS, rng=random.Random(seed)
     )
+
+
+@asynccontextmanager
+async def leading_alone(api: KubeApiDouble) -> AsyncIterator[Leadership]:
+    """runner-a campaigning with no rival, from the moment it leads; the campaign ends with the block."""
+    a = Leadership("runner-a")
+    async with client_for(api) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(elector(client, "runner-a", 1).campaign, a.lead)
+        await a.wait_leading()
+        yield a
+        nursery.cancel_scope.cancel()
 
 
 # --- pure decisions and settings -------------------------------------------------------------------------
@@ -232,10 +246,7 @@ def _from_leader(identity: str) -> Any:
 async def test_losing_the_lease_stops_the_leading_work_at_once(
     api: KubeApiDouble, autojump_clock: trio.abc.Clock
 ) -> None:
-    a = Leadership("runner-a")
-    async with client_for(api) as client, trio.open_nursery() as nursery:
-        nursery.start_soon(elector(client, "runner-a", 1).campaign, a.lead)
-        await a.wait_leading()
+    async with leading_alone(api) as a:
         await trio.sleep(5)
         # Someone else takes the lease (e.g. after this runner was paused): the next renewal sees it.
         current = lease(api)
@@ -256,16 +267,12 @@ async def test_losing_the_lease_stops_the_leading_work_at_once(
             <= TIMINGS.lease_duration + TIMINGS.retry_period * 2.2 + 0.1
         )
         assert lease(api)["spec"]["leaseTransitions"] == 2
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_leader_that_cannot_renew_stops_before_anyone_else_may_lead(
     api: KubeApiDouble, autojump_clock: trio.abc.Clock
 ) -> None:
-    a = Leadership("runner-a")
-    async with client_for(api) as client, trio.open_nursery() as nursery:
-        nursery.start_soon(elector(client, "runner-a", 1).campaign, a.lead)
-        await a.wait_leading()
+    async with leading_alone(api) as a:
         await trio.sleep(7)
         api.fail(500, "InternalError", "etcd is down", times=10**6, match=lambda r: r.path == LEASE_PATH)
         last_success = trio.current_time()
@@ -273,7 +280,6 @@ async def test_a_leader_that_cannot_renew_stops_before_anyone_else_may_lead(
         lost_after = a.stopped[0] - last_success
         assert lost_after <= TIMINGS.renew_deadline, "never leads past its renew deadline"
         assert lost_after < TIMINGS.lease_duration
-        nursery.cancel_scope.cancel()
 
 
 # --- scaling decisions -----------------------------------------------------------------------------------
@@ -473,19 +479,15 @@ async def test_only_the_leader_scales_every_interval_and_a_successor_takes_over(
     registries = {"runner-a": CollectorRegistry(), "runner-b": CollectorRegistry()}
 
     async def runner(name: str, scope: trio.CancelScope) -> None:
-        with scope:
-            async with client_for(api) as kube, opslevel_client(opslevel) as client:
-                await serve_scaling(
-                    settings,
-                    kube=kube,
-                    opslevel=client,
-                    pod_name=name,
-                    runner_id=f"id-{name}",
-                    job_concurrency=3,
-                    busy=lambda: 1 if name == "runner-a" else 0,
-                    registry=registries[name],
-                    rng=random.Random(len(name)),
-                )
+        await scaling_runner(
+            api,
+            opslevel,
+            settings,
+            name,
+            scope,
+            busy=lambda: 1 if name == "runner-a" else 0,
+            registry=registries[name],
+        )
 
     def leading(name: str) -> bool:
         return registries[name].get_sample_value("trunner_scaling_leader", {"runner": f"id-{name}"}) == 1
