@@ -186,6 +186,20 @@ async def serve_raw(nursery: trio.Nursery, greeting: bytes | None) -> int:
     return int(listeners[0].socket.getsockname()[1])
 
 
+async def serve_then_hang(nursery: trio.Nursery, version: int) -> int:
+    """A server that greets with protocol ``version``, answers the HELLO with +OK and then never
+    answers again; returns its port."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await stream.send_all(b'+HI {"v":%d}\r\n' % version)
+        await stream.receive_some()
+        await stream.send_all(b"+OK\r\n")
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(trio.serve_tcp, handler, 0)
+    return int(listeners[0].socket.getsockname()[1])
+
+
 @pytest.mark.parametrize(
     ("greeting", "error", "problem"),
     [
@@ -219,14 +233,7 @@ async def test_connection_refused() -> None:
 async def test_server_version_mismatch_is_only_a_warning(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def handler(stream: trio.SocketStream) -> None:
-        await stream.send_all(b'+HI {"v":3}\r\n')
-        await stream.receive_some()
-        await stream.send_all(b"+OK\r\n")
-        await trio.sleep_forever()
-
-    listeners = await nursery.start(trio.serve_tcp, handler, 0)
-    port = listeners[0].socket.getsockname()[1]
+    port = await serve_then_hang(nursery, version=3)
     conn = await connect(ServerLocation("127.0.0.1", port), IDENTITY, timeout=3)
     await conn.aclose()
     assert "protocol version 3" in caplog.text
@@ -329,14 +336,7 @@ async def test_cancelled_call_breaks_the_connection(
 async def test_close_says_end_and_is_bounded_even_when_the_server_hangs(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async def handler(stream: trio.SocketStream) -> None:
-        await stream.send_all(b'+HI {"v":2}\r\n')
-        await stream.receive_some()
-        await stream.send_all(b"+OK\r\n")
-        await trio.sleep_forever()
-
-    listeners = await nursery.start(trio.serve_tcp, handler, 0)
-    port = listeners[0].socket.getsockname()[1]
+    port = await serve_then_hang(nursery, version=2)
     conn = await connect(ServerLocation("127.0.0.1", port), IDENTITY, timeout=3)
     with trio.CancelScope() as scope:
         scope.cancel()
