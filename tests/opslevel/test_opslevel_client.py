@@ -60,6 +60,12 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
+def requests_total(registry: CollectorRegistry, operation: str, status: str) -> float:
+    return sample(
+        registry, "trunner_api_requests_total", runner="test-runner", operation=operation, status=status
+    )
+
+
 # --- URL and headers ----------------------------------------------------------------------------
 
 
@@ -129,22 +135,8 @@ async def test_retryable_statuses_are_retried_with_backoff(
     assert 0.5 <= first_wait <= 1.0 + 0.01
     assert 1.0 <= second_wait <= 2.0 + 0.01
     assert sample(registry, "trunner_api_retries_total", runner="test-runner", operation="account") == 2
-    assert (
-        sample(
-            registry,
-            "trunner_api_requests_total",
-            runner="test-runner",
-            operation="account",
-            status=str(status),
-        )
-        == 2
-    )
-    assert (
-        sample(
-            registry, "trunner_api_requests_total", runner="test-runner", operation="account", status="200"
-        )
-        == 1
-    )
+    assert requests_total(registry, "account", str(status)) == 2
+    assert requests_total(registry, "account", "200") == 1
 
 
 async def test_retry_after_seconds_is_honoured(
@@ -275,16 +267,7 @@ async def test_a_stalled_call_without_retries_fails_after_the_timeout(
         await client.call(RUNNER_REGISTER, RegisterVariables(None), retry=NO_RETRIES)
     assert trio.current_time() - started == pytest.approx(30.0, abs=0.01)
     assert str(caught.value) == "RunnerRegister: no response within 30 s"
-    assert (
-        sample(
-            registry,
-            "trunner_api_requests_total",
-            runner="test-runner",
-            operation="RunnerRegister",
-            status="timeout",
-        )
-        == 1
-    )
+    assert requests_total(registry, "RunnerRegister", "timeout") == 1
 
 
 async def test_a_slow_call_within_the_timeout_succeeds(
@@ -402,16 +385,7 @@ async def test_requests_are_counted_by_operation_and_status(
     registered = await client.call(RUNNER_REGISTER, RegisterVariables("q1"))
     assert registered.runner is not None
     assert json.loads(opslevel.calls[1].body)["variables"] == {"queue": "q1"}
-    assert (
-        sample(
-            registry,
-            "trunner_api_requests_total",
-            runner="test-runner",
-            operation="RunnerRegister",
-            status="200",
-        )
-        == 1
-    )
+    assert requests_total(registry, "RunnerRegister", "200") == 1
     assert (
         sample(
             registry, "trunner_api_request_duration_seconds_count", runner="test-runner", operation="account"
