@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +58,20 @@ def kube_environ(api: KubeApiDouble, tmp_path: Path) -> dict[str, str]:
     }
 
 
-async def start_api_mode(
-    nursery: trio.Nursery, opslevel: OpsLevelDouble, api: KubeApiDouble, tmp_path: Path, **env: str
-) -> RunningMode:
-    """API mode with the executor ``--executor kubernetes`` opens (no injected executor)."""
-    return await start_mode(nursery, opslevel, None, **kube_environ(api, tmp_path), **env)
+StartApiMode = Callable[..., Awaitable[RunningMode]]
+
+
+@pytest.fixture
+def start_api_mode(
+    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
+) -> StartApiMode:
+    """Starts API mode, with ``env`` added, against both doubles, with the executor ``--executor
+    kubernetes`` opens (no injected executor)."""
+
+    async def start(**env: str) -> RunningMode:
+        return await start_mode(nursery, opslevel, None, **kube_environ(kube, tmp_path), **env)
+
+    return start
 
 
 def job_objects(api: KubeApiDouble) -> dict[str, list[str]]:
@@ -157,7 +166,7 @@ def expected_streams(k: int) -> tuple[list[str], list[str]]:
 
 @pytest.mark.skipif(DASH is None, reason="the expected trace lines are dash's")
 async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_masked_and_clean_up(
-    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
+    opslevel: OpsLevelDouble, kube: KubeApiDouble, start_api_mode: StartApiMode
 ) -> None:
     for k in range(JOBS):
         opslevel.add_job(
@@ -170,9 +179,7 @@ async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_ma
                 ],
             )
         )
-    running = await start_api_mode(
-        nursery, opslevel, kube, tmp_path, OPSLEVEL_JOB_CONCURRENCY=str(CONCURRENCY), **FAST
-    )
+    running = await start_api_mode(OPSLEVEL_JOB_CONCURRENCY=str(CONCURRENCY), **FAST)
     with trio.fail_after(15):
         await opslevel.wait_until(lambda: len(opslevel.outcomes) == JOBS)
     with trio.fail_after(10):
@@ -223,10 +230,10 @@ async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_ma
 
 
 async def test_shutdown_mid_job_cancels_after_the_grace_deletes_the_pod_and_exits_0(
-    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
+    opslevel: OpsLevelDouble, kube: KubeApiDouble, start_api_mode: StartApiMode
 ) -> None:
     opslevel.add_job(job_payload("job-long", ["echo started", "sleep 60"]))
-    running = await start_api_mode(nursery, opslevel, kube, tmp_path, OPSLEVEL_SHUTDOWN_GRACE="1", **FAST)
+    running = await start_api_mode(OPSLEVEL_SHUTDOWN_GRACE="1", **FAST)
     with trio.fail_after(10):
         await opslevel.wait_until(lambda: "started" in notes_and_output(opslevel, "job-long")[1])
     assert job_objects(kube) != NOTHING_LEFT
@@ -253,17 +260,16 @@ async def test_shutdown_mid_job_cancels_after_the_grace_deletes_the_pod_and_exit
 
 
 async def test_a_job_cancelled_mid_exec_is_cleaned_up_without_waiting_out_the_exec_close_timeout(
-    nursery: trio.Nursery,
     opslevel: OpsLevelDouble,
     kube: KubeApiDouble,
-    tmp_path: Path,
+    start_api_mode: StartApiMode,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # The double answers the client's close frame at once (as the apiserver's WebSocket library
     # does), so closing the exec socket need not take anywhere near its timeout.
     kube.script_exec(Stdout(b"started\n"), Pause(10_000), Exit(0))
     opslevel.add_job(job_payload("job-long", ["sleep 10000"]))
-    running = await start_api_mode(nursery, opslevel, kube, tmp_path, OPSLEVEL_SHUTDOWN_GRACE="1", **FAST)
+    running = await start_api_mode(OPSLEVEL_SHUTDOWN_GRACE="1", **FAST)
     with trio.fail_after(60):
         await opslevel.wait_until(lambda: "started" in notes_and_output(opslevel, "job-long")[1])
     stopped = trio.current_time()
@@ -354,17 +360,14 @@ async def test_faktory_mode_runs_legacy_jobs_in_pods_and_acks_after_the_report(
 
 
 async def test_a_pod_stuck_in_image_pull_backoff_is_reported_pod_timeout_with_the_reason(
-    nursery: trio.Nursery,
     opslevel: OpsLevelDouble,
     kube: KubeApiDouble,
-    tmp_path: Path,
+    start_api_mode: StartApiMode,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     kube.pod_behaviour = PodBehaviour(waiting=("ImagePullBackOff", 'Back-off pulling image "alpine:nope"'))
     opslevel.add_job(job_payload("job-stuck", ["echo never"], image="alpine:nope"))
-    running = await start_api_mode(
-        nursery, opslevel, kube, tmp_path, OPSLEVEL_JOB_POD_MAX_WAIT="5", OPSLEVEL_POLL_INTERVAL="1"
-    )
+    running = await start_api_mode(OPSLEVEL_JOB_POD_MAX_WAIT="5", OPSLEVEL_POLL_INTERVAL="1")
     with trio.fail_after(60):
         await opslevel.wait_until(lambda: "job-stuck" in opslevel.outcomes)
     with trio.fail_after(60):
