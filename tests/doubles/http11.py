@@ -1,6 +1,9 @@
-"""Reading one HTTP/1.1 request with h11, shared by the doubles that serve HTTP on loopback."""
+"""HTTP/1.1 connections with h11, shared by the doubles that serve HTTP on loopback: reading one
+request, and answering requests on a connection until it ends."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 import h11
 import trio
@@ -32,3 +35,26 @@ async def read_request(conn: h11.Connection, stream: trio.abc.Stream) -> tuple[h
             return head, bytes(body)
         else:
             return None
+
+
+async def serve_requests(
+    conn: h11.Connection,
+    stream: trio.abc.Stream,
+    answer: Callable[[h11.Request, bytes], Awaitable[bool]],
+) -> None:
+    """Have ``answer`` respond to each request on the connection in turn (it sends the whole
+    response, or returns False to end the connection), until the client closes or breaks it, or
+    either side must close."""
+    try:
+        while True:
+            request = await read_request(conn, stream)
+            if request is None or not await answer(*request):
+                return
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return

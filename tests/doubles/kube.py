@@ -50,7 +50,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.utilities import generate_accept_token
 
 from tests.doubles import kube_exec
-from tests.doubles.http11 import read_request
+from tests.doubles.http11 import serve_requests
 from tests.doubles.kube_exec import (
     ExecPlan,
     ExecRequest,
@@ -428,42 +428,37 @@ class KubeApiDouble:
 
     async def _serve_http(self, stream: trio.abc.Stream, client_cert: bool) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=1024 * 1024)
-        while True:
-            received = await read_request(conn, stream)
-            if received is None:
-                return
-            head, body = received
-            split = urlsplit(head.target.decode())
-            record = RecordedRequest(
-                method=head.method.decode(),
-                path=split.path,
-                query=tuple(parse_qsl(split.query, keep_blank_values=True)),
-                headers=tuple((k.decode().lower(), v.decode()) for k, v in head.headers),
-                body=body,
-                client_cert=client_cert,
-                at=trio.current_time(),
-            )
-            self.requests.append(record)
-            fault = self._take_fault(record)
-            if fault is not None and fault.delay:
-                await trio.sleep(fault.delay)
-            if fault is not None and fault.drop:
-                return
-            if fault is not None and fault.status_code:
-                await _respond(conn, stream, fault.status_code, fault.body, fault.headers)
-            elif not self._authenticated(record):
-                await _respond_failure(conn, stream, unauthorized())
-            elif (record.header("upgrade") or "").lower() == "websocket":
-                await self._websocket(conn, stream, record)
-                return
-            else:
-                await self._rest(conn, stream, record)
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
+        await serve_requests(conn, stream, functools.partial(self._answer, stream, conn, client_cert))
+
+    async def _answer(
+        self, stream: trio.abc.Stream, conn: h11.Connection, client_cert: bool, head: h11.Request, body: bytes
+    ) -> bool:
+        split = urlsplit(head.target.decode())
+        record = RecordedRequest(
+            method=head.method.decode(),
+            path=split.path,
+            query=tuple(parse_qsl(split.query, keep_blank_values=True)),
+            headers=tuple((k.decode().lower(), v.decode()) for k, v in head.headers),
+            body=body,
+            client_cert=client_cert,
+            at=trio.current_time(),
+        )
+        self.requests.append(record)
+        fault = self._take_fault(record)
+        if fault is not None and fault.delay:
+            await trio.sleep(fault.delay)
+        if fault is not None and fault.drop:
+            return False
+        if fault is not None and fault.status_code:
+            await _respond(conn, stream, fault.status_code, fault.body, fault.headers)
+        elif not self._authenticated(record):
+            await _respond_failure(conn, stream, unauthorized())
+        elif (record.header("upgrade") or "").lower() == "websocket":
+            await self._websocket(conn, stream, record)
+            return False
+        else:
+            await self._rest(conn, stream, record)
+        return True
 
     def _authenticated(self, record: RecordedRequest) -> bool:
         if self.tokens is None and not self.client_cert_auth:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 import json
 import re
@@ -25,7 +26,7 @@ import attrs
 import h11
 import trio
 
-from tests.doubles.http11 import read_request
+from tests.doubles.http11 import serve_requests
 
 TOKEN_REJECTED = b'{"errors":[{"message":"Please provide a valid OpsLevel API token"}]}'
 
@@ -339,19 +340,7 @@ class OpsLevelDouble:
     async def _connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
-            while True:
-                request = await read_request(conn, stream)
-                if request is None:
-                    return
-                head, body = request
-                if not await self._respond(stream, conn, head, body):
-                    return
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                    await stream.aclose()
-                    return
-                conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
-            return
+            await serve_requests(conn, stream, functools.partial(self._respond, stream, conn))
         finally:
             await trio.aclose_forcefully(stream)
 

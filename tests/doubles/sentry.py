@@ -16,6 +16,7 @@ request and never answers.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import threading
@@ -29,7 +30,7 @@ import attrs
 import h11
 import trio
 
-from tests.doubles.http11 import read_request
+from tests.doubles.http11 import serve_requests
 
 PUBLIC_KEY = "0123456789abcdef0123456789abcdef"
 PROJECT = "4242"
@@ -134,29 +135,25 @@ class SentryStandIn:
     async def _connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         try:
-            while True:
-                request = await read_request(conn, stream)
-                if request is None:
-                    return
-                head, body = request
-                with self._lock:
-                    self.requests += 1
-                if self.stall:
-                    await trio.sleep_forever()
-                status, answer = self._handle(head, body)
-                response = h11.Response(
-                    status_code=status,
-                    headers=[("Content-Type", "application/json"), ("Content-Length", str(len(answer)))],
-                )
-                await stream.send_all(conn.send(response) + conn.send(h11.Data(data=answer)))
-                await stream.send_all(conn.send(h11.EndOfMessage()))
-                if conn.our_state is h11.MUST_CLOSE:
-                    return
-                conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
-            return
+            await serve_requests(conn, stream, functools.partial(self._respond, stream, conn))
         finally:
             await trio.aclose_forcefully(stream)
+
+    async def _respond(
+        self, stream: trio.SocketStream, conn: h11.Connection, head: h11.Request, body: bytes
+    ) -> bool:
+        with self._lock:
+            self.requests += 1
+        if self.stall:
+            await trio.sleep_forever()
+        status, answer = self._handle(head, body)
+        response = h11.Response(
+            status_code=status,
+            headers=[("Content-Type", "application/json"), ("Content-Length", str(len(answer)))],
+        )
+        await stream.send_all(conn.send(response) + conn.send(h11.Data(data=answer)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+        return True
 
     def _handle(self, head: h11.Request, body: bytes) -> tuple[int, bytes]:
         headers = {k.decode().lower(): v.decode() for k, v in head.headers}
