@@ -19,7 +19,7 @@ import trio
 
 from trunner import errorreport
 from trunner.executors.base import Executor, ExitResult
-from trunner.logs.job_log import JobLog, is_cancellation, open_job_log
+from trunner.logs.job_log import JobLog, is_cancellation
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
@@ -48,9 +48,9 @@ async def run_job(
     result: JobOutcome | None = None
     job_log: JobLog | None = None
     try:
-        async with open_job_log(
+        async with JobLog(
             job, sink, settings, metrics=metrics, worker=worker, wallclock=wallclock, log=log
-        ) as job_log:
+        ).running() as job_log:
             try:
                 with errorreport.masking(job_log.pipeline.mask_text):
                     result = await _execute(job, executor, job_log, job_log.pipeline.log)

@@ -16,7 +16,7 @@ from trunner.contracts import Stream
 from trunner.job import run_job
 from trunner.logs import spool as spool_module
 from trunner.logs.batch import Batch
-from trunner.logs.job_log import clear_spool_dir, open_job_log
+from trunner.logs.job_log import JobLog, clear_spool_dir
 from trunner.logs.settings import LogSettings
 from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, RunnerJob
@@ -75,7 +75,7 @@ async def test_a_slow_sink_loses_nothing_and_order_holds_across_memory_and_spool
     lines = numbered(6000)
     sink = TimedSink(delay=0.2)
     job_settings = settings(tmp_path, job_log_spool_size=1 << 20)
-    async with open_job_log(JOB, sink, job_settings) as job_log:
+    async with JobLog(JOB, sink, job_settings).running() as job_log:
         for chunk in chunks_of(lines, 7000):
             job_log.feed(Stream.STDOUT, chunk)
             await job_log.wait_for_room()
@@ -107,7 +107,7 @@ async def test_full_spool_holds_the_reader_instead_of_dropping(autojump_clock, t
     sink = TimedSink(delay=1.0)
     job_settings = settings(tmp_path, job_log_spool_size=64 * 1024)
     held = []
-    async with open_job_log(JOB, sink, job_settings) as job_log:
+    async with JobLog(JOB, sink, job_settings).running() as job_log:
         for chunk in chunks_of(lines, 4000):
             job_log.feed(Stream.STDOUT, chunk)
             held.append(job_log.pipeline.held)

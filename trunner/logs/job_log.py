@@ -207,7 +207,7 @@ class LogBuffer:
 
 class JobLog:
     """What an executor feeds (:class:`~trunner.executors.base.OutputFeed`) and what ``run_job``
-    asks at the end. Enter it with :func:`open_job_log`."""
+    asks at the end. Run it with :meth:`running`."""
 
     def __init__(
         self,
@@ -303,6 +303,22 @@ class JobLog:
         return self._buffer.spool_peak
 
     # --- tasks ---
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[JobLog]:
+        """The log with its shipper, spool writer and interval timer running; on exit the final
+        flush (bounded, see :class:`JobLog`), and the spool removed, whatever ended the job."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._deliver)
+            nursery.start_soon(self._interval_timer)
+            canceled = False
+            try:
+                yield self
+            except BaseException as exc:
+                canceled = is_cancellation(exc)
+                raise
+            finally:
+                await self._final_flush(canceled)
 
     async def _deliver(self) -> None:
         with self._delivery_scope:
@@ -413,33 +429,6 @@ class JobLog:
                 self._metrics.lines_dropped.inc(self.unflushed_lines)
                 self._metrics.bytes_dropped.inc(self.unflushed_bytes)
         await self._buffer.remove_spool()
-
-
-@asynccontextmanager
-async def open_job_log(
-    job: RunnerJob,
-    sink: Sink,
-    settings: LogSettings,
-    *,
-    metrics: LogMetrics | None = None,
-    worker: str = "1",
-    wallclock: Callable[[], float] = time.time,
-    log: Log = logger,
-) -> AsyncIterator[JobLog]:
-    """The job's log, its shipper, spool writer and interval timer running; on exit the final
-    flush (bounded, see :class:`JobLog`), and the spool removed, whatever ended the job."""
-    job_log = JobLog(job, sink, settings, metrics=metrics, worker=worker, wallclock=wallclock, log=log)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(job_log._deliver)
-        nursery.start_soon(job_log._interval_timer)
-        canceled = False
-        try:
-            yield job_log
-        except BaseException as exc:
-            canceled = is_cancellation(exc)
-            raise
-        finally:
-            await job_log._final_flush(canceled)
 
 
 def is_cancellation(exc: BaseException) -> bool:
