@@ -237,10 +237,16 @@ def describe(exc: BaseException) -> str:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        text = str(current).strip()
+        # A group's str() repeats its message with a count; what went wrong is in its members
+        # (trio's connect gives one group per address tried).
+        group = current if isinstance(current, BaseExceptionGroup) else None
+        text = (group.message if group is not None else str(current)).strip()
         if text and text not in parts:
             parts.append(text)
-        current = current.__cause__ or current.__context__
+        if group is not None and len(group.exceptions) == 1:
+            current = group.exceptions[0]
+        else:
+            current = current.__cause__ or current.__context__
     return ": ".join(parts) or "connection failed"
 
 

@@ -342,7 +342,11 @@ def test_bad_map_items_and_requests_above_limits() -> None:
         "resources: the cpu request (2000m) is more than its limit (1000m)",
         "resources: the memory request (3Gi) is more than its limit (1024Mi)",
     ]
-    assert problems(argv=["--job-pod-annotations", "novalue"])[0].startswith("--job-pod-annotations")
+    [annotation_problem] = problems(argv=["--job-pod-annotations", "novalue"])
+    assert annotation_problem == (
+        "--job-pod-annotations (OPSLEVEL_JOB_POD_ANNOTATIONS): expected key=value items ('novalue' has no '='), "
+        "got ('novalue',)"
+    )
 
 
 def test_section_keys_are_read_as_go_reads_them_with_a_warning_per_ignored_key(caplog) -> None:

@@ -57,7 +57,7 @@ DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
 
 def _key_values(value: tuple[str, ...]) -> str | None:
     bad = [item for item in value if "=" not in item]
-    return f"expected key=value items, got {bad!r}" if bad else None
+    return f"expected key=value items ({', '.join(repr(item) for item in bad)} has no '=')" if bad else None
 
 
 @attrs.frozen
