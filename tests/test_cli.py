@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def trunner(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    import os
-
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "trunner", *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=full_env,
-    )
+from tests.cli.support import ROOT, clean_env, trunner
 
 
 def test_version():
@@ -60,7 +41,9 @@ def test_bad_job_file_is_one_clear_line_without_traceback():
 
 
 def test_invalid_settings_are_rejected_before_running():
-    result = trunner("test", "-f", "examples/jobs/01-hello.yaml", env={"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "0"})
+    result = trunner(
+        "test", "-f", "examples/jobs/01-hello.yaml", env=clean_env(OPSLEVEL_JOB_POD_LOG_MAX_SIZE="0")
+    )
     assert result.returncode == 2
     assert "--job-pod-log-max-size (OPSLEVEL_JOB_POD_LOG_MAX_SIZE): must be greater than 0" in result.stderr
     assert "Traceback" not in result.stderr
@@ -75,7 +58,7 @@ def test_flags_win_over_environment():
         "examples/jobs/01-hello.yaml",
         "--job-pod-log-max-size",
         "4096",
-        env={"OPSLEVEL_JOB_POD_LOG_MAX_SIZE": "0"},
+        env=clean_env(OPSLEVEL_JOB_POD_LOG_MAX_SIZE="0"),
     )
     assert result.returncode == 0, result.stderr
 
@@ -107,16 +90,13 @@ async def test_test_command_runs_the_job_as_a_pod_by_default(tmp_path):
     executor): the job runs as a pod of the Kubernetes API double, found through KUBECONFIG as a
     real cluster would be, over REST and the WebSocket exec protocol; the double runs the exec'd
     commands as local processes."""
-    import os
-
     import trio
 
     from tests.doubles.kube import serve_kube_api
 
     async with serve_kube_api() as api:
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLEVEL_")}
-        env.update(KUBECONFIG=str(kubeconfig), OPSLEVEL_JOB_POD_OWNER="cli-test")
+        env = clean_env(KUBECONFIG=str(kubeconfig), OPSLEVEL_JOB_POD_OWNER="cli-test")
         with trio.fail_after(60):
             result = await trio.run_process(
                 [sys.executable, "-m", "trunner", "test", "-f", "examples/jobs/02-outcome-vars.yaml"],
