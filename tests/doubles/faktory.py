@@ -371,21 +371,17 @@ class FaktoryDouble:
         return b"$-1\r\n"
 
     async def _ack(self, argument: str, worker: WorkerProcess) -> bytes:
-        try:
-            payload = json.loads(argument)
-            jid = payload["jid"]
-            assert isinstance(jid, str)
-        except (ValueError, KeyError, TypeError, AssertionError):
+        payload = _json_object(argument)
+        jid = None if payload is None else payload.get("jid")
+        if not isinstance(jid, str):
             return f"-ERR invalid ACK {argument}\r\n".encode()
         self.acks.append(jid)
         self.working.pop(jid, None)
         return b"+OK\r\n"
 
     async def _fail(self, argument: str, worker: WorkerProcess) -> bytes:
-        try:
-            failure = json.loads(argument)
-            assert isinstance(failure, dict)
-        except (ValueError, AssertionError):
+        failure = _json_object(argument)
+        if failure is None:
             return f"-ERR invalid FAIL {argument}\r\n".encode()
         if not failure.get("jid"):
             return b"-ERR missing JID\r\n"
@@ -396,10 +392,8 @@ class FaktoryDouble:
         return b"+OK\r\n"
 
     async def _beat(self, argument: str, worker: WorkerProcess) -> bytes:
-        try:
-            beat = json.loads(argument)
-            assert isinstance(beat, dict)
-        except (ValueError, AssertionError):
+        beat = _json_object(argument)
+        if beat is None:
             return f"-ERR invalid BEAT {argument}\r\n".encode()
         self.beats.append(beat)
         process = self.workers.get(beat.get("wid", ""))
@@ -424,6 +418,15 @@ class FaktoryDouble:
         if bid not in self.batches:
             return f"-ERR No such batch {bid}\r\n".encode()
         return f"+{bid}\r\n".encode()
+
+
+def _json_object(argument: str) -> dict[str, Any] | None:
+    """A command's argument as a JSON object, or None if it is not one."""
+    try:
+        value = json.loads(argument)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _push_problem(job: Any) -> str | None:
