@@ -34,12 +34,6 @@ def test_test_command_reads_stdin():
     assert result.returncode == 0 and "from stdin" in result.stdout
 
 
-def test_bad_job_file_is_one_clear_line_without_traceback():
-    result = trunner("test", "-f", "-", stdin="id: '1'\ncommands: echo hi\n")
-    assert result.returncode == 2
-    assert result.stderr.strip() == "trunner: <stdin>: commands: expected a list, got string"
-
-
 def test_invalid_settings_are_rejected_before_running():
     result = trunner(
         "test", "-f", "examples/jobs/01-hello.yaml", env=clean_env(OPSLEVEL_JOB_POD_LOG_MAX_SIZE="0")

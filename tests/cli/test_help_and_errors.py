@@ -89,10 +89,17 @@ def test_ports_are_validated_in_every_mode(tmp_path, port):
     assert "--metrics-port (OPSLEVEL_METRICS_PORT): must be a TCP port (0-65535)" in result.stderr
 
 
-def test_a_null_field_is_named_in_yaml_words():
-    result = trunner("test", "-f", "-", stdin='id: "1"\ncommands: null\n')
+@pytest.mark.parametrize(
+    ("job", "problem"),
+    [
+        ("id: '1'\ncommands: echo hi\n", "commands: expected a list, got string"),
+        ('id: "1"\ncommands: null\n', "commands: expected a list, got null"),
+    ],
+)
+def test_a_bad_job_file_is_one_line_in_yaml_words_without_traceback(job, problem):
+    result = trunner("test", "-f", "-", stdin=job)
     assert result.returncode == 2
-    assert result.stderr.strip() == "trunner: <stdin>: commands: expected a list, got null"
+    assert result.stderr.strip() == f"trunner: <stdin>: {problem}"
 
 
 # --- validate ------------------------------------------------------------------------------------
