@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import trio
@@ -222,6 +223,23 @@ async def test_batch_lost_after_retry_budget_is_marked_in_next_batch(autojump_cl
     assert "rejected" in sink.bodies()[0]
     assert sink.bodies()[1:] == ["second"]
     assert "1 log lines could not be delivered" in outcome.message
+
+
+async def test_a_long_rejection_is_quoted_cut_in_the_marker(autojump_clock):
+    reason = "422 Unprocessable Entity: " + "the server explains at length, «in detail». " * 300
+
+    def fail(batch, attempt):
+        return ShipError(reason, retryable=False) if batch.seq == 0 else None
+
+    sink = RecordingSink(fail=fail)
+    executor = ScriptedExecutor([b"first\n", Chunk(b"second\n", delay=1)])
+    await run_job(JOB, executor=executor, sink=sink, settings=SETTINGS)
+    marker, *rest = sink.bodies()
+    assert re.fullmatch(
+        r"\[trunner: 1 lines \(\d+ bytes\) of stdout dropped: log delivery failed: 422 Unpro.*…\]", marker
+    )
+    assert marker.endswith("…]") and len(marker.encode()) < 300
+    assert rest == ["second"]
 
 
 async def test_a_sink_with_only_ship_and_report_gets_every_line_in_order_then_one_outcome(autojump_clock):

@@ -15,10 +15,18 @@ CONTINUED_PREFIX = b"[trunner: continued] "
 MASK = b"**********"
 
 
+MAX_REASON_BYTES = 200
+"""UTF-8 bytes of a reason a gap marker quotes. A sink's error text can be of any length; cut, it
+keeps every marker's text under 300 bytes, which bounds what markers add to a batch."""
+
+
 def dropped(lines: int, size: int, reason: str, stream: str | None = None) -> bytes:
     """Announces a gap; ``stream`` names whose lines they were when the gap is one stream's."""
     of = f" of {stream}" if stream else ""
-    return f"[trunner: {lines} lines ({size} bytes){of} dropped: {reason}]".encode()
+    encoded = reason.encode("utf-8", "replace")
+    if len(encoded) > MAX_REASON_BYTES:
+        reason = encoded[: MAX_REASON_BYTES - 3].decode("utf-8", "ignore") + "…"
+    return f"[trunner: {lines} lines ({size} bytes){of} dropped: {reason}]".encode("utf-8", "replace")
 
 
 def note(text: str) -> bytes:
