@@ -48,10 +48,10 @@ _XML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
 def stream_bytes(text: str) -> bytes:
     """``text`` as the stream shows it once invalid UTF-8 is replaced: lone surrogates become
     U+FFFD, one per byte of their (invalid) UTF-8 encoding, as the stream's decoder does."""
-    raw = text.encode("utf-8", "surrogatepass")
-    if not _SURROGATE.search(text):
-        return raw
-    return raw.decode("utf-8", "replace").encode()
+    try:
+        return text.encode("utf-8")  # fails only on a lone surrogate
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode()
 
 
 def raw_bytes(text: str) -> bytes:
@@ -101,8 +101,10 @@ def _base64(value: str) -> Iterator[str | bytes]:
             yield _wrapped(encoded)
 
 
-def _percent_table(safe: bytes, plus: bool, hex_format: str) -> list[str]:
-    unreserved = set(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" + safe)
+_ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _percent_table(unreserved: bytes, plus: bool, hex_format: str) -> list[str]:
     table = [chr(byte) if byte in unreserved else hex_format % byte for byte in range(256)]
     if plus:
         table[0x20] = "+"
@@ -110,19 +112,31 @@ def _percent_table(safe: bytes, plus: bool, hex_format: str) -> list[str]:
 
 
 _PERCENT_TABLES = [
-    _percent_table(safe, plus, hex_format)
+    (_ALNUM + safe, _percent_table(_ALNUM + safe, plus, hex_format))
     for safe in (b"-._~", b"-._~/", b"-._*")
     for plus in (False, True)
     for hex_format in ("%%%02X", "%%%02x")
 ]
+
+_URL_SLICE = 65536
+"""Long values are escaped a slice at a time: a slice with nothing to escape is copied as it
+is, and no single call holds the GIL for long while a worker thread builds a masker."""
 
 
 def _url(value: str) -> Iterator[str | bytes]:
     """RFC 3986 escaping (``-._~`` unreserved), with ``/`` kept or not, JavaScript's ``*`` kept,
     and form encoding (space as ``+``), each with upper- and lower-case hex."""
     raw = raw_bytes(value)
-    for table in _PERCENT_TABLES:
-        yield "".join(map(table.__getitem__, raw))
+    slices = [raw[i : i + _URL_SLICE] for i in range(0, len(raw), _URL_SLICE)]
+    for unreserved, table in _PERCENT_TABLES:
+        yield "".join(
+            [
+                piece.decode("ascii")
+                if not piece.translate(None, unreserved)
+                else "".join(map(table.__getitem__, piece))
+                for piece in slices
+            ]
+        )
 
 
 def _json(value: str) -> Iterator[str | bytes]:
@@ -204,11 +218,8 @@ def forms_of(value: str) -> SecretForms:
     short = 0
     pieces = parts(value)
     if pieces != [value]:
-        for piece in pieces:
-            if len(piece) >= MIN_PART:
-                texts.append(piece)
-            else:
-                short += 1
+        short = sum(len(piece) < MIN_PART for piece in pieces)
+        texts += dict.fromkeys(piece for piece in pieces if len(piece) >= MIN_PART)
     needles: set[bytes] = set()
     for text in texts:
         for encoding in ENCODINGS.values():
