@@ -176,7 +176,7 @@ def test_no_form_of_a_secret_leaves_trunner(scenario):
 
 @st.composite
 def long_scenarios(draw):
-    """Secrets around and past the 4 KiB search prefix (some made of a repeated unit, so they
+    """Secrets of 4 to 6 thousand characters (some made of a repeated unit, so they
     overlap themselves), printed whole, cut short, or repeated, in random reads."""
     unit = draw(st.text(alphabet=st.sampled_from("ab'\\\n é"), min_size=1, max_size=7))
     length = draw(st.integers(min_value=4000, max_value=6000))
