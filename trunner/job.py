@@ -19,7 +19,7 @@ import trio
 
 from trunner import errorreport
 from trunner.executors.base import Executor, ExitResult
-from trunner.logs.job_log import JobLog, is_cancellation
+from trunner.logs.job_log import JobLog, build_masker, is_cancellation
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
@@ -48,8 +48,9 @@ async def run_job(
     result: JobOutcome | None = None
     job_log: JobLog | None = None
     try:
+        masker = await build_masker(job)
         async with JobLog(
-            job, sink, settings, metrics=metrics, worker=worker, wallclock=wallclock, log=log
+            job, sink, settings, metrics=metrics, worker=worker, wallclock=wallclock, log=log, masker=masker
         ).running() as job_log:
             try:
                 with errorreport.masking(job_log.pipeline.mask_text):

@@ -45,6 +45,7 @@ import trio
 from trunner.contracts import Stream
 from trunner.logs import spool as spool_io
 from trunner.logs.batch import COUNTS, Batch
+from trunner.logs.mask import OFF_LOOP_COST, Masker, build_cost, masker_for
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.pipeline import Pipeline
 from trunner.logs.settings import LogSettings
@@ -219,6 +220,7 @@ class JobLog:
         worker: str = "1",
         wallclock: Callable[[], float] = time.time,
         log: Log = logger,
+        masker: Masker | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -236,6 +238,7 @@ class JobLog:
             metrics=metrics,
             wallclock=wallclock,
             log=log,
+            masker=masker,
         )
         self._log = masked = self.pipeline.log
         self._buffer = LogBuffer(spool, on_lost=self._lose, metrics=metrics, log=masked)
@@ -429,6 +432,15 @@ class JobLog:
                 self._metrics.lines_dropped.inc(self.unflushed_lines)
                 self._metrics.bytes_dropped.inc(self.unflushed_bytes)
         await self._buffer.remove_spool()
+
+
+async def build_masker(job: RunnerJob) -> Masker:
+    """``job``'s masker, built in a worker thread when that is expensive (:data:`OFF_LOOP_COST`),
+    so other jobs keep running meanwhile. A cancel waits for the build (it is bounded by the
+    longest value a job may have): no thread outlives the job."""
+    if build_cost(job) < OFF_LOOP_COST:
+        return masker_for(job)
+    return await trio.to_thread.run_sync(masker_for, job, abandon_on_cancel=False)
 
 
 def is_cancellation(exc: BaseException) -> bool:

@@ -23,7 +23,7 @@ from trunner.logs import markers
 from trunner.logs.batch import Batch
 from trunner.logs.batcher import Batcher, Source
 from trunner.logs.lines import LineSplitter, Segment
-from trunner.logs.mask import MaskedLog, masker_for
+from trunner.logs.mask import MaskedLog, Masker, masker_for
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.outcome_vars import OutcomeVarParser
 from trunner.logs.settings import LogSettings
@@ -60,8 +60,10 @@ class Pipeline:
         metrics: LogMetrics | None = None,
         wallclock: Callable[[], float] = time.time,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+        masker: Masker | None = None,
     ) -> None:
-        self._masker = masker_for(job)
+        """``masker``: ``job``'s masker if it is built already; otherwise it is built here."""
+        self._masker = masker if masker is not None else masker_for(job)
         self.log = MaskedLog(log or logging.getLogger("trunner.pipeline"), self._masker)
         """The runner's log for this job, masked."""
         for warning in self._masker.warnings:
