@@ -10,9 +10,9 @@ py := venv + "/bin/python"
 run *ARGS: runtime
     {{py}} -m trunner run --mode local --jobs examples/jobs {{ARGS}}
 
-# Run the test suite.
+# Run the test suite, spread over every core (pytest-xdist); `just test -n 0 …` runs it in one process.
 test *ARGS: setup
-    {{py}} -m pytest {{ARGS}}
+    {{py}} -m pytest -n auto {{ARGS}}
 
 # Build the container image with buildah and check it with podman (as root: installs what it needs).
 image-check *ARGS: setup
