@@ -65,18 +65,13 @@ def job_pod_config(source: SettingsSource) -> JobPodConfig:
     except ConfigError as exc:
         problems.extend(exc.problems)
         section = KubernetesSection()
-    run: JobRunSettings | None = None
-    pods: KubeJobSettings | None = None
     try:
-        run = source.get(JobRunSettings)
+        source.check(JobRunSettings, KubeJobSettings)
     except ConfigError as exc:
         problems.extend(exc.problems)
-    try:
-        pods = source.get(KubeJobSettings)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    if problems or run is None or pods is None:
+    if problems:
         raise ConfigError(problems)
+    run, pods = source.get(JobRunSettings), source.get(KubeJobSettings)
     for warning in warnings:
         log.warning("%s", warning)
     origins = {**source.origins(JobRunSettings), **source.origins(KubeJobSettings)}
