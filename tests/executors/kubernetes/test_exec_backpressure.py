@@ -1,0 +1,95 @@
+"""The exec reader held by a slow log sink, against the WebSocket double in virtual time: a held
+reader is not a dead server, and a dead server is still noticed once the reader listens again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.doubles import kube_exec as steps
+from tests.doubles.executors import RecordingSink
+from tests.doubles.kube import serve_kube_api
+from tests.kube.transport_support import NS, client_for, running_pod
+from trunner.contracts import Stream
+from trunner.executors.base import ExitKind, ExitResult
+from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
+from trunner.logs.job_log import JobLog
+from trunner.logs.settings import LogSettings
+from trunner.models import RunnerJob
+
+JOB = RunnerJob(id="21", commands=("true",))
+
+
+def log_settings(tmp_path: Path, buffer: str) -> LogSettings:
+    return LogSettings(
+        job_pod_log_max_size=16 * 1024,
+        job_pod_log_max_interval=5.0,
+        job_log_buffer=buffer,
+        job_log_spool_dir=str(tmp_path / "spool"),
+        job_log_spool_size=64 * 1024,
+        log_stall_timeout=60.0,
+        log_flush_max_time=3600.0,
+    )
+
+
+class Released:
+    """Passes a job log through, noting when the reader was last let go after feeding it."""
+
+    def __init__(self, job_log: JobLog) -> None:
+        self.job_log = job_log
+        self.at = 0.0
+
+    def feed(self, stream: Stream, data: bytes) -> None:
+        self.job_log.feed(stream, data)
+
+    def note(self, text: str) -> None:
+        self.job_log.note(text)
+
+    async def wait_for_room(self) -> None:
+        await self.job_log.wait_for_room()
+        self.at = trio.current_time()
+
+
+def numbered(count: int) -> list[str]:
+    return [f"{i:08d} " + "x" * 31 for i in range(count)]
+
+
+@pytest.mark.parametrize("buffer", ["memory", "spool"])
+async def test_a_slow_steady_sink_holds_the_reader_for_minutes_without_killing_the_exec(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, buffer: str
+) -> None:
+    lines = numbered(20_000)
+    sink = RecordingSink(ship_delay=15.0)
+    async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
+        api.script_exec(steps.Stdout("".join(line + "\n" for line in lines).encode()), steps.Exit(3))
+        started = trio.current_time()
+        async with JobLog(JOB, sink, log_settings(tmp_path, buffer)).running() as job_log:
+            result = await exec_stream(client, NS, pod, "job", ["sh", "-c", "true"], job_log)
+            held_for = trio.current_time() - started
+        assert result == ExitResult(ExitKind.EXITED, 3, "command exited with code 3")
+        assert held_for > 10 * 60
+        assert sink.bodies() == lines
+        assert job_log.lost_lines == 0
+
+
+async def test_a_server_that_dies_while_the_reader_is_held_is_noticed_once_it_listens(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    timing = ExecTiming(ping_interval=5, ping_timeout=20, close_timeout=3)
+    lines = numbered(8_000)
+    sink = RecordingSink(ship_delay=15.0)
+    async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
+        api.script_exec(steps.Stdout("".join(line + "\n" for line in lines).encode()), steps.Hang())
+        async with JobLog(JOB, sink, log_settings(tmp_path, "memory")).running() as job_log:
+            feed = Released(job_log)
+            result = await exec_stream(client, NS, pod, "job", ["true"], feed, timing=timing)
+            ended = trio.current_time()
+        assert result.kind is ExitKind.SEVERED
+        assert "did not answer a ping within 20 s" in result.message
+        assert sink.bodies() == lines
+        # Held for minutes, then silence: a ping unanswered for 20 s (sent at most one interval
+        # after the reader listens again) and the 3 s close.
+        assert feed.at > 4 * 60
+        assert 20 + 3 <= ended - feed.at <= 5 + 20 + 3
