@@ -54,6 +54,23 @@ TOOLS = [
     ("url lower", "p@ss word/&=é", lambda v: urllib.parse.quote(v, safe="").lower().encode()),
     ("url plus", "p@ss word/&=é", lambda v: urllib.parse.quote_plus(v).encode()),
     ("url keeps /", "p@ss word/&=é", lambda v: urllib.parse.quote(v).encode()),
+    ("url, JavaScript encodeURIComponent", "p@ss/w rd!(x)", lambda v: b"p%40ss%2Fw%20rd!(x)"),
+    (
+        "url, JavaScript encodeURIComponent, every kept mark",
+        "it's (a) p@ss~word!* é",
+        lambda v: urllib.parse.quote(v, safe="-_.!~*'()").encode(),
+    ),
+    (
+        "url, JavaScript encodeURI",
+        "p@ss word/&=é#?[x]",
+        lambda v: urllib.parse.quote(v, safe="-_.!~*'();,/?:@&=+$#").encode(),
+    ),
+    (
+        "url, PHP urlencode",
+        "p@ss wo~rd/é",
+        lambda v: urllib.parse.quote_plus(v, safe="").replace("~", "%7E").encode(),
+    ),
+    ("url, HTML form", "p@ss wo*rd/é", lambda v: urllib.parse.quote_plus(v, safe="*").encode()),
     ("json (jq)", 'q"uo\\te\tsecret', lambda v: _run(["jq", "-n", "env.V"], v)),
     ("json ascii", 'naïve "secret"', lambda v: json.dumps(v).encode()),
     ("json unicode", 'naïve "secret"', lambda v: json.dumps(v, ensure_ascii=False).encode()),
