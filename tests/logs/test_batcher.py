@@ -78,12 +78,12 @@ async def test_dropping_counts_per_stream_and_marks_each_stream_at_the_gap():
     batcher, room = make(max_size=200, capacity=1)
     batcher.add(OUT, b"first", 1)  # handed off; room full
     batcher.add(OUT, b"x" * 195, 1)  # fills the current batch
-    batcher.add(ERR, b"held-err", 1)
+    batcher.add(ERR, b"P held-err", 1)
     assert batcher.held
     batcher.start_dropping("stalled")
     assert not batcher.held
-    batcher.add(OUT, b"out-1\nout-2", 2)
-    batcher.add(ERR, b"err-1 [trunner: line continues]", 1)
+    batcher.add(OUT, b"P out-1\nP out-2", 2)
+    batcher.add(ERR, b"P err-1 [trunner: line continues]", 1)
     assert batcher.dropped_lines == 4
     room.take()
     batcher.add(ERR, b"[trunner: continued] rest", 1)  # room again: the gap closes here
@@ -100,7 +100,7 @@ async def test_flush_offers_markers_left_at_the_end():
     batcher, room = make(max_size=20, capacity=1)
     batcher.add(OUT, b"a" * 19, 1)
     batcher.add(OUT, b"b" * 10, 1)
-    batcher.add(OUT, b"c" * 10, 1)
+    batcher.add(OUT, b"P " + b"c" * 10, 1)
     batcher.start_dropping("stalled")
     assert not batcher.flush()
     room.capacity = 3

@@ -142,8 +142,8 @@ def split_streams(shipped: list[str]) -> dict[str, list[str]]:
 
 
 def per_source(prefixed: list[str]) -> dict[str, list[int]]:
-    """Per source: [lines, bytes] shipped (with their prefix, as markers count bytes), and
-    [lines, bytes] its gap markers announce."""
+    """Per source: [lines, bytes] shipped (as printed, each with its line break and without
+    trunner's prefix, as markers count bytes), and [lines, bytes] its gap markers announce."""
     totals = {name: [0, 0, 0, 0] for name in ("stdout", "stderr", "runner")}
     for line in prefixed:
         body = line.split("] ", 1)[1] if "] " in line else line
@@ -154,7 +154,7 @@ def per_source(prefixed: list[str]) -> dict[str, list[int]]:
             total[3] += int(gap[2])
         else:
             total[0] += 1
-            total[1] += len(line.encode()) + 1
+            total[1] += len(body.encode()) + 1
     return totals
 
 

@@ -82,7 +82,7 @@ class Batcher:
     def add(self, stream: Source, block: bytes, lines: int) -> None:
         """Add ``lines`` finished lines (``block``, joined by ``\\n``) of ``stream``."""
         if self._dropping is not None and not self._handoff():
-            self._drop(stream, lines, len(block) + 1)
+            self._drop(stream, lines, self._text_size(block, lines))
             return
         if self._overflow:
             self._hold(stream, block, lines)
@@ -115,7 +115,7 @@ class Batcher:
         """Drop everything held and all new lines, counted per stream, until an offer succeeds."""
         self._dropping = reason
         for stream, block, lines in self._overflow:
-            self._drop(stream, lines, len(block) + 1)
+            self._drop(stream, lines, self._text_size(block, lines))
         self._overflow = []
         self._overflow_lines = self._overflow_size = 0
 
@@ -152,10 +152,11 @@ class Batcher:
 
     def _place(self, stream: Source, block: bytes, lines: int) -> None:
         source = SOURCE_INDEX[stream]
+        prefix_size = len(self._line_prefix())
         while True:
             room = self._max - self._current.size
             if len(block) + 1 <= room:
-                self._current.add_block(block, lines, source)
+                self._current.add_block(block, lines, source, prefix_size)
                 return
             self._full = True
             if self._current and self._handoff():
@@ -165,7 +166,7 @@ class Batcher:
                 # split below; a single line this long would be kept whole rather than held for ever.
                 cut = block.rfind(b"\n", 0, room)
                 if cut <= 0:
-                    self._current.add_block(block, lines, source)
+                    self._current.add_block(block, lines, source, prefix_size)
                     return
             else:
                 cut = block.rfind(b"\n", 0, room)
@@ -174,8 +175,12 @@ class Batcher:
                 return
             head = block[:cut]
             head_lines = head.count(b"\n") + 1
-            self._current.add_block(head, head_lines, source)
+            self._current.add_block(head, head_lines, source, prefix_size)
             block, lines = block[cut + 1 :], lines - head_lines
+
+    def _text_size(self, block: bytes, lines: int) -> int:
+        """Bytes of the job's lines in ``block``: trunner's prefix of each line not counted."""
+        return len(block) + 1 - lines * len(self._line_prefix())
 
     def _hold(self, stream: Source, block: bytes, lines: int) -> None:
         self._overflow.append((stream, block, lines))
