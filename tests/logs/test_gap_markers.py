@@ -57,7 +57,8 @@ async def test_a_stall_marker_counts_the_job_s_bytes_not_trunner_s_prefix(autoju
     chunks = [Chunk(hundred_byte_lines(100, 100 * i), delay=1.0) for i in range(40)]
     chunks.append(Chunk(b"after\n", delay=600.0))
     sink = StalledUntil(300.0)
-    await run_job(JOB, executor=ScriptedExecutor(chunks), sink=sink, settings=settings(tmp_path))
+    job_settings = settings(tmp_path, log_ship_retry_timeout=1000.0)
+    await run_job(JOB, executor=ScriptedExecutor(chunks), sink=sink, settings=job_settings)
     found = gaps(sink)
     assert found and all(m[3] == "stdout" for m in found)
     assert sum(int(m[2]) for m in found) == 100 * sum(int(m[1]) for m in found)

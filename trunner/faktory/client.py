@@ -182,19 +182,20 @@ class Connection:
         async with self._lock:
             if self.broken or self.closed:
                 raise ConnectionLost(f"{self._label}: connection already failed")
-            completed = False
+            completed = sent = False
             try:
                 with trio.fail_after(self._timeout + extra_wait):
                     await self._stream.send_all(line)
+                    sent = True
                     reply = await self._read_reply()
                 completed = True
                 return reply
             except trio.TooSlowError:
                 raise ConnectionLost(
-                    f"{self._label}: no reply to {verb} within {self._timeout + extra_wait:g}s"
+                    f"{self._label}: no reply to {verb} within {self._timeout + extra_wait:g}s", sent=sent
                 ) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError) as exc:
-                raise ConnectionLost(f"{self._label}: {verb} failed: {_describe(exc)}") from None
+                raise ConnectionLost(f"{self._label}: {verb} failed: {_describe(exc)}", sent=sent) from None
             finally:
                 if not completed:
                     self.broken = True

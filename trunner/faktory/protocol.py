@@ -46,7 +46,12 @@ class FaktoryError(Exception):
 
 class ConnectionLost(FaktoryError):
     """The connection failed, timed out or was closed; it cannot be used again. Another
-    connection may succeed."""
+    connection may succeed. ``sent``: the command had been written in full before that, so the
+    server may have carried it out."""
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class ProtocolViolation(FaktoryError):

@@ -301,6 +301,12 @@ class JobLog:
         return self.pipeline.batcher.dropped_lines + self._shipper.lost_lines + self.unflushed_lines
 
     @property
+    def unconfirmed_lines(self) -> int:
+        """Lines whose delivery failed after an attempt that may have delivered them all the
+        same (not in :attr:`lost_lines`)."""
+        return self._shipper.unconfirmed_lines
+
+    @property
     def spool_peak(self) -> int:
         """Most bytes the spool held on disk."""
         return self._buffer.spool_peak

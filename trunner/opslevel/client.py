@@ -84,10 +84,14 @@ class RequestBody:
     def of(cls, data: bytes) -> RequestBody:
         return cls(len(data), lambda: (data,))
 
-    def content(self) -> AsyncIterator[bytes]:
+    def content(self, on_sent: Callable[[], object] = lambda: None) -> AsyncIterator[bytes]:
+        """The pieces for one attempt; ``on_sent`` is called once the transport has asked past
+        the last one, that is, has written the whole body."""
+
         async def produce() -> AsyncIterator[bytes]:
             for piece in self.pieces():
                 yield piece
+            on_sent()
 
         return produce()
 
@@ -223,21 +227,29 @@ class OpsLevelClient:
         label = operation.label
         started = trio.current_time()
         status = "connection_error"
+        sent = False
+
+        def whole_body_sent() -> None:
+            nonlocal sent
+            sent = True
+
         try:
             with trio.fail_after(self.timeout):
                 async with self._http.stream(
                     "POST",
                     self.endpoint,
-                    content=body.content(),
+                    content=body.content(whole_body_sent),
                     headers={"Content-Length": str(body.length)},
                 ) as response:
                     status = str(response.status_code)
                     answer = await self._read_body(response, label)
         except (trio.TooSlowError, httpx.TimeoutException):
             status = "timeout"
-            raise ApiTransportError(label, f"no response within {self.timeout:g} s") from None
+            raise ApiTransportError(label, f"no response within {self.timeout:g} s", sent=sent) from None
         except httpx.TransportError as exc:
-            raise ApiTransportError(label, f"connection failed ({_describe_transport_error(exc)})") from None
+            raise ApiTransportError(
+                label, f"connection failed ({_describe_transport_error(exc)})", sent=sent
+            ) from None
         finally:
             elapsed = trio.current_time() - started
             self._metrics.request(label, status, elapsed)
