@@ -4,6 +4,7 @@ attempt fails its lines are announced as not confirmed, never as dropped, and co
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 import trio
@@ -26,7 +27,7 @@ from trunner.logs.settings import LogSettings
 from trunner.models import RunnerJob
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.sink import OpsLevelSink
-from trunner.retry import ShipError
+from trunner.retry import RetryPolicy, ShipError
 
 APPEND = "RunnerAppendJobLog"
 DROPPED = re.compile(r".*\[trunner: \d+ lines \(\d+ bytes\) of \w+ dropped: .*\]")
@@ -149,3 +150,24 @@ async def test_which_failures_may_have_delivered_the_batch(
     with pytest.raises(ShipError) as caught:
         await sink.ship(batch)
     assert caught.value.maybe_delivered is maybe
+
+
+async def test_an_append_that_never_went_out_was_not_delivered(
+    api_metrics, autojump_clock: trio.testing.MockClock
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with OpsLevelClient(
+        endpoint=f"http://127.0.0.1:{port}/graphql",
+        token="t",
+        timeout=30.0,
+        metrics=api_metrics,
+        retry=RetryPolicy(max_retries=0, total=0.0),
+    ) as client:
+        batch = Batch(seq=0)
+        batch.add_block(b"line", 1)
+        with pytest.raises(ShipError, match="connection failed") as caught:
+            await OpsLevelSink(client, runner_id="r", job_id="j").ship(batch)
+    assert caught.value.retryable
+    assert not caught.value.maybe_delivered
