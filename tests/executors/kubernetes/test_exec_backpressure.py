@@ -93,3 +93,35 @@ async def test_a_server_that_dies_while_the_reader_is_held_is_noticed_once_it_li
         # after the reader listens again) and the 3 s close.
         assert feed.at > 4 * 60
         assert 20 + 3 <= ended - feed.at <= 5 + 20 + 3
+
+
+class SlowRoom:
+    """An OutputFeed that holds the reader ``hold`` seconds after each message."""
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self.data = bytearray()
+
+    def feed(self, stream: Stream, data: bytes) -> None:
+        self.data += data
+
+    def note(self, text: str) -> None:
+        pass
+
+    async def wait_for_room(self) -> None:
+        await trio.sleep(self.hold)
+
+
+async def test_no_ping_is_sent_while_the_reader_is_held(autojump_clock: trio.testing.MockClock) -> None:
+    """The reader is held 15 s after each of about 50 messages: the server, which may have closed
+    meanwhile, gets no ping during those 12 minutes, and the exit status arrives."""
+    data = "".join(line + "\n" for line in numbered(40_000)).encode()
+    feed = SlowRoom(hold=15.0)
+    async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
+        api.script_exec(steps.Stdout(data), steps.Exit(4))
+        result = await exec_stream(client, NS, pod, "job", ["true"], feed)
+        session = api.exec_sessions[-1]
+        assert session.status_sent is not None
+    assert result == ExitResult(ExitKind.EXITED, 4, "command exited with code 4")
+    assert bytes(feed.data) == data
+    assert session.pings_answered == 0

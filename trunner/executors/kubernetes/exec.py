@@ -32,10 +32,10 @@ STATUS_CHANNEL = 3
 
 @attrs.frozen
 class ExecTiming:
-    """Keepalive of an exec session: a ping every ``ping_interval`` seconds (5-30, as kubectl's
-    5 s). The connection is dead when a ping is out and nothing at all (pong or data) is heard for
-    ``ping_timeout`` seconds of the time the reader listens; time it is held by the log's
-    back-pressure does not count."""
+    """Keepalive of an exec session: a ping after ``ping_interval`` seconds (5-30, as kubectl's
+    5 s) in which the reader listened and heard nothing. The connection is dead when a ping is out
+    and nothing at all (pong or data) is heard for ``ping_timeout`` seconds of the time the reader
+    listens; time it is held by the log's back-pressure does not count."""
 
     ping_interval: float = 10.0
     ping_timeout: float = 60.0
@@ -155,11 +155,22 @@ async def _keepalive(
     session: _Session,
     reader: trio.CancelScope,
 ) -> None:
-    """Pings every ``ping_interval`` (the next once the last was answered); the connection is
-    dead when a ping has been out for ``ping_timeout`` of the reader's listening time without any
-    frame heard."""
+    """Pings once the reader has listened for ``ping_interval`` without hearing anything; the
+    connection is dead when a ping has been out for ``ping_timeout`` of the reader's listening
+    time without any frame heard.
+
+    Nothing is sent while the reader is held: a pong could not be read anyway, and the server may
+    have written its last output and closed meanwhile; a frame sent to a closed socket is answered
+    with a reset, which may cost what the kernel still holds for the reader (the end of the output
+    and the exit status). After ``ping_interval`` of listening in silence, nothing is left unread."""
     while True:
-        await trio.sleep(timing.ping_interval)
+        now = trio.current_time()
+        quiet_from = session.heard_at + timing.ping_interval
+        if session.held or now < quiet_from:
+            await trio.sleep_until(
+                max(quiet_from, now + timing.ping_interval) if session.held else quiet_from
+            )
+            continue
         answered = await _ping_watched(ws, timing, session)
         if answered is None:
             reader.cancel()
