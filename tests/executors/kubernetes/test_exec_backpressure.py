@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -15,6 +16,7 @@ from tests.kube.transport_support import NS, client_for, running_pod
 from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
+from trunner.logs.batch import Batch
 from trunner.logs.job_log import JobLog
 from trunner.logs.settings import LogSettings
 from trunner.models import RunnerJob
@@ -125,3 +127,36 @@ async def test_no_ping_is_sent_while_the_reader_is_held(autojump_clock: trio.tes
     assert result == ExitResult(ExitKind.EXITED, 4, "command exited with code 4")
     assert bytes(feed.data) == data
     assert session.pings_answered == 0
+
+
+class HungUntil(RecordingSink):
+    """Appends hang until virtual time ``until``, then go through at once."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__()
+        self.until = until
+
+    async def ship(self, batch: Batch) -> None:
+        await trio.sleep_until(max(self.until, trio.current_time()))
+        await super().ship(batch)
+
+
+async def test_an_api_hung_for_less_than_the_stall_timeout_costs_nothing(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """--log-stall-timeout 120 (and retries for 150 s) with the API hung for 100 s: the reader is
+    held 100 s, well past the keepalive's 60 s, and the job ends with its own status and every
+    line."""
+    lines = numbered(20_000)
+    sink = HungUntil(100.0)
+    settings = attrs.evolve(
+        log_settings(tmp_path, "memory"), log_stall_timeout=120.0, log_ship_retry_timeout=150.0
+    )
+    async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
+        api.script_exec(steps.Stdout("".join(line + "\n" for line in lines).encode()), steps.Exit(0))
+        async with JobLog(JOB, sink, settings).running() as job_log:
+            result = await exec_stream(client, NS, pod, "job", ["true"], job_log)
+            assert trio.current_time() >= 100
+    assert result == ExitResult.exited(0)
+    assert sink.bodies() == lines
+    assert job_log.lost_lines == 0
