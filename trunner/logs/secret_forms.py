@@ -137,7 +137,14 @@ def _url(value: str) -> Iterator[str | bytes]:
     keeps, and whether space may be ``+``), each with upper- and lower-case hex."""
     raw = raw_bytes(value)
     slices = [raw[i : i + _URL_SLICE] for i in range(0, len(raw), _URL_SLICE)]
+    special = sorted(set(raw.translate(None, _ALNUM)))
+    done: set[tuple[str, ...]] = set()
     for unreserved, table in _PERCENT_TABLES:
+        # Tables that treat the value's own characters alike give the same text: made once.
+        key = tuple(table[byte] for byte in special)
+        if key in done:
+            continue
+        done.add(key)
         yield "".join(
             [
                 piece.decode("ascii")
