@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from trunner.contracts import Stream
+from trunner.executors import local
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.local import LocalExecutor
 from trunner.executors.script import phase_script
@@ -266,18 +267,19 @@ async def test_a_held_log_holds_the_job_s_writes(tmp_path: Path) -> None:
     assert feed.out.split() == [str(i) for i in range(1, 200001)]
 
 
-async def test_a_background_process_holding_the_output_is_read_for_two_more_seconds_then_said(tmp_path):
+async def test_a_background_process_holding_the_output_is_read_for_the_grace_then_said(tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "_OUTPUT_GRACE", 0.5)
     output = Collect()
     job = RunnerJob(
         id="3",
-        commands=("(sleep 0.5; echo late) & sleep 60 & echo $! > holder.pid", "echo started"),
+        commands=("(sleep 0.2; echo late) & sleep 60 & echo $! > holder.pid", "echo started"),
     )
     with trio.fail_after(10):
         result = await executor(workdir=str(tmp_path)).run(job, output)
     assert result == ExitResult.exited(0)
     assert output.out.splitlines()[-2:] == ["started", "late"]
     assert output.notes == [
-        "stopped reading the job's output 2s after its shell exited: a background process still holds "
+        "stopped reading the job's output 0.5s after its shell exited: a background process still holds "
         "it open; what it writes from now on is not in this log"
     ]
     holder = int((tmp_path / "3" / "holder.pid").read_text())
