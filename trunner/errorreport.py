@@ -92,7 +92,7 @@ def init(environ: Mapping[str, str], *, secrets: Iterable[str] = ()) -> bool:
             default_integrations=False,
             auto_enabling_integrations=False,
             integrations=[DedupeIntegration()],
-            include_local_variables=False,
+            **_no_local_variables(),
             max_breadcrumbs=0,
             attach_stacktrace=False,
             send_client_reports=False,
@@ -108,6 +108,14 @@ def init(environ: Mapping[str, str], *, secrets: Iterable[str] = ()) -> bool:
     logging.getLogger("trunner").addHandler(reporting.errors)
     _state = reporting
     return True
+
+
+def _no_local_variables() -> dict[str, Any]:
+    # sentry-sdk 3 replaced ``include_local_variables`` (and ``send_default_pii``) with
+    # ``data_collection`` and refuses the old name; 2.x knows only the old one.
+    if int(sentry_sdk.VERSION.split(".", 1)[0]) >= 3:
+        return {"data_collection": {"stack_frame_variables": False, "user_info": False}}
+    return {"include_local_variables": False, "send_default_pii": False}
 
 
 def close(timeout: float = FLUSH_TIMEOUT) -> None:
