@@ -794,7 +794,7 @@ class KubeApiDouble:
             return Script(self.exec_scripts.popleft())
         if self.exec_plan is not None:
             return self.exec_plan(request)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": request.pod_name, **request.env}
+        env = {"PATH": _container_path(), "HOSTNAME": request.pod_name, **request.env}
         return Subprocess(request.command, env, self.exec_cwd)
 
     async def _exec_session(self, peer: WsPeer, pod: Obj) -> None:
@@ -1083,3 +1083,11 @@ async def serve_kube_api(*, tls: ssl.SSLContext | None = None) -> AsyncIterator[
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def _container_path() -> str:
+    """This host's PATH as the container's, without the directories this user cannot search: in a
+    container every PATH entry is searchable, so a missing executable is "not found" there, never
+    the "permission denied" a root-only entry (/root/...) gives a normal user here."""
+    entries = os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+    return os.pathsep.join(e for e in entries if e and os.path.isdir(e) and os.access(e, os.X_OK))
