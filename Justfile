@@ -36,27 +36,28 @@ test-latest *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
     python3 -m venv --clear .venv-latest
-    .venv-latest/bin/pip install -q --disable-pip-version-check --upgrade pip
+    .venv-latest/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools
     .venv-latest/bin/pip install -q --disable-pip-version-check --upgrade -e '.[dev]'
     .venv-latest/bin/pip list --format=freeze --exclude-editable | sed 's/^/test-latest: /'
     .venv-latest/bin/python -m pytest -n auto {{ARGS}}
-    {{just_executable()}} test-sentry2
+    {{just_executable()}} test-sentry2 'sentry-sdk>=2.20,<3'
+    {{just_executable()}} test-sentry2 'sentry-sdk==2.20.0'
 
 # The error-reporting tests (through the CLI, against the loopback Sentry stand-in) with the locked set but
-# sentry-sdk 2.x, in .venv-sentry2: both majors stay supported.
-test-sentry2 *ARGS:
+# another sentry-sdk (default: the newest 2.x), in .venv-sentry2: both majors stay supported.
+test-sentry2 spec="sentry-sdk>=2.20,<3" *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
     python3 -m venv --clear .venv-sentry2
     .venv-sentry2/bin/pip install -q --disable-pip-version-check --require-hashes --no-deps --only-binary=:all: -r {{dev_lock}}
-    .venv-sentry2/bin/pip install -q --disable-pip-version-check --no-deps --only-binary=:all: 'sentry-sdk>=2.20,<3'
+    .venv-sentry2/bin/pip install -q --disable-pip-version-check --no-deps --only-binary=:all: '{{spec}}'
     .venv-sentry2/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
     .venv-sentry2/bin/pip list --format=freeze | grep -i '^sentry-sdk==' | sed 's/^/test-sentry2: /'
     .venv-sentry2/bin/python -m pytest -n 0 tests/test_errorreport.py tests/cli/test_sentry.py {{ARGS}}
 
 # Pin every dependency with hashes, from pyproject.toml: requirements-dev.lock (runtime, dev extra, build
 # backend: what .venv holds for test, bench, lint and CI) and requirements.lock (runtime and build backend
-# only, at the same versions: `just run`, the image, pipx). Each starts with the digest of pyproject.toml's
+# only, at the same versions: `just run`, the image, `uv tool install`). Each starts with the digest of pyproject.toml's
 # dependency tables, which tests/test_lockfile.py checks.
 lock: setup
     #!/usr/bin/env bash

@@ -16,6 +16,7 @@ into breadcrumbs; stdlib, argv and the excepthook hook what trunner reports itse
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sentry_sdk
+import sentry_sdk.consts
 from sentry_sdk.integrations.dedupe import DedupeIntegration
 
 from trunner import __version__
@@ -111,11 +113,12 @@ def init(environ: Mapping[str, str], *, secrets: Iterable[str] = ()) -> bool:
 
 
 def _no_local_variables() -> dict[str, Any]:
-    # sentry-sdk 3 replaced ``include_local_variables`` (and ``send_default_pii``) with
-    # ``data_collection`` and refuses the old name; 2.x knows only the old one.
-    if int(sentry_sdk.VERSION.split(".", 1)[0]) >= 3:
+    # ``data_collection`` (sentry-sdk 2.76 on) supersedes ``include_local_variables``, which 3.x
+    # refuses; earlier 2.x releases know only the latter (and send no PII by default).
+    options = inspect.signature(sentry_sdk.consts.ClientConstructor.__init__).parameters
+    if "data_collection" in options:
         return {"data_collection": {"stack_frame_variables": False, "user_info": False}}
-    return {"include_local_variables": False, "send_default_pii": False}
+    return {"include_local_variables": False}
 
 
 def close(timeout: float = FLUSH_TIMEOUT) -> None:
