@@ -352,7 +352,12 @@ def test_the_schema_refuses_misspelt_nested_values(
 
 
 def test_ci_value_files_are_among_the_tested_value_sets() -> None:
-    assert set(CI_VALUES) == {"default-values.yaml", "faktory-values.yaml", "hardened-values.yaml"}
+    assert set(CI_VALUES) == {
+        "default-values.yaml",
+        "faktory-values.yaml",
+        "hardened-values.yaml",
+        "restricted-values.yaml",
+    }
     for name, values in CI_VALUES.items():
         assert VALUE_SETS[f"ci/{name}"] == values
 
@@ -422,3 +427,57 @@ def test_full_values_still_render_every_setting(chart: helm.Chart) -> None:
     rendered = render(chart, FULL)
     assert rendered.flag("--job-pod-namespace") == "jobs"
     assert NAMESPACE in {o["metadata"]["namespace"] for o in rendered.objects}
+
+
+# --- job pod security ----------------------------------------------------------------------------------
+
+
+def rendered_job_pod(rendered: Rendered, job: Any = None) -> dict[str, Any]:
+    """The job pod trunner builds from the rendered config file (as `trunner run` in the runner pod would)."""
+    from tests.executors.kubernetes.test_podspec import JOB, identity_for
+    from tests.executors.kubernetes.test_settings import source
+    from trunner.executors.kubernetes.podspec import build_job_objects
+    from trunner.executors.registry import job_pod_config
+    from trunner.kube.objects import to_wire
+
+    text = rendered.one("ConfigMap", FULLNAME)["data"]["trunner.yaml"]
+    config = job_pod_config(source(file=text))
+    job = job or JOB
+    return to_wire(build_job_objects(job, identity_for(job), config).pod)
+
+
+def test_the_restricted_profile_makes_job_pods_pass_the_restricted_level(chart: helm.Chart) -> None:
+    from tests.executors.kubernetes.pod_security import restricted_violations
+    from trunner.models import RunnerJob
+
+    rendered = render(chart, CI_VALUES["restricted-values.yaml"])
+    for job in (None, RunnerJob(id="7", image="busybox")):
+        pod = rendered_job_pod(rendered, job)
+        assert restricted_violations(pod) == []
+        assert {c["name"] for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]} >= {
+            "helper",
+            "job",
+        }
+    assert restricted_violations(rendered_job_pod(render(chart, TOKEN)))
+
+
+def test_job_pod_config_keys_win_over_the_restricted_profile(chart: helm.Chart) -> None:
+    values = _merge(
+        CI_VALUES["restricted-values.yaml"],
+        {"jobPods": {"config": {"securityContext": {"runAsUser": 1000}, "workingDir": "/work"}}},
+    )
+    file = yaml.safe_load(render(chart, values).one("ConfigMap", FULLNAME)["data"]["trunner.yaml"])
+    assert file["kubernetes"]["securityContext"]["runAsUser"] == 1000
+    assert file["kubernetes"]["securityContext"]["runAsNonRoot"] is True
+    assert file["kubernetes"]["containerSecurityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert file["kubernetes"]["workingDir"] == "/work"
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [{"jobPods": {"config": {"agentMode": True}}}, {"runner": {"extraArgs": ["--job-agent-mode"]}}],
+    ids=["config", "flag"],
+)
+def test_the_restricted_profile_refuses_agent_mode(chart: helm.Chart, agent: dict[str, Any]) -> None:
+    values = _merge(CI_VALUES["restricted-values.yaml"], agent)
+    assert "cannot be combined with agent mode" in render_error(chart, values)

@@ -225,8 +225,27 @@ class VolumeMount:
 
 
 @attrs.frozen
+class Capabilities:
+    add: tuple[str, ...] | None = None
+    drop: tuple[str, ...] | None = None
+
+
+@attrs.frozen
 class SecurityContext:
+    """A container's security context: every field of the v1 ``SecurityContext``."""
+
+    allow_privilege_escalation: bool | None = None
+    app_armor_profile: AppArmorProfile | None = None
+    capabilities: Capabilities | None = None
     privileged: bool | None = None
+    proc_mount: str | None = None
+    read_only_root_filesystem: bool | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    run_as_user: int | None = None
+    se_linux_options: SELinuxOptions | None = None
+    seccomp_profile: SeccompProfile | None = None
+    windows_options: WindowsSecurityContextOptions | None = None
 
 
 @attrs.frozen

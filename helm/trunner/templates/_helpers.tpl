@@ -53,6 +53,33 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Pod Security Standards' restricted level for job pods (jobPods.securityProfile: restricted). */}}
+{{- define "trunner.restrictedJobPod" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  fsGroup: 65532
+  seccompProfile:
+    type: RuntimeDefault
+containerSecurityContext:
+  allowPrivilegeEscalation: false
+  capabilities:
+    drop: [ALL]
+{{- end -}}
+
+{{/* The "kubernetes:" section of trunner's config file: jobPods.config over the security profile. */}}
+{{- define "trunner.jobPodConfig" -}}
+{{- $config := deepCopy .Values.jobPods.config -}}
+{{- if eq .Values.jobPods.securityProfile "restricted" -}}
+{{- if or (get $config "agentMode") (has "--job-agent-mode" .Values.runner.extraArgs) -}}
+{{- fail "jobPods.securityProfile restricted cannot be combined with agent mode, which runs job containers privileged as root" -}}
+{{- end -}}
+{{- $config = mergeOverwrite (include "trunner.restrictedJobPod" . | fromYaml) $config -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
 {{/* Namespace of the job pods. */}}
 {{- define "trunner.jobNamespace" -}}
 {{- default .Release.Namespace .Values.jobPods.namespace -}}

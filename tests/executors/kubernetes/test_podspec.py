@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.executors.kubernetes.pod_security import baseline_violations, restricted_violations
 from trunner.executors.base import JobNaming
 from trunner.executors.kubernetes.names import JobIdentity, job_identity
 from trunner.executors.kubernetes.podspec import (
@@ -22,6 +23,7 @@ from trunner.executors.kubernetes.podspec import (
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.kube.objects import (
     Affinity,
+    Capabilities,
     LabelSelector,
     NodeAffinity,
     NodeSelector,
@@ -33,6 +35,7 @@ from trunner.kube.objects import (
     Quantity,
     ResourceRequirements,
     SeccompProfile,
+    SecurityContext,
     Toleration,
     WeightedPodAffinityTerm,
     to_wire,
@@ -405,3 +408,67 @@ def test_any_runnable_job_gives_valid_objects(
     by_name = containers(pod)
     main_keys = {e["name"] for e in by_name["job"].get("env", [])}
     assert main_keys == {v.key for v in variables if v.scope is not VariableScope.INIT}
+
+
+# --- security contexts ------------------------------------------------------------------------------
+
+RESTRICTED = JobPodConfig(
+    security_context=PodSecurityContext(
+        run_as_non_root=True,
+        run_as_user=65532,
+        run_as_group=65532,
+        fs_group=65532,
+        seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+    ),
+    container_security_context=SecurityContext(
+        allow_privilege_escalation=False, capabilities=Capabilities(drop=("ALL",))
+    ),
+)
+
+
+def test_every_container_gets_the_container_security_context() -> None:
+    context = SecurityContext(
+        allow_privilege_escalation=False,
+        capabilities=Capabilities(drop=("ALL",)),
+        read_only_root_filesystem=True,
+        run_as_user=1000,
+        seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+    )
+    _, _, pod = wire(JOB, JobPodConfig(container_security_context=context))
+    validate(pod)
+    by_name = containers(pod)
+    assert set(by_name) == {"helper", "init", "job"}
+    for container in by_name.values():
+        assert container["securityContext"] == to_wire(context)
+
+
+def test_agent_mode_adds_privileged_to_the_job_containers_only() -> None:
+    context = SecurityContext(read_only_root_filesystem=True)
+    _, _, pod = wire(JOB, JobPodConfig(agent_mode=True, container_security_context=context))
+    by_name = containers(pod)
+    assert (
+        by_name["job"]["securityContext"]
+        == by_name["init"]["securityContext"]
+        == {
+            "privileged": True,
+            "readOnlyRootFilesystem": True,
+        }
+    )
+    assert by_name["helper"]["securityContext"] == {"readOnlyRootFilesystem": True}
+
+
+@pytest.mark.parametrize("job", [JOB, RunnerJob(id="7", image="busybox")], ids=["init+files", "bare"])
+def test_the_restricted_profile_passes_the_restricted_pod_security_level(job: RunnerJob) -> None:
+    _, _, pod = wire(job, RESTRICTED)
+    validate(pod)
+    assert restricted_violations(pod) == []
+
+
+def test_without_a_profile_a_job_pod_breaks_the_restricted_level_in_each_container() -> None:
+    _, _, pod = wire(JOB, JobPodConfig())
+    found = restricted_violations(pod)
+    for container in ("helper", "init", "job"):
+        for control in ("privilege escalation", "running as non-root", "seccomp", "capabilities"):
+            assert f"{control}: container {container}" in "\n".join(found)
+    _, _, agent = wire(JOB, CONFIGS["agent mode"])
+    assert "privileged: container job" in baseline_violations(agent)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from trunner.executors.kubernetes.names import JobIdentity
+from trunner.executors.kubernetes.security import job_container_context
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.executors.script import phase_argv
 from trunner.kube.objects import (
@@ -34,7 +35,6 @@ from trunner.kube.objects import (
     PodDisruptionBudgetSpec,
     PodSecurityContext,
     PodSpec,
-    SecurityContext,
     Volume,
     VolumeMount,
 )
@@ -135,7 +135,7 @@ def build_pod_disruption_budget(identity: JobIdentity, config: JobPodConfig) -> 
 
 
 def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Pod:
-    privileged = SecurityContext(privileged=True) if config.agent_mode else None
+    job_security = job_container_context(config.container_security_context, agent_mode=config.agent_mode)
     pod_security = (
         PodSecurityContext(run_as_user=0, fs_group=0) if config.agent_mode else config.security_context
     )
@@ -154,6 +154,7 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
                 image=config.helper_image,
                 image_pull_policy=config.pull_policy,
                 command=("cp", "/opslevel-runner", HELPER_MOUNT),
+                security_context=config.container_security_context,
                 volume_mounts=(VolumeMount(_HELPER_VOLUME, HELPER_MOUNT),),
             )
         )
@@ -169,7 +170,7 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
                 command=shell_command(config, job, job.init_commands),
                 env=_env(v for v in job.variables if v.scope.reaches_init()),
                 resources=config.resources,
-                security_context=privileged,
+                security_context=job_security,
                 volume_mounts=(files_mount, workspace_mount),
             )
         )
@@ -180,7 +181,7 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
         command=(config.shell, "-c", f"sleep {math.ceil(config.lifetime)}"),
         env=_env(v for v in job.variables if v.scope.reaches_main()),
         resources=config.resources,
-        security_context=privileged,
+        security_context=job_security,
         volume_mounts=tuple(job_mounts),
     )
     return Pod(
