@@ -172,6 +172,23 @@ def chart() -> Iterator[helm.Chart]:
         yield loaded
 
 
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist) against labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        ok = {
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+            "In": labels.get(key) in values,
+            "NotIn": labels.get(key) not in values,
+        }[operator]
+        if not ok:
+            return False
+    return True
+
+
 def render(chart: helm.Chart, values: Mapping[str, Any], namespace: str = NAMESPACE) -> Rendered:
     manifests = chart.render(dict(values), name=RELEASE, namespace=namespace)
     objects = []
@@ -741,6 +758,8 @@ KUBERNETES_OBJECT_VALUES = {
     "readinessProbe",
     "startupProbe",
     "jobPods.config",
+    "jobPods.networkPolicy.ingress",
+    "jobPods.networkPolicy.egress",
 }
 
 

@@ -285,6 +285,8 @@ def test_probes_are_configurable_and_a_startup_probe_guards_liveness(chart: helm
 
 OPEN_OBJECTS = {
     "jobPods.config",
+    "jobPods.networkPolicy.ingress[]",
+    "jobPods.networkPolicy.egress[]",
     "global",
     "runner.extraEnv[].valueFrom",
     "runner.extraVolumes[]",
@@ -481,3 +483,48 @@ def test_job_pod_config_keys_win_over_the_restricted_profile(chart: helm.Chart) 
 def test_the_restricted_profile_refuses_agent_mode(chart: helm.Chart, agent: dict[str, Any]) -> None:
     values = _merge(CI_VALUES["restricted-values.yaml"], agent)
     assert "cannot be combined with agent mode" in render_error(chart, values)
+
+
+@pytest.mark.parametrize("key", ["serviceAccountName", "serviceaccountname"])
+def test_job_pods_may_not_run_as_the_runner_s_service_account(chart: helm.Chart, key: str) -> None:
+    own = _merge(TOKEN, {"jobPods": {"config": {key: FULLNAME}}})
+    assert f'jobPods.config.{key} is "{FULLNAME}", the runner\'s own ServiceAccount' in render_error(
+        chart, own
+    )
+    named = _merge(
+        TOKEN, {"serviceAccount": {"name": "runner-sa"}, "jobPods": {"config": {key: "runner-sa"}}}
+    )
+    assert "the runner's own ServiceAccount" in render_error(chart, named)
+    # Another account, or the same name in the job namespace (another account there), is fine.
+    render(chart, _merge(TOKEN, {"jobPods": {"config": {key: "job-runner"}}}))
+    render(chart, _merge(TOKEN, {"jobPods": {"namespace": "jobs", "config": {key: FULLNAME}}}))
+
+
+def test_no_network_policy_unless_asked(chart: helm.Chart) -> None:
+    assert render(chart, TOKEN).all("NetworkPolicy") == []
+
+
+def test_the_job_network_policy_selects_the_job_pods_only(chart: helm.Chart) -> None:
+    from tests.test_helm import selector_matches
+
+    rendered = render(chart, CI_VALUES["hardened-values.yaml"])
+    policy = rendered.one("NetworkPolicy")
+    assert policy["metadata"]["namespace"] == "opslevel-jobs"
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+    job_pod = rendered_job_pod(rendered)
+    assert selector_matches(spec["podSelector"], job_pod["metadata"]["labels"])
+    runner_labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not selector_matches(spec["podSelector"], runner_labels)
+    dns, internet = spec["egress"]
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    blocked = {cidr for block in internet["to"] for cidr in block["ipBlock"]["except"]}
+    assert {"10.0.0.0/8", "169.254.0.0/16", "fc00::/7"} <= blocked
+
+    custom = _merge(
+        TOKEN,
+        {"jobPods": {"networkPolicy": {"enabled": True, "egress": [], "ingress": [{"from": []}]}}},
+    )
+    custom_spec = render(chart, custom).one("NetworkPolicy")["spec"]
+    assert custom_spec["egress"] == [] and custom_spec["ingress"] == [{"from": []}]
+    assert render(chart, custom).one("NetworkPolicy")["metadata"]["namespace"] == NAMESPACE

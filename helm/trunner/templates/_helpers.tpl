@@ -80,6 +80,16 @@ containerSecurityContext:
 {{- toYaml $config -}}
 {{- end -}}
 
+{{/* Job pods must not run as the runner: its account may create pods and exec into them. trunner matches
+the config's keys case-insensitively, so the check does too. */}}
+{{- define "trunner.checkJobServiceAccount" -}}
+{{- range $key, $value := .Values.jobPods.config -}}
+{{- if and (eq (lower $key) "serviceaccountname") (eq (toString $value) (include "trunner.serviceAccountName" $)) (eq (include "trunner.jobNamespace" $) $.Release.Namespace) -}}
+{{- fail (printf "jobPods.config.%s is %q, the runner's own ServiceAccount: every job would get its rights to create pods and exec into them; give job pods an account of their own (or none)" $key (toString $value)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Namespace of the job pods. */}}
 {{- define "trunner.jobNamespace" -}}
 {{- default .Release.Namespace .Values.jobPods.namespace -}}
@@ -254,4 +264,5 @@ ca-bundle.crt
 {{- if hasKey .Values.jobPods.config "namespace" -}}
 {{- fail "set the job pod namespace with jobPods.namespace, not jobPods.config.namespace" -}}
 {{- end -}}
+{{- include "trunner.checkJobServiceAccount" . -}}
 {{- end -}}
