@@ -23,7 +23,7 @@ from tests.kube.transport_support import NS, RecordingFeed, client_for
 from trunner.config import SettingsSource, add_arguments
 from trunner.executors import kubernetes, registry
 from trunner.executors.base import ExitKind, ExitResult, JobNaming
-from trunner.executors.kubernetes import KubernetesExecutor, open_executor
+from trunner.executors.kubernetes import KubernetesExecutor, open_executor, podspec
 from trunner.executors.kubernetes.podspec import main_command
 from trunner.executors.kubernetes.settings import JobPodConfig, KubernetesSettings
 from trunner.models import JobFile, JobVariable, Outcome, RunnerJob, VariableScope
@@ -348,6 +348,22 @@ async def test_a_job_that_cannot_run_in_a_pod_creates_nothing(autojump_clock: tr
             ]
             result = await executor.run(job, RecordingFeed())
         assert result.kind is ExitKind.COULD_NOT_START and "1 MiB" in result.message
+        assert api.requests == []
+
+
+async def test_commands_too_long_for_one_exec_argument_fail_before_any_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With the executor's own shell and job directory: the check sees the argv it would exec."""
+    async with serve_kube_api() as api:
+        config = attrs.evolve(CONFIG, workdir="/" + "w" * 200)
+        job = RunnerJob(id="1", image="alpine", commands=("x" * (128 * 1024 - 150),))
+        assert podspec.job_problems(job) == []  # fits with the default job directory
+        async with executor_for(api, config) as executor:
+            [problem] = executor.check_job(job)
+            assert problem.startswith("commands: the script of the job's commands is ")
+            result = await executor.run(job, RecordingFeed())
+        assert result.kind is ExitKind.COULD_NOT_START and "MAX_ARG_STRLEN" in result.message
         assert api.requests == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import attrs
 import kubernetes_validate
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,11 +16,13 @@ from tests.executors.kubernetes.pod_security import baseline_violations, restric
 from trunner.executors.base import JobNaming
 from trunner.executors.kubernetes.names import JobIdentity, job_identity
 from trunner.executors.kubernetes.podspec import (
+    MAX_ARGUMENT_BYTES,
     SECRET_MAX_BYTES,
     PodSpecError,
     build_job_objects,
     job_problems,
     main_command,
+    shell_command,
 )
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.kube.objects import (
@@ -536,3 +539,30 @@ def test_without_a_profile_a_job_pod_breaks_the_restricted_level_in_each_contain
             assert f"{control}: container {container}" in "\n".join(found)
     _, _, agent = wire(JOB, CONFIGS["agent mode"])
     assert "privileged: container job" in baseline_violations(agent)
+
+
+# --- argument size ----------------------------------------------------------------------------------
+
+
+def _script_size(job: RunnerJob, commands: tuple[str, ...]) -> int:
+    return len(shell_command(JobPodConfig(), job, commands)[3].encode())
+
+
+@pytest.mark.parametrize("field", ["commands", "init_commands"])
+def test_a_script_longer_than_one_exec_argument_may_be_is_refused_before_anything_runs(field: str) -> None:
+    job = RunnerJob(id="1", image="alpine")
+    overhead = _script_size(job, ("",))
+    fits = attrs.evolve(job, **{field: ("x" * (MAX_ARGUMENT_BYTES - overhead),)})
+    assert _script_size(fits, getattr(fits, field)) == MAX_ARGUMENT_BYTES == 131071
+    assert job_problems(fits) == []
+    # Bytes count, not characters: one "é" more than fits in characters of one byte.
+    too_long = attrs.evolve(job, **{field: ("x" * (MAX_ARGUMENT_BYTES - overhead - 1) + "é",)})
+    wire_name = "commands" if field == "commands" else "initCommands"
+    [problem] = job_problems(too_long)
+    assert problem == (
+        f"{wire_name}: the script of the job's {wire_name} is {MAX_ARGUMENT_BYTES + 1} bytes, more than the "
+        "131071 bytes Linux takes in one argument (MAX_ARG_STRLEN, 128 KiB with its terminating NUL); it "
+        "cannot be run in a pod (put long scripts in the job's files)"
+    )
+    with pytest.raises(PodSpecError):
+        build_job_objects(too_long, identity_for(too_long), JobPodConfig())

@@ -118,7 +118,7 @@ class KubernetesExecutor:
         self._cleanup_timeout = cleanup_timeout
 
     def check_job(self, job: RunnerJob) -> list[str]:
-        return podspec.job_problems(job)
+        return podspec.job_problems(job, self.config)
 
     def identity(self, job: RunnerJob) -> JobIdentity:
         return names.job_identity(

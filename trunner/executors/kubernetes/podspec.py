@@ -56,6 +56,10 @@ HELPER_MOUNT = "/mount"
 FILES_MODE = 0o777
 SECRET_MAX_BYTES = 1024 * 1024
 """The API server's limit on a Secret's data (``MaxSecretSize``)."""
+MAX_ARGUMENT_BYTES = 128 * 1024 - 1
+"""Linux's limit on one argument of ``execve`` (``MAX_ARG_STRLEN``: 32 pages of 4 KiB, terminating NUL
+included); a longer one fails with E2BIG, "argument list too long". The commands of a phase are one
+``-c`` argument."""
 
 _FILES_VOLUME = "scripts"
 _HELPER_VOLUME = "shared"
@@ -79,8 +83,25 @@ class JobObjects:
     pod: Pod
 
 
-def job_problems(job: RunnerJob) -> list[str]:
-    """Why ``job`` cannot run in a pod, as ``<field>: <reason>``; empty if it can."""
+def _argument_problems(config: JobPodConfig, job: RunnerJob) -> list[str]:
+    problems = []
+    for field, commands in (("commands", job.commands), ("initCommands", job.init_commands)):
+        if not commands:
+            continue
+        for argument in shell_command(config, job, commands):
+            size = len(argument.encode())
+            if size > MAX_ARGUMENT_BYTES:
+                problems.append(
+                    f"{field}: the script of the job's {field} is {size} bytes, more than the "
+                    f"{MAX_ARGUMENT_BYTES} bytes Linux takes in one argument (MAX_ARG_STRLEN, 128 KiB with "
+                    "its terminating NUL); it cannot be run in a pod (put long scripts in the job's files)"
+                )
+    return problems
+
+
+def job_problems(job: RunnerJob, config: JobPodConfig | None = None) -> list[str]:
+    """Why ``job`` cannot run in a pod built with ``config`` (default: the default config), as
+    ``<field>: <reason>``; empty if it can."""
     problems: list[str] = []
     if not job.image.strip():
         problems.append("image: a Kubernetes job needs an image")
@@ -106,6 +127,7 @@ def job_problems(job: RunnerJob) -> list[str]:
             problems.append(
                 f"variables[{index}].key: {variable.key!r} is not a valid environment variable name"
             )
+    problems += _argument_problems(config or JobPodConfig(), job)
     return problems
 
 
@@ -248,7 +270,7 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
 
 def build_job_objects(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> JobObjects:
     """The objects of a job; raises :class:`PodSpecError` if the job cannot run in a pod."""
-    problems = job_problems(job)
+    problems = job_problems(job, config)
     if problems:
         raise PodSpecError(problems)
     return JobObjects(
