@@ -12,6 +12,7 @@ import trio
 
 from tests.doubles.kube import matching, serve_kube_api
 from tests.kube.transport_support import NS, POD, client_for
+from trunner.kube import client as client_module
 from trunner.kube.client import DEFAULT_RETRY, KubeApiSettings
 from trunner.kube.errors import (
     AlreadyExists,
@@ -22,6 +23,7 @@ from trunner.kube.errors import (
     InternalError,
     Invalid,
     NotFound,
+    ResponseTooLarge,
     Status,
     StatusCause,
     StatusDetails,
@@ -394,3 +396,22 @@ async def test_a_dependent_goes_with_its_owner_as_the_garbage_collector_deletes_
         assert (
             'metadata.ownerReferences.uid: Invalid value: "": uid must not be empty' in caught.value.message
         )
+
+
+async def test_an_answer_over_the_limit_is_an_error_and_not_retried(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 16 * 1024)
+    configmaps = f"/api/v1/namespaces/{NS}/configmaps"
+    async with serve_kube_api() as api, client_for(api) as client:
+        for i in range(4):
+            await client.request(
+                "POST", configmaps, json={"metadata": {"name": f"c{i}"}, "data": {"x": "y" * 5000}}
+            )
+        assert (await client.request("GET", f"{configmaps}/c0"))["data"]["x"] == "y" * 5000
+        before = len(api.requests)
+        with pytest.raises(
+            ResponseTooLarge, match=r"GET /api/v1/namespaces/ci/configmaps: the answer is larger than 16384"
+        ):
+            await client.request("GET", configmaps)
+        assert len(api.requests) == before + 1
