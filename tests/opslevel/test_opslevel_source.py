@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
+from typing import Any
 
 import pytest
 import trio
@@ -189,3 +191,29 @@ async def test_an_oversized_answer_naming_no_job_is_a_poll_error_that_says_so(
         "the API's answer to a poll is larger than 65536 bytes and names no single job (ids found: none)"
         in (caplog.text)
     )
+
+
+async def test_a_large_job_answer_is_decoded_off_the_event_loop(
+    source: PendingJobSource, opslevel: OpsLevelDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[tuple[str, int]] = []
+    decode = OpsLevelClient._payload
+
+    def recording(operation: Any, status: int, headers: Any, body: bytes) -> Any:
+        threads.append((threading.current_thread().name, len(body)))
+        return decode(operation, status, headers, body)
+
+    monkeypatch.setattr(OpsLevelClient, "_payload", staticmethod(recording))
+    opslevel.add_job(
+        job_payload("job-big", ["true"], files=[{"name": "f", "contents": "x" * (2 * 1024 * 1024)}])
+    )
+    opslevel.add_job(job_payload("job-small", ["true"]))
+    big = await source.claim()
+    small = await source.claim()
+    assert big is not None and big.job.files[0].contents == "x" * (2 * 1024 * 1024)
+    assert small is not None and small.job.id == "job-small"
+    main = threading.main_thread().name
+    assert [name != main for name, size in threads] == [
+        size > opslevel_client.OFF_LOOP_BYTES for _, size in threads
+    ]
+    assert any(name != main for name, _ in threads)

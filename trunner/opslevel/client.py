@@ -49,6 +49,9 @@ log = logging.getLogger("trunner.opslevel.client")
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Job payloads carry file contents; anything larger than this is not a real response."""
+OFF_LOOP_BYTES = 1024 * 1024
+"""Answers larger than this are decoded in a worker thread: decoding tens of MiB (a job's files)
+would stall every other task for as long."""
 MAX_SCANNED_BYTES = 1024 * 1024 * 1024
 """How much of an oversized response is read (and discarded) looking for the ids it names."""
 _ID_KEY = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.){1,512})"')
@@ -258,6 +261,10 @@ class OpsLevelClient:
             elapsed = trio.current_time() - started
             self._metrics.request(label, status, elapsed)
             log.debug("OpsLevel API call", extra={"operation": label, "status": status, "seconds": elapsed})
+        if len(answer) > OFF_LOOP_BYTES:
+            return await trio.to_thread.run_sync(
+                self._payload, operation, response.status_code, response.headers, answer
+            )
         return self._payload(operation, response.status_code, response.headers, answer)
 
     @staticmethod
