@@ -490,9 +490,11 @@ async def reap_orphan(process: trio.Process) -> None:
     to them fails as writing to a dropped exec stream does."""
     for pipe in (process.stdout, process.stderr, process.stdin):
         if pipe is not None:
-            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError):
-                with trio.CancelScope(shield=True):
-                    await pipe.aclose()
+            with (
+                contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError),
+                trio.CancelScope(shield=True),
+            ):
+                await pipe.aclose()
     await process.wait()
 
 

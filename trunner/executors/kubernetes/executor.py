@@ -28,8 +28,8 @@ from trunner.executors.kubernetes.durable import ResumePolicy, StageTarget, run_
 from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
 from trunner.executors.kubernetes.names import JobIdentity
 from trunner.executors.kubernetes.podstate import explain_stop
-from trunner.executors.kubernetes.stage import job_stage
 from trunner.executors.kubernetes.settings import JobPodConfig, KubeJobSettings, KubernetesSettings
+from trunner.executors.kubernetes.stage import job_stage
 from trunner.executors.kubernetes.wait import pod_path, wait_until_running
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.client import KubeApiSettings, KubeClient
