@@ -8,7 +8,7 @@ channel-3 messages, a very large frame. A subprocess session can also be cut onc
 given number of output bytes (:class:`CutBudget`).
 
 As on a kubelet, a command outlives its exec session: when the session is cut or closed, the
-process keeps running (its stdout and stderr lead nowhere any more) until it ends or its pod is
+process keeps running (writing to its stdout or stderr fails, as on a dropped stream) until it ends or its pod is
 deleted, which kills its whole process group, including anything it left running in the
 background.
 """

@@ -20,7 +20,7 @@ from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.kubernetes import KubernetesExecutor
 from trunner.executors.kubernetes.durable import ResumePolicy, StageTarget, run_stage
-from trunner.executors.kubernetes.exec import ExecTiming
+from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
 from trunner.executors.kubernetes.offsets import ExitRecord, ExitRecordError, StreamOffsets, parse_exit_record
 from trunner.executors.kubernetes.podspec import main_command
 from trunner.executors.kubernetes.settings import JobPodConfig
@@ -131,6 +131,29 @@ def test_offsets_know_when_everything_was_read() -> None:
 
 
 # --- through the double -------------------------------------------------------------------------
+
+
+async def test_the_double_keeps_a_command_running_when_its_exec_session_is_cut(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
+        api.cut_exec(1, after_bytes=1)
+        feed = RecordingFeed()
+        with trio.fail_after(20):
+            cut = await exec_stream(
+                client, NS, pod, "job", [SH, "-c", f"echo started; sleep 1; : >{done}"], feed
+            )
+            assert cut.kind is ExitKind.SEVERED and feed.stdout == b"started\n"
+            waited = await exec_stream(
+                client,
+                NS,
+                pod,
+                "job",
+                [SH, "-c", f"while [ ! -e {done} ]; do sleep 0.1; done"],
+                RecordingFeed(),
+            )
+        assert waited == ExitResult.exited(0)
+        first = api.exec_sessions[0]
+        assert first.cut and not first.killed
 
 
 @pytest.mark.parametrize("abort", [True, False], ids=["tcp-reset", "close-without-status"])
