@@ -408,23 +408,21 @@ def half_lines(start: int, stop: int) -> str:
     return f"awk 'BEGIN {{ for (i = {start}; i < {stop}; i++) print \"line-\" i }}'"
 
 
-@pytest.mark.skipif(DASH is None, reason="the job shell is pinned to dash")
-async def test_an_exec_stream_cut_ten_times_delivers_every_line_once_in_order_with_the_exit_code(
-    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
-) -> None:
-    """Judged only by what reaches the OpsLevel API. The job prints half its lines, sleeps, prints
-    the rest and exits 7; the Kubernetes double cuts (TCP reset) each of the first ten reader
-    sessions once it has sent 64 KiB, so most cuts land while the job still runs."""
-    half = CUT_LINES // 2
-    commands = [
-        half_lines(0, half),
-        "sleep 2",
-        half_lines(half, CUT_LINES),
-        "echo ::set-outcome-var rows=all",
-        "exit 7",
-    ]
-    opslevel.add_job(job_payload("job-cut", commands))
-    kube.cut_exec(CUTS, after_bytes=64 * 1024)
+async def run_with_cut_streams(
+    nursery: trio.Nursery,
+    opslevel: OpsLevelDouble,
+    kube: KubeApiDouble,
+    tmp_path: Path,
+    payload: dict[str, Any],
+    *,
+    cuts: int,
+    after_bytes: int,
+) -> list[float]:
+    """Runs ``payload`` to its outcome through API mode and the Kubernetes executor (durable
+    stage, resume backoff in hundredths of a second) while the double cuts (TCP reset) each of
+    the next ``cuts`` reader sessions once it has sent ``after_bytes`` bytes; returns the resume
+    latencies."""
+    kube.cut_exec(cuts, after_bytes=after_bytes)
     resumes: list[float] = []
     config = JobPodConfig(
         namespace=NS,
@@ -433,6 +431,7 @@ async def test_an_exec_stream_cut_ten_times_delivers_every_line_once_in_order_wi
         workdir=str(tmp_path / "jobs"),
         shell=DASH or "sh",
     )
+    opslevel.add_job(payload)
     async with client_for(kube) as client:
         executor = KubernetesExecutor(
             client,
@@ -443,9 +442,32 @@ async def test_an_exec_stream_cut_ten_times_delivers_every_line_once_in_order_wi
         )
         running = await start_mode(nursery, opslevel, executor, **FAST)
         with trio.fail_after(120):
-            await opslevel.wait_until(lambda: "job-cut" in opslevel.outcomes)
+            await opslevel.wait_until(lambda: payload["id"] in opslevel.outcomes)
         with trio.fail_after(10):
             assert await running.stop() == 0
+    assert sum(s.cut for s in kube.exec_sessions) == cuts
+    assert len(resumes) == cuts
+    assert sum(1 for s in kube.exec_sessions if s.request.command[3] == "trunner-launch") == 1
+    return resumes
+
+
+@pytest.mark.skipif(DASH is None, reason="the job shell is pinned to dash")
+async def test_an_exec_stream_cut_ten_times_delivers_every_line_once_in_order_with_the_exit_code(
+    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
+) -> None:
+    """Judged only by what reaches the OpsLevel API. The job prints half its lines, sleeps, prints
+    the rest and exits 7; the double cuts each of the first ten reader sessions once it has sent
+    64 KiB, so most cuts land while the job still runs."""
+    half = CUT_LINES // 2
+    commands = [
+        half_lines(0, half),
+        "sleep 2",
+        half_lines(half, CUT_LINES),
+        "echo ::set-outcome-var rows=all",
+        "exit 7",
+    ]
+    payload = job_payload("job-cut", commands)
+    await run_with_cut_streams(nursery, opslevel, kube, tmp_path, payload, cuts=CUTS, after_bytes=64 * 1024)
 
     [outcome] = opslevel.outcomes["job-cut"]
     assert outcome.outcome == "failed"
@@ -461,6 +483,37 @@ async def test_an_exec_stream_cut_ten_times_delivers_every_line_once_in_order_wi
         "+ exit 7",
     ]
     assert body_lines(opslevel, "job-cut")[-1] == "[trunner] command exited with code 7"
-    assert sum(s.cut for s in kube.exec_sessions) == CUTS
-    assert len(resumes) == CUTS
-    assert sum(1 for s in kube.exec_sessions if s.request.command[3] == "trunner-launch") == 1
+
+
+SECRET_LINES = 20_000
+
+
+@pytest.mark.skipif(DASH is None, reason="the job shell is pinned to dash")
+async def test_a_secret_split_by_a_cut_stream_is_still_masked(
+    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
+) -> None:
+    """Every line is the secret, so cuts land inside it; the resumed reads are checked to have
+    started mid-secret, and nothing of it reaches the API."""
+    command = f"awk 'BEGIN {{ for (i = 0; i < {SECRET_LINES}; i++) print ENVIRON[\"SECRET\"] }}'"
+    payload = job_payload(
+        "job-secret",
+        [command],
+        variables=[{"key": "SECRET", "value": SECRET, "sensitive": True, "scope": None}],
+    )
+    await run_with_cut_streams(nursery, opslevel, kube, tmp_path, payload, cuts=5, after_bytes=16 * 1024)
+
+    [outcome] = opslevel.outcomes["job-secret"]
+    assert outcome.outcome == "success"
+    _, output = notes_and_output(opslevel, "job-secret")
+    assert output == [f"+ {command}".replace("'", "").replace('\\"', '"')] + [MASK] * SECRET_LINES
+    resumed_at = [
+        int(s.request.command[5]) for s in kube.exec_sessions if s.request.command[3] == "trunner-read"
+    ]
+    written = (tmp_path / "jobs" / ".trunner" / "job-secret" / "main" / "stdout").read_bytes()
+    first = written.index(SECRET.encode())
+    inside = [
+        o for o in resumed_at[1:] if o > first and (o - first) % (len(SECRET) + 1) not in (0, len(SECRET))
+    ]
+    assert inside, (first, resumed_at)
+    for call in opslevel.calls:
+        assert SECRET.encode() not in call.body
