@@ -49,7 +49,9 @@ trap '' HUP
 # stdout to stdout and stderr to stderr, and nothing else (diagnostics go to /dev/null, failures
 # are exit statuses). dd's skip seeks; whole blocks are copied at 64 KiB, then 512, then single
 # bytes, all through one shared file offset. The exit record is looked at before the sizes are
-# measured, so once it is seen the sizes are final and the loop ends after copying them.
+# measured, so once it is seen the sizes are final and the loop ends after copying them. After
+# copying 64 KiB or more it looks again at once (a busy job is read as fast as it writes), else it
+# sleeps: a quiet job costs a few processes per poll interval.
 READ = r"""set -u
 d=$1
 o=$2
@@ -71,10 +73,11 @@ while :; do
   t=${t##* }
   copy "$d/stdout" "$o" "$s" || exit 4
   copy "$d/stderr" "$e" "$t" >&2 || exit 4
+  [ "$f" = 1 ] && exit 0
+  n=$((s - o + t - e))
   o=$s
   e=$t
-  [ "$f" = 1 ] && exit 0
-  sleep "$p"
+  [ "$n" -ge 65536 ] || sleep "$p"
 done
 """
 
