@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -205,6 +206,30 @@ async def test_a_stream_closed_without_a_status_is_read_again_never_success(tmp_
     assert result == ExitResult.exited(0)
     assert (feed.stdout, feed.stderr) == expected(20)
     assert severed == 3 and len(reads(api)) == 4
+
+
+async def test_an_api_server_that_fails_the_reader_exec_for_a_while_is_retried(tmp_path: Path) -> None:
+    def reader(request: Any) -> bool:
+        return bool(request.path.endswith("/exec") and "trunner-read" in request.params("command"))
+
+    async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
+        api.fail(503, "ServiceUnavailable", "the server is shutting down", times=2, match=reader)
+        api.drop_connection(2, match=reader)
+        feed = RecordingFeed()
+        resumes: list[float] = []
+        with trio.fail_after(30):
+            result = await run_stage(
+                target(client, pod),
+                Stage(SH, str(tmp_path / "stage")),
+                lines_job(100, 0, tmp_path / "runs"),
+                feed,
+                policy=FAST,
+                observe_resume=resumes.append,
+            )
+    assert result == ExitResult.exited(0)
+    assert (feed.stdout, feed.stderr) == expected(100)
+    assert len(resumes) == 1
+    assert len([r for r in api.requests if reader(r)]) == 5
 
 
 async def test_a_second_run_of_the_same_stage_reads_it_without_running_it_again(tmp_path: Path) -> None:
