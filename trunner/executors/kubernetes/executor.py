@@ -2,7 +2,10 @@
 job's files, a PodDisruptionBudget so a drain cannot evict the running job, and a pod whose ``job``
 container sleeps while the commands are exec'd into it over the exec WebSocket.
 
-Beyond the Go runner: the pod wait watches instead of polling and says why a pod is not running;
+Beyond the Go runner: the commands run by default as a durable stage
+(:mod:`~trunner.executors.kubernetes.durable`), detached in the pod and read by byte offset, so a
+dropped exec stream is resumed instead of ending the job; the pod wait watches instead of polling
+and says why a pod is not running;
 an exec that outlives the job's lifetime ends as ``execution_timeout`` (not ``failed``); the exit
 code is reported; when the exec ends badly the pod is read once more to name an OOM kill or an
 eviction; the three objects are deleted on every exit path, cancellation included, in a shielded
