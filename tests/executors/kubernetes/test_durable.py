@@ -11,15 +11,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
 from tests.doubles import kube_exec as steps
 from tests.doubles.kube import KubeApiDouble, serve_kube_api
+from tests.executors.kubernetes.test_executor import kube_settings
 from tests.kube.transport_support import NS, RecordingFeed, client_for, running_pod
 from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
-from trunner.executors.kubernetes import KubernetesExecutor
+from trunner.executors.kubernetes import KubernetesExecutor, open_executor
 from trunner.executors.kubernetes.durable import ResumePolicy, StageTarget, run_stage
 from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
 from trunner.executors.kubernetes.offsets import ExitRecord, ExitRecordError, StreamOffsets, parse_exit_record
@@ -27,6 +29,7 @@ from trunner.executors.kubernetes.podspec import main_command
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.executors.kubernetes.stage import LAUNCH, READ, Stage, job_stage
 from trunner.kube.client import KubeClient
+from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
 
 SH = shutil.which("dash") or "sh"
@@ -318,3 +321,24 @@ async def test_the_executor_runs_a_job_as_a_durable_stage_by_default(tmp_path: P
     assert api.exec_sessions[0].request.command[5:] == main_command(config, job)
     assert len(resumes) == 1
     assert (tmp_path / ".trunner" / "job-7" / "main" / "exit").read_text().startswith("6 ")
+
+
+async def test_resumes_are_counted_and_timed_in_the_runner_metrics(tmp_path: Path) -> None:
+    metrics = RunnerMetrics(runner_id="r1")
+    job = RunnerJob(
+        id="job-m", image="alpine", commands=("i=0; while [ $i -lt 20000 ]; do echo $i; i=$((i+1)); done",)
+    )
+    async with serve_kube_api() as api:
+        settings = kube_settings(api, tmp_path, ["--job-pod-owner", "runner-0"])
+        settings = attrs.evolve(settings, pods=attrs.evolve(settings.pods, shell=SH, helper_image=None))
+        api.cut_exec(2, after_bytes=1)
+        async with open_executor(settings, runner_id="r1", metrics=metrics, resume_policy=FAST) as executor:
+            with trio.fail_after(30):
+                result = await executor.run(job, RecordingFeed())
+    assert result == ExitResult.exited(0)
+    assert metrics.registry.get_sample_value("trunner_exec_resumes_total", {"runner": "r1"}) == 2
+    assert (
+        metrics.registry.get_sample_value("trunner_exec_resume_latency_seconds_count", {"runner": "r1"}) == 2
+    )
+    latency = metrics.registry.get_sample_value("trunner_exec_resume_latency_seconds_sum", {"runner": "r1"})
+    assert latency is not None and 0 < latency < 5
