@@ -7,13 +7,17 @@ resume backoff is shortened to hundredths of a second and every wait is bounded.
 
 from __future__ import annotations
 
+import random
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.doubles import kube_exec as steps
 from tests.doubles.kube import KubeApiDouble, serve_kube_api
@@ -100,6 +104,41 @@ async def test_the_reader_sends_each_file_from_its_offset_on_its_own_channel(
     assert read.returncode == 0
     assert read.stdout == out[stdout_offset:]
     assert read.stderr == err[stderr_offset:]
+
+
+READ_TIERS = st.tuples(st.integers(0, 2), st.integers(0, 127), st.integers(0, 511))
+"""A length to read as (64 KiB blocks, 512-byte blocks, single bytes): the reader's three dd tiers."""
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    out_read=READ_TIERS,
+    out_offset=st.integers(0, 70_000),
+    err_read=READ_TIERS,
+    err_offset=st.integers(0, 600),
+)
+def test_reading_from_any_offsets_continues_exactly_where_they_point(
+    tmp_path: Path,
+    out_read: tuple[int, int, int],
+    out_offset: int,
+    err_read: tuple[int, int, int],
+    err_offset: int,
+) -> None:
+    def content(offset: int, tiers: tuple[int, int, int], seed: int) -> bytes:
+        size = offset + tiers[0] * 65536 + tiers[1] * 512 + tiers[2]
+        return random.Random(seed * size).randbytes(size)
+
+    out, err = content(out_offset, out_read, 1), content(err_offset, err_read, 2)
+    directory = tmp_path / "stage"
+    shutil.rmtree(directory, ignore_errors=True)
+    (directory / "started").mkdir(parents=True)
+    (directory / "stdout").write_bytes(out)
+    (directory / "stderr").write_bytes(err)
+    (directory / "exit").write_text(f"0 {len(out)} {len(err)}\n")
+    read = subprocess.run(
+        Stage(SH, str(directory)).read(out_offset, err_offset, 1), capture_output=True, check=False
+    )
+    assert (read.returncode, read.stdout, read.stderr) == (0, out[out_offset:], err[err_offset:])
 
 
 async def test_the_reader_of_a_stage_never_launched_exits_3(tmp_path: Path) -> None:
