@@ -461,7 +461,7 @@ async def test_an_exec_stream_cut_ten_times_delivers_every_line_once_in_order_wi
     half = CUT_LINES // 2
     commands = [
         half_lines(0, half),
-        "sleep 2",
+        "sleep 1",
         half_lines(half, CUT_LINES),
         "echo ::set-outcome-var rows=all",
         "exit 7",
@@ -477,7 +477,7 @@ async def test_an_exec_stream_cut_ten_times_delivers_every_line_once_in_order_wi
     assert [line for line in output if not line.startswith("+ ")] == [f"line-{i}" for i in range(CUT_LINES)]
     assert [line for line in output if line.startswith("+ ")] == [
         f"+ {half_lines(0, half)}".replace("'", ""),
-        "+ sleep 2",
+        "+ sleep 1",
         f"+ {half_lines(half, CUT_LINES)}".replace("'", ""),
         "+ echo ::set-outcome-var rows=all",
         "+ exit 7",
