@@ -408,6 +408,29 @@ async def play_script(peer: WsPeer, steps: Sequence[ExecStep]) -> None:
     await peer.close()
 
 
+def durable_stage_script(
+    *steps: ExecStep, stdout_size: int, stderr_size: int = 0, code: int = 0
+) -> Callable[[ExecRequest], ExecPlan]:
+    """An exec plan that plays trunner's durable stage without running it: the launch succeeds,
+    the first reader plays ``steps`` (the job's output, then Success), the exit record says
+    ``code`` and the sizes the reader must have reached. Other execs run as subprocesses."""
+    read_once = False
+
+    def plan(request: ExecRequest) -> ExecPlan:
+        nonlocal read_once
+        role = request.command[3] if len(request.command) > 3 else ""
+        if role == "trunner-launch":
+            return Script((Exit(0),))
+        if role == "trunner-read" and not read_once:
+            read_once = True
+            return Script((*steps, Exit(0)))
+        if role == "trunner-status":
+            return Script((Stdout(f"{code} {stdout_size} {stderr_size}\n".encode()), Exit(0)))
+        return Subprocess(request.command, dict(request.env))
+
+    return plan
+
+
 def _returncode(code: int) -> int:
     return 128 - code if code < 0 else code
 
@@ -557,6 +580,7 @@ __all__ = [
     "Subprocess",
     "WsPeer",
     "container_env",
+    "durable_stage_script",
     "exit_code_status",
     "internal_error_status",
     "kill_session",

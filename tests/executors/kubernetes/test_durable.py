@@ -274,6 +274,46 @@ async def test_an_api_server_that_fails_the_reader_exec_for_a_while_is_retried(t
     assert len([r for r in api.requests if reader(r)]) == 5
 
 
+async def test_a_scripted_durable_stage_runs_in_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
+    async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
+        api.exec_plan = steps.durable_stage_script(
+            steps.Stdout(b"hello\n"),
+            steps.Pause(3600),
+            steps.Stderr(b"late\n"),
+            stdout_size=6,
+            stderr_size=5,
+            code=2,
+        )
+        feed = RecordingFeed()
+        result = await run_stage(target(client, pod), Stage("sh", "/nowhere"), ["true"], feed, policy=FAST)
+    assert result == ExitResult.exited(2)
+    assert (feed.stdout, feed.stderr) == (b"hello\n", b"late\n")
+    assert [s.request.command[3] for s in api.exec_sessions] == [
+        "trunner-launch",
+        "trunner-read",
+        "trunner-status",
+    ]
+
+
+async def test_an_exit_record_ahead_of_the_reader_means_read_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
+        plan = steps.durable_stage_script(steps.Stdout(b"a\n"), stdout_size=4)
+
+        def then_the_rest(request: steps.ExecRequest) -> steps.ExecPlan:
+            if request.command[3:4] == ("trunner-read",) and len(reads(api)) > 1:
+                assert request.command[5:7] == ("2", "0")
+                return steps.Script((steps.Stdout(b"b\n"), steps.Exit(0)))
+            return plan(request)
+
+        api.exec_plan = then_the_rest
+        feed = RecordingFeed()
+        result = await run_stage(target(client, pod), Stage("sh", "/nowhere"), ["true"], feed, policy=FAST)
+    assert result == ExitResult.exited(0)
+    assert feed.stdout == b"a\nb\n"
+
+
 async def test_a_second_run_of_the_same_stage_reads_it_without_running_it_again(tmp_path: Path) -> None:
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         stage = Stage(SH, str(tmp_path / "stage"))
