@@ -41,7 +41,9 @@ JOB = RunnerJob(
     init_commands=("true",),
 )
 NAME = "opslevel-job-225-1734383310"
-CONFIG = JobPodConfig(namespace=NS, owner="runner-0", helper_image=None)
+CONFIG = JobPodConfig(namespace=NS, owner="runner-0", helper_image=None, durable=False)
+"""The single-stream exec, whose scripted sessions these tests play; the durable stage is in
+test_durable.py."""
 PLURALS = (("pods", "v1"), ("poddisruptionbudgets", "policy/v1"), ("secrets", "v1"), ("configmaps", "v1"))
 
 
@@ -578,7 +580,9 @@ async def test_open_executor_deletes_leftovers_at_startup_then_runs_jobs(
     async with serve_kube_api() as api:
         plant_leftovers(api)
         api.script_exec(Stdout(b"ok\n"), Exit(0))
-        settings = kube_settings(api, tmp_path, ["--job-pod-owner", "runner-0"])
+        settings = kube_settings(
+            api, tmp_path, ["--job-pod-owner", "runner-0", "--job-pod-durable-exec", "false"]
+        )
         latencies: list[float] = []
         async with open_executor(
             settings, runner_id="faktory", naming=JobNaming.ID, observe_pod_start=latencies.append
@@ -605,6 +609,15 @@ async def test_startup_survives_a_forbidden_leftover_listing(
         assert "cannot list leftover ConfigMaps" in caplog.text
 
 
+def test_the_durable_stage_is_the_default_and_a_setting_turns_it_off(tmp_path: Path) -> None:
+    async def settings(argv: list[str]) -> KubernetesSettings:
+        async with serve_kube_api() as api:
+            return kube_settings(api, tmp_path, argv)
+
+    assert trio.run(settings, []).pods.durable is True
+    assert trio.run(settings, ["--job-pod-durable-exec", "false"]).pods.durable is False
+
+
 def test_settings_groups_are_registered() -> None:
     names = {cls.__name__ for cls in kubernetes.SETTINGS}
     assert names == {"JobRunSettings", "KubeJobSettings", "KubeApiSettings"}
@@ -622,6 +635,7 @@ async def test_job_pod_exec_max_wait_bounds_the_start_of_the_exec(
         api.delay(answer_after, match=lambda r: r.path.endswith("/exec"))
         api.script_exec(Stdout(b"ok\n"), Exit(0))
         argv = ["--job-pod-owner", "runner-0", "--job-pod-exec-max-wait", str(exec_max_wait)]
+        argv += ["--job-pod-durable-exec", "false"]
         async with open_executor(kube_settings(api, tmp_path, argv), runner_id="1") as executor:
             feed = RecordingFeed()
             before = trio.current_time()

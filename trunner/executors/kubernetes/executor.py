@@ -8,7 +8,10 @@ at once, and then made the pod's dependent (``ownerReferences``), so the garbage
 it with the pod even if this runner never comes back; until then it carries the job's labels like
 the other objects, which the deletion after the job and the leftover deletion at startup find.
 
-Beyond the Go runner: the pod wait watches instead of polling and says why a pod is not running;
+Beyond the Go runner: the commands run by default as a durable stage
+(:mod:`~trunner.executors.kubernetes.durable`), detached in the pod and read by byte offset, so a
+dropped exec stream is resumed instead of ending the job; the pod wait watches instead of polling
+and says why a pod is not running;
 an exec that outlives the job's lifetime ends as ``execution_timeout`` (not ``failed``); the exit
 code is reported; when the exec ends badly the pod is read once more to name an OOM kill or an
 eviction; the job's objects are deleted on every exit path, cancellation included, in a shielded
@@ -30,10 +33,12 @@ import trio
 from trunner.contracts import OutputFeed
 from trunner.executors.base import ExecutorUnavailable, ExitKind, ExitResult, JobNaming
 from trunner.executors.kubernetes import names, podspec
+from trunner.executors.kubernetes.durable import ResumePolicy, StageTarget, run_stage
 from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
 from trunner.executors.kubernetes.names import JobIdentity
 from trunner.executors.kubernetes.podstate import explain_stop
 from trunner.executors.kubernetes.settings import JobPodConfig, KubeJobSettings, KubernetesSettings
+from trunner.executors.kubernetes.stage import job_stage
 from trunner.executors.kubernetes.wait import pod_path, wait_until_running
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.client import KubeApiSettings, KubeClient
@@ -107,6 +112,8 @@ class KubernetesExecutor:
         exec_timing: ExecTiming | None = None,
         wall_clock: Callable[[], float] = time.time,
         cleanup_timeout: float = CLEANUP_TIMEOUT,
+        resume_policy: ResumePolicy | None = None,
+        observe_resume: Callable[[float], None] | None = None,
     ) -> None:
         self.client = client
         self.config = config
@@ -116,6 +123,8 @@ class KubernetesExecutor:
         self._exec_timing = exec_timing
         self._wall_clock = wall_clock
         self._cleanup_timeout = cleanup_timeout
+        self._resume_policy = resume_policy
+        self._observe_resume = observe_resume
 
     def check_job(self, job: RunnerJob) -> list[str]:
         return podspec.job_problems(job, self.config)
@@ -183,16 +192,27 @@ class KubernetesExecutor:
             return not_running
         if self._observe_pod_start is not None:
             self._observe_pod_start(trio.current_time() - pod_created)
+        timing = self._exec_timing or ExecTiming(connect_timeout=self.config.exec_max_wait)
         with trio.move_on_at(started + self.config.lifetime) as lifetime:
-            result = await exec_stream(
-                self.client,
-                namespace,
-                name,
-                podspec.JOB_CONTAINER,
-                podspec.main_command(self.config, job),
-                output,
-                timing=self._exec_timing or ExecTiming(connect_timeout=self.config.exec_max_wait),
-            )
+            if self.config.durable:
+                result = await run_stage(
+                    StageTarget(self.client, namespace, name, podspec.JOB_CONTAINER, timing),
+                    job_stage(self.config.shell, self.config.workdir, job.id),
+                    podspec.main_command(self.config, job),
+                    output,
+                    policy=self._resume_policy,
+                    observe_resume=self._observe_resume,
+                )
+            else:
+                result = await exec_stream(
+                    self.client,
+                    namespace,
+                    name,
+                    podspec.JOB_CONTAINER,
+                    podspec.main_command(self.config, job),
+                    output,
+                    timing=timing,
+                )
         if lifetime.cancelled_caught:
             return ExitResult(
                 ExitKind.LIFETIME_EXCEEDED,
@@ -339,6 +359,7 @@ async def open_executor(
     naming: JobNaming = JobNaming.NUMBER,
     metrics: RunnerMetrics | None = None,
     observe_pod_start: Callable[[float], None] | None = None,
+    resume_policy: ResumePolicy | None = None,
 ) -> AsyncIterator[KubernetesExecutor]:
     """The executor with its API client; leftovers of a previous run are deleted before it is
     handed out. Each pod's seconds from creation to running go to ``observe_pod_start``, or
@@ -359,6 +380,8 @@ async def open_executor(
             runner_id=runner_id,
             naming=naming,
             observe_pod_start=observe_pod_start,
+            resume_policy=resume_policy,
+            observe_resume=metrics.exec_resumed if metrics is not None else None,
         )
         with trio.move_on_after(LEFTOVER_TIMEOUT) as startup:
             deleted = await executor.delete_leftovers()

@@ -80,6 +80,13 @@ class KubeJobSettings:
         "exec request); then the job fails.",
         checks=[positive],
     )
+    job_pod_durable_exec: bool = setting(
+        True,
+        help="Run the job's commands detached in the pod, their output in files on the pod's work "
+        "directory volume, and read it by byte offset: a dropped exec stream is resumed where it "
+        "stopped instead of ending the job. Needs only a POSIX sh with mkdir, wc, dd, sleep, mv and "
+        "cat in the job image. Off: one exec stream carries the commands, as in the Go runner.",
+    )
     job_pod_requests_cpu: int = setting(
         1000, help="CPU request of the job containers, in millicores (0: none).", checks=[non_negative]
     )
@@ -173,6 +180,8 @@ class JobPodConfig:
     lifetime: float = 3600.0
     max_wait: float = 60.0
     exec_max_wait: float = 60.0
+    durable: bool = True
+    """The commands run detached and are read by offset (``durable``), or over one exec stream."""
     resources: ResourceRequirements | None = None
     helper_image: str | None = DEFAULT_HELPER_IMAGE
     """``None``: no helper init container."""
@@ -471,6 +480,7 @@ def resolve(
         lifetime=run.job_pod_max_lifetime,
         max_wait=flags.job_pod_max_wait,
         exec_max_wait=flags.job_pod_exec_max_wait,
+        durable=flags.job_pod_durable_exec,
         resources=resources,
         helper_image=(flags.job_pod_helper_image or DEFAULT_HELPER_IMAGE)
         if flags.job_pod_helper_enabled
