@@ -45,7 +45,9 @@ from trunner.kube.ratelimit import TokenBucket
 from trunner.kube.tls import load_client_certificate, ssl_context
 from trunner.kube.watch import WatchEvent, watch_events
 from trunner.kube.websocket import HandshakeStream, handshake, reader_nursery, single_exception, ws_failure
+from trunner.proxy import httpx_proxy
 from trunner.retry import RetryPolicy, parse_retry_after
+from trunner.tls import system_trust_context
 
 USER_AGENT = "trunner"
 
@@ -116,6 +118,7 @@ class KubeClient:
             timeout=httpx.Timeout(settings.k8s_api_timeout),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             trust_env=False,
+            proxy=httpx_proxy(config.proxy, system_trust_context()),
         )
         client = cls(
             config,
@@ -357,6 +360,7 @@ class KubeClient:
                         self.config.server,
                         self._tls,
                         self.config.tls_server_name,
+                        self.config.proxy,
                         headers,
                         nursery,
                         resource,
