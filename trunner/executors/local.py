@@ -131,7 +131,7 @@ class LocalExecutor:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.PIPE,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -140,8 +140,9 @@ class LocalExecutor:
             )
         try:
             async with trio.open_nursery() as nursery:
-                assert process.stdout is not None
+                assert process.stdout is not None and process.stderr is not None
                 nursery.start_soon(_pump, process.stdout, Stream.STDOUT, output)
+                nursery.start_soon(_pump, process.stderr, Stream.STDERR, output)
                 code = await process.wait()
                 nursery.cancel_scope.deadline = trio.current_time() + _OUTPUT_GRACE
             _kill_group(process.pid)
