@@ -63,7 +63,10 @@ class KubeApiSettings:
         100, help="Kubernetes API requests that may be made at once above the QPS rate.", checks=[positive]
     )
     k8s_api_timeout: float = setting(
-        30.0, help="Seconds one Kubernetes API call may take (per attempt).", checks=[positive]
+        60.0,
+        help="Seconds one Kubernetes API call may take (per attempt); the Go runner's 60, which it "
+        "takes from --job-pod-exec-max-wait.",
+        checks=[positive],
     )
     k8s_context: str = setting("", help="kubeconfig context to use (empty: the current-context).")
 
