@@ -18,7 +18,6 @@ from trunner.executors.settings import JobRunSettings
 from trunner.local.jobfile import JobFileError, load_job
 from trunner.models import RunnerJob
 
-
 GO_TOLERATED = {
     "--job-concurrency": "the Go runner runs 1 job at a time for a value below 1",
     "--log-level": "the Go runner logs at INFO for a level it does not know",
