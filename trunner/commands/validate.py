@@ -35,7 +35,9 @@ def go_note(problem: str) -> str:
     if flag in GO_TOLERATED:
         return f"{problem} ({GO_TOLERATED[flag]}; trunner refuses to start)"
     if problem.endswith(MISSING_CONFIG_FILE):
-        return f"{problem} (the Go runner creates it empty and starts with defaults; trunner refuses to start)"
+        return (
+            f"{problem} (the Go runner creates it empty and starts with defaults; trunner refuses to start)"
+        )
     return problem
 
 
