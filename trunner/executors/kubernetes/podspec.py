@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
 from trunner.executors.kubernetes.names import JobIdentity
+from trunner.executors.kubernetes.pod_fields import PodFields
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.executors.script import phase_argv
 from trunner.kube.objects import (
@@ -187,7 +189,7 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
         metadata=ObjectMeta(
             identity.name,
             config.namespace,
-            dict(identity.labels),
+            {**(config.pod_fields.labels or {}), **identity.labels},
             dict(config.annotations) if config.annotations else None,
         ),
         spec=PodSpec(
@@ -205,8 +207,21 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
             dns_policy=config.dns_policy,
             tolerations=config.tolerations,
             affinity=config.affinity,
+            **_section_pod_fields(config.pod_fields),
         ),
     )
+
+
+def _section_pod_fields(fields: PodFields) -> dict[str, Any]:
+    """The PodSpec fields the ``kubernetes:`` section sets beyond the Go runner's."""
+    return {
+        "image_pull_secrets": fields.image_pull_secrets,
+        "priority_class_name": fields.priority_class_name,
+        "runtime_class_name": fields.runtime_class_name,
+        "topology_spread_constraints": fields.topology_spread_constraints,
+        "host_aliases": fields.host_aliases,
+        "dns_config": fields.dns_config,
+    }
 
 
 def build_job_objects(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> JobObjects:
