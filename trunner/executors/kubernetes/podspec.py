@@ -58,6 +58,23 @@ _WORKSPACE_VOLUME = "workspace"
 _CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
+def workdir_collision(workdir: str) -> str | None:
+    """Why ``workdir`` (``workingDir`` / ``--job-pod-workdir``) collides with a volume the job pod
+    mounts itself, or None. The OpsLevel chart's example config sets ``workingDir: /mount``: the
+    helper's ``/mount`` and the work directory would be mounted at the same path."""
+    path = "/" + "/".join(part for part in workdir.split("/") if part not in ("", "."))
+    for mount, what in (
+        (HELPER_MOUNT, "the helper's /opslevel-runner copy"),
+        (FILES_MOUNT, "the job's files"),
+    ):
+        if path == mount or path.startswith(mount + "/") or mount.startswith(path.rstrip("/") + "/"):
+            return (
+                f"workingDir {workdir!r} collides with {mount}, where the job pod mounts {what}; "
+                "use another directory (the default is /jobs)"
+            )
+    return None
+
+
 class PodSpecError(ValueError):
     """The job cannot be turned into Kubernetes objects; ``problems`` say why, per field."""
 
