@@ -15,7 +15,7 @@ import attrs
 import pytest
 
 import trunner
-from trunner.cli import build_parser, parse_args
+from trunner.cli import build_parser
 from trunner.config import _META, SettingsSource, _fields
 from trunner.gometrics import exposition
 from trunner.metrics import RunnerMetrics
@@ -72,22 +72,25 @@ def same_default(go: str, help_text: str) -> bool:
         return go.lower() == ours.lower()
 
 
+def default_difference_listed(name: str) -> bool:
+    """A MIGRATING.md line names ``name`` and says what its default is."""
+    return any(f"`{name}" in line and "default" in line for line in MIGRATING.splitlines())
+
+
 @pytest.mark.parametrize("flag", SURFACE["flags"], ids=lambda f: f"{f['command']}:{f['flag']}")
 def test_each_go_flag_behaves_the_same_or_is_in_migrating(flag: dict[str, Any]) -> None:
     name = "--" + flag["flag"]
-    if mentioned(name):
-        return
     command = "run" if flag["command"] in ("global", "run") else flag["command"]
     options = accepted_options(command)
-    assert name in options, f"{name} is neither accepted by `trunner {command}` nor in MIGRATING.md"
+    if name not in options:
+        assert mentioned(name), f"{name} is neither accepted by `trunner {command}` nor in MIGRATING.md"
+        return
     if flag["short"]:
         assert "-" + flag["short"] in options
-    assert same_default(flag["default"], options[name]), (
-        f"{name}: Go's default {flag['default']} differs ({options[name]!r}) and MIGRATING.md does not say so"
-    )
-    assert parse_args(
-        [command, name, "1" if flag["type"] in ("Int", "Int64") else "x"]
-    ).ignored_flags == [] or (flag["type"] == "Bool")
+    if not same_default(flag["default"], options[name]):
+        assert default_difference_listed(name), (
+            f"{name}: Go's default {flag['default']} differs ({options[name]!r}) and MIGRATING.md does not say so"
+        )
 
 
 def _example(cls: type[Any], field: str) -> tuple[str, Any]:
