@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -347,3 +349,43 @@ def test_sentry_events_go_through_the_proxy_with_its_credentials() -> None:
         errorreport.report_fatal("direct")
         errorreport.close()
         assert len(proxy.requests) == 1 and len(standin.events()) == 2
+
+
+# --- the issue's case: `trunner run` with HTTPS_PROXY, the API over TLS trusted the system's way -----
+
+
+async def test_run_in_api_mode_goes_through_https_proxy_and_trusts_the_system_store(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    from tests.doubles.opslevel import job_payload
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("opslevel.test").configure_cert(server_tls)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    double = await nursery.start(partial(OpsLevelDouble().serve, tls=server_tls))
+    double.add_job(job_payload("job-1", ['echo "::set-outcome-var via=proxy"']))
+    async with serve_proxy() as proxy:
+        env = clean_env(
+            **{**no_proxy_env(), "HTTPS_PROXY": proxy.url()},
+            SSL_CERT_FILE=str(bundle),
+            OPSLEVEL_API_URL=f"https://opslevel.test:{double.port}",
+            OPSLEVEL_API_TOKEN=double.token,
+            OPSLEVEL_METRICS_PORT="0",
+            OPSLEVEL_POLL_INTERVAL="1",
+            OPSLEVEL_JOB_POD_WORKDIR=str(tmp_path / "jobs"),
+        )
+        argv = [sys.executable, "-m", "trunner", "run", "--executor", "local"]
+        with trio.fail_after(60):
+            process = await trio.lowlevel.open_process(argv, cwd=ROOT, env=env)
+            try:
+                await double.wait_until(lambda: "job-1" in double.outcomes)
+                process.send_signal(signal.SIGTERM)
+                code = await process.wait()
+            finally:
+                process.kill()
+    assert code == 0
+    [outcome] = double.outcomes["job-1"]
+    assert outcome.outcome == "success" and ("via", "proxy") in outcome.variables
+    assert proxy.connects and set(proxy.connects) == {f"opslevel.test:{double.port}"}
