@@ -15,24 +15,29 @@ from trunner.commands.completion import describe
 
 
 @pytest.mark.parametrize("command", ["run", "test", "validate", "enqueue", "version", "completion"])
-def test_help_command_prints_what_command_help_prints(command: str) -> None:
-    via_help = trunner("help", command)
-    via_flag = trunner(command, "--help")
+def test_help_command_prints_what_command_help_prints(cli, command: str) -> None:
+    via_help = cli("help", command)
+    via_flag = cli(command, "--help")
     assert via_help.returncode == 0 and via_flag.returncode == 0
     assert via_help.stdout == via_flag.stdout and via_help.stdout.startswith(f"usage: trunner {command}")
 
 
-def test_help_alone_lists_the_commands_and_an_unknown_topic_is_a_usage_error() -> None:
-    listed = trunner("help")
+def test_help_run_through_the_installed_command() -> None:
+    result = trunner("help", "run")
+    assert result.returncode == 0 and result.stdout.startswith("usage: trunner run")
+
+
+def test_help_alone_lists_the_commands_and_an_unknown_topic_is_a_usage_error(cli) -> None:
+    listed = cli("help")
     assert listed.returncode == 0 and all(c in listed.stdout for c in ("run", "test", "help", "completion"))
-    wrong = trunner("help", "rnu")
+    wrong = cli("help", "rnu")
     assert wrong.returncode == 2 and "did you mean run?" in wrong.stderr
-    assert trunner("--log-level", "debug", "help", "run").stdout.startswith("usage: trunner run")
-    assert trunner("help", "--api-url", "http://x", "run").stdout.startswith("usage: trunner run")
+    assert cli("--log-level", "debug", "help", "run").stdout.startswith("usage: trunner run")
+    assert cli("help", "--api-url", "http://x", "run").stdout.startswith("usage: trunner run")
 
 
-def test_completion_powershell_registers_every_command_and_flag() -> None:
-    result = trunner("completion", "powershell")
+def test_completion_powershell_registers_every_command_and_flag(cli) -> None:
+    result = cli("completion", "powershell")
     assert result.returncode == 0
     script = result.stdout
     assert "Register-ArgumentCompleter -Native -CommandName trunner" in script
@@ -61,5 +66,5 @@ def test_the_powershell_script_runs_in_pwsh() -> None:
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
-def test_the_other_shells_offer_powershell_as_a_completion_shell(shell: str) -> None:
-    assert "powershell" in trunner("completion", shell).stdout
+def test_the_other_shells_offer_powershell_as_a_completion_shell(cli, shell: str) -> None:
+    assert "powershell" in cli("completion", shell).stdout

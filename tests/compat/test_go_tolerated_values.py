@@ -17,10 +17,12 @@ CASES = [
 
 
 @pytest.mark.parametrize(("line", "flag", "go_does"), CASES, ids=[c[1] for c in CASES])
-def test_validate_names_the_value_and_what_go_did_and_run_refuses_it(tmp_path, line, flag, go_does) -> None:
+def test_validate_names_the_value_and_what_go_did_and_run_refuses_it(
+    cli, tmp_path, line, flag, go_does
+) -> None:
     config = tmp_path / "opslevel.yaml"
     config.write_text(f"{line}\napi-token: t\n")
-    checked = trunner("validate", "-c", str(config))
+    checked = cli("validate", "-c", str(config))
     assert checked.returncode == 1
     [named] = [p for p in checked.stderr.splitlines() if p.startswith(f"  - {flag} ")]
     assert go_does in named and "trunner refuses to start" in named
@@ -30,15 +32,16 @@ def test_validate_names_the_value_and_what_go_did_and_run_refuses_it(tmp_path, l
     assert started.returncode == 2 and flag in started.stderr
 
 
-def test_the_environment_form_is_named_too(tmp_path) -> None:
+def test_the_environment_form_is_named_too(cli, tmp_path) -> None:
     config = tmp_path / "opslevel.yaml"
     config.write_text("api-token: t\n")
-    checked = trunner("validate", "-c", str(config), env=clean_env(OPSLEVEL_JOB_CONCURRENCY="0"))
+    checked = cli("validate", "-c", str(config), env={"OPSLEVEL_JOB_CONCURRENCY": "0"})
     assert checked.returncode == 1 and "OPSLEVEL_JOB_CONCURRENCY" in checked.stderr
     assert "runs 1 job at a time" in checked.stderr
 
 
 def test_a_missing_config_file_is_named_with_what_go_would_do(tmp_path) -> None:
+    """Through the installed command: validate names it, run refuses it."""
     missing = tmp_path / "absent.yaml"
     checked = trunner("validate", "-c", str(missing))
     assert checked.returncode == 1 and "creates it empty and starts with defaults" in checked.stderr

@@ -31,8 +31,8 @@ def test_validate_warns_about_the_charts_example_workdir(tmp_path) -> None:
     assert "collides" not in trunner("validate", "-c", str(config)).stderr
 
 
-def test_the_flag_form_is_warned_about_too(tmp_path) -> None:
+def test_the_flag_form_is_warned_about_too(cli, tmp_path) -> None:
     config = tmp_path / "opslevel.yaml"
     config.write_text("job-pod-workdir: /opslevel/work\n")
-    result = trunner("validate", "-c", str(config))
+    result = cli("validate", "-c", str(config))
     assert "collides with /opslevel" in result.stderr
