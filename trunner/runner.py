@@ -55,7 +55,7 @@ class ClaimedJob:
     job: RunnerJob
     sink: Sink
     finished: Callable[[JobOutcome], Awaitable[None]] | None = None
-    redelivered: Callable[[], Awaitable[None]] | None = None
+    redelivered: Callable[[JobOutcome], Awaitable[None]] | None = None
     """Set when the source delivers a job again that was never acknowledged (Faktory): a job the
     runner's shutdown cancels then has its outcome neither reported nor acknowledged; this is
     called instead of ``finished``. A job that ends ``canceled`` for its own reasons is not
@@ -256,7 +256,7 @@ class Runner:
                     "job %s was interrupted by the shutdown: left to its source to deliver again",
                     job.number(),
                 )
-                await self._acknowledge(lambda _: claimed.redelivered(), outcome, log)  # type: ignore[misc]
+                await self._acknowledge(claimed.redelivered, outcome, log)
             elif claimed.finished is not None:
                 await self._acknowledge(claimed.finished, outcome, log)
             self._busy -= 1

@@ -386,5 +386,5 @@ class _Left:
     worker: FaktoryWorker
     jid: str
 
-    async def __call__(self) -> None:
+    async def __call__(self, outcome: JobOutcome) -> None:
         await self.worker.leave(self.jid)
