@@ -214,3 +214,36 @@ async def test_the_worker_slot_stays_taken_until_the_final_flush_ends(autojump_c
     assert len(claimed_at) == 2 and len(reported_at) == 2
     assert reported_at[0] - claimed_at[0] >= 40
     assert claimed_at[1] >= reported_at[0]
+
+
+class RedeliveringSource(ListSource):
+    """A source that delivers unacknowledged jobs again (Faktory)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.left: list[str] = []
+
+    async def claim(self):
+        claimed = await super().claim()
+        if claimed is None:
+            return None
+
+        async def leave(outcome: JobOutcome, job_id=claimed.job.id):
+            self.left.append(job_id)
+
+        return ClaimedJob(claimed.job, claimed.sink, claimed.finished, redelivered=leave)
+
+
+async def test_a_job_the_shutdown_interrupts_is_left_to_a_redelivering_source(autojump_clock):
+    executor = SleepyExecutor()
+    source = RedeliveringSource(jobs(10, 1000), executor, endless=True)
+    runner = make_runner(source, executor, concurrency=2, grace=20)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner.serve)
+        await trio.sleep(1)
+        runner.begin_shutdown()
+    assert source.acked == [("0", Outcome.SUCCESS)] and source.left == ["1"]
+    assert [o.outcome for o in source.sinks["0"].outcomes] == [Outcome.SUCCESS]
+    assert source.sinks["1"].outcomes == [], "no canceled outcome is reported for a job delivered again"
+    finished = runner._metrics.registry.get_sample_value
+    assert finished("trunner_jobs_finished_total", {"runner": "r1", "outcome": "canceled"}) == 1

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from trunner import __version__, clihelp, errorreport, gocli
-from trunner.commands import completion, enqueue, run, test, validate, version
+from trunner.commands import completion, enqueue, help, run, test, validate, version
 from trunner.config import ConfigError
 
 COMMANDS = {
@@ -17,6 +17,7 @@ COMMANDS = {
     "enqueue": enqueue.register,
     "completion": completion.register,
     "version": version.register,
+    "help": help.register,
 }
 
 

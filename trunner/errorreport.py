@@ -29,6 +29,7 @@ from sentry_sdk.integrations.dedupe import DedupeIntegration
 
 from trunner import __version__
 from trunner.logs.mask import Masker
+from trunner.proxy import proxy_for
 
 DSN_ENV = "SENTRY_DSN"
 FLUSH_TIMEOUT = 2.0
@@ -86,8 +87,13 @@ def init(environ: Mapping[str, str], *, secrets: Iterable[str] = ()) -> bool:
         return _state is not None
     reporting = _Reporting(Masker((f"secret {i}", s) for i, s in enumerate(secrets) if s))
     try:
+        # Go's proxy choice for the DSN's host; "" keeps the SDK from choosing by other rules.
+        proxy = proxy_for(dsn, environ)
         sentry_sdk.init(
             dsn=dsn,
+            http_proxy=proxy.url if proxy is not None and not dsn.startswith("https:") else "",
+            https_proxy=proxy.url if proxy is not None and dsn.startswith("https:") else "",
+            proxy_headers=proxy.headers if proxy is not None and proxy.headers else None,
             release=environ.get("SENTRY_RELEASE") or f"trunner@{__version__}",
             environment=environ.get("SENTRY_ENVIRONMENT") or None,
             server_name=socket.gethostname(),

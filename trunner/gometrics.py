@@ -24,6 +24,16 @@ DURATION_BUCKETS = (5.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0)
 COUNTERS = ("jobs_started", "jobs_finished", "jobs_enqueue_failed", "jobs_enqueue_batch_failed")
 
 
+def go_float(value: float) -> str:
+    """A float as the Go client writes a bucket bound (``strconv.FormatFloat(v, 'g', -1, 64)``):
+    ``5``, ``0.25``, ``+Inf``; prometheus-client would write ``5.0``, a different label value."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value)
+
+
 def exposition(registry: CollectorRegistry) -> bytes:
     """The registry in the Prometheus text format, the Go runner's counters under their bare names
     in HELP and TYPE too (prometheus-client writes ``<name>_total`` there for every counter)."""
@@ -77,29 +87,37 @@ class GoRunnerMetrics(Collector):
     def collect(self) -> Iterable[Metric]:
         runner = {"runner": self.runner_id}
         for name, help_text, value in (
-            ("jobs_started", "Jobs that started processing.", self.started),
-            ("jobs_enqueue_failed", "Jobs that could not be pushed to Faktory.", self.enqueue_failed),
+            ("jobs_started", "The count of jobs that started processing.", self.started),
+            (
+                "jobs_enqueue_failed",
+                "The count of jobs that failed to enqueue to faktory.",
+                self.enqueue_failed,
+            ),
             (
                 "jobs_enqueue_batch_failed",
-                "Jobs that could not be pushed to Faktory within a batch.",
+                "The count of jobs that failed to enqueue to faktory for a batch.",
                 self.enqueue_batch_failed,
             ),
         ):
             family = self._family(name, help_text, "counter")
             family.add_sample(family.name, runner, float(value))
             yield family
-        finished = self._family("jobs_finished", "Jobs that finished processing, by outcome.", "counter")
+        finished = self._family(
+            "jobs_finished", "The count of jobs that finished processing by outcome status.", "counter"
+        )
         for outcome, count in sorted(self.finished.items()):
             finished.add_sample(finished.name, {**runner, "outcome": outcome}, float(count))
         yield finished
-        processing = self._family("jobs_processing", "Jobs being processed now.", "gauge")
+        processing = self._family(
+            "jobs_processing", "The current number of active jobs being processed.", "gauge"
+        )
         processing.add_sample(processing.name, runner, float(self.processing))
         yield processing
-        duration = self._family("jobs_duration", "Duration of jobs in seconds.", "histogram")
+        duration = self._family("jobs_duration", "The duration of jobs in seconds.", "histogram")
         cumulative = 0
         for bound, count in zip((*DURATION_BUCKETS, math.inf), self._bucket_counts, strict=True):
             cumulative += count
-            le = "+Inf" if bound == math.inf else repr(bound)
+            le = go_float(bound)
             duration.add_sample(f"{duration.name}_bucket", {**runner, "le": le}, float(cumulative))
         duration.add_sample(f"{duration.name}_sum", runner, self._duration_sum)
         duration.add_sample(f"{duration.name}_count", runner, float(cumulative))

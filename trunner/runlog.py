@@ -94,24 +94,39 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
 
 
+ZEROLOG_LEVELS = {
+    TRACE: "trace",
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+    logging.CRITICAL: "fatal",
+}
+"""zerolog's level names, which log queries written for the Go runner match (``level=warn``)."""
+
+
 class JsonFormatter(logging.Formatter):
+    """zerolog's record: ``level``, the record's fields, ``error``, ``time``, ``message``, in its
+    order and with its level names; no logger name (zerolog has none)."""
+
     def __init__(self, *, unix_time: bool = False) -> None:
         super().__init__()
         self.unix_time = unix_time
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": int(record.created)
-            if self.unix_time
-            else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
+            "level": ZEROLOG_LEVELS.get(record.levelno, record.levelname.lower()),
             **_extras(record),
         }
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
+        entry["time"] = (
+            int(record.created)
+            if self.unix_time
+            else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z"
+        )
+        entry["message"] = record.getMessage()
         return json.dumps(entry, default=str)
 
 

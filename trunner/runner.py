@@ -55,6 +55,11 @@ class ClaimedJob:
     job: RunnerJob
     sink: Sink
     finished: Callable[[JobOutcome], Awaitable[None]] | None = None
+    redelivered: Callable[[JobOutcome], Awaitable[None]] | None = None
+    """Set when the source delivers a job again that was never acknowledged (Faktory): a job the
+    runner's shutdown cancels then has its outcome neither reported nor acknowledged; this is
+    called instead of ``finished``. A job that ends ``canceled`` for its own reasons is not
+    affected."""
 
 
 class JobSource(Protocol):
@@ -83,6 +88,22 @@ class _TraceSink:
         await self._inner.ship(batch)
 
     async def report(self, outcome: JobOutcome) -> None:
+        await self._inner.report(outcome)
+
+
+class _UnlessInterrupted:
+    """Passes a ``canceled`` outcome on only when the runner's shutdown did not cause it."""
+
+    def __init__(self, inner: Sink, interrupted: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._interrupted = interrupted
+
+    async def ship(self, batch: Batch) -> None:
+        await self._inner.ship(batch)
+
+    async def report(self, outcome: JobOutcome) -> None:
+        if outcome.outcome is Outcome.CANCELED and self._interrupted():
+            return
         await self._inner.report(outcome)
 
 
@@ -142,6 +163,10 @@ class Runner:
                 self._jobs_scope.deadline, trio.current_time() + self._settings.shutdown_grace
             )
 
+    def _interrupting(self) -> bool:
+        """Whether the shutdown is cancelling the running jobs (the grace has run out or was skipped)."""
+        return self._shutting_down and self._jobs_scope is not None and self._jobs_scope.cancel_called
+
     def shutdown_now(self) -> None:
         self.begin_shutdown()
         logger.warning("shutting down now: canceling %d running job(s)", self._busy)
@@ -193,6 +218,8 @@ class Runner:
         log = logging.LoggerAdapter(logger, {"job": job.number(), "worker": worker})
         bind_job(job.number(), worker)
         sink = _TraceSink(claimed.sink, log) if logger.isEnabledFor(TRACE) else claimed.sink
+        if claimed.redelivered is not None:
+            sink = _UnlessInterrupted(sink, self._interrupting)
         started = trio.current_time()
         self._metrics.job_started()
         log.info("starting job %s", job.number())
@@ -220,7 +247,17 @@ class Runner:
             if self._keep_records:
                 self.records.append(JobRecord(job, outcome, duration))
             log.info("finished job %s in %.1fs: %s", job.number(), duration, outcome.outcome.value)
-            if claimed.finished is not None:
+            if (
+                claimed.redelivered is not None
+                and outcome.outcome is Outcome.CANCELED
+                and self._interrupting()
+            ):
+                log.info(
+                    "job %s was interrupted by the shutdown: left to its source to deliver again",
+                    job.number(),
+                )
+                await self._acknowledge(claimed.redelivered, outcome, log)
+            elif claimed.finished is not None:
                 await self._acknowledge(claimed.finished, outcome, log)
             self._busy -= 1
             free_workers.append(worker)

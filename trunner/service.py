@@ -10,6 +10,7 @@ only offers ``begin_shutdown`` and ``shutdown_now``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from functools import partial
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from trunner import errorreport, exits
 from trunner.config import ConfigError, SettingsSource
@@ -107,6 +108,13 @@ async def serve_until_signalled(
     return records
 
 
+def serve_process_metrics(registry: CollectorRegistry) -> None:
+    """The ``process_*`` series (CPU, memory, file descriptors, start time), as the Go runner
+    serves them from its process collector. Its Go runtime collector has no counterpart here."""
+    with contextlib.suppress(ValueError):  # already served by this registry
+        ProcessCollector(registry=registry)
+
+
 class Service:
     """A long-running mode's process: signals (see :class:`Shutdown`) and the HTTP endpoints for
     its whole life, and the executor it runs jobs with."""
@@ -126,6 +134,7 @@ class Service:
         self._source = source
         self._run_settings = run_settings
         self._registry = registry
+        serve_process_metrics(registry)
         self._ready = ready
         self._http = source.get(MetricsServerSettings)
         self._http_host = http_host

@@ -58,7 +58,7 @@ def test_run_help_lists_exit_codes_including_signals():
         ),
         (
             ["completion", "tcsh"],
-            "trunner completion: error: unknown value for bash|zsh|fish: 'tcsh' (choose bash, zsh, fish)",
+            "trunner completion: error: unknown value for bash|zsh|fish|powershell: 'tcsh' (choose bash, zsh, fish, powershell)",
         ),
     ],
 )

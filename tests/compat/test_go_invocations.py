@@ -44,7 +44,9 @@ def test_the_chart_api_mode_deployment(caplog) -> None:
     check_scaling(source)
     with caplog.at_level(logging.WARNING, logger="trunner"):
         pods = job_pod_config(source)
-    assert caplog.records == [], "the chart's flags and section do not disagree"
+    # The chart's flags and section do not disagree; its example workingDir is warned about.
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "workingDir '/mount' collides with /mount" in warning
     assert pods.namespace == "opslevel-self-hosted" and pods.max_wait == 300
     assert pods.workdir == "/mount" and pods.service_account_name == "opslevel-runner-jobs"
     assert pods.security_context is not None and pods.security_context.run_as_user == 1000

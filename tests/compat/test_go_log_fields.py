@@ -98,7 +98,7 @@ async def test_run_job_records_carry_the_job_and_worker_as_a_number(autojump_clo
         worker="3",
     )
     assert outcome.outcome.value == "success"
-    entries = [e for e in records(stream) if e["logger"].startswith("trunner.")]
+    entries = records(stream)
     assert entries, "run_job logged nothing"
     assert all(e.get("job") == "77" and e.get("worker") == 3 for e in entries), entries
 
@@ -225,3 +225,26 @@ def test_job_fields_reach_logfmt_records_too_and_end_with_their_block() -> None:
     inside, outside = (parse_logfmt(line) for line in stream.getvalue().splitlines())
     assert inside["job"] == "907009" and inside["jid"] == "jid-1"
     assert "job" not in outside and "jid" not in outside
+
+
+def test_json_records_have_zerologs_level_names_and_field_set() -> None:
+    stream = capture(level="DEBUG")
+    log = logging.getLogger("trunner.test")
+    log.debug("d")
+    log.info("i")
+    log.warning("w", extra={"job": "5"})
+    log.error("e")
+    log.critical("c")
+    entries = records(stream)
+    assert [e["level"] for e in entries] == ["debug", "info", "warn", "error", "fatal"]
+    assert list(entries[2]) == ["level", "job", "time", "message"], "zerolog's order, no logger field"
+
+
+def test_a_warning_through_the_cli_reads_level_warn(tmp_path) -> None:
+    from tests.cli.support import trunner, write_job
+
+    job = write_job(tmp_path / "job.yaml", 'id: "9"\ncommands:\n  - exit 4\n')
+    result = trunner("test", "--executor", "local", "-f", job, "--log-format", "JSON")
+    entries = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    warnings = [e for e in entries if "job ended failed" in e["message"]]
+    assert warnings and all(e["level"] == "warn" and "logger" not in e for e in warnings), entries

@@ -24,7 +24,7 @@ from trunner.metrics import RunnerMetrics
 from trunner.models import Outcome
 from trunner.retry import ShipError
 
-GO_BUCKETS = ["5.0", "30.0", "60.0", "120.0", "300.0", "600.0", "900.0", "1200.0", "+Inf"]
+GO_BUCKETS = ["5", "30", "60", "120", "300", "600", "900", "1200", "+Inf"]
 
 
 def go_lines(text: str) -> list[str]:

@@ -165,6 +165,16 @@ class FaktoryDouble:
         self._notify()
         return jid
 
+    def expire_reservations(self) -> list[str]:
+        """Every reserved job's ``reserve_for`` has run out: back on its queue, to be fetched
+        again (the server's reaper). Returns their jids."""
+        expired = list(self.working)
+        for jid in expired:
+            job = self.working.pop(jid)
+            self.queues.setdefault(str(job.get("queue", "default")), []).append(job)
+        self._notify()
+        return expired
+
     def enqueue_raw(self, queue: str, payload: dict[str, Any]) -> None:
         """Put an arbitrary payload on a queue (what a misbehaving producer could leave there)."""
         self.queues.setdefault(queue, []).append(payload)
@@ -353,6 +363,7 @@ class FaktoryDouble:
         else:
             job["enqueued_at"] = now_text()
             self.queues.setdefault(job["queue"], []).append(job)
+        self._notify()
         return b"+OK\r\n"
 
     async def _fetch(self, argument: str, worker: WorkerProcess) -> bytes:

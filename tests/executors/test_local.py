@@ -63,7 +63,7 @@ def executor(lifetime: float = 30.0, workdir: str = "") -> LocalExecutor:
 def test_script_has_the_go_runner_form():
     assert (
         phase_script("/jobs", "42", ["echo a", "echo b"])
-        == "exec 2>&1;\nmkdir -p /jobs/42;\ncd /jobs/42;\nset -xv;\necho a;\necho b"
+        == "mkdir -p /jobs/42;\ncd /jobs/42;\nset -xv;\necho a;\necho b"
     )
 
 
@@ -74,7 +74,8 @@ async def test_commands_run_in_the_job_directory_with_exit_code():
     assert result.kind is ExitKind.EXITED and result.exit_code == 4
     lines = output.out.splitlines()
     assert lines[0].endswith("/7") and lines[1] == "hello"
-    assert "+ echo hello" in output.data[Stream.STDOUT].decode()
+    assert "+ echo hello" in output.data[Stream.STDERR].decode(), "the trace goes to stderr"
+    assert "+ echo" not in output.data[Stream.STDOUT].decode()
 
 
 async def test_env_scoping_and_runner_secrets_do_not_leak():

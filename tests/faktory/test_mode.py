@@ -191,9 +191,11 @@ async def test_quiet_stops_fetching_and_terminate_shuts_down(
     assert codes == [0] and executor.started == ["job-1"]
 
 
-async def test_terminate_gives_running_jobs_the_grace_then_cancels(
+async def test_terminate_gives_running_jobs_the_grace_then_leaves_them_for_redelivery(
     server: FaktoryDouble, autojump_clock: trio.testing.MockClock
 ) -> None:
+    """As with the Go runner, a job the shutdown interrupts is neither reported nor ACKed (nor
+    FAILed, which would count a retry): Faktory delivers it again once its reservation expires."""
     jid = server.enqueue("legacy", job_args(1))
     executor = CountingExecutor(hang=True)
     async with running_mode(server, executor, shutdown_grace="20") as (handle, codes):
@@ -204,9 +206,23 @@ async def test_terminate_gives_running_jobs_the_grace_then_cancels(
     assert codes == [0]
     assert 20 <= trio.current_time() - stopping < 25
     assert executor.cancelled == ["job-1"]
+    assert pushes(server, "ReportJobOutcome") == []
+    assert server.acks == [] and server.fails == [] and list(server.working) == [jid]
+    assert (
+        handle.worker._metrics.registry.get_sample_value(
+            "trunner_faktory_jobs_left_for_redelivery_total", {"runner": handle.worker._metrics._runner_id}
+        )
+        == 1
+    )
+
+    assert server.expire_reservations() == [jid]
+    again = CountingExecutor(duration=1)
+    async with running_mode(server, again) as (handle, codes):
+        await server.wait_for(lambda: len(server.acks) == 1)
+        handle.runner.begin_shutdown()
+    assert server.acks == [jid] and again.started == ["job-1"]
     [report] = pushes(server, "ReportJobOutcome")
-    assert report["outcome"] == "canceled"
-    assert server.acks == [jid] and server.fails == []
+    assert report["outcome"] == "success"
 
 
 async def test_sigterm_lets_the_running_job_finish(

@@ -369,7 +369,7 @@ def test_broken_file(tmp_path: Path, text: str, expected: str) -> None:
                 clusters={"c": {"server": "https://x", "proxy-url": "socks5://proxy:1080"}},
                 contexts={"main": {"cluster": "c"}},
             ),
-            "proxy-url is not supported",
+            "proxy-url: SOCKS proxies are not supported",
         ),
         (simple(user={"username": "admin", "password": "x"}), "basic auth"),
         (simple(user={"exec": {"apiVersion": "client.authentication.k8s.io/v1"}}), "exec.command is missing"),

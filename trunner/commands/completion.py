@@ -1,4 +1,4 @@
-"""``trunner completion bash|zsh|fish``: a shell completion script for every command, flag and
+"""``trunner completion bash|zsh|fish|powershell``: a shell completion script for every command, flag and
 known value, generated from the same parser that reads the command line."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import attrs
 
 from trunner import exits
 
-SHELLS = ("bash", "zsh", "fish")
+SHELLS = ("bash", "zsh", "fish", "powershell")
 _PATH_FLAGS = {"--file", "--config", "--jobs", "--kubeconfig"}
 
 
@@ -35,16 +35,16 @@ class Command:
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "completion",
-        help="Print a shell completion script (bash, zsh or fish).",
+        help="Print a shell completion script (bash, zsh, fish or powershell).",
         description="Print a completion script for trunner's commands, flags and their values.",
     )
-    parser.add_argument("shell", choices=SHELLS, metavar="bash|zsh|fish", help="The shell to complete in.")
+    parser.add_argument("shell", choices=SHELLS, metavar="|".join(SHELLS), help="The shell to complete in.")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     commands = describe(args.root_parser)
-    sys.stdout.write({"bash": bash, "zsh": zsh, "fish": fish}[args.shell](commands))
+    sys.stdout.write({"bash": bash, "zsh": zsh, "fish": fish, "powershell": powershell}[args.shell](commands))
     return exits.OK
 
 
@@ -95,7 +95,7 @@ def bash(commands: list[Command]) -> str:
                 )
             elif flag.path:
                 values.append(f'                {pattern}) COMPREPLY=($(compgen -f -- "$cur")); return ;;')
-        positional = [c for c in ("bash", "zsh", "fish") if command.name == "completion"]
+        positional = [c for c in SHELLS if command.name == "completion"]
         cases.append(
             f"        {command.name})\n"
             f'            case "$prev" in\n'
@@ -138,7 +138,7 @@ def zsh(commands: list[Command]) -> str:
                 )
             specs.append(f"'{names}[{flag.help}]{action}'")
         if command.name == "completion":
-            specs.append("'1:shell:(bash zsh fish)'")
+            specs.append(f"'1:shell:({' '.join(SHELLS)})'")
         cases.append(f"        {command.name}) _arguments {' '.join(specs)} ;;")
     return f"""#compdef trunner
 # zsh completion for trunner; install with: trunner completion zsh > "${{fpath[1]}}/_trunner"
@@ -180,5 +180,74 @@ def fish(commands: list[Command]) -> str:
             parts.append(f"-d '{flag.help}'")
             lines.append(" ".join(parts))
         if command.name == "completion":
-            lines.append("complete -c trunner -n '__fish_seen_subcommand_from completion' -a 'bash zsh fish'")
+            lines.append(
+                f"complete -c trunner -n '__fish_seen_subcommand_from completion' -a '{' '.join(SHELLS)}'"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _ps(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def powershell(commands: list[Command]) -> str:
+    """A ``Register-ArgumentCompleter -Native`` script: commands, their flags, and known values."""
+    entries = []
+    for command in commands:
+        flags = []
+        for flag in command.flags:
+            values = ", ".join(_ps(v) for v in flag.values)
+            for name in flag.names:
+                flags.append(
+                    f"            {_ps(name)} = @{{ Help = {_ps(flag.help or name)}; Values = @({values}) }}"
+                )
+        positional = ", ".join(_ps(s) for s in SHELLS) if command.name == "completion" else ""
+        entries.append(
+            f"    {_ps(command.name)} = @{{\n        Help = {_ps(command.help or command.name)}\n"
+            f"        Args = @({positional})\n        Flags = @{{\n" + "\n".join(flags) + "\n        }\n    }"
+        )
+    return (
+        "# powershell completion for trunner; load with: trunner completion powershell | Out-String | Invoke-Expression\n"
+        "$__trunnerCommands = @{\n"
+        + "\n".join(entries)
+        + "\n}\n"
+        + r"""Register-ArgumentCompleter -Native -CommandName trunner -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+    $words = @($commandAst.CommandElements | Select-Object -Skip 1 | ForEach-Object { $_.ToString() })
+    if ($wordToComplete -ne '' -and $words.Count -gt 0) { $words = @($words | Select-Object -SkipLast 1) }
+    $command = $words | Where-Object { -not $_.StartsWith('-') } | Select-Object -First 1
+    $result = @()
+    if (-not $command) {
+        foreach ($name in $__trunnerCommands.Keys) {
+            if ($name -like "$wordToComplete*") {
+                $result += [System.Management.Automation.CompletionResult]::new($name, $name, 'Command', $__trunnerCommands[$name].Help)
+            }
+        }
+    } else {
+        $spec = $__trunnerCommands[$command]
+        if ($spec) {
+            $previous = if ($words.Count -gt 0) { $words[-1] } else { '' }
+            if ($spec.Flags.ContainsKey($previous) -and $spec.Flags[$previous].Values.Count -gt 0) {
+                foreach ($value in $spec.Flags[$previous].Values) {
+                    if ($value -like "$wordToComplete*") {
+                        $result += [System.Management.Automation.CompletionResult]::new($value, $value, 'ParameterValue', $value)
+                    }
+                }
+            } else {
+                foreach ($flag in $spec.Flags.Keys) {
+                    if ($flag -like "$wordToComplete*") {
+                        $result += [System.Management.Automation.CompletionResult]::new($flag, $flag, 'ParameterName', $spec.Flags[$flag].Help)
+                    }
+                }
+                foreach ($value in $spec.Args) {
+                    if ($value -like "$wordToComplete*") {
+                        $result += [System.Management.Automation.CompletionResult]::new($value, $value, 'ParameterValue', $value)
+                    }
+                }
+            }
+        }
+    }
+    $result | Sort-Object -Property ListItemText
+}
+"""
+    )

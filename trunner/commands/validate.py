@@ -18,6 +18,28 @@ from trunner.executors.settings import JobRunSettings
 from trunner.local.jobfile import JobFileError, load_job
 from trunner.models import RunnerJob
 
+GO_TOLERATED = {
+    "--job-concurrency": "the Go runner runs 1 job at a time for a value below 1",
+    "--log-level": "the Go runner logs at INFO for a level it does not know",
+    "--log-format": "the Go runner writes JSON for any format but TEXT",
+    "--poll-interval": "the Go runner polls without pause for 0",
+    "--job-pod-log-max-size": "the Go runner ships every line on its own for 0",
+}
+"""Values the Go runner starts with and trunner refuses: what the Go runner does with each."""
+MISSING_CONFIG_FILE = "config file not found"
+
+
+def go_note(problem: str) -> str:
+    """``problem`` with what the Go runner would do instead, where it would start regardless."""
+    flag = problem.split(" ", 1)[0]
+    if flag in GO_TOLERATED:
+        return f"{problem} ({GO_TOLERATED[flag]}; trunner refuses to start)"
+    if problem.endswith(MISSING_CONFIG_FILE):
+        return (
+            f"{problem} (the Go runner creates it empty and starts with defaults; trunner refuses to start)"
+        )
+    return problem
+
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -59,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             failed = True
             print(f"{args.config}: invalid configuration:", file=sys.stderr)
             for problem in exc.problems:
-                print(f"  - {problem}", file=sys.stderr)
+                print(f"  - {go_note(problem)}", file=sys.stderr)
         else:
             print(f"{source.source_name}: valid configuration")
     for path in args.file:

@@ -18,6 +18,7 @@ import trio
 from trunner import __version__
 from trunner.commands.common import add_common_arguments, settings_source
 from trunner.config import add_arguments, setting
+from trunner.proxy import httpx_proxy, proxy_for
 from trunner.tls import system_trust_context
 
 log = logging.getLogger("trunner.version")
@@ -68,7 +69,8 @@ def ping_url(api_url: str) -> str:
 def api_version(api_url: str, *, timeout: float = PING_TIMEOUT) -> dict[str, str]:
     """What ``GET /api/ping`` says of the OpsLevel app: ``app_commit`` (first 12 characters),
     ``app_date`` and ``app_version``, each only when given. Raises httpx.HTTPError or ValueError."""
-    with httpx.Client(timeout=timeout, verify=system_trust_context(), trust_env=False) as client:
+    proxy = httpx_proxy(proxy_for(ping_url(api_url)), system_trust_context())
+    with httpx.Client(timeout=timeout, verify=system_trust_context(), trust_env=False, proxy=proxy) as client:
         response = client.get(ping_url(api_url), headers={"Accept": "application/json"})
         response.raise_for_status()
         body = response.json()

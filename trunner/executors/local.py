@@ -133,7 +133,7 @@ class LocalExecutor:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.PIPE,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -143,8 +143,9 @@ class LocalExecutor:
         try:
             reader = PipeReader(output)
             async with trio.open_nursery() as nursery:
-                assert process.stdout is not None
+                assert process.stdout is not None and process.stderr is not None
                 nursery.start_soon(reader.pump, process.stdout, Stream.STDOUT)
+                nursery.start_soon(reader.pump, process.stderr, Stream.STDERR)
                 code = await process.wait()
                 reader.writer_exited(_OUTPUT_GRACE)
             if reader.abandoned:
@@ -218,7 +219,7 @@ def namespace_wrapper(euid: int) -> list[str]:
 
 
 class PipeReader:
-    """Feeds a pipe to the log until its end of file. Once the shell has exited, the pipe ends as
+    """Feeds the job's pipes to the log until their end of file. Once the shell has exited, a pipe ends as
     soon as the last process holding it is gone; a background process may hold it for ever, so
     from then on the time spent waiting for the pipe is bounded, never the time the log holds
     the reader (what the shell wrote before it exited is all read, however slow the sink)."""
@@ -227,15 +228,15 @@ class PipeReader:
         self._output = output
         self._deadline = math.inf
         self._exited_at = math.inf
-        self._waiting: trio.CancelScope | None = None
+        self._waiting: set[trio.CancelScope] = set()
         self.abandoned = False
 
     def writer_exited(self, grace: float) -> None:
         """From now on ``grace`` seconds of waiting for the pipe in all, then stop reading."""
         self._exited_at = trio.current_time()
         self._deadline = self._exited_at + grace
-        if self._waiting is not None:
-            self._waiting.deadline = self._deadline
+        for waiting in self._waiting:
+            waiting.deadline = self._deadline
 
     async def pump(self, stream: trio.abc.ReceiveStream, which: Stream) -> None:
         feed = self._output.feed
@@ -243,9 +244,11 @@ class PipeReader:
         async with stream:
             while True:
                 with trio.CancelScope(deadline=self._deadline) as waiting:
-                    self._waiting = waiting
-                    chunk = await stream.receive_some(_READ_SIZE)
-                self._waiting = None
+                    self._waiting.add(waiting)
+                    try:
+                        chunk = await stream.receive_some(_READ_SIZE)
+                    finally:
+                        self._waiting.discard(waiting)
                 if waiting.cancelled_caught:
                     self.abandoned = True
                     return
@@ -255,6 +258,8 @@ class PipeReader:
                 held_from = trio.current_time()
                 await wait_for_room()
                 self._deadline += max(0.0, trio.current_time() - max(held_from, self._exited_at))
+                for other in self._waiting:
+                    other.deadline = self._deadline
 
 
 def _kill_group(pid: int) -> None:

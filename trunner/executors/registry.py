@@ -13,6 +13,7 @@ from typing import Any
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import kubernetes, local
 from trunner.executors.base import Executor, JobNaming
+from trunner.executors.kubernetes import podspec
 from trunner.executors.kubernetes.settings import (
     JobPodConfig,
     KubeJobSettings,
@@ -77,7 +78,10 @@ def job_pod_config(source: SettingsSource) -> JobPodConfig:
     origins = {**source.origins(JobRunSettings), **source.origins(KubeJobSettings)}
     for line in section_overrides(run, pods, section, origins=origins, source_name=source.source_name):
         log.warning("%s", line)
-    return resolve(run, pods, section, hostname=socket.gethostname())
+    config = resolve(run, pods, section, hostname=socket.gethostname())
+    if (collision := podspec.workdir_collision(config.workdir)) is not None:
+        log.warning("%s: %s", source.source_name, collision)
+    return config
 
 
 def load_settings(name: str, source: SettingsSource) -> ExecutorSettings:

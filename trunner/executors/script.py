@@ -26,16 +26,13 @@ def job_directory(workdir: str, job_id: str) -> str:
     return f"{workdir.rstrip('/')}/{job_directory_name(job_id)}"
 
 
-MERGE_STREAMS = "exec 2>&1;\n"
-"""The script's stderr goes into its stdout (as GitLab Runner does), so the log reads in the order
-things were written: a command's output, its errors and the shell's ``set -x`` trace interleave
-as they happened, which two separate streams cannot preserve."""
-
-
 def phase_script(workdir: str, job_id: str, commands: Sequence[str]) -> str:
-    """``exec 2>&1;\\nmkdir -p <dir>;\\ncd <dir>;\\nset -xv;\\n<cmd1>;\\n<cmd2>``"""
+    """``mkdir -p <dir>;\\ncd <dir>;\\nset -xv;\\n<cmd1>;\\n<cmd2>``, the Go runner's script.
+
+    stdout and stderr stay apart: outcome variables are read from stdout only, and the shell's
+    ``set -x``/``set -v`` trace goes to stderr, so no trace line can land inside a value."""
     directory = shlex.quote(job_directory(workdir, job_id))
-    return MERGE_STREAMS + f"mkdir -p {directory};\ncd {directory};\nset -xv;\n" + ";\n".join(commands)
+    return f"mkdir -p {directory};\ncd {directory};\nset -xv;\n" + ";\n".join(commands)
 
 
 def phase_argv(shell: str, workdir: str, job_id: str, commands: Sequence[str]) -> list[str]:

@@ -30,7 +30,13 @@ class FaktoryMetrics:
             ["runner", "reason"],
             registry=self.registry,
         )
-
+        self._jobs_left = Counter(
+            "trunner_faktory_jobs_left_for_redelivery",
+            "Jobs the shutdown interrupted, neither reported nor acknowledged: Faktory delivers them "
+            "again when their reservation expires.",
+            ["runner"],
+            registry=self.registry,
+        )
         self._connected = Gauge(
             "trunner_faktory_connected",
             "1 while the worker's connection to Faktory works, 0 while it is lost and being reconnected.",
@@ -67,6 +73,9 @@ class FaktoryMetrics:
         self.command_failed(command)
         if self._go is not None:
             self._go.push_failed(in_batch=in_batch)
+
+    def job_left(self) -> None:
+        self._jobs_left.labels(self._runner_id).inc()
 
     def job_rejected(self, reason: str) -> None:
         self._jobs_rejected.labels(self._runner_id, reason).inc()

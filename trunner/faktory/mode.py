@@ -9,9 +9,10 @@ gracefully and exits 1.
 
 Shutdown: SIGTERM/SIGINT (handled by the shared :mod:`trunner.service` lifecycle) or a ``terminate``
 heartbeat reply stops fetching at once; running jobs get ``--shutdown-grace`` and are then
-cancelled, each reporting ``canceled``; a second signal skips the rest of the grace. A ``quiet``
-reply only stops fetching. Every job that ran is ACKed after its outcome was reported; jobs
-claimed but never run are FAILed on the way out so Faktory retries them at once.
+cancelled, each left unreported and unanswered so that Faktory delivers it again when its
+reservation expires (as the Go runner leaves them); a second signal skips the rest of the grace.
+A ``quiet`` reply only stops fetching. Every job that ran to an outcome is ACKed after the outcome
+was reported; jobs claimed but never run are FAILed on the way out so Faktory retries them at once.
 """
 
 from __future__ import annotations

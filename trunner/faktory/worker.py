@@ -221,7 +221,7 @@ class FaktoryWorker:
         sink = FaktorySink(
             self._client, runner_job_id=decoded.job.id, bid=decoded.bid, metrics=self._metrics, link=self.link
         )
-        return ClaimedJob(decoded.job, sink, finished=_Finisher(self, jid))
+        return ClaimedJob(decoded.job, sink, finished=_Finisher(self, jid), redelivered=_Left(self, jid))
 
     async def _reject(self, jid: str, reason: str, rejection: Rejection) -> None:
         log.error("job %s not run, answering FAIL: %s", jid, rejection.message)
@@ -232,6 +232,15 @@ class FaktoryWorker:
         """The job ran and its outcome was reported (whatever it was): ACK, as the Go handler
         returns nil once a job has run."""
         await self._answer("ACK", jid, None)
+
+    async def leave(self, jid: str) -> None:
+        """The shutdown interrupted the job: no ACK and no FAIL (a FAIL would count a retry, and
+        with ``retry: 0`` bury the job), so Faktory delivers it again when its reservation
+        expires, as it does for the Go runner's interrupted jobs."""
+        job_id = self._outstanding.pop(jid, "")
+        with _fields(jid, job_id):
+            log.info("job %s not acknowledged: Faktory delivers it again when its reservation expires", jid)
+        self._metrics.job_left()
 
     async def _answer(
         self, command: str, jid: str, rejection: Rejection | None, *, patient: bool = True
@@ -370,3 +379,12 @@ class _Finisher:
 
     async def __call__(self, outcome: JobOutcome) -> None:
         await self.worker.acknowledge(self.jid, outcome)
+
+
+@attrs.frozen
+class _Left:
+    worker: FaktoryWorker
+    jid: str
+
+    async def __call__(self, outcome: JobOutcome) -> None:
+        await self.worker.leave(self.jid)

@@ -46,7 +46,9 @@ from trunner.kube.ratelimit import TokenBucket
 from trunner.kube.tls import load_client_certificate, ssl_context
 from trunner.kube.watch import WatchEvent, watch_events
 from trunner.kube.websocket import HandshakeStream, handshake, reader_nursery, single_exception, ws_failure
+from trunner.proxy import httpx_proxy
 from trunner.retry import RetryPolicy, parse_retry_after
+from trunner.tls import system_trust_context
 
 USER_AGENT = "trunner"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -64,7 +66,10 @@ class KubeApiSettings:
         100, help="Kubernetes API requests that may be made at once above the QPS rate.", checks=[positive]
     )
     k8s_api_timeout: float = setting(
-        30.0, help="Seconds one Kubernetes API call may take (per attempt).", checks=[positive]
+        60.0,
+        help="Seconds one Kubernetes API call may take (per attempt); the Go runner's 60, which it "
+        "takes from --job-pod-exec-max-wait.",
+        checks=[positive],
     )
     k8s_context: str = setting("", help="kubeconfig context to use (empty: the current-context).")
 
@@ -119,6 +124,7 @@ class KubeClient:
             timeout=httpx.Timeout(settings.k8s_api_timeout),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             trust_env=False,
+            proxy=httpx_proxy(config.proxy, system_trust_context()),
         )
         client = cls(
             config,
@@ -361,6 +367,7 @@ class KubeClient:
                         self.config.server,
                         self._tls,
                         self.config.tls_server_name,
+                        self.config.proxy,
                         headers,
                         nursery,
                         resource,

@@ -33,6 +33,7 @@ from trunner.kube.auth import (
     TokenFileAuth,
 )
 from trunner.kube.errors import KubeConfigError
+from trunner.proxy import Proxy, ProxyEnvironment, ProxyError, parse_proxy
 from trunner.wire import WireConverter, WireError, structure
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -54,6 +55,8 @@ class KubeConfig:
     client_key_pem: bytes | None = None
     source: str = ""
     """Where this came from, for messages: ``kubeconfig /path (context x)`` or ``in-cluster``."""
+    proxy: Proxy | None = None
+    """The cluster's ``proxy-url``, else the environment's proxy for the server (client-go's order)."""
 
 
 # --- kubeconfig file model (keys as written in the file) ----------------------------------------
@@ -310,11 +313,14 @@ def _from_merged(merged: _Merged, files: list[Path], context: str | None) -> Kub
         )
     cluster, cluster_file = merged.clusters[ctx.cluster]
     cluster_where = str(cluster_file)
-    if cluster.proxy_url:
-        raise KubeConfigError(
-            cluster_where,
-            f"cluster {ctx.cluster!r}: proxy-url is not supported (connect to the server directly)",
+    try:
+        proxy = (
+            parse_proxy(cluster.proxy_url, f"cluster {ctx.cluster!r}: proxy-url")
+            if cluster.proxy_url
+            else None
         )
+    except ProxyError as exc:
+        raise KubeConfigError(cluster_where, str(exc)) from None
     server = _server(cluster.server, cluster_where, ctx.cluster)
     ca = _pem_or_file(
         cluster.certificate_authority_data,
@@ -352,6 +358,7 @@ def _from_merged(merged: _Merged, files: list[Path], context: str | None) -> Kub
         client_cert_pem=cert,
         client_key_pem=key,
         source=f"kubeconfig {where} (context {name})",
+        proxy=proxy,
     )
 
 
@@ -420,6 +427,16 @@ def load_config(
     """The configuration to use, by client-go's rules (see the module docstring). Raises
     :class:`KubeConfigError` naming the file and the problem."""
     environ = os.environ if environ is None else environ
+    config = _load(environ, context, account_dir)
+    if config.proxy is not None:
+        return config
+    try:
+        return attrs.evolve(config, proxy=ProxyEnvironment.from_environ(environ).proxy_for(config.server))
+    except ProxyError as exc:
+        raise KubeConfigError("the environment", str(exc)) from None
+
+
+def _load(environ: Mapping[str, str], context: str | None, account_dir: Path) -> KubeConfig:
     files, looked_at = kubeconfig_files(environ)
     if files:
         return load_kubeconfig(files, context=context)

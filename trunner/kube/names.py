@@ -36,3 +36,7 @@ def label_key_problem(key: str) -> str | None:
     if len(name) > MAX_LABEL or not _LABEL_NAME.fullmatch(name):
         return f"{key!r}: the name must be 1-63 letters, digits, '-', '_' or '.', starting and ending alphanumeric"
     return None
+
+
+def is_dns_subdomain(text: str) -> bool:
+    return len(text) <= MAX_SUBDOMAIN and _DNS_SUBDOMAIN.fullmatch(text) is not None

@@ -230,6 +230,48 @@ class Affinity:
 # --- Pod -----------------------------------------------------------------------------------------
 
 
+# --- pod fields from the config's kubernetes: section: image pull secrets, scheduling, DNS ------------
+
+
+@attrs.frozen
+class LocalObjectReference:
+    name: str
+
+
+@attrs.frozen
+class TopologySpreadConstraint:
+    max_skew: int
+    topology_key: str
+    when_unsatisfiable: str
+    label_selector: LabelSelector | None = None
+    min_domains: int | None = None
+    node_affinity_policy: str | None = None
+    node_taints_policy: str | None = None
+    match_label_keys: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class HostAlias:
+    ip: str
+    hostnames: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class PodDNSConfigOption:
+    name: str | None = None
+    value: str | None = None
+
+
+@attrs.frozen
+class PodDNSConfig:
+    nameservers: tuple[str, ...] | None = None
+    searches: tuple[str, ...] | None = None
+    options: tuple[PodDNSConfigOption, ...] | None = None
+
+
+# --- containers ------------------------------------------------------------------------------------
+
+
 @attrs.frozen
 class SecretKeySelector:
     name: str
@@ -337,6 +379,12 @@ class PodSpec:
     dns_policy: str | None = None
     tolerations: tuple[Toleration, ...] | None = None
     affinity: Affinity | None = None
+    image_pull_secrets: tuple[LocalObjectReference, ...] | None = None
+    priority_class_name: str | None = None
+    runtime_class_name: str | None = None
+    topology_spread_constraints: tuple[TopologySpreadConstraint, ...] | None = None
+    host_aliases: tuple[HostAlias, ...] | None = None
+    dns_config: PodDNSConfig | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -13,6 +13,8 @@ import trio
 import trio_websocket
 
 from trunner.kube.errors import KubeError, TransportError, describe, error_from_response
+from trunner.proxy import Proxy, ProxyError, open_tunnel
+from trunner.tls import system_trust_context
 
 
 def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -55,6 +57,7 @@ async def handshake(
     server: str,
     tls: ssl.SSLContext | None,
     tls_server_name: str | None,
+    proxy: Proxy | None,
     headers: list[tuple[bytes, bytes]],
     nursery: trio.Nursery,
     resource: str,
@@ -63,7 +66,8 @@ async def handshake(
     sizes: tuple[int, int, int],
     watched: list[HandshakeStream],
 ) -> trio_websocket.WebSocketConnection:
-    """Connect to ``server`` (TLS when ``tls`` is given) and upgrade to a WebSocket at ``resource``,
+    """Connect to ``server`` (through a ``CONNECT`` tunnel of ``proxy`` when given; TLS when ``tls``
+    is given) and upgrade to a WebSocket at ``resource``,
     all within ``limit`` seconds. The stream goes into ``watched`` first, so that a failed
     handshake can be explained from the answer it saw (:func:`ws_failure`)."""
     url = urlsplit(server)
@@ -74,8 +78,11 @@ async def handshake(
     where = resource.split("?")[0]
     try:
         with trio.fail_after(limit):
-            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-            stream = await trio.open_tcp_stream(host, port)
+            stream: trio.abc.Stream
+            if proxy is None:
+                stream = await trio.open_tcp_stream(host, port)
+            else:
+                stream = await open_tunnel(proxy, host, port, proxy_tls=system_trust_context())
             if tls is not None:
                 stream = trio.SSLStream(
                     stream,
@@ -99,7 +106,7 @@ async def handshake(
             watched[0].handshake_done()
     except trio.TooSlowError:
         raise TransportError(f"websocket {where}: no handshake within {limit:g} s") from None
-    except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+    except (OSError, trio.BrokenResourceError, ssl.SSLError, ProxyError) as exc:
         raise TransportError(f"websocket {where}: cannot connect: {describe(exc)}") from None
     if offered and ws.subprotocol not in offered:
         with trio.CancelScope(shield=True), trio.move_on_after(1):

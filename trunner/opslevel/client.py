@@ -39,6 +39,7 @@ from trunner.opslevel.operations import (
     structure_payload,
 )
 from trunner.opslevel.settings import ApiSettings
+from trunner.proxy import httpx_proxy, proxy_for
 from trunner.retry import RetryPolicy, parse_retry_after
 from trunner.tls import system_trust_context
 
@@ -174,6 +175,7 @@ class OpsLevelClient:
             # proxy is trusted the same way as for every other client of the runner.
             verify=system_trust_context(),
             trust_env=False,
+            proxy=httpx_proxy(proxy_for(endpoint), system_trust_context()) if transport is None else None,
         )
 
     @classmethod

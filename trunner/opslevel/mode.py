@@ -18,7 +18,7 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry
 
-from trunner.config import SettingsSource
+from trunner.config import ConfigError, SettingsSource
 from trunner.executors.base import Executor
 from trunner.http import MetricsServerSettings
 from trunner.kube.client import KubeApiSettings
@@ -36,6 +36,7 @@ from trunner.opslevel.operations import (
 from trunner.opslevel.scaling import ScalingSettings, check_scaling, run_scaling
 from trunner.opslevel.settings import ApiSettings, PollSettings
 from trunner.opslevel.source import PendingJobSource
+from trunner.proxy import ProxyEnvironment, ProxyError
 from trunner.retry import RetryPolicy
 from trunner.runner import Runner, RunSettings
 from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, ServiceMode, check_settings
@@ -69,6 +70,10 @@ class ApiMode(ServiceMode):
         self._source = source
         self._run_settings = run_settings
         self._api = source.get(ApiSettings)
+        try:
+            ProxyEnvironment.from_environ(source.environ)
+        except ProxyError as exc:
+            raise ConfigError([str(exc)]) from None
         self._poll = source.get(PollSettings)
         self._log_settings = source.get(LogSettings)
         self.registry = CollectorRegistry()

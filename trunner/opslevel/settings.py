@@ -36,7 +36,9 @@ class ApiSettings:
         "", help="OpsLevel API token.", env="OPSLEVEL_API_TOKEN", secret=True, checks=[_token_given]
     )
     api_timeout: float = setting(
-        30.0, help="Seconds one API request may take before it counts as failed.", checks=[positive]
+        60.0,
+        help="Seconds one API request may take before it counts as failed (the Go runner's 60).",
+        checks=[positive],
     )
     api_max_retries: int = setting(
         5,

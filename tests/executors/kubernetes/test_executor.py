@@ -88,8 +88,8 @@ async def test_a_job_runs_end_to_end_in_a_real_shell(tmp_path: Path) -> None:
         assert result.outcome() is Outcome.SUCCESS
         assert b"hello\n" in feed.stdout
         assert b"greeting=hi there secret=unset\n" in feed.stdout
-        assert b"oops\n" in feed.stdout and feed.stderr == b""
-        assert b"+ echo hello\nhello\n" in feed.stdout  # the trace and the output in written order
+        assert b"oops\n" in feed.stderr and b"oops" not in feed.stdout
+        assert b"+ echo hello\n" in feed.stderr and b"+ echo" not in feed.stdout  # the trace goes to stderr
         assert (tmp_path / JOB.id).is_dir()
         [session] = api.exec_sessions
         assert session.request.container == "job"
@@ -106,8 +106,9 @@ async def test_a_failing_command_reports_its_exit_code(tmp_path: Path) -> None:
             result, feed = await run_job(api, job, attrs.evolve(CONFIG, workdir=str(tmp_path)))
         assert result == ExitResult.exited(3)
         assert result.outcome() is Outcome.FAILED
-        assert feed.stdout.endswith(b"+ echo before\nbefore\n+ exit 3\n")
-        assert b"never" not in feed.stdout.replace(b"echo never", b"")
+        assert feed.stdout == b"before\n"
+        assert feed.stderr.endswith(b"+ echo before\n+ exit 3\n")
+        assert b"never" not in feed.stderr.replace(b"echo never", b"")
         assert job_objects(api) == NOTHING_LEFT
 
 
@@ -596,7 +597,7 @@ async def test_open_executor_deletes_leftovers_at_startup_then_runs_jobs(
         assert len(latencies) == 1
         assert "deleted 8 leftover job objects of owner runner-0" in caplog.text
         [session] = api.exec_sessions
-        assert session.request.command[3].startswith(f"exec 2>&1;\nmkdir -p {tmp_path}/jobs/42;")
+        assert session.request.command[3].startswith(f"mkdir -p {tmp_path}/jobs/42;")
 
 
 async def test_startup_survives_a_forbidden_leftover_listing(

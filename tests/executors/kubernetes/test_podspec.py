@@ -270,7 +270,7 @@ def test_init_container_runs_the_init_commands_in_the_job_directory() -> None:
         "/bin/sh",
         "-e",
         "-c",
-        f"exec 2>&1;\nmkdir -p /jobs/{JOB.id};\ncd /jobs/{JOB.id};\nset -xv;\n/opslevel/clone-repo .;\nls",
+        f"mkdir -p /jobs/{JOB.id};\ncd /jobs/{JOB.id};\nset -xv;\n/opslevel/clone-repo .;\nls",
     ]
     assert init["volumeMounts"] == [
         {"name": "scripts", "mountPath": "/opslevel", "readOnly": True},
@@ -314,20 +314,20 @@ def test_main_command_is_the_go_runner_form() -> None:
         "/bin/sh",
         "-e",
         "-c",
-        f"exec 2>&1;\nmkdir -p /jobs/{JOB.id};\ncd /jobs/{JOB.id};\nset -xv;\necho hello;\nls -la",
+        f"mkdir -p /jobs/{JOB.id};\ncd /jobs/{JOB.id};\nset -xv;\necho hello;\nls -la",
     )
     assert main_command(FULL, RunnerJob(id="9", image="x", commands=("make",))) == (
         "/bin/bash",
         "-e",
         "-c",
-        "exec 2>&1;\nmkdir -p /workspace/9;\ncd /workspace/9;\nset -xv;\nmake",
+        "mkdir -p /workspace/9;\ncd /workspace/9;\nset -xv;\nmake",
     )
 
 
 def test_an_odd_job_id_cannot_break_out_of_the_shell_line_or_the_workdir() -> None:
     for job_id in ("1; rm -rf /", "../../etc"):
         job = RunnerJob(id=job_id, image="x", commands=("true",))
-        first = main_command(JobPodConfig(), job)[3].splitlines()[1]
+        first = main_command(JobPodConfig(), job)[3].splitlines()[0]
         directory = first.removeprefix("mkdir -p ").removesuffix(";")
         assert directory.startswith("/jobs/") and directory.count("/") == 2, first
         assert ".." not in directory and ";" not in directory and " " not in directory

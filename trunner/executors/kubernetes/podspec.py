@@ -19,10 +19,12 @@ import base64
 import math
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
 from trunner.executors.kubernetes.names import JobIdentity
+from trunner.executors.kubernetes.pod_fields import PodFields
 from trunner.executors.kubernetes.security import job_container_context
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.executors.script import phase_argv
@@ -65,6 +67,23 @@ _FILES_VOLUME = "scripts"
 _HELPER_VOLUME = "shared"
 _WORKSPACE_VOLUME = "workspace"
 _FILE_NAME = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def workdir_collision(workdir: str) -> str | None:
+    """Why ``workdir`` (``workingDir`` / ``--job-pod-workdir``) collides with a volume the job pod
+    mounts itself, or None. The OpsLevel chart's example config sets ``workingDir: /mount``: the
+    helper's ``/mount`` and the work directory would be mounted at the same path."""
+    path = "/" + "/".join(part for part in workdir.split("/") if part not in ("", "."))
+    for mount, what in (
+        (HELPER_MOUNT, "the helper's /opslevel-runner copy"),
+        (FILES_MOUNT, "the job's files"),
+    ):
+        if path == mount or path.startswith(mount + "/") or mount.startswith(path.rstrip("/") + "/"):
+            return (
+                f"workingDir {workdir!r} collides with {mount}, where the job pod mounts {what}; "
+                "use another directory (the default is /jobs)"
+            )
+    return None
 
 
 class PodSpecError(ValueError):
@@ -246,7 +265,7 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
         metadata=ObjectMeta(
             identity.name,
             config.namespace,
-            dict(identity.labels),
+            {**(config.pod_fields.labels or {}), **identity.labels},
             dict(config.annotations) if config.annotations else None,
         ),
         spec=PodSpec(
@@ -264,8 +283,21 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
             dns_policy=config.dns_policy,
             tolerations=config.tolerations,
             affinity=config.affinity,
+            **_section_pod_fields(config.pod_fields),
         ),
     )
+
+
+def _section_pod_fields(fields: PodFields) -> dict[str, Any]:
+    """The PodSpec fields the ``kubernetes:`` section sets beyond the Go runner's."""
+    return {
+        "image_pull_secrets": fields.image_pull_secrets,
+        "priority_class_name": fields.priority_class_name,
+        "runtime_class_name": fields.runtime_class_name,
+        "topology_spread_constraints": fields.topology_spread_constraints,
+        "host_aliases": fields.host_aliases,
+        "dns_config": fields.dns_config,
+    }
 
 
 def build_job_objects(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> JobObjects:

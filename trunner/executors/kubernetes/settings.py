@@ -32,18 +32,23 @@ from trunner.config import (
     setting,
 )
 from trunner.executors.kubernetes import security
+from trunner.executors.kubernetes.pod_fields import PodFields, pod_field_problems
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.client import KubeApiSettings
 from trunner.kube.config import KubeConfig
 from trunner.kube.names import dns_label_problem, is_dns_label, is_label_value, label_key_problem
 from trunner.kube.objects import (
     Affinity,
+    HostAlias,
+    LocalObjectReference,
     ObjectError,
+    PodDNSConfig,
     PodSecurityContext,
     Quantity,
     ResourceRequirements,
     SecurityContext,
     Toleration,
+    TopologySpreadConstraint,
     from_wire,
     parse_quantity,
 )
@@ -168,6 +173,14 @@ class KubernetesSection:
     helper_image: str | None = None
     tolerations: tuple[Toleration, ...] | None = None
     affinity: Affinity | None = None
+    # Pod fields beyond the Go runner's (checked in pod_fields):
+    image_pull_secrets: tuple[LocalObjectReference, ...] | None = None
+    priority_class_name: str | None = None
+    labels: dict[str, str] | None = None
+    runtime_class_name: str | None = None
+    topology_spread_constraints: tuple[TopologySpreadConstraint, ...] | None = None
+    host_aliases: tuple[HostAlias, ...] | None = None
+    dns_config: PodDNSConfig | None = None
 
 
 @attrs.frozen
@@ -197,6 +210,7 @@ class JobPodConfig:
     tolerations: tuple[Toleration, ...] | None = None
     affinity: Affinity | None = None
     owner: str = "trunner"
+    pod_fields: PodFields = attrs.field(factory=PodFields)
 
 
 @attrs.frozen
@@ -466,11 +480,13 @@ def resolve(
         flags.job_pod_annotations, "--job-pod-annotations", label_values=False
     )
     resources, resource_problems = _resources(flags, section.resources)
+    pod_fields = section_pod_fields(section)
     problems = selector_problems + annotation_problems + resource_problems
     if flags.job_agent_mode and not section.agent_mode:
         problems += security.agent_mode_problems(
             section.container_security_context, "kubernetes.containerSecurityContext (with --job-agent-mode)"
         )
+    problems += pod_field_problems(pod_fields, flags.job_pod_dns_policy or None)
     if problems:
         raise ConfigError(problems)
     return JobPodConfig(
@@ -497,4 +513,9 @@ def resolve(
         tolerations=section.tolerations,
         affinity=section.affinity,
         owner=flags.job_pod_owner or hostname,
+        pod_fields=pod_fields,
     )
+
+
+def section_pod_fields(section: KubernetesSection) -> PodFields:
+    return PodFields(**{field.name: getattr(section, field.name) for field in attrs.fields(PodFields)})
