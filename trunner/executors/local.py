@@ -6,7 +6,8 @@ kernel allows it, each job that has files runs in a private mount namespace (as 
 directory bind-mounted there, so concurrent jobs never see each other's files. Otherwise
 (``/opslevel`` missing, no namespaces, macOS) the files stay in the job's own directory and
 ``/opslevel/`` in its commands is mapped to that directory; the job's log says so. Nothing is
-written outside the job's temporary directory (or ``--job-pod-workdir``).
+written outside the job's temporary directory (or the executor's own private directory under
+``--job-pod-workdir``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import attrs
 import trio
 
+from trunner import privdir
 from trunner.contracts import OutputFeed, Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.script import phase_argv, phase_script
@@ -34,6 +36,7 @@ from trunner.models import JobVariable, RunnerJob, validate_job
 logger = logging.getLogger("trunner.executors.local")
 
 FILES_MOUNT = "/opslevel"
+WORKDIR_PREFIX = "trunner-work-"
 _READ_SIZE = 64 * 1024
 _OUTPUT_GRACE = 2.0
 """Seconds to keep reading after the shell exits, for output of its background children."""
@@ -67,6 +70,7 @@ class LocalExecutor:
         self._namespace_probed = False
         self._namespace_wrapper: list[str] | None = None
         self._namespace_problem = ""
+        self._workdir: str | None = None
 
     def check_job(self, job: RunnerJob) -> list[str]:
         problems = validate_job(job)
@@ -90,7 +94,13 @@ class LocalExecutor:
         with tempfile.TemporaryDirectory(prefix="trunner-job-") as scratch:
             files_dir = Path(scratch, "files")
             await trio.to_thread.run_sync(_write_files, files_dir, job)
-            workdir = self._settings.job_pod_workdir or str(Path(scratch, "work"))
+            if self._settings.job_pod_workdir:
+                try:
+                    workdir = await self._private_workdir()
+                except OSError as exc:
+                    return ExitResult(ExitKind.COULD_NOT_START, message=f"--job-pod-workdir: {exc.strerror}")
+            else:
+                workdir = str(Path(scratch, "work"))
             wrapper: list[str] = []
             if job.files:
                 namespace = await self._files_namespace()
@@ -155,6 +165,16 @@ class LocalExecutor:
             )
         return ExitResult.exited(code)
 
+    async def _private_workdir(self) -> str:
+        """This executor's own directory under ``--job-pod-workdir`` (made once, mode 0700): a job
+        id is predictable, so ``<workdir>/<job id>`` in a shared directory could be another user's
+        symlink; in a directory no one else may enter it cannot."""
+        if self._workdir is None:
+            root = Path(self._settings.job_pod_workdir)
+            self._workdir = await trio.to_thread.run_sync(_make_private_workdir, root)
+            logger.info("local jobs work in %s/<job id>", self._workdir)
+        return self._workdir
+
     async def _files_namespace(self) -> list[str] | None:
         """The argv prefix that runs a command with a directory (its next argument) mounted at
         ``/opslevel``, or None (the reason in ``_namespace_problem``) where that is impossible."""
@@ -171,6 +191,16 @@ class LocalExecutor:
             else:
                 self._namespace_wrapper = wrapper
         return self._namespace_wrapper
+
+
+def _make_private_workdir(root: Path) -> str:
+    root_fd = privdir.open_root(root, sticky_if_shared=True)
+    try:
+        name, fd = privdir.make_private(WORKDIR_PREFIX, dir_fd=root_fd, shown_root=root)
+    finally:
+        os.close(root_fd)
+    os.close(fd)
+    return str(root / name)
 
 
 def _write_files(files_dir: Path, job: RunnerJob) -> None:
