@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -94,10 +94,24 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
 
 
+Mask = Callable[[str], str]
+
+
+def _unmasked(text: str) -> str:
+    return text
+
+
+def _masked(value: Any, mask: Mask) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return mask(str(value))
+
+
 class JsonFormatter(logging.Formatter):
-    def __init__(self, *, unix_time: bool = False) -> None:
+    def __init__(self, *, unix_time: bool = False, mask: Mask = _unmasked) -> None:
         super().__init__()
         self.unix_time = unix_time
+        self.mask = mask
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -112,7 +126,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return json.dumps({key: _masked(value, self.mask) for key, value in entry.items()}, default=str)
 
 
 _NEEDS_QUOTES = re.compile(r'[\s="\\]|[^\x21-\x7e]')
@@ -136,6 +150,10 @@ class TextFormatter(logging.Formatter):
     """One logfmt line per record: ``time=… level=… msg=… key=value …`` (a traceback is the
     ``error`` field)."""
 
+    def __init__(self, *, mask: Mask = _unmasked) -> None:
+        super().__init__()
+        self.mask = mask
+
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
         fields: dict[str, Any] = {
@@ -146,13 +164,18 @@ class TextFormatter(logging.Formatter):
         }
         if record.exc_info:
             fields["error"] = self.formatException(record.exc_info)
-        return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields.items())
+        return " ".join(f"{key}={logfmt_value(_masked(value, self.mask))}" for key, value in fields.items())
 
 
-def setup(level: str = "INFO", fmt: str = "TEXT", timestamp: str = "RFC3339") -> None:
+def setup(
+    level: str = "INFO", fmt: str = "TEXT", timestamp: str = "RFC3339", *, mask: Mask = _unmasked
+) -> None:
+    """``mask``: applied to every text field of every record (the runner's credentials)."""
     handler = logging.StreamHandler(sys.stderr)
     unix_time = timestamp.upper() == "UNIX"
-    handler.setFormatter(JsonFormatter(unix_time=unix_time) if fmt.upper() == "JSON" else TextFormatter())
+    handler.setFormatter(
+        JsonFormatter(unix_time=unix_time, mask=mask) if fmt.upper() == "JSON" else TextFormatter(mask=mask)
+    )
     handler.addFilter(_JobFields())
     root = logging.getLogger("trunner")
     root.handlers[:] = [handler]

@@ -48,9 +48,14 @@ MAX_SCRIPT_BYTES = 128 * 1024 - 1024
 SETTINGS: tuple[type[Any], ...] = (JobRunSettings,)
 
 
-def _without_runner_settings(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment minus the runner's own settings: the API token must not reach jobs."""
-    return {k: v for k, v in environ.items() if not k.startswith(("OPSLEVEL_", "FAKTORY_"))}
+JOB_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "TMPDIR", "LANG", "LANGUAGE")
+"""The only variables of the runner's environment a local job gets (with every ``LC_*``): the
+runner's own settings, credentials (API token, ``FAKTORY_URL``, ``SENTRY_DSN``, cloud keys) and
+anything else it was started with stay out of jobs."""
+
+
+def job_base_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k in JOB_ENVIRONMENT or k.startswith("LC_")}
 
 
 def _phase_env(base: Mapping[str, str], variables: Sequence[JobVariable], init: bool) -> dict[str, str]:
@@ -66,7 +71,7 @@ class LocalExecutor:
 
     def __init__(self, settings: JobRunSettings, *, base_env: Mapping[str, str] | None = None) -> None:
         self._settings = settings
-        self._base_env = _without_runner_settings(os.environ if base_env is None else base_env)
+        self._base_env = job_base_env(os.environ if base_env is None else base_env)
         self._namespace_probed = False
         self._namespace_wrapper: list[str] | None = None
         self._namespace_problem = ""

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 import attrs
 
-TOKEN_HINT = "set a valid token with 'export OPSLEVEL_API_TOKEN=<token>' or '--api-token=<token>'"
+TOKEN_HINT = (
+    "set a valid token with 'export OPSLEVEL_API_TOKEN=<token>' or '--api-token-file=<file holding it>'"
+)
 
 
 class ApiError(Exception):
