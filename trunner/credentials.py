@@ -4,7 +4,7 @@ log mask them, so a job that finds one (in a file, in another process) cannot sh
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 _registered: dict[str, str] = {}
 """value -> what it is (the name the masker's warnings use)."""
@@ -36,3 +36,15 @@ def registered() -> list[tuple[str, str]]:
 
 def forget_all() -> None:
     _registered.clear()
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its userinfo (``user:password@``) replaced by ``***@``, for logs and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<a URL that cannot be parsed>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))

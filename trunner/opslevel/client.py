@@ -8,6 +8,7 @@ import json
 import logging
 import platform
 import random
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
@@ -17,7 +18,7 @@ import attrs
 import httpx
 import trio
 
-from trunner import __version__
+from trunner import __version__, credentials
 from trunner.opslevel.errors import (
     ApiAuthenticationError,
     ApiError,
@@ -25,6 +26,7 @@ from trunner.opslevel.errors import (
     ApiPayloadError,
     ApiResponseError,
     ApiStatusError,
+    ApiTlsError,
     ApiTransportError,
 )
 from trunner.opslevel.metrics import ApiMetrics
@@ -97,6 +99,18 @@ def _describe_transport_error(exc: httpx.TransportError) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _certificate_failure(exc: BaseException) -> str | None:
+    """The verification error behind a failed connection, or None when it is not one."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _detail(body: bytes) -> str:
     """The API's words from an error response: GraphQL error messages if it is JSON, else the text."""
     try:
@@ -130,6 +144,8 @@ class OpsLevelClient:
         rng: random.Random | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.shown_endpoint = credentials.redact_url(endpoint)
+        """The endpoint as logs show it: without its userinfo."""
         self.timeout = timeout
         self.retry = retry
         self._metrics = metrics
@@ -237,6 +253,13 @@ class OpsLevelClient:
             status = "timeout"
             raise ApiTransportError(label, f"no response within {self.timeout:g} s") from None
         except httpx.TransportError as exc:
+            verification = _certificate_failure(exc)
+            if verification is not None:
+                raise ApiTlsError(
+                    label,
+                    f"TLS verification of {self.shown_endpoint} failed ({verification}); the system trust "
+                    "store (or SSL_CERT_FILE) must hold the CA that signed the server's certificate",
+                ) from None
             raise ApiTransportError(label, f"connection failed ({_describe_transport_error(exc)})") from None
         finally:
             elapsed = trio.current_time() - started

@@ -30,6 +30,10 @@ class ApiTransportError(ApiError):
     retryable = True
 
 
+class ApiTlsError(ApiError):
+    """The server's TLS certificate did not verify: repeating the call cannot help."""
+
+
 class ApiStatusError(ApiError):
     """An HTTP status other than 200/201."""
 
