@@ -76,6 +76,10 @@ class LocalExecutor:
         self._namespace_wrapper: list[str] | None = None
         self._namespace_problem = ""
         self._workdir: str | None = None
+        self._isolation_probed = False
+        self._probing = trio.Lock()
+        self._files_probing = trio.Lock()
+        self._isolation: list[str] | None = None
 
     def check_job(self, job: RunnerJob) -> list[str]:
         problems = validate_job(job)
@@ -106,7 +110,13 @@ class LocalExecutor:
                     return ExitResult(ExitKind.COULD_NOT_START, message=f"--job-pod-workdir: {exc.strerror}")
             else:
                 workdir = str(Path(scratch, "work"))
-            wrapper: list[str] = []
+            wrapper = list(await self._process_isolation() or [])
+            shell = self._settings.job_pod_shell
+            if wrapper and not os.access(shell, os.X_OK):
+                # inside unshare, a shell that cannot run would look like the job's exit code 127
+                return ExitResult(
+                    ExitKind.COULD_NOT_START, message=f"could not start {shell!r}: not an executable file"
+                )
             if job.files:
                 namespace = await self._files_namespace()
                 if namespace is not None:
@@ -123,7 +133,7 @@ class LocalExecutor:
                         continue
                     argv = wrapper + phase_argv(self._settings.job_pod_shell, workdir, job.id, commands)
                     env = _phase_env(self._base_env, job.variables, init)
-                    result = await self._run_phase(argv, env, output)
+                    result = await self._run_phase(argv, env, output, track=self._isolation is None)
                     if result.kind is not ExitKind.EXITED or result.exit_code != 0:
                         if init and result.kind is ExitKind.EXITED:
                             return ExitResult(
@@ -139,7 +149,9 @@ class LocalExecutor:
                 message=f"job exceeded its maximum lifetime of {self._settings.job_pod_max_lifetime:g}s",
             )
 
-    async def _run_phase(self, argv: list[str], env: dict[str, str], output: OutputFeed) -> ExitResult:
+    async def _run_phase(
+        self, argv: list[str], env: dict[str, str], output: OutputFeed, *, track: bool = False
+    ) -> ExitResult:
         try:
             process = await trio.lowlevel.open_process(
                 argv,
@@ -153,16 +165,20 @@ class LocalExecutor:
             return ExitResult(
                 ExitKind.COULD_NOT_START, message=f"could not start {argv[0]!r}: {exc.strerror}"
             )
+        seen: dict[int, str] = {}
         try:
             async with trio.open_nursery() as nursery:
                 assert process.stdout is not None
                 nursery.start_soon(_pump, process.stdout, Stream.STDOUT, output)
+                if track:
+                    nursery.start_soon(_track_descendants, process.pid, seen)
                 code = await process.wait()
                 nursery.cancel_scope.deadline = trio.current_time() + _OUTPUT_GRACE
             _kill_group(process.pid)
         finally:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _KILL_WAIT):
                 _kill_group(process.pid)
+                _kill_tracked(seen)
                 await process.wait()
         if code < 0:
             return ExitResult(
@@ -180,12 +196,35 @@ class LocalExecutor:
             logger.info("local jobs work in %s/<job id>", self._workdir)
         return self._workdir
 
+    async def _process_isolation(self) -> list[str] | None:
+        """The argv prefix that runs a job phase in its own PID namespace (with its own /proc),
+        or None where that is impossible: then the job's processes are tracked instead."""
+        async with self._probing:
+            if self._isolation_probed:
+                return self._isolation
+            self._isolation_probed = True
+            wrapper = pid_namespace_wrapper(os.geteuid())
+            problem = await _probe_isolation(wrapper)
+            if problem:
+                logger.warning(
+                    "local jobs cannot run in their own PID namespace (%s): a process a job starts in a new "
+                    "session is killed only if trunner saw it while the job ran, and jobs can see each "
+                    "other's processes",
+                    problem,
+                )
+            else:
+                self._isolation = wrapper
+        return self._isolation
+
     async def _files_namespace(self) -> list[str] | None:
         """The argv prefix that runs a command with a directory (its next argument) mounted at
         ``/opslevel``, or None (the reason in ``_namespace_problem``) where that is impossible."""
-        if not self._namespace_probed:
+        pid = await self._process_isolation() is not None
+        async with self._files_probing:
+            if self._namespace_probed:
+                return self._namespace_wrapper
             self._namespace_probed = True
-            wrapper = namespace_wrapper(os.geteuid())
+            wrapper = namespace_wrapper(os.geteuid(), pid=pid)
             self._namespace_problem = await _probe_namespace(wrapper) or ""
             if self._namespace_problem:
                 logger.warning(
@@ -225,7 +264,13 @@ def map_files_path(job: RunnerJob, directory: str) -> RunnerJob:
     return attrs.evolve(job, commands=mapped(job.commands), init_commands=mapped(job.init_commands))
 
 
-def namespace_wrapper(euid: int) -> list[str]:
+_PID_NAMESPACE = ["--pid", "--fork", "--kill-child", "--mount-proc"]
+"""A PID namespace with its own /proc: a job sees only its own processes, and when the phase's
+shell (its PID 1) ends or trunner kills ``unshare``, the kernel kills every process in it,
+including those started with ``setsid``."""
+
+
+def namespace_wrapper(euid: int, *, pid: bool = False) -> list[str]:
     """Root needs only a private mount namespace; a normal user gets one inside an unprivileged
     user namespace (mapped to root there, which is what may mount)."""
     user = [] if euid == 0 else ["--user", "--map-root-user"]
@@ -233,6 +278,7 @@ def namespace_wrapper(euid: int) -> list[str]:
     return [
         "unshare",
         *user,
+        *(_PID_NAMESPACE if pid else []),
         "--mount",
         "--propagation",
         "private",
@@ -242,6 +288,11 @@ def namespace_wrapper(euid: int) -> list[str]:
         script,
         "trunner-mount",
     ]
+
+
+def pid_namespace_wrapper(euid: int) -> list[str]:
+    user = [] if euid == 0 else ["--user", "--map-root-user"]
+    return ["unshare", *user, *_PID_NAMESPACE, "--mount", "--propagation", "private", "--"]
 
 
 async def _pump(stream: trio.abc.ReceiveStream, which: Stream, output: OutputFeed) -> None:
@@ -254,6 +305,75 @@ async def _pump(stream: trio.abc.ReceiveStream, which: Stream, output: OutputFee
 def _kill_group(pid: int) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+_TRACK_INTERVAL = 0.5
+
+
+async def _track_descendants(root: int, seen: dict[int, str]) -> None:
+    """Where jobs get no PID namespace: note every descendant of ``root`` (with its start time,
+    so a reused pid is never killed) while the phase runs, so those that left its process group
+    can be killed at its end."""
+    while True:
+        seen.update(await trio.to_thread.run_sync(descendants, root))
+        await trio.sleep(_TRACK_INTERVAL)
+
+
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """``(parent pid, start time)`` of ``pid`` from /proc, or None if it is gone (or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            fields = stat_file.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[19].decode()
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Every live descendant of ``root``: pid -> start time (Linux; elsewhere nothing)."""
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return {}
+    children: dict[int, list[tuple[int, str]]] = {}
+    for pid in pids:
+        found = _proc_stat(pid)
+        if found is not None:
+            children.setdefault(found[0], []).append((pid, found[1]))
+    result: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        for pid, started in children.get(todo.pop(), []):
+            if pid not in result:
+                result[pid] = started
+                todo.append(pid)
+    return result
+
+
+def _kill_tracked(seen: dict[int, str]) -> None:
+    for pid, started in seen.items():
+        current = _proc_stat(pid)
+        if current is not None and current[1] == started:
+            for child in descendants(pid):
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(child, signal.SIGKILL)
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def _probe_isolation(wrapper: list[str]) -> str | None:
+    """Why ``wrapper`` cannot run a command in a PID namespace here, or None if it can."""
+    if shutil.which("unshare") is None:
+        return "the 'unshare' command (util-linux, Linux only) is not available"
+    with trio.move_on_after(10):
+        result = await trio.run_process(
+            [*wrapper, "true"], capture_stdout=True, capture_stderr=True, check=False
+        )
+        if result.returncode == 0:
+            return None
+        reason = result.stderr.decode(errors="replace").strip() or f"exit code {result.returncode}"
+        return f"unshare --pid fails: {reason}"
+    return "probing for a PID namespace timed out"
 
 
 async def _probe_namespace(wrapper: list[str]) -> str | None:

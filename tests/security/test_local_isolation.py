@@ -1,0 +1,98 @@
+"""Local jobs are contained: a process a job starts in a new session (``setsid``) dies with the
+job, and cannot see another job's processes (or read their environment, where sensitive
+variables are)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.executors.test_local import Collect
+from trunner.executors import local
+from trunner.executors.local import LocalExecutor
+from trunner.executors.settings import JobRunSettings
+from trunner.models import JobVariable, RunnerJob
+
+SECRET = "job-b-secret-value-31337"
+
+
+def executor() -> LocalExecutor:
+    settings = JobRunSettings(job_pod_shell="/bin/sh", job_pod_max_lifetime=60)
+    return LocalExecutor(settings, base_env={"PATH": os.environ["PATH"]})
+
+
+def running_with(marker: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append(int(name))
+    return found
+
+
+async def isolated() -> bool:
+    return await local._probe_isolation(local.pid_namespace_wrapper(os.geteuid())) is None
+
+
+async def test_a_setsid_process_dies_with_its_job() -> None:
+    if not await isolated():
+        pytest.skip("no PID namespace here (unshare --pid is refused); see the tracking test below")
+    job = RunnerJob(id="a", commands=("setsid sleep 312.345 & true",))
+    with trio.fail_after(30):
+        result = await executor().run(job, Collect())
+    assert result.exit_code == 0
+    assert running_with("312.345") == []
+
+
+async def test_without_a_pid_namespace_tracked_descendants_are_killed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("tracking a job's processes needs /proc")
+
+    async def unavailable(wrapper: list[str]) -> str:
+        return "refused for this test"
+
+    monkeypatch.setattr(local, "_probe_isolation", unavailable)
+    job = RunnerJob(id="a", commands=("setsid sleep 312.346 & sleep 1.5",))
+    with trio.fail_after(30):
+        result = await executor().run(job, Collect())
+    assert result.exit_code == 0
+    assert running_with("312.346") == []
+
+
+async def test_a_job_cannot_read_another_jobs_environment(tmp_path: Path) -> None:
+    if not await isolated():
+        pytest.skip("no PID namespace here: jobs of one user can read each other's /proc (see README)")
+    r, b, s, out = (tmp_path / name for name in ("ready", "b-started", "scanned", "out"))
+    wait = "while [ ! -f {0} ]; do sleep 0.05; done"
+    scanner = (
+        f"touch {r}; {wait.format(b)}; "
+        f"for e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \\$e 2>/dev/null; done | grep -c {SECRET} > {out}; "
+        f"touch {s}"
+    )
+    job_a = RunnerJob(id="a", commands=(f'setsid sh -c "{scanner}" & {wait.format(s)}',))
+    job_b = RunnerJob(
+        id="b",
+        commands=(f"{wait.format(r)}; touch {b}; {wait.format(s)}",),
+        variables=(JobVariable("SECRET_B", SECRET, sensitive=True),),
+    )
+    shared = executor()
+    results = []
+
+    async def run(job: RunnerJob) -> None:
+        results.append(await shared.run(job, Collect()))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, job_a)
+            nursery.start_soon(run, job_b)
+    assert [r.exit_code for r in results] == [0, 0]
+    assert out.read_text().strip() == "0"
