@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import os
 import re
+import stat
 import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -427,7 +428,7 @@ def read_config_file(
         return parse_config_text((stdin or sys.stdin.read)(), "<stdin>")
     file_path = Path(path)
     try:
-        text = file_path.read_text()
+        text = _read_trusted(file_path)
     except FileNotFoundError:
         raise ConfigError([f"{file_path}: config file not found"]) from None
     except OSError as exc:
@@ -435,6 +436,28 @@ def read_config_file(
     except UnicodeDecodeError:
         raise ConfigError([f"{file_path}: not a UTF-8 text file"]) from None
     return parse_config_text(text, str(file_path))
+
+
+def _read_trusted(path: Path) -> str:
+    """The text of a config file only this user (or root) can change: it says where the API
+    token is sent, so one another user may write is refused, as ssh refuses such keys."""
+    with open(path, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_uid not in (os.geteuid(), 0):
+            raise ConfigError(
+                [
+                    f"{path}: the config file belongs to another user (uid {info.st_uid}), who could redirect "
+                    "this runner and its token; refusing it (chown it, or pass your own with -c)"
+                ]
+            )
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(
+                [
+                    f"{path}: other users may write the config file (mode {stat.S_IMODE(info.st_mode):04o}); "
+                    f"refusing it (chmod go-w {path})"
+                ]
+            )
+        return handle.read().decode()
 
 
 def parse_config_text(text: str, name: str) -> tuple[dict[str, Any], str]:

@@ -49,6 +49,8 @@ def settings_source(args: argparse.Namespace) -> SettingsSource:
         mask=Masker(credentials.registered()).mask_text,
     )
     errorreport.init(source.environ, secrets=[value for _, value in credentials.registered()])
+    if data or name != "config file":
+        log.info("read the config file %s", name)
     for flag in source.secrets_on_command_line(ApiSettings):
         log.warning(
             "%s is given on the command line, where every local user can read it (ps, /proc); "
