@@ -15,6 +15,10 @@ import trio
 import trustme
 from prometheus_client import CollectorRegistry
 
+from tests.doubles.command_executor import CommandExecutor
+from tests.doubles.opslevel import job_payload
+from tests.opslevel.harness import start_mode
+from tests.opslevel.test_opslevel_mode import FAST, metric
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiTlsError
 from trunner.opslevel.metrics import ApiMetrics
@@ -60,3 +64,21 @@ def test_plain_http_is_warned_about_without_the_userinfo(caplog: pytest.LogCaptu
     message = caplog.records[0].getMessage()
     assert "is http://" in message and "unencrypted" in message and "hunter2" not in message
     assert "http://***@api.example.test" in message
+
+
+async def test_a_job_with_no_id_is_logged_and_counted(
+    nursery, opslevel, autojump_clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_id = job_payload("x", ["exit 0"])
+    no_id["id"] = None
+    opslevel.add_job(no_id)
+    opslevel.add_job(job_payload("job-good", ["exit 0"]))
+    with caplog.at_level(logging.ERROR, logger="trunner"):
+        running = await start_mode(nursery, opslevel, CommandExecutor(), **FAST)
+        with trio.fail_after(60):
+            await opslevel.wait_until(lambda: "job-good" in opslevel.outcomes)
+    assert any(
+        "the API sent a job with no id (fields commands, image" in r.getMessage() for r in caplog.records
+    )
+    assert await metric(running.metrics_url, "trunner_api_jobs_rejected_total") == 1
+    assert await running.stop() == 0
