@@ -96,3 +96,21 @@ async def test_a_job_cannot_read_another_jobs_environment(tmp_path: Path) -> Non
             nursery.start_soon(run, job_b)
     assert [r.exit_code for r in results] == [0, 0]
     assert out.read_text().strip() == "0"
+
+
+def test_variable_names_an_environment_cannot_hold_are_a_clear_problem() -> None:
+    job = RunnerJob(
+        id="v",
+        commands=("true",),
+        variables=(
+            JobVariable("A=B", "1"),
+            JobVariable("NUL\0NAME", "1"),
+            JobVariable("", "1"),
+            JobVariable("OK", "a\0b", sensitive=True),
+        ),
+    )
+    problems = executor().check_job(job)
+    assert "variables[0].key: 'A=B' is not a valid environment variable name" in problems
+    assert "variables[1].key: 'NUL\\x00NAME' is not a valid environment variable name" in problems
+    assert "variables[2].key: '' is not a valid environment variable name" in problems
+    assert any(p.startswith("variables[3] (OK): the value holds a NUL") and "a\0b" not in p for p in problems)

@@ -85,6 +85,16 @@ class LocalExecutor:
         problems = validate_job(job)
         if not job.commands:
             problems.append("commands: the job has no commands")
+        for index, variable in enumerate(job.variables):
+            if not variable.key or "=" in variable.key or "\0" in variable.key:
+                problems.append(
+                    f"variables[{index}].key: {variable.key!r} is not a valid environment variable name"
+                )
+            elif "\0" in variable.value:
+                problems.append(
+                    f"variables[{index}] ({variable.key}): the value holds a NUL character, which an environment "
+                    "variable cannot"
+                )
         for field, commands in (("initCommands", job.init_commands), ("commands", job.commands)):
             size = len(phase_script(self._settings.job_pod_workdir or "/tmp", job.id, commands).encode())
             if size > MAX_SCRIPT_BYTES:
