@@ -131,6 +131,14 @@ class JsonFormatter(logging.Formatter):
 
 _NEEDS_QUOTES = re.compile(r'[\s="\\]|[^\x21-\x7e]')
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with terminal control characters (ESC, CR, backspace, C1 controls...) shown as
+    ``\\xNN``, so job output cannot move the cursor, erase a line or fake a line a terminal or a
+    text log shows; tabs and newlines stay."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def logfmt_value(value: Any) -> str:
@@ -143,7 +151,7 @@ def logfmt_value(value: Any) -> str:
     text = "" if value is None else str(value)
     if text and not _NEEDS_QUOTES.search(text):
         return text
-    return '"' + text.translate(_ESCAPES) + '"'
+    return '"' + printable(text.translate(_ESCAPES)) + '"'
 
 
 class TextFormatter(logging.Formatter):
