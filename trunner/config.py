@@ -402,7 +402,8 @@ def load(
         for check in spec.checks:
             problem = check(value)
             if problem:
-                problems.append(f"{spec.flag} ({', '.join(spec.env)}): {problem}, got {value!r}")
+                shown = "a value not shown (secret)" if spec.secret and value else repr(value)
+                problems.append(f"{spec.flag} ({', '.join(spec.env)}): {problem}, got {shown}")
     if problems:
         raise ConfigError(problems)
     return cls(**values)

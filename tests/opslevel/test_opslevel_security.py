@@ -20,10 +20,11 @@ from tests.doubles.opslevel import job_payload
 from tests.opslevel.harness import start_mode
 from tests.opslevel.test_opslevel_mode import FAST, metric
 from trunner.opslevel.client import OpsLevelClient
-from trunner.opslevel.errors import ApiTlsError
+from trunner.opslevel.errors import ApiError, ApiTlsError
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.opslevel.mode import warn_if_unencrypted
 from trunner.opslevel.settings import ApiSettings
+from trunner.retry import RetryPolicy
 
 
 async def test_a_certificate_that_does_not_verify_is_a_tls_error_and_not_retried(
@@ -82,3 +83,17 @@ async def test_a_job_with_no_id_is_logged_and_counted(
     )
     assert await metric(running.metrics_url, "trunner_api_jobs_rejected_total") == 1
     assert await running.stop() == 0
+
+
+async def test_a_header_httpx_refuses_is_described_without_its_value(autojump_clock, opslevel) -> None:
+    client = OpsLevelClient(
+        endpoint=f"{opslevel.url}/graphql",
+        token="bad\ntoken-value-77",
+        timeout=5.0,
+        metrics=ApiMetrics(CollectorRegistry()),
+        retry=RetryPolicy(0, 5.0),
+    )
+    async with client:
+        with pytest.raises(ApiError) as caught:
+            await client.check_token()
+    assert "token-value-77" not in str(caught.value) and "a header value is not valid" in str(caught.value)

@@ -20,7 +20,7 @@ from tests.cli.support import ROOT, clean_env, trunner
 from tests.security.other_user import OTHER, needs_other_user, shared_directory
 from trunner import cli, credentials, hardening
 from trunner.commands.common import settings_source
-from trunner.config import SettingsSource
+from trunner.config import ConfigError, SettingsSource
 from trunner.opslevel.errors import TOKEN_HINT
 from trunner.opslevel.settings import ApiSettings
 
@@ -202,3 +202,11 @@ def test_the_runner_process_is_not_dumpable() -> None:
     if hardening.is_dumpable() is None:
         pytest.skip("no prctl on this platform")
     assert probe.stdout.strip() == "False", probe.stderr
+
+
+def test_a_token_a_header_cannot_carry_is_refused_without_showing_it() -> None:
+    source = SettingsSource(args=cli.parse_args(["run"]), environ={"OPSLEVEL_API_TOKEN": "tok en\x01-abc"})
+    with pytest.raises(ConfigError) as caught:
+        source.get(ApiSettings)
+    assert "which an HTTP header cannot carry" in str(caught.value)
+    assert "tok en" not in str(caught.value) and "-abc" not in str(caught.value)

@@ -95,6 +95,9 @@ class RequestBody:
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.LocalProtocolError):
+        # its text quotes the offending header, which may be the Authorization header
+        return f"{type(exc).__name__}: the request could not be sent (a header value is not valid)"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
