@@ -8,7 +8,6 @@ import sys
 
 _PR_SET_DUMPABLE = 4
 _PR_GET_DUMPABLE = 3
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 def _prctl(option: int, value: int = 0) -> int | None:
@@ -33,9 +32,3 @@ def make_undumpable() -> bool:
 def is_dumpable() -> bool | None:
     result = _prctl(_PR_GET_DUMPABLE)
     return None if result is None else result == 1
-
-
-def become_subreaper() -> bool:
-    """Orphaned descendants (a job's daemons) are re-parented to this process instead of to PID 1,
-    so the runner still sees and can kill them (``PR_SET_CHILD_SUBREAPER``)."""
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1) == 0
