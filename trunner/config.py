@@ -389,6 +389,9 @@ def load(
                     value = _coerce_file_value(raw, type_, words=spec.words)
                     if spec.secret and isinstance(value, str):
                         value = value.rstrip("\r\n")
+                elif spec.secret and (path := _lookup(file or {}, spec.file_key + "-file"))[0]:
+                    origin = f"{spec.file_key}-file in {source_name}"
+                    value = _parse_text(read_secret(str(path[1])).rstrip("\r\n"), type_)
                 else:
                     continue
         except ValueError as exc:
@@ -557,6 +560,9 @@ class SettingsSource:
                 paths = [self.environ[e] for e in spec.file_env if e in self.environ]
                 if spec.file_dest in given:
                     paths.append(str(given[spec.file_dest]))
+                found, raw = _lookup(self.file, spec.file_key + "-file")
+                if found and raw is not None:
+                    paths.append(str(raw))
                 for path in paths:
                     with contextlib.suppress(ValueError):
                         secrets.append(self.read_secret(path))

@@ -116,11 +116,12 @@ def test_the_token_on_the_command_line_is_warned_about_and_not_shown(
 def test_the_token_file_is_read_once_and_its_newline_dropped(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text(TOKEN + "\n")
-    for args, environ in (
-        (cli.parse_args(["run", "--api-token-file", str(path)]), {}),
-        (cli.parse_args(["run"]), {"OPSLEVEL_API_TOKEN_FILE": str(path)}),
+    for args, environ, file in (
+        (cli.parse_args(["run", "--api-token-file", str(path)]), {}, {}),
+        (cli.parse_args(["run"]), {"OPSLEVEL_API_TOKEN_FILE": str(path)}, {}),
+        (cli.parse_args(["run"]), {}, {"api-token-file": str(path)}),
     ):
-        source = SettingsSource(args=args, environ=environ)
+        source = SettingsSource(args=args, environ=environ, file=file)
         assert source.get(ApiSettings).api_token == TOKEN
         path.write_text("changed later\n")
         assert source.given_secrets(ApiSettings) == [TOKEN]
