@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.cli.support import ROOT, clean_env, trunner
-from tests.security.other_user import OTHER, needs_other_user, shared_directory
+from tests.security.other_user import OTHER, needs_other_user, other_uid, shared_directory
 from trunner import cli, credentials, hardening
 from trunner.commands.common import settings_source
 from trunner.config import ConfigError, SettingsSource
@@ -169,6 +169,7 @@ def test_a_job_of_the_same_user_cannot_read_the_runners_environment() -> None:
     commands = [
         "tr '\\0' '\\n' < /proc/$PPID/environ | grep -c OPSLEVEL_API_TOKEN && echo READABLE || echo DENIED",
         "head -c 1 /proc/$PPID/mem >/dev/null 2>&1 && echo MEM-READABLE || echo MEM-DENIED",
+        'echo "uid=$(id -u)"',
     ]
     with shared_directory() as shared:
         path = shared / "job.yaml"
@@ -186,6 +187,7 @@ def test_a_job_of_the_same_user_cannot_read_the_runners_environment() -> None:
     assert any(line.endswith("DENIED") for line in lines), result.stdout
     assert not any(line.endswith("] READABLE") for line in lines), result.stdout
     assert TOKEN not in result.stdout + result.stderr
+    assert any(line.endswith(f"] uid={other_uid()}") for line in lines), result.stdout
 
 
 def test_the_runner_process_is_not_dumpable() -> None:

@@ -213,8 +213,12 @@ class LocalExecutor:
             if self._isolation_probed:
                 return self._isolation
             self._isolation_probed = True
-            wrapper = pid_namespace_wrapper(os.geteuid())
-            problem = await _probe_isolation(wrapper)
+            problem = None
+            for wrapper in pid_namespace_wrappers(os.geteuid()):
+                problem = await _probe_isolation(wrapper)
+                if problem is None:
+                    self._isolation = wrapper
+                    break
             if problem:
                 logger.warning(
                     "local jobs cannot run in their own PID namespace (%s): a process a job starts in a new "
@@ -222,8 +226,6 @@ class LocalExecutor:
                     "other's processes",
                     problem,
                 )
-            else:
-                self._isolation = wrapper
         return self._isolation
 
     async def _files_namespace(self) -> list[str] | None:
@@ -300,9 +302,14 @@ def namespace_wrapper(euid: int, *, pid: bool = False) -> list[str]:
     ]
 
 
-def pid_namespace_wrapper(euid: int) -> list[str]:
-    user = [] if euid == 0 else ["--user", "--map-root-user"]
-    return ["unshare", *user, *_PID_NAMESPACE, "--mount", "--propagation", "private", "--"]
+def pid_namespace_wrappers(euid: int) -> list[list[str]]:
+    """The ways to run a phase in its own PID namespace, best first. A normal user needs a user
+    namespace: mapped to its own uid where util-linux can (2.38+), so the job keeps its user,
+    else mapped to root there."""
+    tail = [*_PID_NAMESPACE, "--mount", "--propagation", "private", "--"]
+    if euid == 0:
+        return [["unshare", *tail]]
+    return [["unshare", "--user", user, *tail] for user in ("--map-current-user", "--map-root-user")]
 
 
 async def _pump(stream: trio.abc.ReceiveStream, which: Stream, output: OutputFeed) -> None:
