@@ -32,7 +32,7 @@ SECRET_B64 = base64.b64encode(SECRET.encode()).decode()
 MASK = "**********"
 DASH = shutil.which("dash")
 """The job shell is pinned to dash: the expected ``set -xv`` trace lines are in its format."""
-PLURALS = (("pods", "v1"), ("poddisruptionbudgets", "policy/v1"), ("configmaps", "v1"))
+PLURALS = (("pods", "v1"), ("poddisruptionbudgets", "policy/v1"), ("secrets", "v1"))
 NOTHING_LEFT: dict[str, list[str]] = {plural: [] for plural, _ in PLURALS}
 """``ExecTiming.close_timeout``: how long closing a job's exec WebSocket may take."""
 FAST = {"OPSLEVEL_POLL_INTERVAL": "0.2", "OPSLEVEL_JOB_POD_LOG_MAX_INTERVAL": "0.1"}
@@ -253,7 +253,8 @@ async def test_shutdown_mid_job_cancels_after_the_grace_deletes_the_pod_and_exit
     assert session.process is not None and session.process.returncode is not None
     assert job_objects(kube) == NOTHING_LEFT
     for plural, _ in PLURALS:
-        assert deleted_names(kube, plural) == created_names(kube, plural) != []
+        assert deleted_names(kube, plural) == created_names(kube, plural)
+    assert created_names(kube, "pods") != [] and created_names(kube, "poddisruptionbudgets") != []
     [unregister] = opslevel.calls_to("RunnerUnregister")
     assert unregister.variables == {"runnerId": "runner-1"}
     assert opslevel.calls[-1].operation == "RunnerUnregister"
@@ -384,4 +385,5 @@ async def test_a_pod_stuck_in_image_pull_backoff_is_reported_pod_timeout_with_th
     assert kube.exec_sessions == []
     assert job_objects(kube) == NOTHING_LEFT
     for plural, _ in PLURALS:
-        assert deleted_names(kube, plural) == created_names(kube, plural) != []
+        assert deleted_names(kube, plural) == created_names(kube, plural)
+    assert created_names(kube, "pods") != [] and created_names(kube, "poddisruptionbudgets") != []

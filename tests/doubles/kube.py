@@ -10,6 +10,8 @@ on one port, as the apiserver serves them (k8s_exec.md sections 1-8).
   Errors are full ``metav1.Status`` bodies. Every request is recorded.
 * Watch (``?watch=1``): chunked JSON lines from a resourceVersion, bookmarks on request, ERROR
   410 Expired for a compacted resourceVersion, ``timeoutSeconds``.
+* Garbage collection: an object whose owners (``ownerReferences``, matched by uid) are all gone
+  is deleted, when the owner is deleted or when the reference is set to an owner that is gone.
 * Pods live: a created pod is scheduled and becomes Running after a (virtual-time) delay, or
   stays Pending with a waiting reason, unschedulable, or ends Failed/Succeeded, per
   :class:`PodBehaviour`. Deleting a running pod kills its exec processes.
@@ -224,6 +226,9 @@ class KubeApiDouble:
         """RBAC: the ``rules`` of the one Role bound to the client (apiGroups, resources, verbs) as an
         allow-list; None allows everything. A request no rule allows gets the apiserver's 403."""
         self.service_account = "system:serviceaccount:default:opslevel-runner"
+        self.garbage_collection = True
+        """Objects whose owners (``ownerReferences``) are all gone are deleted, as the garbage
+        collector does; immediately here, within a moment in a cluster."""
         self._watches: list[_Watch] = []
         self._nursery: trio.Nursery | None = None
         self.store.listeners.append(self._fan_out)
@@ -392,6 +397,12 @@ class KubeApiDouble:
     def _fan_out(self, event: StoredEvent) -> None:
         for watch in list(self._watches):
             watch.offer(event)
+        if self.garbage_collection and (
+            event.type == "DELETED" or event.object["metadata"].get("ownerReferences")
+        ):
+            for orphan in self.store.orphans():
+                with suppress(ApiFailure):
+                    self.store.remove(orphan)
         if event.collection[2] == "pods":
             if event.type == "ADDED" and self._nursery is not None:
                 self._nursery.start_soon(self._pod_lifecycle, event.collection[1], event.object)
@@ -794,7 +805,7 @@ class KubeApiDouble:
             return Script(self.exec_scripts.popleft())
         if self.exec_plan is not None:
             return self.exec_plan(request)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": request.pod_name, **request.env}
+        env = {"PATH": _container_path(), "HOSTNAME": request.pod_name, **request.env}
         return Subprocess(request.command, env, self.exec_cwd)
 
     async def _exec_session(self, peer: WsPeer, pod: Obj) -> None:
@@ -1083,3 +1094,11 @@ async def serve_kube_api(*, tls: ssl.SSLContext | None = None) -> AsyncIterator[
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def _container_path() -> str:
+    """This host's PATH as the container's, without the directories this user cannot search: in a
+    container every PATH entry is searchable, so a missing executable is "not found" there, never
+    the "permission denied" a root-only entry (/root/...) gives a normal user here."""
+    entries = os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+    return os.pathsep.join(e for e in entries if e and os.path.isdir(e) and os.access(e, os.X_OK))

@@ -240,7 +240,7 @@ async def exercise(container: Container, run: PodRun, api: KubeApiDouble, opslev
     lines = opslevel.job_lines("job-1")
     assert any(line.endswith(" " + JOB_OUTPUT.decode().strip()) for line in lines), lines
     assert opslevel.calls_to("RunnerUnregister"), "the runner unregisters on the way out"
-    for plural, version in (("pods", "v1"), ("configmaps", "v1"), ("poddisruptionbudgets", "policy/v1")):
+    for plural, version in (("pods", "v1"), ("secrets", "v1"), ("poddisruptionbudgets", "policy/v1")):
         assert api.objects(plural, namespace=JOB_NAMESPACE, api_version=version) == [], plural
     log = [json.loads(line) for line in container.output.splitlines() if line.startswith("{")]
     assert log, "the runner logs JSON lines, as the chart asks"

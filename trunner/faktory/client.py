@@ -322,6 +322,19 @@ def _default_tls_context() -> ssl.SSLContext:
     return context
 
 
+async def _password_hash(location: ServerLocation, hi: Hi) -> str:
+    """Off the event loop: thousands of hash rounds would stall every other task. Abandoning the
+    thread on cancellation is safe: the hash is a pure function, bounded by the iteration limit."""
+    if hi.i > protocol.MAX_HASH_ITERATIONS:
+        raise ProtocolViolation(
+            f"Faktory {location.describe()} asks for {hi.i} password hash iterations, more than the "
+            f"{protocol.MAX_HASH_ITERATIONS} this client computes (a Faktory server asks for 4000-8095)"
+        )
+    return await trio.to_thread.run_sync(
+        protocol.password_hash, location.password, hi.s, hi.i, abandon_on_cancel=True
+    )
+
+
 async def _handshake(conn: Connection, location: ServerLocation, identity: WorkerIdentity) -> None:
     greeting = await conn.greeting()
     if isinstance(greeting, ErrorReply):
@@ -336,7 +349,7 @@ async def _handshake(conn: Connection, location: ServerLocation, identity: Worke
             protocol.PROTOCOL_VERSION,
             extra={"server": location.describe()},
         )
-    pwdhash = protocol.password_hash(location.password, hi.s, hi.i) if hi.s else ""
+    pwdhash = await _password_hash(location, hi) if hi.s else ""
     hello = Hello(
         hostname=identity.hostname,
         wid=identity.wid,

@@ -214,6 +214,12 @@ def check_queue_name(name: str) -> str | None:
     return None
 
 
+MAX_HASH_ITERATIONS = 100_000
+"""Most password hash rounds a greeting may ask for. A Faktory server asks for 4,000-8,095; more
+would only let a server (or whoever answers in its place) make the client hash for as long as it
+likes (about 0.1 s per 100,000 rounds)."""
+
+
 def password_hash(password: str, salt: str, iterations: int) -> str:
     """``hex(sha256^iterations(password + salt))``; at least one round, as the server computes it."""
     digest = hashlib.sha256((password + salt).encode()).digest()

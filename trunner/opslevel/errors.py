@@ -86,3 +86,13 @@ class ApiPayloadError(ApiError):
 
 class ApiResponseError(ApiError):
     """A 200 response that is not the GraphQL document the operation expects."""
+
+
+class ApiResponseTooLarge(ApiResponseError):
+    """A response over the size limit. ``ids`` are the values of its ``"id"`` keys, found by
+    scanning the whole response (read and discarded past the limit, within the call's timeout)."""
+
+    def __init__(self, operation: str, limit: int, ids: Sequence[str]) -> None:
+        self.limit = limit
+        self.ids = tuple(ids)
+        super().__init__(operation, f"the response is larger than {limit} bytes")

@@ -31,6 +31,7 @@ from trunner.config import (
     positive,
     setting,
 )
+from trunner.executors.kubernetes import security
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.client import KubeApiSettings
 from trunner.kube.config import KubeConfig
@@ -41,6 +42,7 @@ from trunner.kube.objects import (
     PodSecurityContext,
     Quantity,
     ResourceRequirements,
+    SecurityContext,
     Toleration,
     from_wire,
     parse_quantity,
@@ -152,6 +154,8 @@ class KubernetesSection:
     dns_policy: str | None = None
     pull_policy: str | None = None
     security_context: PodSecurityContext | None = None
+    container_security_context: SecurityContext | None = None
+    """Not in the Go runner: the securityContext of every container of a job pod."""
     node_selector: dict[str, str] | None = None
     agent_mode: bool | None = None
     helper_image: str | None = None
@@ -180,6 +184,7 @@ class JobPodConfig:
     node_selector: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
     security_context: PodSecurityContext | None = None
+    container_security_context: SecurityContext | None = None
     tolerations: tuple[Toleration, ...] | None = None
     affinity: Affinity | None = None
     owner: str = "trunner"
@@ -239,6 +244,18 @@ def _section_problems(section: KubernetesSection) -> list[str]:
     return [
         f"kubernetes.{key}: must be {expected[key]}, got {value!r}" for key, value, ok in checks if not ok
     ]
+
+
+def _security_problems(section: KubernetesSection) -> list[str]:
+    pod, container = section.security_context, section.container_security_context
+    problems = [
+        *security.pod_context_problems(pod, "kubernetes.securityContext"),
+        *security.container_context_problems(container, "kubernetes.containerSecurityContext"),
+        *security.effective_problems(pod, container, "kubernetes.securityContext/containerSecurityContext"),
+    ]
+    if section.agent_mode:
+        problems += security.agent_mode_problems(container, "kubernetes.containerSecurityContext")
+    return problems
 
 
 _SECTION_TO_SETTING: dict[str, tuple[type[Any], str]] = {
@@ -321,12 +338,13 @@ def read_section_with_warnings(
     if not found or raw is None:
         return KubernetesSection(), []
     warnings: list[str] = []
+    misplaced = security.misplaced_container_keys(raw)
     view = go_json_view(raw, KubernetesSection, "kubernetes", warnings)
     try:
         section = from_wire(view, KubernetesSection, where="kubernetes")
     except ObjectError as exc:
-        raise ConfigError([f"{source_name}: {problem}" for problem in exc.problems]) from None
-    problems = _section_problems(section)
+        raise ConfigError([f"{source_name}: {problem}" for problem in misplaced + exc.problems]) from None
+    problems = misplaced + _section_problems(section) + _security_problems(section)
     if problems:
         raise ConfigError([f"{source_name}: {problem}" for problem in problems])
     return section, [f"{source_name}: {warning}" for warning in warnings]
@@ -440,6 +458,10 @@ def resolve(
     )
     resources, resource_problems = _resources(flags, section.resources)
     problems = selector_problems + annotation_problems + resource_problems
+    if flags.job_agent_mode and not section.agent_mode:
+        problems += security.agent_mode_problems(
+            section.container_security_context, "kubernetes.containerSecurityContext (with --job-agent-mode)"
+        )
     if problems:
         raise ConfigError(problems)
     return JobPodConfig(
@@ -461,6 +483,7 @@ def resolve(
         node_selector=node_selector or None,
         annotations=annotations or None,
         security_context=section.security_context,
+        container_security_context=section.container_security_context,
         tolerations=section.tolerations,
         affinity=section.affinity,
         owner=flags.job_pod_owner or hostname,
