@@ -50,8 +50,11 @@ def test_a_config_file_planted_by_another_user_in_the_working_directory_is_refus
 
 @pytest.fixture
 def runner_log() -> Iterator[None]:
+    """The runner log as the test found it, after ``settings_source`` set it up."""
+    logger = logging.getLogger("trunner")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
-    logging.getLogger("trunner").handlers.clear()
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def test_the_runner_log_names_the_config_file_it_read(

@@ -76,8 +76,11 @@ def test_every_runner_credential_is_masked_in_the_job_log_and_outcome(tmp_path: 
 
 @pytest.fixture
 def runner_log() -> Iterator[None]:
+    """The runner log as the test found it, after ``settings_source`` set it up."""
+    logger = logging.getLogger("trunner")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
-    logging.getLogger("trunner").handlers.clear()
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def test_the_runner_log_masks_its_credentials(capsys: pytest.CaptureFixture[str], runner_log: None) -> None:
