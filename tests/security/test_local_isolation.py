@@ -64,7 +64,7 @@ async def test_without_a_pid_namespace_tracked_descendants_are_killed(
         return "refused for this test"
 
     monkeypatch.setattr(local, "_probe_isolation", unavailable)
-    job = RunnerJob(id="a", commands=("setsid sleep 312.346 & sleep 1.5",))
+    job = RunnerJob(id="a", commands=("setsid sleep 312.346 & sleep 2",))
     with trio.fail_after(30):
         result = await executor().run(job, Collect())
     assert result.exit_code == 0

@@ -324,7 +324,7 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-_TRACK_INTERVAL = 0.5
+_TRACK_INTERVAL = 0.2
 
 
 async def _track_descendants(root: int, seen: dict[int, str]) -> None:
