@@ -188,7 +188,8 @@ class LocalExecutor:
         finally:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _KILL_WAIT):
                 _kill_group(process.pid)
-                _kill_tracked(seen)
+                if seen:
+                    await trio.to_thread.run_sync(_kill_tracked, seen)
                 await process.wait()
         if code < 0:
             return ExitResult(
@@ -346,8 +347,8 @@ def _proc_stat(pid: int) -> tuple[int, str] | None:
     return int(fields[1]), fields[19].decode()
 
 
-def descendants(root: int) -> dict[int, str]:
-    """Every live descendant of ``root``: pid -> start time (Linux; elsewhere nothing)."""
+def _process_tree() -> dict[int, list[tuple[int, str]]]:
+    """parent pid -> its children's ``(pid, start time)``, from /proc (empty where there is none)."""
     try:
         pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
@@ -357,6 +358,12 @@ def descendants(root: int) -> dict[int, str]:
         found = _proc_stat(pid)
         if found is not None:
             children.setdefault(found[0], []).append((pid, found[1]))
+    return children
+
+
+def descendants(root: int, tree: dict[int, list[tuple[int, str]]] | None = None) -> dict[int, str]:
+    """Every live descendant of ``root``: pid -> start time (Linux; elsewhere nothing)."""
+    children = _process_tree() if tree is None else tree
     result: dict[int, str] = {}
     todo = [root]
     while todo:
@@ -368,14 +375,20 @@ def descendants(root: int) -> dict[int, str]:
 
 
 def _kill_tracked(seen: dict[int, str]) -> None:
+    """Kill every process of ``seen`` still running (same start time: not a reused pid) and all
+    of its descendants. Blocking: reads /proc."""
+    if not seen:
+        return
+    tree = _process_tree()
+    doomed: set[int] = set()
     for pid, started in seen.items():
         current = _proc_stat(pid)
         if current is not None and current[1] == started:
-            for child in descendants(pid):
-                with suppress(ProcessLookupError, PermissionError):
-                    os.kill(child, signal.SIGKILL)
-            with suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+            doomed.add(pid)
+            doomed.update(descendants(pid, tree))
+    for pid in doomed:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 async def _probe_isolation(wrapper: list[str]) -> str | None:
