@@ -30,11 +30,33 @@ def _owner_ok(uid: int) -> bool:
     return uid in (os.geteuid(), 0)
 
 
+def _check_shared(path: Path | str, info: os.stat_result) -> None:
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise UnsafeDirectoryError(
+            path, f"may be written by other users (mode {stat.S_IMODE(info.st_mode):04o}) and is not sticky"
+        )
+
+
+def _check_ancestors(path: Path) -> None:
+    """Every directory above ``path`` (symlinks resolved) belongs to this user or root and, if
+    others may write to it, is sticky: else another user could swap a directory on the way."""
+    for ancestor in Path(os.path.realpath(path)).parents:
+        try:
+            info = os.stat(ancestor)
+        except FileNotFoundError:
+            continue
+        if not _owner_ok(info.st_uid):
+            raise UnsafeDirectoryError(ancestor, f"is owned by another user (uid {info.st_uid})")
+        _check_shared(ancestor, info)
+
+
 def open_root(path: Path, *, sticky_if_shared: bool = False) -> int:
     """A descriptor of the shared root ``path``, created (mode 0700) when missing. Refused when
     it, or the symlink it is reached by, belongs to another user (not this one, not root); with
-    ``sticky_if_shared`` also when others may write to it and it is not sticky (as /tmp is), for
-    roots whose paths other programs follow (a shell's ``cd``)."""
+    ``sticky_if_shared`` also when it or a directory above it may be written by others and is not
+    sticky (as /tmp is), for roots whose paths other programs follow (a shell's ``cd``)."""
+    if sticky_if_shared:
+        _check_ancestors(path)
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except FileExistsError:
@@ -49,12 +71,9 @@ def open_root(path: Path, *, sticky_if_shared: bool = False) -> int:
             raise UnsafeDirectoryError(
                 path, f"is owned by another user (uid {info.st_uid}), not by uid {os.geteuid()} or root"
             )
-        shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if sticky_if_shared and shared and not info.st_mode & stat.S_ISVTX:
-            raise UnsafeDirectoryError(
-                path,
-                f"may be written by other users (mode {stat.S_IMODE(info.st_mode):04o}) and is not sticky",
-            )
+        if sticky_if_shared:
+            _check_shared(path, info)
+            _check_ancestors(path)
     except BaseException:
         os.close(fd)
         raise

@@ -58,3 +58,14 @@ async def test_a_workdir_others_may_write_without_a_sticky_bit_is_refused(tmp_pa
     assert result.kind is ExitKind.COULD_NOT_START
     assert "may be written by other users (mode 0777) and is not sticky" in result.message
     assert list(root.iterdir()) == []
+
+
+async def test_a_workdir_below_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "open"
+    shared.mkdir()
+    shared.chmod(0o777)
+    root = shared / "mine"
+    result = await executor(root).run(RunnerJob(id="1", commands=("touch made",)), Collect())
+    assert result.kind is ExitKind.COULD_NOT_START
+    assert f"{shared}: may be written by other users (mode 0777) and is not sticky" in result.message
+    assert list(shared.iterdir()) == []
