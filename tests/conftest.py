@@ -23,7 +23,7 @@ import trio
 import trio.testing
 
 from tests.doubles.opslevel import OpsLevelDouble
-from trunner import errorreport
+from trunner import credentials, errorreport
 from trunner.logs import spool
 
 
@@ -40,6 +40,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def _spool_io_inline(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.node.get_closest_marker("spool_threads") is None:
         monkeypatch.setattr(spool, "offload", _inline)
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_credentials() -> Iterator[None]:
+    """Credentials a test's runner registers are masked in the jobs of that test only."""
+    yield
+    credentials.forget_all()
 
 
 @pytest.fixture(autouse=True)

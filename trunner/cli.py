@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from trunner import __version__, clihelp, errorreport, gocli
+from trunner import __version__, clihelp, errorreport, gocli, hardening
 from trunner.commands import completion, enqueue, help, run, test, validate, version
 from trunner.config import ConfigError
 
@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (sys.argv[1:] if argv is None else argv):
         clihelp.print_help_and_exit(build_parser())
     args = parse_args(argv)
+    hardening.make_undumpable()
     try:
         code: int = args.handler(args)
     except ConfigError as exc:

@@ -9,9 +9,11 @@ into one :class:`ConfigError` instead of stopping at the first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
 import re
+import stat
 import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +50,20 @@ class SettingSpec:
     secret: bool
     words: bool
 
+    @property
+    def file_flag(self) -> str:
+        """A secret's file form: ``--api-token-file``."""
+        return self.flag + "-file"
+
+    @property
+    def file_env(self) -> tuple[str, ...]:
+        """A secret's file form in the environment: ``OPSLEVEL_API_TOKEN_FILE``."""
+        return tuple(f"{name}_FILE" for name in self.env)
+
+    @property
+    def file_dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_") + "_file"
+
 
 def setting(
     default: Any,
@@ -63,7 +79,10 @@ def setting(
     """Declare a setting. ``flag`` defaults to ``--<field-name-with-dashes>`` and ``env`` to
     ``OPSLEVEL_<FLAG_NAME>``; ``file_key`` (a dotted path into the YAML config file) to the flag
     name without dashes, as viper reads the Go runner's config file. A list setting with ``words``
-    also takes its environment and file text space-separated, as the Go runner's list flags do."""
+    also takes its environment and file text space-separated, as the Go runner's list flags do.
+    A ``secret`` may also be given as the path of a file holding it (``--<flag>-file``,
+    ``<ENV>_FILE``), so it need not appear on a command line; a secret's trailing newline, as a
+    file or a Kubernetes Secret made from one holds, is never part of it."""
     spec = {
         "help": help,
         "flag": flag,
@@ -236,6 +255,24 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
                 metavar="strings",
                 help=help_text,
             )
+        elif spec.secret:
+            group.add_argument(
+                spec.flag,
+                dest=field.name,
+                default=argparse.SUPPRESS,
+                metavar=_metavar(type_, spec),
+                help=f"{spec.help} (on a command line every local user sees it with ps: prefer the "
+                f"environment or {spec.file_flag}) [env {', '.join(spec.env)}; default "
+                f"{_shown_default(field.default, spec)}]",
+            )
+            group.add_argument(
+                spec.file_flag,
+                dest=spec.file_dest,
+                default=argparse.SUPPRESS,
+                metavar="path",
+                help=f"File holding the value of {spec.flag}, read once at start (a trailing newline is "
+                f"removed) [env {', '.join(spec.file_env)}]",
+            )
         else:
             action = group.add_argument(
                 spec.flag,
@@ -279,6 +316,36 @@ def add_settings_arguments(parser: argparse.ArgumentParser, classes: Iterable[ty
         add_arguments(parser, cls)
 
 
+def read_secret_file(path: str) -> str:
+    """The text of a secret's file, its trailing newline removed."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text file") from None
+    return text
+
+
+SecretReader = Callable[[str], str]
+
+
+def _secret_origin(
+    spec: SettingSpec, given: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[str, str, bool] | None:
+    """Where a secret setting is given (flag, its file flag, environment, its file variable):
+    ``(origin, raw value or path, is a path)``, or None when none of those holds it."""
+    if spec.file_dest in given:
+        return spec.file_flag, str(given[spec.file_dest]), True
+    env_name = next((e for e in spec.lookup_env if e in environ), None)
+    if env_name is not None:
+        return env_name, environ[env_name], False
+    file_env = next((e for e in spec.file_env if e in environ), None)
+    if file_env is not None:
+        return file_env, environ[file_env], True
+    return None
+
+
 def load(
     cls: type[T],
     *,
@@ -287,8 +354,10 @@ def load(
     file: Mapping[str, Any] | None = None,
     source_name: str = "config file",
     only_given: bool = False,
+    read_secret: SecretReader = read_secret_file,
 ) -> T:
-    """Resolve every setting of ``cls`` (flag > env > file > default) and run its checks;
+    """Resolve every setting of ``cls`` (flag > env > file > default; a secret's ``-file``
+    flag and ``_FILE`` variable right after its flag and its variable) and run its checks;
     ``only_given``: check only the settings given by flag, environment or file."""
     environ = os.environ if environ is None else environ
     given = vars(args) if args is not None else {}
@@ -298,13 +367,19 @@ def load(
         origin = None
         value: Any
         try:
-            if field.name in given:
+            secret = _secret_origin(spec, given, environ) if spec.secret and field.name not in given else None
+            if secret is not None:
+                origin, raw, is_path = secret
+                value = _parse_text((read_secret(raw) if is_path else raw).rstrip("\r\n"), type_)
+            elif field.name in given:
                 origin = spec.flag
                 raw_flag = given[field.name]
                 if isinstance(raw_flag, list):
                     value = tuple(item for part in raw_flag for item in _parse_text(str(part), type_))
                 else:
                     value = _parse_text(str(raw_flag), type_)
+                if spec.secret and isinstance(value, str):
+                    value = value.rstrip("\r\n")
             elif (env_name := next((e for e in spec.lookup_env if e in environ), None)) is not None:
                 origin = env_name
                 value = _parse_text(environ[env_name], type_, words=spec.words)
@@ -313,6 +388,11 @@ def load(
                 if found:
                     origin = f"{spec.file_key} in {source_name}"
                     value = _coerce_file_value(raw, type_, words=spec.words)
+                    if spec.secret and isinstance(value, str):
+                        value = value.rstrip("\r\n")
+                elif spec.secret and (path := _lookup(file or {}, spec.file_key + "-file"))[0]:
+                    origin = f"{spec.file_key}-file in {source_name}"
+                    value = _parse_text(read_secret(str(path[1])).rstrip("\r\n"), type_)
                 else:
                     continue
         except ValueError as exc:
@@ -326,7 +406,8 @@ def load(
         for check in spec.checks:
             problem = check(value)
             if problem:
-                problems.append(f"{spec.flag} ({', '.join(spec.env)}): {problem}, got {value!r}")
+                shown = "a value not shown (secret)" if spec.secret and value else repr(value)
+                problems.append(f"{spec.flag} ({', '.join(spec.env)}): {problem}, got {shown}")
     if problems:
         raise ConfigError(problems)
     return cls(**values)
@@ -352,7 +433,7 @@ def read_config_file(
         return parse_config_text((stdin or sys.stdin.read)(), "<stdin>")
     file_path = Path(path)
     try:
-        text = file_path.read_text()
+        text = _read_trusted(file_path)
     except FileNotFoundError:
         raise ConfigError([f"{file_path}: config file not found"]) from None
     except OSError as exc:
@@ -360,6 +441,28 @@ def read_config_file(
     except UnicodeDecodeError:
         raise ConfigError([f"{file_path}: not a UTF-8 text file"]) from None
     return parse_config_text(text, str(file_path))
+
+
+def _read_trusted(path: Path) -> str:
+    """The text of a config file only this user (or root) can change: it says where the API
+    token is sent, so one another user may write is refused, as ssh refuses such keys."""
+    with open(path, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_uid not in (os.geteuid(), 0):
+            raise ConfigError(
+                [
+                    f"{path}: the config file belongs to another user (uid {info.st_uid}), who could redirect "
+                    "this runner and its token; refusing it (chown it, or pass your own with -c)"
+                ]
+            )
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(
+                [
+                    f"{path}: other users may write the config file (mode {stat.S_IMODE(info.st_mode):04o}); "
+                    f"refusing it (chmod go-w {path})"
+                ]
+            )
+        return handle.read().decode()
 
 
 def parse_config_text(text: str, name: str) -> tuple[dict[str, Any], str]:
@@ -404,11 +507,23 @@ class SettingsSource:
         self.file: Mapping[str, Any] = file or {}
         self.source_name = source_name
         self._cache: dict[type[Any], Any] = {}
+        self._secret_files: dict[str, str] = {}
+
+    def read_secret(self, path: str) -> str:
+        """A secret's file, read once for the life of the process."""
+        if path not in self._secret_files:
+            self._secret_files[path] = read_secret_file(path)
+        return self._secret_files[path]
 
     def get(self, cls: type[T]) -> T:
         if cls not in self._cache:
             self._cache[cls] = load(
-                cls, args=self.args, environ=self.environ, file=self.file, source_name=self.source_name
+                cls,
+                args=self.args,
+                environ=self.environ,
+                file=self.file,
+                source_name=self.source_name,
+                read_secret=self.read_secret,
             )
         value: T = self._cache[cls]
         return value
@@ -420,8 +535,11 @@ class SettingsSource:
         found: dict[str, str] = {}
         for field, spec, _ in _fields(cls):
             env_name = next((e for e in spec.lookup_env if e in self.environ), None)
+            secret = _secret_origin(spec, given, self.environ) if spec.secret else None
             if field.name in given:
                 found[field.name] = spec.flag
+            elif secret is not None:
+                found[field.name] = secret[0]
             elif env_name is not None:
                 found[field.name] = env_name
             elif _lookup(self.file, spec.file_key)[0]:
@@ -440,10 +558,26 @@ class SettingsSource:
                 if field.name in given:
                     secrets.append(str(given[field.name]))
                 secrets.extend(self.environ[e] for e in spec.lookup_env if e in self.environ)
+                paths = [self.environ[e] for e in spec.file_env if e in self.environ]
+                if spec.file_dest in given:
+                    paths.append(str(given[spec.file_dest]))
+                found, raw = _lookup(self.file, spec.file_key + "-file")
+                if found and raw is not None:
+                    paths.append(str(raw))
+                for path in paths:
+                    with contextlib.suppress(ValueError):
+                        secrets.append(self.read_secret(path))
                 found, raw = _lookup(self.file, spec.file_key)
                 if found and raw is not None:
                     secrets.append(str(raw))
-        return [s for s in secrets if s]
+        return [s.rstrip("\r\n") for s in secrets if s.rstrip("\r\n")]
+
+    def secrets_on_command_line(self, *classes: type[Any]) -> list[str]:
+        """The flags of the secret settings of ``classes`` given on the command line."""
+        given = vars(self.args) if self.args is not None else {}
+        return [
+            spec.flag for cls in classes for f, spec, _ in _fields(cls) if spec.secret and f.name in given
+        ]
 
     def check_given(self, *classes: type[Any]) -> None:
         """Check every setting of ``classes`` that is given, used or not by what runs: a value
@@ -458,6 +592,7 @@ class SettingsSource:
                     file=self.file,
                     source_name=self.source_name,
                     only_given=True,
+                    read_secret=self.read_secret,
                 )
             except ConfigError as exc:
                 problems.extend(exc.problems)

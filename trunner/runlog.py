@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -94,6 +94,19 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
 
 
+Mask = Callable[[str], str]
+
+
+def _unmasked(text: str) -> str:
+    return text
+
+
+def _masked(value: Any, mask: Mask) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return mask(str(value))
+
+
 ZEROLOG_LEVELS = {
     TRACE: "trace",
     logging.DEBUG: "debug",
@@ -109,9 +122,10 @@ class JsonFormatter(logging.Formatter):
     """zerolog's record: ``level``, the record's fields, ``error``, ``time``, ``message``, in its
     order and with its level names; no logger name (zerolog has none)."""
 
-    def __init__(self, *, unix_time: bool = False) -> None:
+    def __init__(self, *, unix_time: bool = False, mask: Mask = _unmasked) -> None:
         super().__init__()
         self.unix_time = unix_time
+        self.mask = mask
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -127,11 +141,19 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z"
         )
         entry["message"] = record.getMessage()
-        return json.dumps(entry, default=str)
+        return json.dumps({key: _masked(value, self.mask) for key, value in entry.items()}, default=str)
 
 
 _NEEDS_QUOTES = re.compile(r'[\s="\\]|[^\x21-\x7e]')
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with terminal control characters (ESC, CR, backspace, C1 controls...) shown as
+    ``\\xNN``, so job output cannot move the cursor, erase a line or fake a line a terminal or a
+    text log shows; tabs and newlines stay."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def logfmt_value(value: Any) -> str:
@@ -144,12 +166,16 @@ def logfmt_value(value: Any) -> str:
     text = "" if value is None else str(value)
     if text and not _NEEDS_QUOTES.search(text):
         return text
-    return '"' + text.translate(_ESCAPES) + '"'
+    return '"' + printable(text.translate(_ESCAPES)) + '"'
 
 
 class TextFormatter(logging.Formatter):
     """One logfmt line per record: ``time=… level=… msg=… key=value …`` (a traceback is the
     ``error`` field)."""
+
+    def __init__(self, *, mask: Mask = _unmasked) -> None:
+        super().__init__()
+        self.mask = mask
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
@@ -161,13 +187,18 @@ class TextFormatter(logging.Formatter):
         }
         if record.exc_info:
             fields["error"] = self.formatException(record.exc_info)
-        return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields.items())
+        return " ".join(f"{key}={logfmt_value(_masked(value, self.mask))}" for key, value in fields.items())
 
 
-def setup(level: str = "INFO", fmt: str = "TEXT", timestamp: str = "RFC3339") -> None:
+def setup(
+    level: str = "INFO", fmt: str = "TEXT", timestamp: str = "RFC3339", *, mask: Mask = _unmasked
+) -> None:
+    """``mask``: applied to every text field of every record (the runner's credentials)."""
     handler = logging.StreamHandler(sys.stderr)
     unix_time = timestamp.upper() == "UNIX"
-    handler.setFormatter(JsonFormatter(unix_time=unix_time) if fmt.upper() == "JSON" else TextFormatter())
+    handler.setFormatter(
+        JsonFormatter(unix_time=unix_time, mask=mask) if fmt.upper() == "JSON" else TextFormatter(mask=mask)
+    )
     handler.addFilter(_JobFields())
     root = logging.getLogger("trunner")
     root.handlers[:] = [handler]

@@ -32,7 +32,8 @@ def test_a_job_id_with_dot_dots_stays_inside_the_given_workdir(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     made = list(tmp_path.rglob("made-here"))
-    assert len(made) == 1 and made[0].parent.parent == workdir, made
+    assert len(made) == 1 and made[0].parent.parent.parent == workdir, made
+    assert made[0].parent.parent.name.startswith("trunner-work-")
     assert made[0].parent.name.startswith("etc-")
     assert not (tmp_path / "etc").exists() and not (tmp_path / "work" / "etc").exists()
 

@@ -14,6 +14,13 @@ from trunner.runlog import TextFormatter, logfmt_value
 PAIR = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)(?: |$)')
 
 
+def _unescape(match: re.Match[str]) -> str:
+    escaped = match[1]
+    if escaped.startswith("x") and len(escaped) == 3:
+        return chr(int(escaped[1:], 16))
+    return {"n": "\n", "r": "\r", "t": "\t"}.get(escaped, escaped)
+
+
 def parse_logfmt(line: str) -> dict[str, str]:
     fields, position = {}, 0
     while position < len(line):
@@ -21,7 +28,7 @@ def parse_logfmt(line: str) -> dict[str, str]:
         assert match, f"not logfmt at {position}: {line!r}"
         key, raw = match.groups()
         if raw.startswith('"'):
-            raw = re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m[1], m[1]), raw[1:-1])
+            raw = re.sub(r"\\(x[0-9a-f]{2}|.)", _unescape, raw[1:-1])
         fields[key] = raw
         position = match.end()
     return fields
@@ -30,7 +37,7 @@ def parse_logfmt(line: str) -> dict[str, str]:
 @given(st.text())
 def test_any_text_round_trips_on_one_line(text):
     shown = logfmt_value(text)
-    assert "\n" not in shown and "\r" not in shown
+    assert "\n" not in shown and "\r" not in shown and "\x1b" not in shown
     assert parse_logfmt(f"msg={shown}")["msg"] == text
 
 

@@ -135,7 +135,8 @@ def test_added_variables_in_order() -> None:
         ("FAKTORY_URL", "tcp://:pw@f:7419"),
         ("RUNNER_JOB_ID", "7"),
     ]
-    assert all(not v.sensitive and v.scope is VariableScope.BOTH for v in job.variables[-4:])
+    assert all(v.scope is VariableScope.BOTH for v in job.variables[-4:])
+    assert [v.key for v in job.variables[-4:] if v.sensitive] == ["FAKTORY_URL"]
 
 
 def test_empty_bid_and_empty_environment_add_only_runner_job_id() -> None:

@@ -67,8 +67,9 @@ def chunks_of(lines: list[bytes], size: int) -> list[bytes]:
 
 
 def spool_files(tmp_path: Path) -> list[Path]:
+    """What job spools left: the runner's own directory and its lock stay for the process's life."""
     root = tmp_path / "spool"
-    return sorted(root.rglob("*")) if root.exists() else []
+    return sorted(p for p in root.glob("*/*") if p.name != "lock") if root.exists() else []
 
 
 async def test_a_slow_sink_loses_nothing_and_order_holds_across_memory_and_spool(autojump_clock, tmp_path):
@@ -159,10 +160,10 @@ async def test_the_spool_is_removed_on_every_exit_path(autojump_clock, tmp_path,
 
 
 async def test_leftover_spools_are_removed_at_start_up(autojump_clock, tmp_path):
-    from trunner.logs.spool import DIR_PREFIX, LOCK_NAME
+    from trunner.logs.spool import LOCK_NAME, RUNNER_PREFIX
 
     job_settings = settings(tmp_path)
-    dead = Path(job_settings.job_log_spool_dir) / f"{DIR_PREFIX}x-dead"
+    dead = Path(job_settings.job_log_spool_dir) / f"{RUNNER_PREFIX}x-dead"
     dead.mkdir(parents=True)
     (dead / LOCK_NAME).touch()
     (dead / "00000000.seg").write_bytes(b"x" * 100)

@@ -18,6 +18,7 @@ from trunner.contracts import Stream
 from trunner.job import run_job
 from trunner.logs.markers import CONTINUED_PREFIX, CUT_SUFFIX
 from trunner.logs.settings import LogSettings
+from trunner.logs.spool import DIR_PREFIX
 from trunner.models import RunnerJob
 from trunner.retry import ShipError
 
@@ -305,7 +306,7 @@ def test_shipped_lines_are_real_pieces_or_markers_and_nothing_is_lost_while_the_
         assert matched == len(out_lines) + len(err_lines)
     elif matched < len(out_lines) + len(err_lines):
         assert "could not be delivered" in outcome.message or "were not confirmed" in outcome.message
-    assert not any(tmp_path.iterdir()), "a spool was left behind"
+    assert not list(tmp_path.glob(f"*/{DIR_PREFIX}*")), "a spool was left behind"
 
 
 def test_checker_rejects_a_spliced_line():

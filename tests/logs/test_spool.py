@@ -11,7 +11,7 @@ import trio
 
 from trunner.logs import spool as spool_module
 from trunner.logs.batch import Batch
-from trunner.logs.spool import DIR_PREFIX, LOCK_NAME, Spool, SpoolError, record_size, remove_leftovers
+from trunner.logs.spool import LOCK_NAME, RUNNER_PREFIX, Spool, SpoolError, record_size, remove_leftovers
 
 
 def batch(seq: int, *lines: str) -> Batch:
@@ -95,7 +95,7 @@ async def test_remove_deletes_everything_and_can_repeat(tmp_path: Path) -> None:
     await spool.remove()
     await spool.remove()
     assert not path.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert list(path.parent.iterdir()) == [path.parent / LOCK_NAME]
 
 
 async def test_damaged_record_is_an_error_not_invented_text(tmp_path: Path) -> None:
@@ -111,11 +111,11 @@ async def test_damaged_record_is_an_error_not_invented_text(tmp_path: Path) -> N
 
 
 def test_leftovers_of_a_dead_owner_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
-    dead = tmp_path / f"{DIR_PREFIX}dead-0001"
+    dead = tmp_path / f"{RUNNER_PREFIX}dead-0001"
     dead.mkdir()
     (dead / LOCK_NAME).touch()
     (dead / "00000000.seg").write_bytes(b"old")
-    live = tmp_path / f"{DIR_PREFIX}live-0002"
+    live = tmp_path / f"{RUNNER_PREFIX}live-0002"
     live.mkdir()
     (live / LOCK_NAME).touch()
     unrelated = tmp_path / "keep-me"

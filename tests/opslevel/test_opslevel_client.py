@@ -35,6 +35,7 @@ from trunner.opslevel.errors import (
     ApiPayloadError,
     ApiResponseError,
     ApiStatusError,
+    ApiTlsError,
     ApiTransportError,
     GraphQLProblem,
 )
@@ -416,7 +417,7 @@ async def test_https_trusts_the_ca_named_by_ssl_cert_file(
         ) as client:
             await client.call(RUNNER_REGISTER, RegisterVariables(None), retry=NO_RETRIES)
 
-    with pytest.raises(ApiTransportError):
+    with pytest.raises(ApiTlsError):
         await register()
     bundle = tmp_path / "ca-bundle.crt"
     ca.cert_pem.write_to_path(str(bundle))

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import logging
 
-from trunner import errorreport, gocli, runlog
+from trunner import credentials, errorreport, gocli, runlog
 from trunner.config import (
     ConfigError,
     SettingsSource,
@@ -16,6 +16,7 @@ from trunner.config import (
     unknown_keys,
 )
 from trunner.faktory.client import locate_server
+from trunner.logs.mask import Masker
 from trunner.opslevel.settings import ApiSettings
 from trunner.runlog import RunnerLogSettings
 
@@ -40,8 +41,23 @@ def settings_source(args: argparse.Namespace) -> SettingsSource:
     data, name = read_config_file(args.config)
     source = SettingsSource(args=args, file=data, source_name=name)
     log_settings = source.get(RunnerLogSettings)
-    runlog.setup(log_settings.log_level, log_settings.log_format, log_settings.log_timestamp)
-    errorreport.init(source.environ, secrets=_process_secrets(source))
+    register_credentials(source)
+    runlog.setup(
+        log_settings.log_level,
+        log_settings.log_format,
+        log_settings.log_timestamp,
+        mask=Masker(credentials.registered()).mask_text,
+    )
+    errorreport.init(source.environ, secrets=[value for _, value in credentials.registered()])
+    if data or name != "config file":
+        log.info("read the config file %s", name)
+    for flag in source.secrets_on_command_line(ApiSettings):
+        log.warning(
+            "%s is given on the command line, where every local user can read it (ps, /proc); "
+            "give it in the environment or in a file (%s-file) instead",
+            flag,
+            flag,
+        )
     for ignored in getattr(args, "ignored_flags", ()):
         log.warning("%s", ignored.reason)
     known = getattr(args, "known_file_keys", None)
@@ -59,9 +75,21 @@ def settings_source(args: argparse.Namespace) -> SettingsSource:
     return source
 
 
-def _process_secrets(source: SettingsSource) -> list[str]:
-    """The credentials the runner itself holds: the API token and the Faktory password."""
-    secrets = source.given_secrets(ApiSettings)
+def register_credentials(source: SettingsSource) -> None:
+    """The credentials the runner itself holds: the API token, the userinfo of the API URL, the
+    Faktory URL's password and the Sentry DSN's key."""
+    for secret in source.given_secrets(ApiSettings):
+        credentials.register("the runner's OpsLevel API token", secret)
+    given = vars(source.args) if source.args is not None else {}
+    urls = [given.get("api_url"), source.file.get("api-url")]
+    urls += [source.environ.get(name) for name in ("OPSLEVEL_API_URL", "OPSLEVEL_APP_URL")]
+    for url in urls:
+        if isinstance(url, str):
+            credentials.register_url("the runner's OpsLevel API URL", url)
     with contextlib.suppress(ConfigError):
-        secrets.append(locate_server(source.environ).password)
-    return secrets
+        location = locate_server(source.environ)
+        credentials.register("the runner's Faktory password", location.password)
+    for name in ("FAKTORY_URL", source.environ.get("FAKTORY_PROVIDER", "")):
+        if name and name in source.environ:
+            credentials.register_url("the runner's Faktory URL", source.environ[name])
+    credentials.register_url("the runner's Sentry DSN", source.environ.get("SENTRY_DSN", ""))

@@ -23,7 +23,10 @@ class JobRunSettings:
     job_pod_workdir: str = setting(
         "",
         help="Directory under which each job works in <workdir>/<job id>. Empty: /jobs in a pod, "
-        "a temporary directory (removed afterwards) for the local executor.",
+        "a temporary directory (removed afterwards) for the local executor. The local executor makes "
+        "its own private directory here (trunner-work-<random>, mode 0700) and works in "
+        "<workdir>/trunner-work-<random>/<job id>; it refuses a directory of another user, and one that "
+        "others may write to, or that lies below such a directory, unless that directory is sticky.",
         checks=[_absolute_or_empty],
     )
     job_pod_max_lifetime: float = setting(

@@ -88,10 +88,15 @@ def parse_server_url(url: str, *, origin: str) -> ServerLocation:
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` without its password, also when it cannot be parsed (then all userinfo goes)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        scheme, separator, rest = url.partition("://")
+        return scheme + separator + ("***@" + rest.rsplit("@", 1)[1] if "@" in rest else rest)
+    if password is None:
         return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    return url.replace(f":{password}@", ":***@", 1)
 
 
 def locate_server(environ: Mapping[str, str]) -> ServerLocation:

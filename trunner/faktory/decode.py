@@ -5,9 +5,10 @@
    integer; any other type gives "0"), ``opslevel-runner-image`` (replaces the image),
    ``opslevel-runner-commands`` (appended), ``opslevel-runner-extra-vars`` (``{key, value,
    sensitive}``, appended without scope), ``opslevel-runner-files`` (appended).
-3. Added variables, not sensitive, for both containers: ``FAKTORY_BATCH_ID`` (when ``custom.bid``
-   is set), ``FAKTORY_PROVIDER`` and ``FAKTORY_URL`` (when set in the runner's environment),
-   ``RUNNER_JOB_ID`` (always).
+3. Added variables for both containers: ``FAKTORY_BATCH_ID`` (when ``custom.bid`` is set),
+   ``FAKTORY_PROVIDER`` and ``FAKTORY_URL`` (when set in the runner's environment), ``RUNNER_JOB_ID``
+   (always). ``FAKTORY_URL`` holds the server's password and is sensitive (masked in the job's log,
+   a Secret in a pod); ``FAKTORY_PROVIDER`` holds the name of a variable, not a credential.
 
 Every problem is collected; a job with problems is refused with all of them named.
 """
@@ -86,7 +87,7 @@ def decode_legacy_job(job: Job, environ: Mapping[str, str]) -> DecodedJob:
         variables.append(JobVariable("FAKTORY_BATCH_ID", bid))
     for name in ("FAKTORY_PROVIDER", "FAKTORY_URL"):
         if name in environ:
-            variables.append(JobVariable(name, environ[name]))
+            variables.append(JobVariable(name, environ[name], sensitive=name == "FAKTORY_URL"))
     variables.append(JobVariable("RUNNER_JOB_ID", job_id))
     decoded = attrs.evolve(
         runner_job,

@@ -1,5 +1,6 @@
 """A sink that prints a job's shipped lines and outcome to a text stream (``trunner test`` and
-``trunner run --mode local``)."""
+``trunner run --mode local``), terminal control characters shown as ``\\xNN`` (display only: what
+is shipped to an API keeps them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import trio
 from trunner.logs.batch import Batch
 from trunner.logs.settings import LogSettings
 from trunner.models import JobOutcome
+from trunner.runlog import printable
 
 _write_lock = trio.Lock()
 
@@ -46,7 +48,7 @@ class ConsoleSink:
         self.outcome: JobOutcome | None = None
 
     async def ship(self, batch: Batch) -> None:
-        text = "".join(f"{self._label}{fold_for_display(line)}\n" for line in batch.text_lines())
+        text = "".join(f"{self._label}{printable(fold_for_display(line))}\n" for line in batch.text_lines())
         async with _write_lock:
             await trio.to_thread.run_sync(self._write, text)
 
@@ -59,7 +61,7 @@ class ConsoleSink:
             lines.append(f"{self._label}message: {outcome.message}")
         lines.extend(f"{self._label}outcome variable {v.key}={v.value}" for v in outcome.outcome_variables)
         async with _write_lock:
-            await trio.to_thread.run_sync(self._write, "".join(line + "\n" for line in lines))
+            await trio.to_thread.run_sync(self._write, "".join(printable(line) + "\n" for line in lines))
 
     def _write(self, text: str) -> None:
         self._out.write(text)

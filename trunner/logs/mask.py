@@ -26,6 +26,7 @@ from typing import Any
 
 import ahocorasick_rs
 
+from trunner import credentials
 from trunner.logs.markers import MASK
 from trunner.logs.secret_forms import MIN_PART, forms_of, raw_bytes, stream_bytes
 from trunner.models import RunnerJob
@@ -327,8 +328,8 @@ class MaskedLog(logging.LoggerAdapter[logging.Logger]):
 
 
 def masker_for(job: RunnerJob) -> Masker:
-    """The masker of ``job``'s sensitive variables."""
-    return Masker((v.key, v.value) for v in job.variables if v.sensitive)
+    """The masker of ``job``'s sensitive variables and of the runner's own credentials."""
+    return Masker([*((v.key, v.value) for v in job.variables if v.sensitive), *credentials.registered()])
 
 
 OFF_LOOP_COST = 256 * 1024

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 import attrs
@@ -63,8 +62,10 @@ class LogSettings:
         checks=[_spool_size],
     )
     job_log_spool_dir: str = setting(
-        os.path.join(tempfile.gettempdir(), "trunner-spool"),
-        help="Directory of the job log spools; leftovers of a runner that died are removed at start-up.",
+        tempfile.gettempdir(),
+        help="Directory in which the runner makes its own private spool directory (trunner-spool-<random>, "
+        "mode 0700) for the job log spools; it must belong to this user or root. Leftovers of a runner "
+        "that died are removed at start-up.",
         checks=[_spool_dir],
     )
     log_stall_timeout: float = setting(

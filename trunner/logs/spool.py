@@ -1,19 +1,27 @@
 """A job's on-disk queue of log batches: append-only, read oldest first, within a byte budget.
 
-The spool is a directory of segment files plus a ``lock`` file the owning process holds with
-``flock`` for the spool's life, so a spool whose owner died (crash, SIGKILL) is told apart from
-a live one by trying that lock (:func:`remove_leftovers`). Records are
+Each runner process makes one private directory (``trunner-spool-<random>``, mode 0700) under
+the configured root, holding a ``lock`` file it keeps locked with ``flock`` for its life, so the
+directory of a runner that died (crash, SIGKILL) is told apart from a live one by trying that
+lock (:func:`remove_leftovers`). A job's spool is a private directory of segment files in it.
+Everything below the root is opened through directory descriptors, never through a symlink and
+never as an existing file (:mod:`trunner.privdir`): another local user can neither redirect nor
+read a spool, even in a shared root such as /tmp. Records are
 ``header (seq, lines, markers, per-source counts, payload size, crc32) + payload``; a fully read segment is deleted, so the
 bytes on disk (``used``) never exceed the budget. Every file operation runs in a worker thread.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
 import fcntl
 import os
 import shutil
+import stat
 import struct
+import threading
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,8 +29,10 @@ from typing import Any
 
 import trio
 
+from trunner import privdir
 from trunner.logs.batch import COUNTS, Batch
 
+RUNNER_PREFIX = "trunner-spool-"
 DIR_PREFIX = "trunner-job-"
 LOCK_NAME = "lock"
 _HEADER = struct.Struct(f"<QII{COUNTS}QII")
@@ -65,6 +75,63 @@ def _segment_name(index: int) -> str:
     return f"{index:08d}.seg"
 
 
+class _RunnerDir:
+    """This process's private directory under one spool root, and the lock that marks it live."""
+
+    def __init__(self, root: Path) -> None:
+        root_fd = privdir.open_root(root)
+        try:
+            self.name, self.fd = privdir.make_private(RUNNER_PREFIX, dir_fd=root_fd, shown_root=root)
+        finally:
+            os.close(root_fd)
+        self.path = root / self.name
+        self.lock_fd = privdir.create_file(LOCK_NAME, dir_fd=self.fd, flags=os.O_WRONLY)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def gone(self) -> bool:
+        """The directory was deleted under the runner (a temporary-files cleaner)."""
+        return os.fstat(self.fd).st_nlink == 0
+
+    def close(self) -> None:
+        os.close(self.lock_fd)
+        os.close(self.fd)
+
+
+_runner_dirs: dict[tuple[str, int], _RunnerDir] = {}
+_runner_dirs_lock = threading.Lock()
+
+
+def _runner_dir(root: Path) -> _RunnerDir:
+    """This process's directory under ``root``, made on first use (a forked child makes its own)."""
+    key = (os.path.abspath(root), os.getpid())
+    with _runner_dirs_lock:
+        found = _runner_dirs.get(key)
+        if found is not None and found.gone():
+            found.close()
+            found = None
+        if found is None:
+            if not _runner_dirs:
+                atexit.register(_remove_runner_dirs)
+            found = _runner_dirs[key] = _RunnerDir(Path(key[0]))
+        return found
+
+
+def _remove_runner_dirs() -> None:
+    """At exit, this process's runner directories go (their job spools are gone already)."""
+    with _runner_dirs_lock:
+        for (root, pid), runner in list(_runner_dirs.items()):
+            if pid != os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    shutil.rmtree(runner.name, ignore_errors=True, dir_fd=root_fd)
+                finally:
+                    os.close(root_fd)
+            runner.close()
+            del _runner_dirs[(root, pid)]
+
+
 class Spool:
     """Not safe for two concurrent appends or two concurrent reads; one of each may overlap
     (they touch different file offsets, and only whole records become visible to the reader)."""
@@ -74,7 +141,8 @@ class Spool:
         self.budget = budget
         self._name = name
         self._dir: Path | None = None
-        self._lock_fd: int | None = None
+        self._dir_fd: int | None = None
+        self._runner: _RunnerDir | None = None
         self._segment_limit = max(budget // _SEGMENTS_PER_BUDGET, 1)
         self._write_index = 0
         self._write_offset = 0
@@ -152,17 +220,22 @@ class Spool:
     # --- worker-thread side ---
 
     def _create(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        directory = Path(os.path.realpath(self.root)) / f"{DIR_PREFIX}{self._name}-{os.urandom(4).hex()}"
-        directory.mkdir(mode=0o700)
-        fd = os.open(directory / LOCK_NAME, os.O_CREAT | os.O_WRONLY, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._dir, self._lock_fd = directory, fd
-        self._write_fd = self._open_segment(self._write_index, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+        runner = _runner_dir(self.root)
+        name, fd = privdir.make_private(
+            f"{DIR_PREFIX}{self._name}-", dir_fd=runner.fd, shown_root=runner.path
+        )
+        self._runner, self._dir, self._dir_fd = runner, runner.path / name, fd
+        self._write_fd = self._open_segment(self._write_index, create=True)
 
-    def _open_segment(self, index: int, flags: int) -> int:
-        assert self._dir is not None
-        return os.open(self._dir / _segment_name(index), flags, 0o600)
+    def _open_segment(self, index: int, *, create: bool = False) -> int:
+        assert self._dir_fd is not None
+        if create:
+            return privdir.create_file(
+                _segment_name(index), dir_fd=self._dir_fd, flags=os.O_WRONLY | os.O_APPEND
+            )
+        return os.open(
+            _segment_name(index), os.O_RDONLY | privdir.NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd
+        )
 
     def _roll(self) -> None:
         """Seal the write segment and start the next one; a segment already read through is
@@ -173,7 +246,7 @@ class Spool:
         self._sealed[self._write_index] = self._write_offset
         self._write_index += 1
         self._write_offset = 0
-        self._write_fd = self._open_segment(self._write_index, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+        self._write_fd = self._open_segment(self._write_index, create=True)
         self._drop_read_segments()
 
     def _append_sync(self, header: bytes, blocks: list[bytes]) -> None:
@@ -191,7 +264,7 @@ class Spool:
     def _read_sync(self) -> tuple[int, int, int, list[int], bytes]:
         self._drop_read_segments()
         if self._read_fd is None:
-            self._read_fd = self._open_segment(self._read_index, os.O_RDONLY)
+            self._read_fd = self._open_segment(self._read_index)
         header = os.pread(self._read_fd, HEADER_SIZE, self._read_offset)
         if len(header) != HEADER_SIZE:
             raise SpoolError(errno.EIO, "spool record header is truncated")
@@ -209,48 +282,62 @@ class Spool:
                 os.close(self._read_fd)
                 self._read_fd = None
             size = self._sealed.pop(self._read_index)
-            assert self._dir is not None
-            (self._dir / _segment_name(self._read_index)).unlink(missing_ok=True)
+            assert self._dir_fd is not None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_segment_name(self._read_index), dir_fd=self._dir_fd)
             self.used -= size
             self._read_index += 1
             self._read_offset = 0
 
     def _remove_sync(self) -> None:
-        for fd in (self._write_fd, self._read_fd):
+        for fd in (self._write_fd, self._read_fd, self._dir_fd):
             if fd is not None:
                 os.close(fd)
-        self._write_fd = self._read_fd = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-        self._dir = None
+        self._write_fd = self._read_fd = self._dir_fd = None
+        if self._dir is not None and self._runner is not None:
+            shutil.rmtree(self._dir.name, ignore_errors=True, dir_fd=self._runner.fd)
+        self._dir = self._runner = None
         self.used = self.records = self.lines = self.size = 0
         self.counts = [0] * COUNTS
 
 
 def remove_leftovers(root: Path) -> int:
-    """Delete spools under ``root`` whose owner is gone (their lock is free); returns how many.
-    Blocking: call it through ``trio.to_thread``."""
+    """Delete the runner directories under ``root`` of runners that are gone (their lock is free
+    and they belong to this user); returns how many. Blocking: call it through
+    ``trio.to_thread``."""
     try:
-        entries = list(root.iterdir())
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return 0
     removed = 0
-    for entry in entries:
-        if not entry.name.startswith(DIR_PREFIX) or not entry.is_dir():
-            continue
-        try:
-            fd = os.open(entry / LOCK_NAME, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue
-        finally:
-            os.close(fd)
-        shutil.rmtree(entry, ignore_errors=True)
-        removed += 1
+    try:
+        for name in os.listdir(root_fd):
+            if name.startswith(RUNNER_PREFIX) and _is_abandoned(name, root_fd):
+                shutil.rmtree(name, ignore_errors=True, dir_fd=root_fd)
+                removed += 1
+    finally:
+        os.close(root_fd)
     return removed
+
+
+def _is_abandoned(name: str, root_fd: int) -> bool:
+    try:
+        info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            return False
+        dir_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | privdir.NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+    except OSError:
+        return False
+    try:
+        lock_fd = os.open(LOCK_NAME, os.O_RDONLY | privdir.NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    finally:
+        os.close(dir_fd)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(lock_fd)
+    return True

@@ -9,6 +9,7 @@ import logging
 import platform
 import random
 import re
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
@@ -18,7 +19,7 @@ import attrs
 import httpx
 import trio
 
-from trunner import __version__
+from trunner import __version__, credentials
 from trunner.opslevel.errors import (
     ApiAuthenticationError,
     ApiError,
@@ -27,6 +28,7 @@ from trunner.opslevel.errors import (
     ApiResponseError,
     ApiResponseTooLarge,
     ApiStatusError,
+    ApiTlsError,
     ApiTransportError,
 )
 from trunner.opslevel.metrics import ApiMetrics
@@ -117,8 +119,23 @@ class RequestBody:
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.LocalProtocolError):
+        # its text quotes the offending header, which may be the Authorization header
+        return f"{type(exc).__name__}: the request could not be sent (a header value is not valid)"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _certificate_failure(exc: BaseException) -> str | None:
+    """The verification error behind a failed connection, or None when it is not one."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _detail(body: bytes) -> str:
@@ -154,6 +171,8 @@ class OpsLevelClient:
         rng: random.Random | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.shown_endpoint = credentials.redact_url(endpoint)
+        """The endpoint as logs show it: without its userinfo."""
         self.timeout = timeout
         self.retry = retry
         self._metrics = metrics
@@ -268,6 +287,13 @@ class OpsLevelClient:
             status = "timeout"
             raise ApiTransportError(label, f"no response within {self.timeout:g} s", sent=sent) from None
         except httpx.TransportError as exc:
+            verification = _certificate_failure(exc)
+            if verification is not None:
+                raise ApiTlsError(
+                    label,
+                    f"TLS verification of {self.shown_endpoint} failed ({verification}); the system trust "
+                    "store (or SSL_CERT_FILE) must hold the CA that signed the server's certificate",
+                ) from None
             raise ApiTransportError(
                 label, f"connection failed ({_describe_transport_error(exc)})", sent=sent
             ) from None

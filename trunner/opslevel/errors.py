@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 import attrs
 
-TOKEN_HINT = "set a valid token with 'export OPSLEVEL_API_TOKEN=<token>' or '--api-token=<token>'"
+TOKEN_HINT = (
+    "set a valid token with 'export OPSLEVEL_API_TOKEN=<token>' or '--api-token-file=<file holding it>'"
+)
 
 
 class ApiError(Exception):
@@ -34,6 +36,10 @@ class ApiTransportError(ApiError):
     def __init__(self, operation: str, message: str, *, sent: bool = False) -> None:
         super().__init__(operation, message)
         self.maybe_done = sent
+
+
+class ApiTlsError(ApiError):
+    """The server's TLS certificate did not verify: repeating the call cannot help."""
 
 
 class ApiStatusError(ApiError):

@@ -14,10 +14,12 @@ import logging
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 from prometheus_client import CollectorRegistry
 
+from trunner import credentials
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors.base import Executor
 from trunner.http import MetricsServerSettings
@@ -53,8 +55,18 @@ hung API must not keep a terminating pod alive past its grace period."""
 async def serve(source: SettingsSource, args: argparse.Namespace, *, http_host: str | None = None) -> int:
     run_settings = check_settings(source, ApiSettings, PollSettings)
     check_scaling(source)
+    warn_if_unencrypted(source.get(ApiSettings).api_url)
     mode = ApiMode(source, run_settings, http_host=http_host)
     return await mode.serve()
+
+
+def warn_if_unencrypted(api_url: str) -> None:
+    if urlsplit(api_url).scheme == "http":
+        log.warning(
+            "the OpsLevel API URL %s is http://: the API token and every job's log cross the network "
+            "unencrypted; use https:// outside a test setup",
+            credentials.redact_url(api_url),
+        )
 
 
 class ApiMode(ServiceMode):
@@ -109,7 +121,7 @@ class ApiMode(ServiceMode):
                     log.error("%s", exc)
                     return EXIT_FAILED
                 except ApiError as exc:
-                    log.error("cannot use the OpsLevel API at %s: %s", client.endpoint, exc)
+                    log.error("cannot use the OpsLevel API at %s: %s", client.shown_endpoint, exc)
                     return EXIT_FAILED
                 runner_id = await self._register(client)
                 if runner_id is None:

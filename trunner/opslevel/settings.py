@@ -21,6 +21,12 @@ def _token_given(value: str) -> str | None:
     return None if value.strip() else f"is required: {TOKEN_HINT}"
 
 
+def _token_sendable(value: str) -> str | None:
+    if any(not char.isprintable() or char.isspace() for char in value.strip()):
+        return "holds a space or control character, which an HTTP header cannot carry (value not shown)"
+    return None
+
+
 @attrs.frozen(repr=False)
 class ApiSettings:
     """OpsLevel API"""
@@ -33,7 +39,11 @@ class ApiSettings:
         checks=[_http_url],
     )
     api_token: str = setting(
-        "", help="OpsLevel API token.", env="OPSLEVEL_API_TOKEN", secret=True, checks=[_token_given]
+        "",
+        help="OpsLevel API token.",
+        env="OPSLEVEL_API_TOKEN",
+        secret=True,
+        checks=[_token_given, _token_sendable],
     )
     api_timeout: float = setting(
         60.0,

@@ -155,6 +155,12 @@ class PendingJobSource:
             if raw is not None and not isinstance(raw, Mapping):
                 self._metrics.job_rejected()
                 log.error("the API sent a runnerJob that is not an object: %.200r", raw)
+            elif isinstance(raw, Mapping) and _has_content(raw):
+                self._metrics.job_rejected()
+                log.error(
+                    "the API sent a job with no id (fields %s): it can neither run nor be reported; dropped",
+                    ", ".join(sorted(str(key) for key in raw if _has_content({key: raw[key]}))),
+                )
             await trio.sleep(self._settings.poll_interval)
 
     def error_wait(self, failures: int, retry_after: float | None) -> float:
@@ -261,3 +267,12 @@ class PendingJobSource:
                 outcome.outcome.value,
                 self._report_timeout,
             )
+
+
+_STATE_FIELDS = frozenset({"id", "outcome", "status"})
+
+
+def _has_content(raw: Mapping[str, Any]) -> bool:
+    """Whether a ``runnerJob`` holds anything a job is made of: an empty object (or one of nulls)
+    may be how the API says no job is pending."""
+    return any(value not in (None, "", [], {}) for key, value in raw.items() if key not in _STATE_FIELDS)
