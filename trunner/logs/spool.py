@@ -3,7 +3,8 @@
 The spool is a directory of segment files plus a ``lock`` file the owning process holds with
 ``flock`` for the spool's life, so a spool whose owner died (crash, SIGKILL) is told apart from
 a live one by trying that lock (:func:`remove_leftovers`). Records are
-``header (seq, lines, markers, per-source counts, payload size, crc32) + payload``; a fully read segment is deleted, so the
+``header (seq, lines, markers, per-source counts, payload size, crc32) + payload``, the CRC
+covering the header's other fields too (a zeroed record does not pass); a fully read segment is deleted, so the
 bytes on disk (``used``) never exceed the budget. Every file operation runs in a worker thread.
 """
 
@@ -25,8 +26,9 @@ from trunner.logs.batch import COUNTS, Batch
 
 DIR_PREFIX = "trunner-job-"
 LOCK_NAME = "lock"
-_HEADER = struct.Struct(f"<QII{COUNTS}QII")
-HEADER_SIZE = _HEADER.size
+_FIELDS = struct.Struct(f"<QII{COUNTS}QI")
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _FIELDS.size + _CRC.size
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
 _SEGMENTS_PER_BUDGET = 4
 """A segment is at most a quarter of the budget: at most that much read-but-undeleted space."""
@@ -106,11 +108,12 @@ class Spool:
 
     async def append(self, batch: Batch) -> None:
         """Write ``batch`` as the newest record; raises :class:`OSError` if the disk refuses."""
-        crc = 0
+        length = max(batch.size - 1, 0)
+        fields = _FIELDS.pack(batch.seq, batch.line_count, batch.markers, *batch.counts, length)
+        crc = zlib.crc32(fields)
         for index, block in enumerate(batch.blocks):
             crc = zlib.crc32(block, zlib.crc32(b"\n", crc) if index else crc)
-        length = max(batch.size - 1, 0)
-        header = _HEADER.pack(batch.seq, batch.line_count, batch.markers, *batch.counts, length, crc)
+        header = fields + _CRC.pack(crc)
         if self._dir is None:
             await offload(self._create)
         roll = self._write_offset > 0 and (
@@ -155,10 +158,14 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
         directory = Path(os.path.realpath(self.root)) / f"{DIR_PREFIX}{self._name}-{os.urandom(4).hex()}"
         directory.mkdir(mode=0o700)
-        fd = os.open(directory / LOCK_NAME, os.O_CREAT | os.O_WRONLY, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._dir, self._lock_fd = directory, fd
-        self._write_fd = self._open_segment(self._write_index, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+        self._dir = directory
+        try:
+            self._lock_fd = os.open(directory / LOCK_NAME, os.O_CREAT | os.O_WRONLY, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._write_fd = self._open_segment(self._write_index, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+        except OSError:
+            self._remove_sync()
+            raise
 
     def _open_segment(self, index: int, flags: int) -> int:
         assert self._dir is not None
@@ -195,9 +202,12 @@ class Spool:
         header = os.pread(self._read_fd, HEADER_SIZE, self._read_offset)
         if len(header) != HEADER_SIZE:
             raise SpoolError(errno.EIO, "spool record header is truncated")
-        seq, lines, marks, *counts, length, crc = _HEADER.unpack(header)
+        fields, (crc,) = header[: _FIELDS.size], _CRC.unpack(header[_FIELDS.size :])
+        seq, lines, marks, *counts, length = _FIELDS.unpack(fields)
+        if length > self.budget:
+            raise SpoolError(errno.EIO, "spool record header is damaged")
         payload = os.pread(self._read_fd, length, self._read_offset + HEADER_SIZE)
-        if len(payload) != length or zlib.crc32(payload) != crc:
+        if len(payload) != length or zlib.crc32(payload, zlib.crc32(fields)) != crc:
             raise SpoolError(errno.EIO, "spool record does not read back intact")
         self._read_offset += HEADER_SIZE + length
         return seq, lines, marks, counts, payload
@@ -231,8 +241,8 @@ class Spool:
 
 
 def remove_leftovers(root: Path) -> int:
-    """Delete spools under ``root`` whose owner is gone (their lock is free); returns how many.
-    Blocking: call it through ``trio.to_thread``."""
+    """Delete spools under ``root`` whose owner is gone (their lock is free, or they have none:
+    the owner could not create it); returns how many. Blocking: call it through ``trio.to_thread``."""
     try:
         entries = list(root.iterdir())
     except FileNotFoundError:
@@ -244,13 +254,14 @@ def remove_leftovers(root: Path) -> int:
         try:
             fd = os.open(entry / LOCK_NAME, os.O_RDONLY)
         except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue
-        finally:
-            os.close(fd)
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            finally:
+                os.close(fd)
         shutil.rmtree(entry, ignore_errors=True)
         removed += 1
     return removed
