@@ -30,8 +30,9 @@ _FIELDS = struct.Struct(f"<QII{COUNTS}QI")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _FIELDS.size + _CRC.size
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
-_SEGMENTS_PER_BUDGET = 4
-"""A segment is at most a quarter of the budget: at most that much read-but-undeleted space."""
+SEGMENTS_PER_BUDGET = 16
+"""A segment is at most a sixteenth of the budget (or one record): at most that much
+read-but-undeleted space."""
 
 
 Offload = Callable[..., Awaitable[Any]]
@@ -77,7 +78,7 @@ class Spool:
         self._name = name
         self._dir: Path | None = None
         self._lock_fd: int | None = None
-        self._segment_limit = max(budget // _SEGMENTS_PER_BUDGET, 1)
+        self._segment_limit = max(budget // SEGMENTS_PER_BUDGET, 1)
         self._write_index = 0
         self._write_offset = 0
         self._write_fd: int | None = None
