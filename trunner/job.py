@@ -20,7 +20,7 @@ import trio
 
 from trunner import errorreport
 from trunner.executors.base import Executor, ExitKind, ExitResult
-from trunner.logs.job_log import JobLog, build_masker, is_cancellation
+from trunner.logs.job_log import JobLog, build_masker, describe_exception, is_cancellation
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
@@ -109,13 +109,6 @@ async def _execute(
     if exit_result.message:
         job_log.note(exit_result.message)
     return JobOutcome(exit_result.outcome(), exit_result.message, exit_result.exit_code)
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``Type: message`` of each leaf of an exception group, for outcome messages."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe_exception(inner) for inner in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _complete(result: JobOutcome | None, job_log: JobLog | None) -> JobOutcome:

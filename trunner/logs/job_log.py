@@ -624,7 +624,7 @@ class JobLog:
         at_limit = trio.current_time() >= self._hard[0] - self._reserve
         if any(left[0::4]) or any(left[2::4]):
             if self.failure is not None:
-                self.flush_end = f"the job log failed: {self.failure!r}"
+                self.flush_end = f"the job log failed: {describe_exception(self.failure)}"
             elif at_limit:
                 self.flush_end = self._hard[1]
             else:
@@ -691,6 +691,13 @@ async def build_masker(job: RunnerJob) -> Masker:
     if build_cost(job) < OFF_LOOP_COST:
         return masker_for(job)
     return await trio.to_thread.run_sync(masker_for, job, abandon_on_cancel=False)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` of each leaf of an exception group, for outcome messages."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_exception(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def is_cancellation(exc: BaseException) -> bool:
