@@ -16,7 +16,6 @@ from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.job import run_job
 from trunner.logs import batcher as batcher_module
-from trunner.logs import job_log as job_log_module
 from trunner.logs import shipper as shipper_module
 from trunner.logs import spool as spool_module
 from trunner.logs.batch import Batch
@@ -165,7 +164,15 @@ def inject(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     if where == "reader":
         monkeypatch.setattr(JobLog, "wait_for_room", after_a_few(JobLog.wait_for_room))
     elif where == "drain":
-        monkeypatch.setattr(job_log_module.Drain, "_add", after_a_few(job_log_module.Drain._add))
+        real_add = batcher_module.Batcher.add
+
+        def add(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls[0] += 1
+            if calls[0] == 20:
+                raise Boom("injected into the drain")
+            return real_add(*args, **kwargs)
+
+        monkeypatch.setattr(batcher_module.Batcher, "add", add)
     elif where == "spool stage":
         monkeypatch.setattr(spool_module.Spool, "append", after_a_few(spool_module.Spool.append))
     else:

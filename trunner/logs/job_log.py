@@ -202,7 +202,8 @@ class SpoolStage:
                 return
             self.in_hand = None
             self._last_written = batch.seq
-            self._index_send.send_nowait(Spooled(batch.seq))
+            del batch  # written: not held while the next one is awaited
+            self._index_send.send_nowait(Spooled(self._last_written))
             self.peak = max(self.peak, self.spool.used)
             self._gauge()
             self._written.send_nowait(None)
@@ -292,12 +293,24 @@ class Drain:
                 else:
                     self._ended = True
                     parts = self._pipeline.finish(severed=item.severed)
+                del item
+                add = self.batcher.add
                 for part in parts:
-                    await self._add(part)
+                    if self.held is not None:
+                        await self._add(part)
+                    elif (sealed := add(*part)) is not None:
+                        await self._hand_off(sealed)
+                        del sealed  # handed on: the shipper's now, not held here
             await self._finish()
 
     async def _next(self) -> Input | trio.EndOfChannel | None:
         """The next input; None when a batch is due (or a kept-back one may go) first."""
+        try:
+            return self._input.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        except trio.EndOfChannel as end:
+            return end
         wake = self.batcher.due_time() if self.held is None else trio.current_time() + self._interval
         with trio.move_on_at(wake):
             try:
@@ -426,7 +439,7 @@ class JobLog:
             masker=masker,
         )
         self._log = masked = self.pipeline.log
-        self._input, source = trio.open_memory_channel[Input](0)
+        self._input, source = trio.open_memory_channel[Input](1)
         handoff, self._handoff = trio.open_memory_channel[Batch | Spooled](HANDOFF_CAPACITY)
         requests, to_spool = trio.open_memory_channel[Batch](0)
         written, acks = trio.open_memory_channel[None](1)

@@ -84,9 +84,9 @@ class Pipeline:
         self._slice = slice_budget(settings)
         self.unread: tuple[Stream, bytes, int] | None = None
         """The chunk being drained and where the rest after the slice being drained starts."""
-        self._draining: Stream | None = None
-        self._unyielded = (0, 0)
-        """Lines and bytes of the slice being drained not yet handed on."""
+        self._draining: tuple[Stream, list[Segment]] | None = None
+        self._yielded = [0, 0]
+        """The lines of the slice being drained, and how many lines and bytes of them went on."""
 
     def parts(self, stream: Stream, data: bytes) -> Iterator[Part]:
         """``data`` (raw bytes as they arrived) processed, a slice at a time."""
@@ -122,7 +122,11 @@ class Pipeline:
             rest = b""
             if self.unread is not None and self.unread[0] is stream:
                 rest = self.unread[1][self.unread[2] :]
-            lines, size = self._unyielded if stream is self._draining else (0, 0)
+            lines = size = 0
+            if self._draining is not None and self._draining[0] is stream:
+                segments = self._draining[1]
+                lines = sum(block.count(b"\n") + 1 for block, _ in segments) - self._yielded[0]
+                size = sum(len(block) + 1 for block, _ in segments) - self._yielded[1]
             text = partial + rest
             lines += text.count(b"\n") + (0 if not text or text.endswith(b"\n") else 1)
             if lines:
@@ -161,13 +165,10 @@ class Pipeline:
         segments = splitter.feed(data)
         if splitter.cuts != cuts and self._metrics is not None:
             self._metrics.lines_cut.inc(splitter.cuts - cuts)
-        self._draining = stream
-        self._unyielded = (
-            sum(block.count(b"\n") + 1 for block, _ in segments),
-            sum(len(block) + 1 for block, _ in segments),
-        )
+        self._draining = (stream, segments)
+        self._yielded = [0, 0]
         yield from self._process(stream, segments)
-        self._unyielded = (0, 0)
+        self._draining = None
 
     def _process(self, stream: Stream, segments: list[Segment]) -> Iterator[Part]:
         for block, _continues in segments:
@@ -185,7 +186,8 @@ class Pipeline:
         prefix = self.line_prefix()
         if len(block) + lines * len(prefix) <= self._slice:
             self._keep_tail(block)
-            self._yielded(lines, len(block) + 1)
+            self._yielded[0] += lines
+            self._yielded[1] += len(block) + 1
             yield stream, prefix + block.replace(b"\n", b"\n" + prefix), lines
             return
         position, end_of_block = 0, len(block)
@@ -203,12 +205,10 @@ class Pipeline:
                 step = max(1, step // 2)  # denser than the block's average: a smaller part
                 continue
             self._keep_tail(part)
-            self._yielded(count, len(part) + 1)
+            self._yielded[0] += count
+            self._yielded[1] += len(part) + 1
             yield stream, prefix + part.replace(b"\n", b"\n" + prefix), count
             position = end + 1
-
-    def _yielded(self, lines: int, size: int) -> None:
-        self._unyielded = (max(0, self._unyielded[0] - lines), max(0, self._unyielded[1] - size))
 
     def _keep_tail(self, block: bytes) -> None:
         self._tail.extend(line[:TAIL_LINE_BYTES] for line in block.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:])
