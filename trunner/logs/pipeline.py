@@ -211,7 +211,10 @@ class Pipeline:
             position = end + 1
 
     def _keep_tail(self, block: bytes) -> None:
-        self._tail.extend(line[:TAIL_LINE_BYTES] for line in block.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:])
+        lines = block.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:]
+        if len(block) > TAIL_LINE_BYTES and max(map(len, lines)) > TAIL_LINE_BYTES:
+            lines = [line[:TAIL_LINE_BYTES] for line in lines]
+        self._tail.extend(lines)
 
     def _warnings(self) -> Iterator[Part]:
         warnings, self._outcome_vars.warnings = self._outcome_vars.warnings, []
