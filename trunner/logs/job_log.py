@@ -439,7 +439,7 @@ class JobLog:
             masker=masker,
         )
         self._log = masked = self.pipeline.log
-        self._input, source = trio.open_memory_channel[Input](1)
+        self._input, source = trio.open_memory_channel[Input](0)
         handoff, self._handoff = trio.open_memory_channel[Batch | Spooled](HANDOFF_CAPACITY)
         requests, to_spool = trio.open_memory_channel[Batch](0)
         written, acks = trio.open_memory_channel[None](1)
