@@ -215,7 +215,10 @@ class OutcomeVarParser:
     def _close_multiline(self) -> None:
         key = self._multiline_key
         assert key is not None
-        self._set(key, bytes(self._multiline).rstrip(b"\n"))
+        value = self._multiline
+        while value.endswith(b"\n"):
+            del value[-1]
+        self._set(key, value)
         self._multiline_key, self._multiline = None, bytearray()
 
     def _room(self) -> int:
@@ -232,7 +235,7 @@ class OutcomeVarParser:
             "bytes in all"
         )
 
-    def _set(self, key: str, value: bytes) -> None:
+    def _set(self, key: str, value: bytes | bytearray) -> None:
         previous = self._values.pop(key, None)
         if previous is not None:
             self._total -= len(key) + len(previous.encode())
