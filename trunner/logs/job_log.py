@@ -278,46 +278,73 @@ class Drain:
         self.held: Batch | None = None
         """A sealed batch kept back while lines are dropped."""
         self._stall_scope: trio.CancelScope | None = None
+        self._waiting: trio.CancelScope | None = None
         self.sending: Batch | None = None
 
     async def run(self) -> None:
         with self._input, self._handoff, self._requests:
-            while not isinstance(item := await self._next(), trio.EndOfChannel):
-                if item is None:
-                    await self._timer()
-                    continue
-                if isinstance(item, tuple):
-                    parts = self._pipeline.parts(*item)
-                elif isinstance(item, Note):
-                    parts = self._pipeline.note(item.text)
-                else:
-                    self._ended = True
-                    parts = self._pipeline.finish(severed=item.severed)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._interval_timer)
+                await self._drain()
+                nursery.cancel_scope.cancel()
+
+    async def _drain(self) -> None:
+        while not isinstance(item := await self._next(), trio.EndOfChannel):
+            if item is None or self.batcher.due_time() <= trio.current_time():
+                await self._timer()
+            if item is not None:
+                await self._take(item)
                 del item
-                add = self.batcher.add
-                for part in parts:
-                    if self.held is not None:
-                        await self._add(part)
-                    elif (sealed := add(*part)) is not None:
-                        await self._hand_off(sealed)
-                        del sealed  # handed on: the shipper's now, not held here
-            await self._finish()
+        await self._finish()
+
+    async def _take(self, item: Input) -> None:
+        if isinstance(item, tuple):
+            parts = self._pipeline.parts(*item)
+        elif isinstance(item, Note):
+            parts = self._pipeline.note(item.text)
+        else:
+            self._ended = True
+            parts = self._pipeline.finish(severed=item.severed)
+        add = self.batcher.add
+        for part in parts:
+            if self.held is not None:
+                await self._add(part)
+            elif (sealed := add(*part)) is not None:
+                await self._hand_off(sealed)
+                del sealed  # handed on: the shipper's now, not held here
 
     async def _next(self) -> Input | trio.EndOfChannel | None:
-        """The next input; None when a batch is due (or a kept-back one may go) first."""
+        """The next input; None when the interval timer ended the wait for it."""
         try:
             return self._input.receive_nowait()
         except trio.WouldBlock:
-            pass
+            if self.held is None and self.batcher.due_time() <= trio.current_time():
+                return None
         except trio.EndOfChannel as end:
             return end
-        wake = self.batcher.due_time() if self.held is None else trio.current_time() + self._interval
-        with trio.move_on_at(wake):
+        # No deadline here: a deadline per wait would be one per read; the timer cancels the wait.
+        with trio.CancelScope() as self._waiting:
             try:
                 return await self._input.receive()
             except trio.EndOfChannel as end:
                 return end
+            finally:
+                self._waiting = None
         return None
+
+    async def _interval_timer(self) -> None:
+        """Ends the drain's wait for input when the current batch is due, or every interval
+        while a batch is kept back, so that they go while the job is silent."""
+        while True:
+            now = trio.current_time()
+            wake = self.batcher.last_sealed + self._interval
+            if self.held is not None or wake <= now:
+                # Kept back: retry every interval. Past due: the drain seals it before it waits.
+                wake = now + self._interval
+            await trio.sleep_until(wake)
+            due = self.held is not None or self.batcher.due_time() <= trio.current_time()
+            if due and self._waiting is not None:
+                self._waiting.cancel()
 
     async def _timer(self) -> None:
         if self.held is not None:
