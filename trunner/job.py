@@ -3,7 +3,7 @@
 Task layout (nothing outlives ``run_job``)::
 
     run_job ── the job log's nursery (trunner.logs.job_log) ─┬─ reader: executor.run, feeding the log
-                                                              ├─ drain
+                                                              ├─ drain (and its interval timer)
                                                               ├─ spool stage (writer, forwarder)
                                                               └─ shipper
     within it the bounded final flush; then the outcome report (shielded, bounded)

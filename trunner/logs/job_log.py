@@ -13,7 +13,7 @@ shipper, joined by trio memory channels, and the bounded final flush.
 Buffering, in order of use: the hand-off channel (two batches); once it is full, the spool (a
 stage that owns its file: once anything is spooled, later batches queue behind it, and what it
 passes on are references to its records, read when the shipper takes them); when the spool's
-budget (:data:`Semaphore` slots of one largest record) is used up or the disk refuses,
+budget (a trio.Semaphore of slots of one largest record) is used up or the disk refuses,
 back-pressure: the drain's send waits, so its receive does, so the reader's send does, so the
 job's writes wait. Only when the drain's send has waited ``log_stall_timeout`` with no batch
 delivered (each delivery moves the wait's deadline) does the drain drop lines, counted and marked
