@@ -289,8 +289,9 @@ class Drain:
                 nursery.cancel_scope.cancel()
 
     async def _drain(self) -> None:
+        batcher = self.batcher
         while not isinstance(item := await self._next(), trio.EndOfChannel):
-            if item is None or self.batcher.due_time() <= trio.current_time():
+            if item is None or (batcher.current and batcher.due_time() <= trio.current_time()):
                 await self._timer()
             if item is not None:
                 await self._take(item)
@@ -318,7 +319,8 @@ class Drain:
         try:
             return self._input.receive_nowait()
         except trio.WouldBlock:
-            if self.held is None and self.batcher.due_time() <= trio.current_time():
+            batcher = self.batcher
+            if self.held is None and batcher.current and batcher.due_time() <= trio.current_time():
                 return None
         except trio.EndOfChannel as end:
             return end
