@@ -134,7 +134,7 @@ async def reader_rate(client: KubeClient, pod: str) -> Timing:
 
 
 async def end_to_end_rate(client: KubeClient, round_: int) -> Timing:
-    config = JobPodConfig(namespace=NS, owner="runner-bench", helper_image=None)
+    config = JobPodConfig(namespace=NS, owner="runner-bench", helper_image=None, durable=False)
     executor = KubernetesExecutor(client, config, runner_id="bench")
     sink = FastSink()
     job = RunnerJob(id=f"bench-{round_}", image="bench", commands=("cat big.log",))

@@ -105,6 +105,12 @@ async def test_test_command_runs_the_job_as_a_pod_by_default(tmp_path):
         assert "computing a report" in stdout and "outcome: success" in stdout
         assert "outcome variable status=green" in stdout
         created = [r.path for r in api.requests if r.method == "POST"]
-        assert any(p.endswith("/pods") for p in created) and any(p.endswith("/configmaps") for p in created)
-        assert [s.subprotocol for s in api.exec_sessions] == ["v5.channel.k8s.io"]
-        assert not api.objects("pods") and not api.objects("configmaps")
+        # The job has no files and no sensitive variables: it needs no Secret.
+        assert any(p.endswith("/pods") for p in created) and not any(p.endswith("/secrets") for p in created)
+        # The durable stage: its launch, its reader, its exit record.
+        assert [(s.request.command[3], s.subprotocol) for s in api.exec_sessions] == [
+            ("trunner-launch", "v5.channel.k8s.io"),
+            ("trunner-read", "v5.channel.k8s.io"),
+            ("trunner-status", "v5.channel.k8s.io"),
+        ]
+        assert not api.objects("pods") and not api.objects("secrets")

@@ -21,8 +21,12 @@ from tests.doubles.faktory import FaktoryDouble, faktory_double
 from tests.doubles.kube import KubeApiDouble, PodBehaviour, serve_kube_api
 from tests.doubles.kube_exec import Exit, Pause, Stdout
 from tests.doubles.opslevel import OpsLevelDouble, job_payload
+from tests.kube.transport_support import client_for
 from tests.opslevel.harness import RunningMode, body_lines, start_mode
 from trunner.config import SettingsSource
+from trunner.executors.kubernetes import KubernetesExecutor
+from trunner.executors.kubernetes.durable import ResumePolicy
+from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.faktory.mode import FaktoryMode
 
 NS = "ci-jobs"
@@ -32,7 +36,7 @@ SECRET_B64 = base64.b64encode(SECRET.encode()).decode()
 MASK = "**********"
 DASH = shutil.which("dash")
 """The job shell is pinned to dash: the expected ``set -xv`` trace lines are in its format."""
-PLURALS = (("pods", "v1"), ("poddisruptionbudgets", "policy/v1"), ("configmaps", "v1"))
+PLURALS = (("pods", "v1"), ("poddisruptionbudgets", "policy/v1"), ("secrets", "v1"))
 NOTHING_LEFT: dict[str, list[str]] = {plural: [] for plural, _ in PLURALS}
 """``ExecTiming.close_timeout``: how long closing a job's exec WebSocket may take."""
 FAST = {"OPSLEVEL_POLL_INTERVAL": "0.2", "OPSLEVEL_JOB_POD_LOG_MAX_INTERVAL": "0.1"}
@@ -139,7 +143,7 @@ def job_commands(k: int) -> list[str]:
         "echo token=$SECRET",
         "printf %s $SECRET >secret.txt",
         "base64 secret.txt",
-        "sleep 0.5",
+        "sleep 1.5",
         f"echo after-{k}",
     ]
     return commands + (["exit 3", "echo never"] if k == FAILING else [])
@@ -158,7 +162,7 @@ def expected_streams(k: int) -> tuple[list[str], list[str]]:
         f"+ echo token={MASK}",
         f"+ printf %s {MASK}",
         "+ base64 secret.txt",
-        "+ sleep 0.5",
+        "+ sleep 1.5",
         f"+ echo after-{k}",
     ]
     return stdout, stderr + (["+ exit 3"] if k == FAILING else [])
@@ -198,7 +202,8 @@ async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_ma
             and c.variables["input"]["runnerJobId"] == job_id
         ]
         assert calls[-1][1] == "RunnerReportJobOutcome"
-        # Lines before the job's sleep and after it go in separate batches.
+        # Lines before the job's sleep and after it go in separate batches: the sleep is longer
+        # than the durable reader's poll interval (1 s).
         assert [op for _, op in calls[:-1]] == ["RunnerAppendJobLog"] * (len(calls) - 1) and len(calls) >= 3
 
         notes, output = notes_and_output(opslevel, job_id)
@@ -217,7 +222,11 @@ async def test_jobs_at_concurrency_through_kubernetes_deliver_every_line_once_ma
             assert SECRET not in line and SECRET_B64 not in line
 
     assert peak_pods(kube) == CONCURRENCY
-    assert len(kube.exec_sessions) == JOBS
+    # Each job: its launch, one reader that was never cut, its exit record.
+    assert len(kube.exec_sessions) == 3 * JOBS
+    assert sorted(s.request.command[3] for s in kube.exec_sessions) == sorted(
+        ["trunner-launch", "trunner-read", "trunner-status"] * JOBS
+    )
     assert all(s.request.namespace == NS for s in kube.exec_sessions)
     for plural, _ in PLURALS:
         assert len(created_names(kube, plural)) == JOBS
@@ -248,12 +257,15 @@ async def test_shutdown_mid_job_cancels_after_the_grace_deletes_the_pod_and_exit
     assert [o.outcome for o in opslevel.outcomes["job-long"]] == ["canceled"]
     assert "started" in notes_and_output(opslevel, "job-long")[1]
     assert body_lines(opslevel, "job-long")[-1] == "[trunner] job canceled: the runner is shutting down"
-    [session] = kube.exec_sessions
-    assert session.killed
-    assert session.process is not None and session.process.returncode is not None
+    # The launch exec ended at once; the reader outlived its stream and died with the pod.
+    launch, read = kube.exec_sessions
+    assert launch.request.command[3] == "trunner-launch" and not launch.killed
+    assert read.request.command[3] == "trunner-read" and read.killed
+    assert read.process is not None and read.process.returncode is not None
     assert job_objects(kube) == NOTHING_LEFT
     for plural, _ in PLURALS:
-        assert deleted_names(kube, plural) == created_names(kube, plural) != []
+        assert deleted_names(kube, plural) == created_names(kube, plural)
+    assert created_names(kube, "pods") != [] and created_names(kube, "poddisruptionbudgets") != []
     [unregister] = opslevel.calls_to("RunnerUnregister")
     assert unregister.variables == {"runnerId": "runner-1"}
     assert opslevel.calls[-1].operation == "RunnerUnregister"
@@ -269,7 +281,7 @@ async def test_a_job_cancelled_mid_exec_is_cleaned_up_without_waiting_out_the_ex
     # does), so closing the exec socket need not take anywhere near its timeout.
     kube.script_exec(Stdout(b"started\n"), Pause(10_000), Exit(0))
     opslevel.add_job(job_payload("job-long", ["sleep 10000"]))
-    running = await start_api_mode(OPSLEVEL_SHUTDOWN_GRACE="1", **FAST)
+    running = await start_api_mode(OPSLEVEL_SHUTDOWN_GRACE="1", OPSLEVEL_JOB_POD_DURABLE_EXEC="false", **FAST)
     with trio.fail_after(60):
         await opslevel.wait_until(lambda: "started" in notes_and_output(opslevel, "job-long")[1])
     stopped = trio.current_time()
@@ -384,4 +396,126 @@ async def test_a_pod_stuck_in_image_pull_backoff_is_reported_pod_timeout_with_th
     assert kube.exec_sessions == []
     assert job_objects(kube) == NOTHING_LEFT
     for plural, _ in PLURALS:
-        assert deleted_names(kube, plural) == created_names(kube, plural) != []
+        assert deleted_names(kube, plural) == created_names(kube, plural)
+    assert created_names(kube, "pods") != [] and created_names(kube, "poddisruptionbudgets") != []
+
+
+# --- 4. A durable job survives a dropped exec stream ----------------------------------------------
+
+CUT_LINES = 200_000
+CUTS = 10
+
+
+def half_lines(start: int, stop: int) -> str:
+    return f"awk 'BEGIN {{ for (i = {start}; i < {stop}; i++) print \"line-\" i }}'"
+
+
+async def run_with_cut_streams(
+    nursery: trio.Nursery,
+    opslevel: OpsLevelDouble,
+    kube: KubeApiDouble,
+    tmp_path: Path,
+    payload: dict[str, Any],
+    *,
+    cuts: int,
+    after_bytes: int,
+) -> list[float]:
+    """Runs ``payload`` to its outcome through API mode and the Kubernetes executor (durable
+    stage, resume backoff in hundredths of a second) while the double cuts (TCP reset) each of
+    the next ``cuts`` reader sessions once it has sent ``after_bytes`` bytes; returns the resume
+    latencies."""
+    kube.cut_exec(cuts, after_bytes=after_bytes)
+    resumes: list[float] = []
+    config = JobPodConfig(
+        namespace=NS,
+        owner="runner-e2e",
+        helper_image=None,
+        workdir=str(tmp_path / "jobs"),
+        shell=DASH or "sh",
+    )
+    opslevel.add_job(payload)
+    async with client_for(kube) as client:
+        executor = KubernetesExecutor(
+            client,
+            config,
+            runner_id="runner-1",
+            resume_policy=ResumePolicy(base=0.05, cap=0.4),
+            observe_resume=resumes.append,
+        )
+        running = await start_mode(nursery, opslevel, executor, **FAST)
+        with trio.fail_after(120):
+            await opslevel.wait_until(lambda: payload["id"] in opslevel.outcomes)
+        with trio.fail_after(10):
+            assert await running.stop() == 0
+    assert sum(s.cut for s in kube.exec_sessions) == cuts
+    assert len(resumes) == cuts
+    assert sum(1 for s in kube.exec_sessions if s.request.command[3] == "trunner-launch") == 1
+    return resumes
+
+
+@pytest.mark.skipif(DASH is None, reason="the job shell is pinned to dash")
+async def test_an_exec_stream_cut_ten_times_delivers_every_line_once_in_order_with_the_exit_code(
+    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
+) -> None:
+    """Judged only by what reaches the OpsLevel API. The job prints half its lines, sleeps, prints
+    the rest and exits 7; the double cuts each of the first ten reader sessions once it has sent
+    64 KiB, so most cuts land while the job still runs."""
+    half = CUT_LINES // 2
+    commands = [
+        half_lines(0, half),
+        "sleep 1",
+        half_lines(half, CUT_LINES),
+        "echo ::set-outcome-var rows=all",
+        "exit 7",
+    ]
+    payload = job_payload("job-cut", commands)
+    await run_with_cut_streams(nursery, opslevel, kube, tmp_path, payload, cuts=CUTS, after_bytes=64 * 1024)
+
+    [outcome] = opslevel.outcomes["job-cut"]
+    assert outcome.outcome == "failed"
+    assert outcome.variables == (("rows", "all"),)
+    notes, output = notes_and_output(opslevel, "job-cut")
+    assert all(n.startswith("[trunner] Waiting for pod") for n in notes if "exited with code" not in n)
+    assert [line for line in output if not line.startswith("+ ")] == [f"line-{i}" for i in range(CUT_LINES)]
+    assert [line for line in output if line.startswith("+ ")] == [
+        f"+ {half_lines(0, half)}".replace("'", ""),
+        "+ sleep 1",
+        f"+ {half_lines(half, CUT_LINES)}".replace("'", ""),
+        "+ echo ::set-outcome-var rows=all",
+        "+ exit 7",
+    ]
+    assert body_lines(opslevel, "job-cut")[-1] == "[trunner] command exited with code 7"
+
+
+SECRET_LINES = 20_000
+
+
+@pytest.mark.skipif(DASH is None, reason="the job shell is pinned to dash")
+async def test_a_secret_split_by_a_cut_stream_is_still_masked(
+    nursery: trio.Nursery, opslevel: OpsLevelDouble, kube: KubeApiDouble, tmp_path: Path
+) -> None:
+    """Every line is the secret, so cuts land inside it; the resumed reads are checked to have
+    started mid-secret, and nothing of it reaches the API."""
+    command = f"awk 'BEGIN {{ for (i = 0; i < {SECRET_LINES}; i++) print ENVIRON[\"SECRET\"] }}'"
+    payload = job_payload(
+        "job-secret",
+        [command],
+        variables=[{"key": "SECRET", "value": SECRET, "sensitive": True, "scope": None}],
+    )
+    await run_with_cut_streams(nursery, opslevel, kube, tmp_path, payload, cuts=5, after_bytes=16 * 1024)
+
+    [outcome] = opslevel.outcomes["job-secret"]
+    assert outcome.outcome == "success"
+    _, output = notes_and_output(opslevel, "job-secret")
+    assert output == [f"+ {command}".replace("'", "").replace('\\"', '"')] + [MASK] * SECRET_LINES
+    resumed_at = [
+        int(s.request.command[5]) for s in kube.exec_sessions if s.request.command[3] == "trunner-read"
+    ]
+    written = (tmp_path / "jobs" / ".trunner" / "job-secret" / "main" / "stdout").read_bytes()
+    first = written.index(SECRET.encode())
+    inside = [
+        o for o in resumed_at[1:] if o > first and (o - first) % (len(SECRET) + 1) not in (0, len(SECRET))
+    ]
+    assert inside, (first, resumed_at)
+    for call in opslevel.calls:
+        assert SECRET.encode() not in call.body

@@ -172,6 +172,23 @@ def chart() -> Iterator[helm.Chart]:
         yield loaded
 
 
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist) against labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        ok = {
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+            "In": labels.get(key) in values,
+            "NotIn": labels.get(key) not in values,
+        }[operator]
+        if not ok:
+            return False
+    return True
+
+
 def render(chart: helm.Chart, values: Mapping[str, Any], namespace: str = NAMESPACE) -> Rendered:
     manifests = chart.render(dict(values), name=RELEASE, namespace=namespace)
     objects = []
@@ -620,13 +637,16 @@ def roles_for_service_account(
     return rules
 
 
-# The Kubernetes calls trunner makes for a job (create the job's ConfigMap, PodDisruptionBudget and pod, wait
-# for it, exec, delete the three) and at start-up (list leftovers of this runner by label, delete them).
+# The Kubernetes calls trunner makes for a job (create the job's Secret, PodDisruptionBudget and pod, make the
+# pod the Secret's owner, wait for it, exec, delete the three) and at start-up (delete leftovers of this runner
+# by label: list and delete, one deletecollection for Secrets; ConfigMaps of earlier versions).
 JOB_CALLS = [
     ApiCall("list", "", "pods"),
     ApiCall("list", "", "configmaps"),
     ApiCall("list", "policy", "poddisruptionbudgets"),
-    ApiCall("create", "", "configmaps"),
+    ApiCall("deletecollection", "", "secrets"),
+    ApiCall("create", "", "secrets"),
+    ApiCall("patch", "", "secrets", name="job-secret"),
     ApiCall("create", "policy", "poddisruptionbudgets"),
     ApiCall("create", "", "pods"),
     ApiCall("get", "", "pods", name="job-pod"),
@@ -635,6 +655,7 @@ JOB_CALLS = [
     ApiCall("create", "", "pods", "exec", name="job-pod"),
     ApiCall("delete", "", "pods", name="job-pod"),
     ApiCall("delete", "", "configmaps", name="job-files"),
+    ApiCall("delete", "", "secrets", name="job-secret"),
     ApiCall("delete", "policy", "poddisruptionbudgets", name="job-pdb"),
 ]
 
@@ -658,6 +679,8 @@ def test_job_rbac_allows_what_the_executor_does_and_no_more(chart: helm.Chart) -
     for call in [
         ApiCall("get", "", "secrets", name="x"),
         ApiCall("list", "", "secrets"),
+        ApiCall("watch", "", "secrets"),
+        ApiCall("create", "", "configmaps"),
         ApiCall("patch", "", "pods", name="job-pod"),
         ApiCall("create", "", "pods", "attach", name="job-pod"),
         ApiCall("get", "", "pods", "log", name="job-pod"),
@@ -735,6 +758,8 @@ KUBERNETES_OBJECT_VALUES = {
     "readinessProbe",
     "startupProbe",
     "jobPods.config",
+    "jobPods.networkPolicy.ingress",
+    "jobPods.networkPolicy.egress",
 }
 
 
@@ -827,7 +852,7 @@ async def test_the_roles_allow_every_request_of_a_job_and_of_scaling(
         api.script_exec(Stdout(b"killed\n"), Exit(137))
         async with client_for(api) as client:
             executor = KubernetesExecutor(client, CONFIG, runner_id="1234", wall_clock=lambda: NOW)
-            assert await executor.delete_leftovers() == 6
+            assert await executor.delete_leftovers() == 8
             result = await executor.run(JOB, RecordingFeed())
             assert result.exit_code == 0
             killed = await executor.run(JOB, RecordingFeed())
@@ -854,6 +879,7 @@ async def test_the_roles_allow_every_request_of_a_job_and_of_scaling(
     seen = {call for request in api.requests for call in required_permissions(request)}
     assert {c.resource for c in seen} == {
         "pods",
+        "secrets",
         "configmaps",
         "poddisruptionbudgets",
         "leases",

@@ -285,6 +285,8 @@ def test_probes_are_configurable_and_a_startup_probe_guards_liveness(chart: helm
 
 OPEN_OBJECTS = {
     "jobPods.config",
+    "jobPods.networkPolicy.ingress[]",
+    "jobPods.networkPolicy.egress[]",
     "global",
     "runner.extraEnv[].valueFrom",
     "runner.extraVolumes[]",
@@ -352,7 +354,12 @@ def test_the_schema_refuses_misspelt_nested_values(
 
 
 def test_ci_value_files_are_among_the_tested_value_sets() -> None:
-    assert set(CI_VALUES) == {"default-values.yaml", "faktory-values.yaml", "hardened-values.yaml"}
+    assert set(CI_VALUES) == {
+        "default-values.yaml",
+        "faktory-values.yaml",
+        "hardened-values.yaml",
+        "restricted-values.yaml",
+    }
     for name, values in CI_VALUES.items():
         assert VALUE_SETS[f"ci/{name}"] == values
 
@@ -422,3 +429,102 @@ def test_full_values_still_render_every_setting(chart: helm.Chart) -> None:
     rendered = render(chart, FULL)
     assert rendered.flag("--job-pod-namespace") == "jobs"
     assert NAMESPACE in {o["metadata"]["namespace"] for o in rendered.objects}
+
+
+# --- job pod security ----------------------------------------------------------------------------------
+
+
+def rendered_job_pod(rendered: Rendered, job: Any = None) -> dict[str, Any]:
+    """The job pod trunner builds from the rendered config file (as `trunner run` in the runner pod would)."""
+    from tests.executors.kubernetes.test_podspec import JOB, identity_for
+    from tests.executors.kubernetes.test_settings import source
+    from trunner.executors.kubernetes.podspec import build_job_objects
+    from trunner.executors.registry import job_pod_config
+    from trunner.kube.objects import to_wire
+
+    text = rendered.one("ConfigMap", FULLNAME)["data"]["trunner.yaml"]
+    config = job_pod_config(source(file=text))
+    job = job or JOB
+    return to_wire(build_job_objects(job, identity_for(job), config).pod)
+
+
+def test_the_restricted_profile_makes_job_pods_pass_the_restricted_level(chart: helm.Chart) -> None:
+    from tests.executors.kubernetes.pod_security import restricted_violations
+    from trunner.models import RunnerJob
+
+    rendered = render(chart, CI_VALUES["restricted-values.yaml"])
+    for job in (None, RunnerJob(id="7", image="busybox")):
+        pod = rendered_job_pod(rendered, job)
+        assert restricted_violations(pod) == []
+        assert {c["name"] for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]} >= {
+            "helper",
+            "job",
+        }
+    assert restricted_violations(rendered_job_pod(render(chart, TOKEN)))
+
+
+def test_job_pod_config_keys_win_over_the_restricted_profile(chart: helm.Chart) -> None:
+    values = _merge(
+        CI_VALUES["restricted-values.yaml"],
+        {"jobPods": {"config": {"securityContext": {"runAsUser": 1000}, "workingDir": "/work"}}},
+    )
+    file = yaml.safe_load(render(chart, values).one("ConfigMap", FULLNAME)["data"]["trunner.yaml"])
+    assert file["kubernetes"]["securityContext"]["runAsUser"] == 1000
+    assert file["kubernetes"]["securityContext"]["runAsNonRoot"] is True
+    assert file["kubernetes"]["containerSecurityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert file["kubernetes"]["workingDir"] == "/work"
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [{"jobPods": {"config": {"agentMode": True}}}, {"runner": {"extraArgs": ["--job-agent-mode"]}}],
+    ids=["config", "flag"],
+)
+def test_the_restricted_profile_refuses_agent_mode(chart: helm.Chart, agent: dict[str, Any]) -> None:
+    values = _merge(CI_VALUES["restricted-values.yaml"], agent)
+    assert "cannot be combined with agent mode" in render_error(chart, values)
+
+
+@pytest.mark.parametrize("key", ["serviceAccountName", "serviceaccountname"])
+def test_job_pods_may_not_run_as_the_runner_s_service_account(chart: helm.Chart, key: str) -> None:
+    own = _merge(TOKEN, {"jobPods": {"config": {key: FULLNAME}}})
+    assert f'jobPods.config.{key} is "{FULLNAME}", the runner\'s own ServiceAccount' in render_error(
+        chart, own
+    )
+    named = _merge(
+        TOKEN, {"serviceAccount": {"name": "runner-sa"}, "jobPods": {"config": {key: "runner-sa"}}}
+    )
+    assert "the runner's own ServiceAccount" in render_error(chart, named)
+    # Another account, or the same name in the job namespace (another account there), is fine.
+    render(chart, _merge(TOKEN, {"jobPods": {"config": {key: "job-runner"}}}))
+    render(chart, _merge(TOKEN, {"jobPods": {"namespace": "jobs", "config": {key: FULLNAME}}}))
+
+
+def test_no_network_policy_unless_asked(chart: helm.Chart) -> None:
+    assert render(chart, TOKEN).all("NetworkPolicy") == []
+
+
+def test_the_job_network_policy_selects_the_job_pods_only(chart: helm.Chart) -> None:
+    from tests.test_helm import selector_matches
+
+    rendered = render(chart, CI_VALUES["hardened-values.yaml"])
+    policy = rendered.one("NetworkPolicy")
+    assert policy["metadata"]["namespace"] == "opslevel-jobs"
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+    job_pod = rendered_job_pod(rendered)
+    assert selector_matches(spec["podSelector"], job_pod["metadata"]["labels"])
+    runner_labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not selector_matches(spec["podSelector"], runner_labels)
+    dns, internet = spec["egress"]
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    blocked = {cidr for block in internet["to"] for cidr in block["ipBlock"]["except"]}
+    assert {"10.0.0.0/8", "169.254.0.0/16", "fc00::/7"} <= blocked
+
+    custom = _merge(
+        TOKEN,
+        {"jobPods": {"networkPolicy": {"enabled": True, "egress": [], "ingress": [{"from": []}]}}},
+    )
+    custom_spec = render(chart, custom).one("NetworkPolicy")["spec"]
+    assert custom_spec["egress"] == [] and custom_spec["ingress"] == [{"from": []}]
+    assert render(chart, custom).one("NetworkPolicy")["metadata"]["namespace"] == NAMESPACE

@@ -126,3 +126,40 @@ async def test_deliver_that_succeeds_at_once_logs_nothing(
     with caplog.at_level(logging.DEBUG, logger=log.name):
         assert await deliver(send, timeout=60, what="outcome report", log=log) is None
     assert caplog.records == []
+
+
+async def test_deliver_says_which_failures_may_have_been_carried_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = logging.getLogger("test")
+
+    async def count(send, timeout: float = 30.0) -> tuple[str | None, int]:
+        unknown = 0
+
+        def seen() -> None:
+            nonlocal unknown
+            unknown += 1
+
+        failure = await deliver(send, timeout=timeout, what="x", log=log, on_unknown_result=seen)
+        return failure, unknown
+
+    async def refused() -> None:
+        raise ShipError("503", retryable=True)
+
+    async def unanswered() -> None:
+        raise ShipError("no answer", retryable=True, maybe_delivered=True)
+
+    async def hangs() -> None:
+        await trio.sleep_forever()
+
+    async def crashes() -> None:
+        raise RuntimeError("bug")
+
+    failure, unknown = await count(refused)
+    assert failure == "503" and unknown == 0
+    failure, unknown = await count(unanswered, timeout=5.0)
+    assert failure == "no answer" and unknown > 1
+    failure, unknown = await count(hangs, timeout=5.0)
+    assert failure == "x took longer than 5s" and unknown == 1
+    failure, unknown = await count(crashes)
+    assert failure == "sink error: RuntimeError('bug')" and unknown == 1

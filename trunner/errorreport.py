@@ -16,6 +16,7 @@ into breadcrumbs; stdlib, argv and the excepthook hook what trunner reports itse
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sentry_sdk
+import sentry_sdk.consts
 from sentry_sdk.integrations.dedupe import DedupeIntegration
 
 from trunner import __version__
@@ -92,7 +94,7 @@ def init(environ: Mapping[str, str], *, secrets: Iterable[str] = ()) -> bool:
             default_integrations=False,
             auto_enabling_integrations=False,
             integrations=[DedupeIntegration()],
-            include_local_variables=False,
+            **_no_local_variables(),
             max_breadcrumbs=0,
             attach_stacktrace=False,
             send_client_reports=False,
@@ -108,6 +110,15 @@ def init(environ: Mapping[str, str], *, secrets: Iterable[str] = ()) -> bool:
     logging.getLogger("trunner").addHandler(reporting.errors)
     _state = reporting
     return True
+
+
+def _no_local_variables() -> dict[str, Any]:
+    # ``data_collection`` (sentry-sdk 2.76 on) supersedes ``include_local_variables``, which 3.x
+    # refuses; earlier 2.x releases know only the latter (and send no PII by default).
+    options = inspect.signature(sentry_sdk.consts.ClientConstructor.__init__).parameters
+    if "data_collection" in options:
+        return {"data_collection": {"stack_frame_variables": False, "user_info": False}}
+    return {"include_local_variables": False}
 
 
 def close(timeout: float = FLUSH_TIMEOUT) -> None:

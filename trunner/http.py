@@ -1,12 +1,17 @@
 """The runner's HTTP endpoints on ``--metrics-port``: ``/metrics`` (Prometheus exposition of the
 runner's registry), ``/healthz`` (the process is alive) and ``/readyz`` (ready to take jobs).
 
-One request per connection, each bounded: at most ``MAX_CONNECTIONS`` at a time (more are closed
-at once), ``REQUEST_TIMEOUT`` seconds per connection, ``MAX_REQUEST_HEAD`` bytes of request head.
+One request per connection, each bounded: ``HEAD_TIMEOUT`` seconds to send the request head (at
+most ``MAX_REQUEST_HEAD`` bytes), ``REQUEST_TIMEOUT`` seconds for the whole exchange, at most
+``MAX_CONNECTIONS`` at a time. A connection beyond the limit takes the place of the oldest one still
+waiting for its request head, which is closed: idle or slow clients holding connections cannot keep
+a probe out, since a probe sends its request as soon as it connects. A newcomer is closed only when
+every connection is already answering.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -22,8 +27,19 @@ from trunner.gometrics import exposition
 log = logging.getLogger("trunner.http")
 
 MAX_CONNECTIONS = 32
+HEAD_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 10.0
 MAX_REQUEST_HEAD = 16 * 1024
+
+
+def ip_address_or_empty(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IP address such as 127.0.0.1 or ::1, or empty for every address"
+    return None
 
 
 @attrs.frozen
@@ -34,6 +50,12 @@ class MetricsServerSettings:
         10354,
         help="Port of the HTTP server for /metrics, /healthz and /readyz (0 picks a free port).",
         checks=[port],
+    )
+    metrics_bind_address: str = setting(
+        "",
+        help="IP address the /metrics, /healthz and /readyz server listens on (empty: every address of "
+        "the host, as the Go runner does).",
+        checks=[ip_address_or_empty],
     )
 
 
@@ -59,8 +81,30 @@ def route(method: bytes, target: bytes, registry: CollectorRegistry, ready: Call
 
 
 class _Connections:
-    def __init__(self) -> None:
-        self.open = 0
+    """The open connections, oldest first, and which of them still wait for their request head."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[object, trio.CancelScope] = {}
+        self.waiting: set[object] = set()
+
+    def admit(self, token: object, scope: trio.CancelScope) -> bool:
+        if len(self.open) >= self.limit:
+            oldest = next((t for t in self.open if t in self.waiting), None)
+            if oldest is None:
+                return False
+            self.open.pop(oldest).cancel()
+            self.waiting.discard(oldest)
+        self.open[token] = scope
+        self.waiting.add(token)
+        return True
+
+    def answering(self, token: object) -> None:
+        self.waiting.discard(token)
+
+    def close(self, token: object) -> None:
+        self.open.pop(token, None)
+        self.waiting.discard(token)
 
 
 async def serve_http(
@@ -75,9 +119,14 @@ async def serve_http(
     (before ``started``) if the port cannot be bound."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound: int = listeners[0].socket.getsockname()[1]
-    log.info("serving /metrics, /healthz and /readyz on port %d", bound)
+    log.info(
+        "serving /metrics, /healthz and /readyz on %s port %d",
+        f"address {host}" if host else "every address",
+        bound,
+    )
     task_status.started(bound)
-    await trio.serve_listeners(partial(_handle, registry, ready, _Connections()), listeners)
+    connections = _Connections(MAX_CONNECTIONS)
+    await trio.serve_listeners(partial(_handle, registry, ready, connections), listeners)
 
 
 async def _handle(
@@ -86,28 +135,32 @@ async def _handle(
     connections: _Connections,
     stream: trio.SocketStream,
 ) -> None:
+    token = object()
     try:
-        if connections.open >= MAX_CONNECTIONS:
-            return
-        connections.open += 1
-        try:
-            with trio.move_on_after(REQUEST_TIMEOUT):
-                await _serve_one(stream, registry, ready)
-        finally:
-            connections.open -= 1
+        with trio.move_on_after(REQUEST_TIMEOUT) as scope:
+            if connections.admit(token, scope):
+                await _serve_one(stream, registry, ready, lambda: connections.answering(token))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
+        connections.close(token)
         await trio.aclose_forcefully(stream)
 
 
 async def _serve_one(
-    stream: trio.SocketStream, registry: CollectorRegistry, ready: Callable[[], bool]
+    stream: trio.SocketStream,
+    registry: CollectorRegistry,
+    ready: Callable[[], bool],
+    answering: Callable[[], None],
 ) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
     try:
-        request = await _read_head(stream, conn)
+        request = None
+        with trio.move_on_after(HEAD_TIMEOUT):
+            request = await _read_head(stream, conn)
+        answering()
     except h11.RemoteProtocolError as exc:
+        answering()
         body = b"bad request\n"
         await stream.send_all(
             f"HTTP/1.1 {exc.error_status_hint} Bad Request\r\nContent-Type: text/plain\r\n"

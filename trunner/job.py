@@ -126,6 +126,12 @@ def _complete(result: JobOutcome | None, job_log: JobLog | None) -> JobOutcome:
         if job_log.unflushed_lines:
             lost += f" ({job_log.unflushed_lines} left when the final flush ended: {job_log.flush_end})"
         message = (message + "; " if message else "") + lost
+    if job_log.unconfirmed_lines:
+        unconfirmed = (
+            f"{job_log.unconfirmed_lines} log lines were not confirmed (no answer to their batch): "
+            "they may have been delivered"
+        )
+        message = (message + "; " if message else "") + unconfirmed
     return JobOutcome(
         result.outcome,
         job_log.pipeline.mask_text(message),

@@ -45,6 +45,24 @@ class RunnerMetrics:
             registry=self.registry,
         ).labels(runner_id)
 
+        self.exec_resumes = Counter(
+            "trunner_exec_resumes",
+            "Reads of a job's output resumed after its exec stream dropped.",
+            labels,
+            registry=self.registry,
+        ).labels(runner_id)
+        self.exec_resume_latency = Histogram(
+            "trunner_exec_resume_latency_seconds",
+            "Time from an exec stream's drop to the job's output flowing again.",
+            labels,
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+            registry=self.registry,
+        ).labels(runner_id)
+
+    def exec_resumed(self, seconds: float) -> None:
+        self.exec_resumes.inc()
+        self.exec_resume_latency.observe(seconds)
+
     def job_started(self) -> None:
         self.jobs_started.inc()
         self.jobs_in_progress.inc()

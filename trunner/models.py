@@ -7,6 +7,7 @@ Field names follow the Go runner's JSON tags (camelCase on the wire); the conver
 from __future__ import annotations
 
 import base64
+import collections
 import enum
 import re
 
@@ -117,7 +118,7 @@ def validate_job(job: RunnerJob) -> list[str]:
     for index, name in enumerate(names):
         if not name or "/" in name or name in (".", "..") or "\0" in name:
             problems.append(f"files[{index}].name: {name!r} is not a plain file name")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, count in collections.Counter(names).items() if count > 1)
     if duplicates:
         problems.append(f"files: duplicate name(s): {', '.join(duplicates)}")
     keys = [v.key for v in job.variables]

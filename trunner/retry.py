@@ -61,12 +61,22 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 class ShipError(Exception):
     """Delivery failed. ``retryable`` tells :func:`deliver` whether another attempt may succeed
-    (timeouts, connection errors, 429/5xx) or not (rejected payload, 4xx)."""
+    (timeouts, connection errors, 429/5xx) or not (rejected payload, 4xx). ``maybe_delivered``:
+    the whole request reached the receiver and no answer said it was refused (no answer in time,
+    the connection dropped, a gateway timeout), so it may have been carried out."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        maybe_delivered: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.maybe_delivered = maybe_delivered
 
 
 RETRY_WARNING_INTERVAL = 60.0
@@ -92,20 +102,28 @@ async def deliver(
     what: str,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
     on_failed_attempt: Callable[[], None] = lambda: None,
+    on_unknown_result: Callable[[], None] = lambda: None,
 ) -> str | None:
     """Call ``send`` until it succeeds, fails with a :class:`ShipError` that is not retryable,
     or ``timeout`` seconds would pass; waits between attempts follow :func:`backoff`.
     Returns None on success, else why it gave up. A delivery that failed and then succeeded says
-    so once, at info level."""
+    so once, at info level. ``on_unknown_result`` is called for each failed attempt that may
+    have been carried out all the same: ``maybe_delivered``, the sink raising something else,
+    or the timeout cutting an attempt off."""
     started = trio.current_time()
     deadline = started + timeout
     attempt = 0
     warned_at: float | None = None
-    with trio.move_on_at(deadline):
+    with trio.move_on_at(deadline) as limit:
         while True:
             attempt += 1
             try:
-                await send()
+                try:
+                    await send()
+                except trio.Cancelled:
+                    if limit.cancel_called:
+                        on_unknown_result()
+                    raise
                 if warned_at is not None:
                     log.info(
                         "%s succeeded at attempt %d, after %.0fs",
@@ -116,6 +134,8 @@ async def deliver(
                 return None
             except ShipError as exc:
                 on_failed_attempt()
+                if exc.maybe_delivered:
+                    on_unknown_result()
                 now = trio.current_time()
                 wait = backoff(attempt, exc.retry_after)
                 if not exc.retryable or now + wait >= deadline:
@@ -137,6 +157,7 @@ async def deliver(
                     log.debug("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, wait, exc)
                 await trio.sleep(wait)
             except Exception as exc:
+                on_unknown_result()
                 log.exception("%s: the sink raised unexpectedly", what)
                 return f"sink error: {exc!r}"
     return f"{what} took longer than {timeout:g}s"

@@ -155,7 +155,7 @@ class Service:
                         self._registry,
                         port=self._http.metrics_port,
                         ready=self._ready,
-                        host=self._http_host,
+                        host=self._http_host or self._http.metrics_bind_address or None,
                     )
                 )
             except OSError as exc:

@@ -210,3 +210,15 @@ def test_zsh_and_fish_scripts_parse(shell):
         else ["fish", "--no-execute", "-c", script.stdout]
     )
     assert subprocess.run(check, capture_output=True, timeout=30).returncode == 0
+
+
+def test_validate_reports_container_security_settings_that_would_be_dropped_or_refused(tmp_path):
+    config = write_job(
+        tmp_path / "opslevel.yaml",
+        "kubernetes:\n  securityContext: {allowPrivilegeEscalation: false}\n"
+        "  containerSecurityContext: {seccompProfile: {type: Default}}\n",
+    )
+    result = trunner("validate", "-c", config)
+    assert result.returncode == 1
+    assert "kubernetes.securityContext.allowPrivilegeEscalation: a container setting" in result.stderr
+    assert "kubernetes.containerSecurityContext.seccompProfile.type: must be one of" in result.stderr

@@ -89,7 +89,7 @@ def _user_namespaces_allowed() -> bool:
     return probe.returncode == 0
 
 
-def test_without_namespaces_files_are_mapped_and_the_log_says_so():
+def run_with_unshare_refused() -> subprocess.CompletedProcess[str]:
     """A kernel that refuses unprivileged namespaces, played by an ``unshare`` that fails as the
     real one does there."""
     with tempfile.TemporaryDirectory(prefix="trunner-shims-") as shims:
@@ -97,11 +97,30 @@ def test_without_namespaces_files_are_mapped_and_the_log_says_so():
         fake = Path(shims, "unshare")
         fake.write_text("#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n")
         fake.chmod(0o755)
-        result = run_as_nobody(EXAMPLE, path_prefix=shims)
+        return run_as_nobody(EXAMPLE, path_prefix=shims)
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/opslevel"),
+    reason="trunner probes for a mount namespace only where /opslevel exists, and never creates it",
+)
+def test_without_namespaces_files_are_mapped_and_the_log_says_so():
+    result = run_with_unshare_refused()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Hello from inside the script" in result.stdout
     assert (
         "/opslevel cannot be mounted here (no private mount namespace: unshare: unshare failed"
         in result.stdout
     )
+    assert "/opslevel/ in its commands stands for that directory" in result.stdout
+
+
+@pytest.mark.skipif(
+    os.path.isdir("/opslevel"), reason="this host has /opslevel, and a test must not remove it"
+)
+def test_without_opslevel_files_are_mapped_and_the_log_says_so():
+    result = run_with_unshare_refused()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Hello from inside the script" in result.stdout
+    assert "/opslevel cannot be mounted here (/opslevel does not exist on this host)" in result.stdout
     assert "/opslevel/ in its commands stands for that directory" in result.stdout

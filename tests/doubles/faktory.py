@@ -109,8 +109,12 @@ class FaktoryDouble:
         enterprise: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         seed: int = 7419,
+        iterations: int | None = None,
     ) -> None:
         self.password = password
+        self.iterations = iterations
+        """The password hash iteration count the greeting asks for; None: 4000-8095 at random, as the
+        Faktory server chooses it."""
         self.enterprise = enterprise
         self.ssl_context = ssl_context
         self.port = 0
@@ -273,7 +277,7 @@ class FaktoryDouble:
         return None
 
     async def _handshake(self, stream: trio.abc.Stream, reader: _LineReader) -> WorkerProcess | None:
-        iterations = self._rng.randrange(4000, 4000 + 4096)
+        iterations = self._rng.randrange(4000, 4000 + 4096) if self.iterations is None else self.iterations
         salt = f"{self._rng.getrandbits(63):x}"
         greeting = b'+HI {"v":2'
         if self.password:

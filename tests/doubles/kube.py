@@ -10,11 +10,16 @@ on one port, as the apiserver serves them (k8s_exec.md sections 1-8).
   Errors are full ``metav1.Status`` bodies. Every request is recorded.
 * Watch (``?watch=1``): chunked JSON lines from a resourceVersion, bookmarks on request, ERROR
   410 Expired for a compacted resourceVersion, ``timeoutSeconds``.
+* Garbage collection: an object whose owners (``ownerReferences``, matched by uid) are all gone
+  is deleted, when the owner is deleted or when the reference is set to an owner that is gone.
 * Pods live: a created pod is scheduled and becomes Running after a (virtual-time) delay, or
   stays Pending with a waiting reason, unschedulable, or ends Failed/Succeeded, per
   :class:`PodBehaviour`. Deleting a running pod kills its exec processes.
 * Exec over WebSocket (``kube_exec``): the argv as a local subprocess with the container's env,
-  or a script of steps injecting faults. Subprotocols as the translator (``v5``) or a legacy
+  or a script of steps injecting faults. As on a kubelet, a process outlives an exec session that
+  is cut (``cut_exec``) or closed, and every exec into a pod sees the same files (the pod's volumes
+  are host directories the test chooses, e.g. the job work directory); deleting the pod, or the
+  double's end, kills what its execs left running. Subprotocols as the translator (``v5``) or a legacy
   kubelet (``v4``) choose them; 403 with an empty body on no match, as x/net sends it.
 * Faults on REST: a status with a Status body, the apiserver's plain-text 429 with
   ``Retry-After``, a dropped connection, a delay. Auth: bearer tokens and/or TLS client certs.
@@ -220,10 +225,14 @@ class KubeApiDouble:
         self.exec_plan: Callable[[ExecRequest], ExecPlan] | None = None
         self.exec_scripts: deque[tuple[ExecStep, ...]] = deque()
         self.exec_cwd: str | None = None
+        self.exec_cuts: kube_exec.CutBudget | None = None
         self.role_rules: list[Obj] | None = None
         """RBAC: the ``rules`` of the one Role bound to the client (apiGroups, resources, verbs) as an
         allow-list; None allows everything. A request no rule allows gets the apiserver's 403."""
         self.service_account = "system:serviceaccount:default:opslevel-runner"
+        self.garbage_collection = True
+        """Objects whose owners (``ownerReferences``) are all gone are deleted, as the garbage
+        collector does; immediately here, within a moment in a cluster."""
         self._watches: list[_Watch] = []
         self._nursery: trio.Nursery | None = None
         self.store.listeners.append(self._fan_out)
@@ -306,6 +315,17 @@ class KubeApiDouble:
         self, seconds: float, times: int = 1, *, match: Callable[[RecordedRequest], bool] | None = None
     ) -> None:
         self.faults.append(RestFault(match or (lambda _: True), times, delay=seconds))
+
+    def cut_exec(self, times: int, *, after_bytes: int, abort: bool = True) -> kube_exec.CutBudget:
+        """Cut the next ``times`` subprocess exec sessions that send ``after_bytes`` bytes of
+        output, right there: a TCP reset (``abort``) or a close frame without a status. The
+        commands keep running."""
+        self.exec_cuts = kube_exec.CutBudget(times, after_bytes, abort=abort)
+        return self.exec_cuts
+
+    def _orphan(self, process: trio.Process) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(kube_exec.reap_orphan, process)
 
     def script_exec(self, *steps: ExecStep) -> None:
         """The next exec session plays ``steps`` instead of running the command."""
@@ -392,6 +412,12 @@ class KubeApiDouble:
     def _fan_out(self, event: StoredEvent) -> None:
         for watch in list(self._watches):
             watch.offer(event)
+        if self.garbage_collection and (
+            event.type == "DELETED" or event.object["metadata"].get("ownerReferences")
+        ):
+            for orphan in self.store.orphans():
+                with suppress(ApiFailure):
+                    self.store.remove(orphan)
         if event.collection[2] == "pods":
             if event.type == "ADDED" and self._nursery is not None:
                 self._nursery.start_soon(self._pod_lifecycle, event.collection[1], event.object)
@@ -794,7 +820,7 @@ class KubeApiDouble:
             return Script(self.exec_scripts.popleft())
         if self.exec_plan is not None:
             return self.exec_plan(request)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": request.pod_name, **request.env}
+        env = {"PATH": _container_path(), "HOSTNAME": request.pod_name, **request.env}
         return Subprocess(request.command, env, self.exec_cwd)
 
     async def _exec_session(self, peer: WsPeer, pod: Obj) -> None:
@@ -821,7 +847,8 @@ class KubeApiDouble:
                         if isinstance(plan, Script):
                             await kube_exec.play_script(peer, plan.steps)
                         else:
-                            await kube_exec.run_subprocess(peer, plan)
+                            peer.cuts = self.exec_cuts
+                            await kube_exec.run_subprocess(peer, plan, self._orphan)
                 except kube_exec.SessionEnded:
                     pass
                 nursery.cancel_scope.cancel()
@@ -1078,8 +1105,18 @@ async def serve_kube_api(*, tls: ssl.SSLContext | None = None) -> AsyncIterator[
         try:
             yield api
         finally:
+            for session in api.exec_sessions:
+                kube_exec.kill_session(session)
             nursery.cancel_scope.cancel()
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def _container_path() -> str:
+    """This host's PATH as the container's, without the directories this user cannot search: in a
+    container every PATH entry is searchable, so a missing executable is "not found" there, never
+    the "permission denied" a root-only entry (/root/...) gives a normal user here."""
+    entries = os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+    return os.pathsep.join(e for e in entries if e and os.path.isdir(e) and os.access(e, os.X_OK))

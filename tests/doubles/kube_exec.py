@@ -4,7 +4,13 @@ the apiserver's stream translator (k8s_exec.md section 8) on wsproto frames.
 A session either runs the argv as a local subprocess (with the container's env from the stored
 pod) or plays a script of steps, which is how faults are injected: stalled output, a dead peer,
 close 1000 without a status, a TCP abort, an InternalError status, a status split across two
-channel-3 messages, a very large frame.
+channel-3 messages, a very large frame. A subprocess session can also be cut once it has sent a
+given number of output bytes (:class:`CutBudget`).
+
+As on a kubelet, a command outlives its exec session: when the session is cut or closed, the
+process keeps running (writing to its stdout or stderr fails, as on a dropped stream) until it ends or its pod is
+deleted, which kills its whole process group, including anything it left running in the
+background.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import signal
 import socket
 import struct
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -187,12 +193,35 @@ class ExecSession:
     status_sent: bytes | None = None
     pings_answered: int = 0
     killed: bool = False
+    cut: bool = False
+    """The double cut this session (:class:`CutBudget`)."""
     process: trio.Process | None = None
     finished: trio.Event = attrs.Factory(trio.Event)
 
 
 class SessionEnded(Exception):
     """The session ended from the client's side (close frame, malformed 255, EOF)."""
+
+
+@attrs.define
+class CutBudget:
+    """The next ``times`` subprocess sessions that send ``after_bytes`` bytes of output are cut
+    there: a TCP reset (``abort``) or a close frame with code 1006-like ``code`` and no status."""
+
+    times: int
+    after_bytes: int
+    abort: bool = True
+    code: int = 1001
+
+    def __attrs_post_init__(self) -> None:
+        if self.times < 0 or self.after_bytes <= 0:
+            raise ValueError("a cut needs times >= 0 and after_bytes > 0")
+
+    def take(self) -> bool:
+        if self.times <= 0:
+            return False
+        self.times -= 1
+        return True
 
 
 class WsPeer:
@@ -208,6 +237,8 @@ class WsPeer:
         self.client_gone = trio.Event()
         self.stdin_eof = trio.Event()
         self._stdin_send, self.stdin_receive = trio.open_memory_channel[bytes](16)
+        self.cuts: CutBudget | None = None
+        self.output_sent = 0
 
     async def send_raw(self, event: Any) -> None:
         if self.closed:
@@ -230,6 +261,19 @@ class WsPeer:
     async def output(self, channel: int, data: bytes) -> None:
         for start in range(0, len(data), OUTPUT_CHUNK):
             await self.message(bytes([channel]) + data[start : start + OUTPUT_CHUNK])
+
+    async def command_output(self, channel: int, data: bytes) -> None:
+        """Output of the running command; the session is cut here when its budget says so."""
+        await self.message(bytes([channel]) + data)
+        self.output_sent += len(data)
+        cuts = self.cuts
+        if cuts is not None and self.output_sent >= cuts.after_bytes and cuts.take():
+            self.session.cut = True
+            if cuts.abort:
+                await self.abort()
+            else:
+                await self.close(cuts.code, "cut by the test")
+            raise SessionEnded()
 
     async def reader(self) -> None:
         """Reads client frames as x/net does: one frame is one message; pings get pongs."""
@@ -364,13 +408,39 @@ async def play_script(peer: WsPeer, steps: Sequence[ExecStep]) -> None:
     await peer.close()
 
 
+def durable_stage_script(
+    *steps: ExecStep, stdout_size: int, stderr_size: int = 0, code: int = 0
+) -> Callable[[ExecRequest], ExecPlan]:
+    """An exec plan that plays trunner's durable stage without running it: the launch succeeds,
+    the first reader plays ``steps`` (the job's output, then Success), the exit record says
+    ``code`` and the sizes the reader must have reached. Other execs run as subprocesses."""
+    read_once = False
+
+    def plan(request: ExecRequest) -> ExecPlan:
+        nonlocal read_once
+        role = request.command[3] if len(request.command) > 3 else ""
+        if role == "trunner-launch":
+            return Script((Exit(0),))
+        if role == "trunner-read" and not read_once:
+            read_once = True
+            return Script((*steps, Exit(0)))
+        if role == "trunner-status":
+            return Script((Stdout(f"{code} {stdout_size} {stderr_size}\n".encode()), Exit(0)))
+        return Subprocess(request.command, dict(request.env))
+
+    return plan
+
+
 def _returncode(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-async def run_subprocess(peer: WsPeer, plan: Subprocess) -> None:
+async def run_subprocess(
+    peer: WsPeer, plan: Subprocess, orphan: Callable[[trio.Process], None] | None = None
+) -> None:
     """Runs the argv, forwarding stdout/stderr as they come; the exit code becomes the status.
-    A missing executable is the InternalError the runtime reports."""
+    A missing executable is the InternalError the runtime reports. When the session ends before
+    the process, the process is handed to ``orphan`` and keeps running (killed without one)."""
     request = peer.session.request
     try:
         process = await trio.lowlevel.open_process(
@@ -401,7 +471,7 @@ async def run_subprocess(peer: WsPeer, plan: Subprocess) -> None:
                 assert source is not None
                 try:
                     while chunk := await source.receive_some(OUTPUT_CHUNK):
-                        await peer.message(bytes([channel]) + chunk)
+                        await peer.command_output(channel, chunk)
                 except SessionEnded:
                     return
 
@@ -418,19 +488,37 @@ async def run_subprocess(peer: WsPeer, plan: Subprocess) -> None:
         code = await process.wait()
     finally:
         if process.returncode is None:
-            peer.session.killed = True
-            _kill_group(process)
-            with trio.CancelScope(shield=True):
-                await process.wait()
+            if orphan is not None:
+                orphan(process)
+            else:
+                peer.session.killed = True
+                _kill_group(process)
+                with trio.CancelScope(shield=True):
+                    await process.wait()
     await _send_status(peer, _exit_status(_returncode(code)))
     await peer.close()
 
 
 def kill_session(session: ExecSession) -> None:
-    """The container is killed (pod deleted): the command dies of SIGKILL, reported as 137."""
-    if session.process is not None and session.process.returncode is None:
-        session.killed = True
+    """The container is killed (pod deleted): the command dies of SIGKILL, reported as 137, and
+    so does everything it left running in its process group."""
+    if session.process is not None:
+        if session.process.returncode is None:
+            session.killed = True
         _kill_group(session.process)
+
+
+async def reap_orphan(process: trio.Process) -> None:
+    """Waits for a process whose session ended; its output pipes are closed first, so writing
+    to them fails as writing to a dropped exec stream does."""
+    for pipe in (process.stdout, process.stderr, process.stdin):
+        if pipe is not None:
+            with (
+                contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError),
+                trio.CancelScope(shield=True),
+            ):
+                await pipe.aclose()
+    await process.wait()
 
 
 def _kill_group(process: trio.Process) -> None:
@@ -473,6 +561,7 @@ def container_env(pod: dict[str, Any], container: dict[str, Any], lookup: Any) -
 
 __all__ = [
     "Abort",
+    "CutBudget",
     "ExecPlan",
     "ExecRequest",
     "ExecSession",
@@ -491,10 +580,12 @@ __all__ = [
     "Subprocess",
     "WsPeer",
     "container_env",
+    "durable_stage_script",
     "exit_code_status",
     "internal_error_status",
     "kill_session",
     "play_script",
+    "reap_orphan",
     "run_subprocess",
     "success_status",
 ]

@@ -38,6 +38,7 @@ KINDS = {
     "roles": "Role",
     "rolebindings": "RoleBinding",
 }
+PLURALS = {kind: plural for plural, kind in KINDS.items()}
 WITH_STATUS_SUBRESOURCE = frozenset(
     {"pods", "poddisruptionbudgets", "deployments", "replicasets", "statefulsets", "jobs", "services"}
 )
@@ -413,6 +414,7 @@ class Store:
         )
         if "spec" in obj:
             metadata.setdefault("generation", 1)
+        check_owner_references(where, name, metadata)
         bucket[name] = obj
         self._emit("ADDED", where.collection, obj)
         return copy.deepcopy(obj)
@@ -471,6 +473,7 @@ class Store:
                 metadata[key] = current["metadata"][key]
         updated.setdefault("apiVersion", current.get("apiVersion"))
         updated.setdefault("kind", current.get("kind"))
+        check_owner_references(where, where.name, metadata)
         if not subresource and updated.get("spec") != current.get("spec"):
             metadata["generation"] = int(current["metadata"].get("generation", 1)) + 1
         elif "generation" in current["metadata"]:
@@ -556,10 +559,48 @@ class Store:
         self._emit("DELETED", where.collection, obj)
         return obj
 
+    def owner_exists(self, namespace: str, reference: Obj) -> bool:
+        """The owner an ownerReference names exists: same namespace, same uid (a new object of
+        the same name is another owner)."""
+        kind = str(reference.get("kind", ""))
+        plural = PLURALS.get(kind, kind.lower() + "s")
+        owner = self.objects.get((reference.get("apiVersion", ""), namespace, plural), {}).get(
+            reference.get("name", "")
+        )
+        return owner is not None and owner["metadata"].get("uid") == reference.get("uid")
+
+    def orphans(self) -> list[ResourcePath]:
+        """Objects whose every owner is gone: what the garbage collector deletes (background
+        propagation, the default)."""
+        found = []
+        for (api_version, namespace, plural), bucket in self.objects.items():
+            group, _, version = api_version.rpartition("/")
+            for name, obj in bucket.items():
+                references = obj["metadata"].get("ownerReferences") or []
+                if references and not any(self.owner_exists(namespace, r) for r in references):
+                    found.append(ResourcePath(group, version, namespace, plural, name))
+        return found
+
     def events_since(self, revision: int, collection: tuple[str, str, str]) -> Iterator[StoredEvent]:
         for event in self.history:
             if event.resource_version > revision and event.collection == collection:
                 yield event
+
+
+def check_owner_references(where: ResourcePath, name: str, metadata: Obj) -> None:
+    """ValidateOwnerReferences: each reference names its owner fully."""
+    references = metadata.get("ownerReferences") or []
+    if not isinstance(references, list):
+        raise bad_request("metadata.ownerReferences must be a list")
+    for reference in references:
+        for field, what in (("apiVersion", "version"), ("kind", "kind"), ("name", "name"), ("uid", "uid")):
+            if not (isinstance(reference, dict) and reference.get(field)):
+                raise invalid(
+                    where,
+                    name,
+                    f"metadata.ownerReferences.{field}",
+                    f'Invalid value: "": {what} must not be empty',
+                )
 
 
 def scale_of(scaled: Obj) -> Obj:

@@ -4,7 +4,8 @@ It accepts exactly the operation texts that opslevel-go sends (copied here from 
 imported from trunner, so a drifting text in trunner fails), type-checks the variables against the
 declared GraphQL types as the server would, keeps a queue of pending jobs per runner queue, records
 every call, and injects faults: delay, stall forever, an HTTP status (e.g. 503 with Retry-After or
-401), payload errors, top-level GraphQL errors and connection reset.
+401), payload errors, top-level GraphQL errors and connection reset, the last two also after
+carrying the call out (a committed append whose answer is lost).
 """
 
 from __future__ import annotations
@@ -202,7 +203,19 @@ class Reset:
     """Abort the connection (RST) without answering."""
 
 
-Fault = Delay | Stall | HttpStatus | PayloadErrors | GraphQLErrors | Reset
+@attrs.frozen
+class StallAfterCommit:
+    """Carry the call out, then never answer (the answer lost on its way back)."""
+
+
+@attrs.frozen
+class ResetAfterCommit:
+    """Carry the call out, then abort the connection (RST) without answering."""
+
+
+Fault = (
+    Delay | Stall | HttpStatus | PayloadErrors | GraphQLErrors | Reset | StallAfterCommit | ResetAfterCommit
+)
 
 
 @attrs.define
@@ -423,6 +436,12 @@ class OpsLevelDouble:
         else:
             data = self._execute(operation, document.get("variables") or {})
         self._notify()
+        if isinstance(fault, StallAfterCommit):
+            await trio.sleep_forever()
+        elif isinstance(fault, ResetAfterCommit):
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()
+            return False
         await self._send(stream, conn, 200, json.dumps({"data": data}).encode())
         return True
 

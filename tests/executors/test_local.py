@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from trunner.contracts import Stream
+from trunner.executors import local
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.local import LocalExecutor
 from trunner.executors.script import phase_script
@@ -113,6 +114,7 @@ async def test_files_appear_at_opslevel_for_each_job_separately():
             files=(JobFile("check.sh", f"#!/bin/sh\necho script {n}\n"),),
         )
 
+    before = sorted(os.listdir("/opslevel"))
     outputs = [Collect(), Collect()]
     results = []
     async with trio.open_nursery() as nursery:
@@ -125,7 +127,7 @@ async def test_files_appear_at_opslevel_for_each_job_separately():
     assert all(r.exit_code == 0 for r in results)
     for n, output in enumerate(outputs):
         assert output.out.splitlines()[-2:] == [f"script {n}", "777"]
-    assert not os.listdir("/opslevel")
+    assert sorted(os.listdir("/opslevel")) == before, "the jobs' files showed through to the host"
 
 
 async def test_files_without_a_mount_namespace_are_mapped_and_the_log_says_so(monkeypatch):
@@ -176,27 +178,27 @@ async def test_an_ignored_image_is_said_once_in_the_log():
     ]
 
 
-async def test_lifetime_exceeded_kills_the_process_group():
+async def test_lifetime_exceeded_kills_the_process_group(tmp_path):
     output = Collect()
     job = RunnerJob(id="1", commands=("sleep 30 & echo $! > child.pid", "echo started", "sleep 30"))
     with trio.fail_after(10):
-        result = await executor(lifetime=1.0, workdir="/tmp/trunner-test-lifetime").run(job, output)
+        result = await executor(lifetime=1.0, workdir=str(tmp_path)).run(job, output)
     assert result.kind is ExitKind.LIFETIME_EXCEEDED
-    with open("/tmp/trunner-test-lifetime/1/child.pid") as f:
+    with open(tmp_path / "1" / "child.pid") as f:
         child = int(f.read())
     with trio.fail_after(5):
         await wait_for_exit(child)
 
 
-async def test_cancellation_kills_the_process_group():
+async def test_cancellation_kills_the_process_group(tmp_path):
     output = Collect()
     job = RunnerJob(id="2", commands=("sleep 30 & echo $! > child.pid", "echo started", "sleep 30"))
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(executor(workdir="/tmp/trunner-test-cancel").run, job, output)
+            nursery.start_soon(executor(workdir=str(tmp_path)).run, job, output)
             await output.seen.wait()
             nursery.cancel_scope.cancel()
-    with open("/tmp/trunner-test-cancel/2/child.pid") as f:
+    with open(tmp_path / "2" / "child.pid") as f:
         child = int(f.read())
     with trio.fail_after(5):
         await wait_for_exit(child)
@@ -264,3 +266,23 @@ async def test_a_held_log_holds_the_job_s_writes(tmp_path: Path) -> None:
         feed.room.set()
     assert results[0].exit_code == 0
     assert feed.out.split() == [str(i) for i in range(1, 200001)]
+
+
+async def test_a_background_process_holding_the_output_is_read_for_the_grace_then_said(tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "_OUTPUT_GRACE", 0.5)
+    output = Collect()
+    job = RunnerJob(
+        id="3",
+        commands=("(sleep 0.2; echo late) & sleep 60 & echo $! > holder.pid", "echo started"),
+    )
+    with trio.fail_after(10):
+        result = await executor(workdir=str(tmp_path)).run(job, output)
+    assert result == ExitResult.exited(0)
+    assert output.out.splitlines()[-2:] == ["started", "late"]
+    assert output.notes == [
+        "stopped reading the job's output 0.5s after its shell exited: a background process still holds "
+        "it open; what it writes from now on is not in this log"
+    ]
+    holder = int((tmp_path / "3" / "holder.pid").read_text())
+    with trio.fail_after(5):
+        await wait_for_exit(holder)

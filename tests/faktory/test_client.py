@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 
 import pytest
 import trio
@@ -392,3 +393,58 @@ async def test_closed_pool_refuses(server: FaktoryDouble) -> None:
     with pytest.raises(ConnectionLost, match="closed"):
         async with client.connection():
             pass
+
+
+async def test_a_greeting_asking_for_too_many_hash_rounds_is_refused_without_hashing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hashed: list[int] = []
+    monkeypatch.setattr(protocol, "password_hash", lambda password, salt, i: hashed.append(i) or "x")
+    async with faktory_double(password="pw", iterations=10**12) as server:
+        with pytest.raises(ProtocolViolation) as caught:
+            await connect(location_of(server, "pw"), IDENTITY, timeout=5)
+        assert str(caught.value) == (
+            f"Faktory {location_of(server, 'pw').describe()} asks for 1000000000000 password hash iterations, "
+            f"more than the {protocol.MAX_HASH_ITERATIONS} this client computes (a Faktory server asks for "
+            "4000-8095)"
+        )
+        assert hashed == [] and server.hellos == []
+
+
+async def test_the_password_is_hashed_off_the_event_loop_up_to_the_limit() -> None:
+    threads: list[str] = []
+    real = protocol.password_hash
+
+    def recording(password: str, salt: str, iterations: int) -> str:
+        threads.append(threading.current_thread().name)
+        return real(password, salt, iterations)
+
+    async with faktory_double(password="pw", iterations=protocol.MAX_HASH_ITERATIONS) as server:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(protocol, "password_hash", recording)
+            conn = await connect(location_of(server, "pw"), IDENTITY, timeout=5)
+        await conn.aclose()
+        assert server.hellos[0]["pwdhash"] == server_hash(
+            "pw", json.loads(server.greetings[0][4:-2])["s"], 100_000
+        )
+    assert len(threads) == 1 and threads[0] != threading.main_thread().name
+
+
+async def test_a_connect_hashing_the_password_can_be_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """As on SIGTERM: the cancellation does not wait for the hash."""
+    release = threading.Event()
+
+    def stuck(password: str, salt: str, iterations: int) -> str:
+        release.wait(30)
+        return "x"
+
+    async with faktory_double(password="pw") as server:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(protocol, "password_hash", stuck)
+            with trio.move_on_after(1) as scope:
+                await connect(location_of(server, "pw"), IDENTITY, timeout=5)
+        release.set()
+        assert scope.cancelled_caught
+        assert server.hellos == []

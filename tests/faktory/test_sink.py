@@ -98,18 +98,18 @@ async def test_inside_a_batch_each_push_reopens_it(server: FaktoryDouble) -> Non
 
 
 @pytest.mark.parametrize(
-    ("setup", "retryable", "message"),
+    ("setup", "retryable", "message", "maybe_delivered"),
     [
-        ("no-such-batch", False, "No such batch"),
-        ("oss-server", False, "only available in Faktory Enterprise"),
-        ("reject-push", False, "Faktory refused: ERR payload rejected"),
-        ("shutting-down", True, "shutdown in progress"),
-        ("drop", True, "the server closed the connection"),
-        ("slow", True, "no reply to PUSH within 1s"),
+        ("no-such-batch", False, "No such batch", False),
+        ("oss-server", False, "only available in Faktory Enterprise", False),
+        ("reject-push", False, "Faktory refused: ERR payload rejected", False),
+        ("shutting-down", True, "shutdown in progress", False),
+        ("drop", True, "the server closed the connection", True),
+        ("slow", True, "no reply to PUSH within 1s", True),
     ],
 )
 async def test_push_failures_map_to_ship_errors(
-    autojump_clock: trio.testing.MockClock, setup: str, retryable: bool, message: str
+    autojump_clock: trio.testing.MockClock, setup: str, retryable: bool, message: str, maybe_delivered: bool
 ) -> None:
     async with faktory_double(enterprise=setup != "oss-server") as server:
         bid = "missing" if setup == "no-such-batch" else ("b" if setup == "oss-server" else "")
@@ -126,6 +126,7 @@ async def test_push_failures_map_to_ship_errors(
             with pytest.raises(ShipError, match=message) as caught:
                 await sink.ship(batch_of("x"))
             assert caught.value.retryable is retryable
+            assert caught.value.maybe_delivered is maybe_delivered
             assert "AppendJobLog (1 lines)" in str(caught.value)
             # the next attempt works once the fault is gone (a broken connection is replaced)
             if retryable:
@@ -140,4 +141,5 @@ async def test_unreachable_server_is_retryable(autojump_clock: trio.testing.Mock
         with pytest.raises(ShipError, match="cannot connect") as caught:
             await FaktorySink(client, runner_job_id="j").report(JobOutcome(Outcome.SUCCESS))
         assert caught.value.retryable
+        assert not caught.value.maybe_delivered
         await client.aclose()

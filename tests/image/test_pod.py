@@ -23,7 +23,7 @@ import trustme
 import yaml
 
 from tests.doubles.kube import KubeApiDouble, serve_kube_api
-from tests.doubles.kube_exec import Exit, Pause, Stdout
+from tests.doubles.kube_exec import Pause, Stdout, durable_stage_script
 from tests.doubles.opslevel import OpsLevelDouble, job_payload
 from tests.image.pod import PodRun, pod_run
 from tests.image.podman import PODMAN, ULIMITS, Podman
@@ -224,7 +224,7 @@ async def exercise(container: Container, run: PodRun, api: KubeApiDouble, opslev
     assert outside == [], f"writable outside the chart's emptyDir mounts: {outside}"
     assert sorted(run.writable_paths) == sorted(p for p in found if p in run.writable_paths)
 
-    api.script_exec(Stdout(JOB_OUTPUT), Pause(JOB_SECONDS), Exit(0))
+    api.exec_plan = durable_stage_script(Stdout(JOB_OUTPUT), Pause(JOB_SECONDS), stdout_size=len(JOB_OUTPUT))
     opslevel.add_job(job_payload("job-1", ["echo hello"]))
     await until(lambda: api.exec_sessions, container, "the job's commands were exec'd into its pod")
     pods = api.objects("pods", namespace=JOB_NAMESPACE)
@@ -240,7 +240,7 @@ async def exercise(container: Container, run: PodRun, api: KubeApiDouble, opslev
     lines = opslevel.job_lines("job-1")
     assert any(line.endswith(" " + JOB_OUTPUT.decode().strip()) for line in lines), lines
     assert opslevel.calls_to("RunnerUnregister"), "the runner unregisters on the way out"
-    for plural, version in (("pods", "v1"), ("configmaps", "v1"), ("poddisruptionbudgets", "policy/v1")):
+    for plural, version in (("pods", "v1"), ("secrets", "v1"), ("poddisruptionbudgets", "policy/v1")):
         assert api.objects(plural, namespace=JOB_NAMESPACE, api_version=version) == [], plural
     log = [json.loads(line) for line in container.output.splitlines() if line.startswith("{")]
     assert log, "the runner logs JSON lines, as the chart asks"

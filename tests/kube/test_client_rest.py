@@ -12,6 +12,7 @@ import trio
 
 from tests.doubles.kube import matching, serve_kube_api
 from tests.kube.transport_support import NS, POD, client_for
+from trunner.kube import client as client_module
 from trunner.kube.client import DEFAULT_RETRY, KubeApiSettings
 from trunner.kube.errors import (
     AlreadyExists,
@@ -22,6 +23,7 @@ from trunner.kube.errors import (
     InternalError,
     Invalid,
     NotFound,
+    ResponseTooLarge,
     Status,
     StatusCause,
     StatusDetails,
@@ -360,3 +362,56 @@ def test_parse_status_rejects_non_objects() -> None:
         parse_status(b"[]")
     with pytest.raises(ValueError, match="not a Status"):
         parse_status(b'{"details": 3}')
+
+
+# --- the double's garbage collection (ownerReferences) ----------------------------------------------
+
+
+async def test_a_dependent_goes_with_its_owner_as_the_garbage_collector_deletes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    secrets = f"/api/v1/namespaces/{NS}/secrets"
+    async with serve_kube_api() as api, client_for(api) as client:
+        pod = await client.request("POST", f"/api/v1/namespaces/{NS}/pods", json=POD)
+        owner = {"apiVersion": "v1", "kind": "Pod", "name": "job-1", "uid": pod["metadata"]["uid"]}
+        await client.request("POST", secrets, json={"metadata": {"name": "job-1"}, "immutable": True})
+        await client.request("POST", secrets, json={"metadata": {"name": "other"}})
+        patched = await client.request(
+            "PATCH", f"{secrets}/job-1", json={"metadata": {"ownerReferences": [owner]}}
+        )
+        assert patched["metadata"]["ownerReferences"] == [owner]
+        await client.request("DELETE", f"/api/v1/namespaces/{NS}/pods/job-1")
+        assert [s["metadata"]["name"] for s in api.objects("secrets", namespace=NS)] == ["other"]
+
+        # A reference to an owner that is gone (another uid under the same name) is collected at once.
+        await client.request("POST", f"/api/v1/namespaces/{NS}/pods", json=POD)
+        await client.request("POST", secrets, json={"metadata": {"name": "late", "ownerReferences": [owner]}})
+        assert [s["metadata"]["name"] for s in api.objects("secrets", namespace=NS)] == ["other"]
+
+        with pytest.raises(StatusError) as caught:
+            await client.request(
+                "PATCH", f"{secrets}/other", json={"metadata": {"ownerReferences": [{**owner, "uid": ""}]}}
+            )
+        assert caught.value.code == 422
+        assert (
+            'metadata.ownerReferences.uid: Invalid value: "": uid must not be empty' in caught.value.message
+        )
+
+
+async def test_an_answer_over_the_limit_is_an_error_and_not_retried(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 16 * 1024)
+    configmaps = f"/api/v1/namespaces/{NS}/configmaps"
+    async with serve_kube_api() as api, client_for(api) as client:
+        for i in range(4):
+            await client.request(
+                "POST", configmaps, json={"metadata": {"name": f"c{i}"}, "data": {"x": "y" * 5000}}
+            )
+        assert (await client.request("GET", f"{configmaps}/c0"))["data"]["x"] == "y" * 5000
+        before = len(api.requests)
+        with pytest.raises(
+            ResponseTooLarge, match=r"GET /api/v1/namespaces/ci/configmaps: the answer is larger than 16384"
+        ):
+            await client.request("GET", configmaps)
+        assert len(api.requests) == before + 1

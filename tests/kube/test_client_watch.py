@@ -8,7 +8,8 @@ import trio
 
 from tests.doubles.kube import PodBehaviour, serve_kube_api
 from tests.kube.transport_support import NS, POD, client_for
-from trunner.kube.errors import Expired, NotFound, TransportError
+from trunner.kube import watch as watch_module
+from trunner.kube.errors import Expired, NotFound, ResponseTooLarge, TransportError
 from trunner.kube.watch import WatchEvent, WatchEventType
 
 PODS = f"/api/v1/namespaces/{NS}/pods"
@@ -148,3 +149,18 @@ async def test_watch_request_is_retried_and_errors_are_typed(autojump_clock: tri
         with pytest.raises(NotFound):
             async with client.watch(f"/api/v1/namespaces/{NS}/nothing/here/at/all"):
                 pass
+
+
+async def test_a_watch_event_over_the_limit_is_an_error_not_unbounded_memory(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch_module, "MAX_EVENT_BYTES", 4096)
+    async with serve_kube_api() as api, client_for(api) as client:
+        await client.request("POST", CONFIGMAPS, json=configmap("small"))
+        big = {**configmap("big"), "data": {"x": "y" * 8192}}
+        await client.request("POST", CONFIGMAPS, json=big)
+        async with client.watch(CONFIGMAPS, params={"resourceVersion": "1"}) as events:
+            [first] = await collect(events, 1)
+            assert first.object["metadata"]["name"] == "small"
+            with pytest.raises(ResponseTooLarge, match="an event is larger than 4096 bytes"):
+                await collect(events, 1)

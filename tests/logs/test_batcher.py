@@ -41,8 +41,9 @@ async def test_a_block_of_many_lines_is_split_at_a_line_boundary():
 async def test_drops_are_counted_per_stream_and_marked_each_stream_at_the_gap():
     batcher = make(max_size=200)
     batcher.add(OUT, b"first", 1)
-    batcher.drop(OUT, 2, 12)
-    batcher.drop(ERR, 2, 41)
+    batcher.drop(OUT, b"P out-1\nP out-2", 2)  # the job's bytes: 12, trunner's prefixes not counted
+    batcher.drop(ERR, b"P held-err", 1)
+    batcher.drop(ERR, b"P err-1 [trunner: line continues]", 1)
     assert batcher.dropped_lines == 4
     assert batcher.unannounced() == [0, 0, 2, 12, 0, 0, 2, 41, 0, 0, 0, 0]
     batcher.announce_drops("stalled")

@@ -54,6 +54,23 @@ TOOLS = [
     ("url lower", "p@ss word/&=é", lambda v: urllib.parse.quote(v, safe="").lower().encode()),
     ("url plus", "p@ss word/&=é", lambda v: urllib.parse.quote_plus(v).encode()),
     ("url keeps /", "p@ss word/&=é", lambda v: urllib.parse.quote(v).encode()),
+    ("url, JavaScript encodeURIComponent", "p@ss/w rd!(x)", lambda v: b"p%40ss%2Fw%20rd!(x)"),
+    (
+        "url, JavaScript encodeURIComponent, every kept mark",
+        "it's (a) p@ss~word!* é",
+        lambda v: urllib.parse.quote(v, safe="-_.!~*'()").encode(),
+    ),
+    (
+        "url, JavaScript encodeURI",
+        "p@ss word/&=é#?[x]",
+        lambda v: urllib.parse.quote(v, safe="-_.!~*'();,/?:@&=+$#").encode(),
+    ),
+    (
+        "url, PHP urlencode",
+        "p@ss wo~rd/é",
+        lambda v: urllib.parse.quote_plus(v, safe="").replace("~", "%7E").encode(),
+    ),
+    ("url, HTML form", "p@ss wo*rd/é", lambda v: urllib.parse.quote_plus(v, safe="*").encode()),
     ("json (jq)", 'q"uo\\te\tsecret', lambda v: _run(["jq", "-n", "env.V"], v)),
     ("json ascii", 'naïve "secret"', lambda v: json.dumps(v).encode()),
     ("json unicode", 'naïve "secret"', lambda v: json.dumps(v, ensure_ascii=False).encode()),
@@ -163,7 +180,7 @@ def test_short_lines_of_a_multiline_secret_are_not_masked_alone_and_warned():
     m = Masker([("JSON_KEY", '{\n  "k": "long-private-value"\n}')])
     assert m.mask(b"if (x) { y }") == b"if (x) { y }"
     assert m.mask(b'"k": "long-private-value"') == MASK
-    assert m.mask(b'{\n  "k": "long-private-value"\n}') == MASK
+    assert m.mask(b'{\n  "k": "long-private-value"\n}') == b"\n".join([MASK] * 3)
     assert m.warnings == [
         "sensitive variable JSON_KEY: 2 of its lines are shorter than 6 characters and are not masked "
         "on their own (only as part of the whole value)"

@@ -37,7 +37,8 @@ neighbour = st.text(alphabet=st.sampled_from(ALPHABET), max_size=40)
 
 
 def reference_mask(data: bytes, needles: set[bytes]) -> bytes:
-    """Union of every occurrence of every needle (touching ranges joined), found naively."""
+    """Union of every occurrence of every needle (touching ranges joined), found naively; each
+    line a range touches gets one mask, and its line breaks are kept."""
     covered = [False] * len(data)
     for needle in needles:
         start = data.find(needle)
@@ -47,7 +48,8 @@ def reference_mask(data: bytes, needles: set[bytes]) -> bytes:
     out = bytearray()
     for masked, group in itertools.groupby(range(len(data)), key=covered.__getitem__):
         indexes = list(group)
-        out += MASK if masked else data[indexes[0] : indexes[-1] + 1]
+        text = data[indexes[0] : indexes[-1] + 1]
+        out += b"\n".join(MASK if line else b"" for line in text.split(b"\n")) if masked else text
     return bytes(out)
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import httpx
 import pytest
 import trio
@@ -7,7 +9,8 @@ import trio.testing
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from trunner.http import MAX_CONNECTIONS, REQUEST_TIMEOUT, serve_http
+from trunner.config import ConfigError, SettingsSource
+from trunner.http import HEAD_TIMEOUT, MAX_CONNECTIONS, REQUEST_TIMEOUT, MetricsServerSettings, serve_http
 
 
 class Readiness:
@@ -85,7 +88,7 @@ async def test_a_malformed_request_gets_400(server: str) -> None:
     assert reply.startswith(b"HTTP/1.1 400 ")
 
 
-async def test_an_idle_connection_is_dropped_after_the_timeout(
+async def test_a_connection_that_sends_no_whole_request_head_is_dropped_after_the_head_timeout(
     server: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     host, port = server.removeprefix("http://").split(":")
@@ -93,23 +96,83 @@ async def test_an_idle_connection_is_dropped_after_the_timeout(
     started = trio.current_time()
     await stream.send_all(b"GET /metr")
     assert await stream.receive_some(4096) == b""
-    assert trio.current_time() - started == pytest.approx(REQUEST_TIMEOUT, abs=0.01)
+    assert trio.current_time() - started == pytest.approx(HEAD_TIMEOUT, abs=0.01)
+    assert HEAD_TIMEOUT < REQUEST_TIMEOUT
 
 
-async def test_connections_beyond_the_limit_are_closed_at_once(
+async def probe(host: str, port: int) -> bytes:
+    """What a kubelet probe does: connect, send the request at once, read the answer."""
+    stream = await trio.open_tcp_stream(host, port)
+    await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: runner\r\n\r\n")
+    reply = b""
+    while chunk := await stream.receive_some(4096):
+        reply += chunk
+    await stream.aclose()
+    return reply
+
+
+async def test_probes_are_answered_while_idle_clients_hold_more_connections_than_the_limit(
     server: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    host, port = server.removeprefix("http://").split(":")
-    idle = [await trio.open_tcp_stream(host, int(port)) for _ in range(MAX_CONNECTIONS)]
-    await trio.testing.wait_all_tasks_blocked()
-    extra = await trio.open_tcp_stream(host, int(port))
-    started = trio.current_time()
-    assert await extra.receive_some(4096) == b""
-    assert trio.current_time() - started < 1.0
+    host, port_text = server.removeprefix("http://").split(":")
+    port = int(port_text)
+    idle = []
+    for round_ in range(3):
+        # Idle half-open connections, more than the limit, renewed before the head timeout.
+        idle += [await trio.open_tcp_stream(host, port) for _ in range(MAX_CONNECTIONS + 8)]
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(4):
+            started = trio.current_time()
+            reply = await probe(host, port)
+            assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"\r\n\r\nok\n"), round_
+            assert trio.current_time() - started < 0.1
+        await trio.sleep(HEAD_TIMEOUT / 2)
     for stream in idle:
         await stream.aclose()
+
+
+async def test_the_oldest_waiting_connection_makes_room_and_answering_ones_are_kept(
+    server: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    host, port_text = server.removeprefix("http://").split(":")
+    port = int(port_text)
+    idle = [await trio.open_tcp_stream(host, port) for _ in range(MAX_CONNECTIONS)]
     await trio.testing.wait_all_tasks_blocked()
-    assert (await get(server + "/healthz")).status_code == 200
+    extra = await trio.open_tcp_stream(host, port)
+    await trio.testing.wait_all_tasks_blocked()
+    started = trio.current_time()
+    assert await idle[0].receive_some(4096) == b""  # closed at once to make room
+    assert trio.current_time() - started < 0.1
+    await extra.send_all(b"GET /healthz HTTP/1.1\r\nHost: runner\r\n\r\n")
+    assert (await extra.receive_some(4096)).startswith(b"HTTP/1.1 200 ")
+    for stream in idle[1:]:
+        await stream.aclose()
+
+
+def test_the_bind_address_is_a_setting_checked_as_an_ip_address() -> None:
+    def settings(env: dict[str, str]) -> MetricsServerSettings:
+        return SettingsSource(args=None, environ=env, file={}, source_name="x").get(MetricsServerSettings)
+
+    assert settings({}).metrics_bind_address == ""
+    assert settings({"OPSLEVEL_METRICS_BIND_ADDRESS": "127.0.0.1"}).metrics_bind_address == "127.0.0.1"
+    assert settings({"OPSLEVEL_METRICS_BIND_ADDRESS": "::1"}).metrics_bind_address == "::1"
+    with pytest.raises(ConfigError) as caught:
+        settings({"OPSLEVEL_METRICS_BIND_ADDRESS": "example.com"})
+    assert "must be an IP address such as 127.0.0.1 or ::1" in str(caught.value)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="127.0.0.2 is a loopback address only on Linux")
+async def test_the_server_listens_on_the_bind_address_only(registry: CollectorRegistry) -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: serve_http(
+                registry, port=0, ready=lambda: True, host="127.0.0.1", task_status=task_status
+            )
+        )
+        assert (await probe("127.0.0.1", port)).startswith(b"HTTP/1.1 200 ")
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.2", port)
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_taken_port_fails_before_serving(registry: CollectorRegistry) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from tests.doubles.opslevel import HttpStatus, OpsLevelDouble, PayloadErrors, Runner, job_payload
+from trunner.opslevel import client as opslevel_client
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.opslevel.settings import PollSettings
@@ -144,3 +147,73 @@ async def test_claim_is_cancellable_while_backing_off(
         await source.claim()
     assert trio.current_time() == pytest.approx(3.0, abs=0.05)
     assert len(poll_times(opslevel)) == 1
+
+
+async def test_a_job_answer_over_the_size_limit_names_the_job_and_reports_it_failed(
+    source: PendingJobSource,
+    opslevel: OpsLevelDouble,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The id comes after the commands in the answer (the query's selection order): it is found by
+    scanning what streams by past the limit."""
+    monkeypatch.setattr(opslevel_client, "MAX_RESPONSE_BYTES", 64 * 1024)
+    opslevel.add_job(job_payload("job-huge", ["echo " + "x" * 1000] * 300))
+    opslevel.add_job(job_payload("job-2", ["true"]))
+    claimed = await source.claim()
+    assert claimed is not None and claimed.job.id == "job-2"
+    [outcome] = opslevel.outcomes["job-huge"]
+    assert outcome.outcome == "failed"
+    message = (
+        "the job sent by the API cannot be run: its definition is larger than 65536 bytes (64 KiB), the most "
+        "this runner reads"
+    )
+    assert opslevel.job_lines("job-huge")[-1].endswith(message)
+    assert f"job job-huge rejected: {message}" in caplog.text
+
+
+async def test_an_oversized_answer_naming_no_job_is_a_poll_error_that_says_so(
+    source: PendingJobSource,
+    opslevel: OpsLevelDouble,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(opslevel_client, "MAX_RESPONSE_BYTES", 64 * 1024)
+    monkeypatch.setattr(opslevel_client, "MAX_SCANNED_BYTES", 128 * 1024)
+    opslevel.add_job(job_payload("job-far", ["echo " + "x" * 1000] * 300))
+    opslevel.add_job(job_payload("job-2", ["true"]))
+    claimed = await source.claim()
+    assert claimed is not None and claimed.job.id == "job-2"
+    assert "job-far" not in opslevel.outcomes
+    assert (
+        "the API's answer to a poll is larger than 65536 bytes and names no single job (ids found: none)"
+        in (caplog.text)
+    )
+
+
+async def test_a_large_job_answer_is_decoded_off_the_event_loop(
+    source: PendingJobSource, opslevel: OpsLevelDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[tuple[str, int]] = []
+    decode = OpsLevelClient._payload
+
+    def recording(operation: Any, status: int, headers: Any, body: bytes) -> Any:
+        threads.append((threading.current_thread().name, len(body)))
+        return decode(operation, status, headers, body)
+
+    monkeypatch.setattr(OpsLevelClient, "_payload", staticmethod(recording))
+    opslevel.add_job(
+        job_payload("job-big", ["true"], files=[{"name": "f", "contents": "x" * (2 * 1024 * 1024)}])
+    )
+    opslevel.add_job(job_payload("job-small", ["true"]))
+    big = await source.claim()
+    small = await source.claim()
+    assert big is not None and big.job.files[0].contents == "x" * (2 * 1024 * 1024)
+    assert small is not None and small.job.id == "job-small"
+    main = threading.main_thread().name
+    assert [name != main for name, size in threads] == [
+        size > opslevel_client.OFF_LOOP_BYTES for _, size in threads
+    ]
+    assert any(name != main for name, _ in threads)

@@ -12,6 +12,7 @@ written outside the job's temporary directory (or ``--job-pod-workdir``).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -36,7 +37,8 @@ logger = logging.getLogger("trunner.executors.local")
 FILES_MOUNT = "/opslevel"
 _READ_SIZE = 64 * 1024
 _OUTPUT_GRACE = 2.0
-"""Seconds to keep reading after the shell exits, for output of its background children."""
+"""Seconds to wait for more output after the shell exits (for its background children); time the
+log holds the reader is not counted."""
 _KILL_WAIT = 5.0
 
 MAX_SCRIPT_BYTES = 128 * 1024 - 1024
@@ -139,11 +141,17 @@ class LocalExecutor:
                 ExitKind.COULD_NOT_START, message=f"could not start {argv[0]!r}: {exc.strerror}"
             )
         try:
+            reader = PipeReader(output)
             async with trio.open_nursery() as nursery:
                 assert process.stdout is not None
-                nursery.start_soon(_pump, process.stdout, Stream.STDOUT, output)
+                nursery.start_soon(reader.pump, process.stdout, Stream.STDOUT)
                 code = await process.wait()
-                nursery.cancel_scope.deadline = trio.current_time() + _OUTPUT_GRACE
+                reader.writer_exited(_OUTPUT_GRACE)
+            if reader.abandoned:
+                output.note(
+                    f"stopped reading the job's output {_OUTPUT_GRACE:g}s after its shell exited: a "
+                    "background process still holds it open; what it writes from now on is not in this log"
+                )
             _kill_group(process.pid)
         finally:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _KILL_WAIT):
@@ -209,11 +217,44 @@ def namespace_wrapper(euid: int) -> list[str]:
     ]
 
 
-async def _pump(stream: trio.abc.ReceiveStream, which: Stream, output: OutputFeed) -> None:
-    async with stream:
-        while chunk := await stream.receive_some(_READ_SIZE):
-            output.feed(which, chunk if isinstance(chunk, bytes) else bytes(chunk))
-            await output.wait_for_room()
+class PipeReader:
+    """Feeds a pipe to the log until its end of file. Once the shell has exited, the pipe ends as
+    soon as the last process holding it is gone; a background process may hold it for ever, so
+    from then on the time spent waiting for the pipe is bounded, never the time the log holds
+    the reader (what the shell wrote before it exited is all read, however slow the sink)."""
+
+    def __init__(self, output: OutputFeed) -> None:
+        self._output = output
+        self._deadline = math.inf
+        self._exited_at = math.inf
+        self._waiting: trio.CancelScope | None = None
+        self.abandoned = False
+
+    def writer_exited(self, grace: float) -> None:
+        """From now on ``grace`` seconds of waiting for the pipe in all, then stop reading."""
+        self._exited_at = trio.current_time()
+        self._deadline = self._exited_at + grace
+        if self._waiting is not None:
+            self._waiting.deadline = self._deadline
+
+    async def pump(self, stream: trio.abc.ReceiveStream, which: Stream) -> None:
+        feed = self._output.feed
+        wait_for_room = self._output.wait_for_room
+        async with stream:
+            while True:
+                with trio.CancelScope(deadline=self._deadline) as waiting:
+                    self._waiting = waiting
+                    chunk = await stream.receive_some(_READ_SIZE)
+                self._waiting = None
+                if waiting.cancelled_caught:
+                    self.abandoned = True
+                    return
+                if not chunk:
+                    return
+                feed(which, chunk if isinstance(chunk, bytes) else bytes(chunk))
+                held_from = trio.current_time()
+                await wait_for_room()
+                self._deadline += max(0.0, trio.current_time() - max(held_from, self._exited_at))
 
 
 def _kill_group(pid: int) -> None:

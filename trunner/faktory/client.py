@@ -182,19 +182,20 @@ class Connection:
         async with self._lock:
             if self.broken or self.closed:
                 raise ConnectionLost(f"{self._label}: connection already failed")
-            completed = False
+            completed = sent = False
             try:
                 with trio.fail_after(self._timeout + extra_wait):
                     await self._stream.send_all(line)
+                    sent = True
                     reply = await self._read_reply()
                 completed = True
                 return reply
             except trio.TooSlowError:
                 raise ConnectionLost(
-                    f"{self._label}: no reply to {verb} within {self._timeout + extra_wait:g}s"
+                    f"{self._label}: no reply to {verb} within {self._timeout + extra_wait:g}s", sent=sent
                 ) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError) as exc:
-                raise ConnectionLost(f"{self._label}: {verb} failed: {_describe(exc)}") from None
+                raise ConnectionLost(f"{self._label}: {verb} failed: {_describe(exc)}", sent=sent) from None
             finally:
                 if not completed:
                     self.broken = True
@@ -317,6 +318,19 @@ def _default_tls_context() -> ssl.SSLContext:
     return context
 
 
+async def _password_hash(location: ServerLocation, hi: Hi) -> str:
+    """Off the event loop: thousands of hash rounds would stall every other task. Abandoning the
+    thread on cancellation is safe: the hash is a pure function, bounded by the iteration limit."""
+    if hi.i > protocol.MAX_HASH_ITERATIONS:
+        raise ProtocolViolation(
+            f"Faktory {location.describe()} asks for {hi.i} password hash iterations, more than the "
+            f"{protocol.MAX_HASH_ITERATIONS} this client computes (a Faktory server asks for 4000-8095)"
+        )
+    return await trio.to_thread.run_sync(
+        protocol.password_hash, location.password, hi.s, hi.i, abandon_on_cancel=True
+    )
+
+
 async def _handshake(conn: Connection, location: ServerLocation, identity: WorkerIdentity) -> None:
     greeting = await conn.greeting()
     if isinstance(greeting, ErrorReply):
@@ -331,7 +345,7 @@ async def _handshake(conn: Connection, location: ServerLocation, identity: Worke
             protocol.PROTOCOL_VERSION,
             extra={"server": location.describe()},
         )
-    pwdhash = protocol.password_hash(location.password, hi.s, hi.i) if hi.s else ""
+    pwdhash = await _password_hash(location, hi) if hi.s else ""
     hello = Hello(
         hostname=identity.hostname,
         wid=identity.wid,

@@ -46,7 +46,12 @@ class FaktoryError(Exception):
 
 class ConnectionLost(FaktoryError):
     """The connection failed, timed out or was closed; it cannot be used again. Another
-    connection may succeed."""
+    connection may succeed. ``sent``: the command had been written in full before that, so the
+    server may have carried it out."""
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class ProtocolViolation(FaktoryError):
@@ -212,6 +217,12 @@ def check_queue_name(name: str) -> str | None:
     if any(ch.isspace() for ch in name):
         return f"queue name {name!r} contains whitespace"
     return None
+
+
+MAX_HASH_ITERATIONS = 100_000
+"""Most password hash rounds a greeting may ask for. A Faktory server asks for 4,000-8,095; more
+would only let a server (or whoever answers in its place) make the client hash for as long as it
+likes (about 0.1 s per 100,000 rounds)."""
 
 
 def password_hash(password: str, salt: str, iterations: int) -> str:

@@ -29,7 +29,7 @@ from trunner.faktory import protocol
 from trunner.faktory.client import FaktoryClient
 from trunner.faktory.link import Link, is_link_failure
 from trunner.faktory.metrics import FaktoryMetrics
-from trunner.faktory.protocol import FaktoryError, ServerError
+from trunner.faktory.protocol import ConnectionLost, FaktoryError, ServerError
 from trunner.logs.batch import Batch
 from trunner.models import JobOutcome
 from trunner.opslevel import operations
@@ -62,11 +62,13 @@ def report_job_outcome_args(runner_job_id: str, outcome: JobOutcome) -> dict[str
     return result
 
 
-def ship_error(exc: FaktoryError, what: str) -> ShipError:
+def ship_error(exc: FaktoryError, what: str, *, pushing: bool = True) -> ShipError:
+    """``pushing``: ``exc`` is the PUSH's own failure (not that of a command before it)."""
     if isinstance(exc, ServerError):
         transient = any(text in exc.message.lower() for text in _TRANSIENT_SERVER_ERRORS)
         return ShipError(f"{what}: Faktory refused: {exc}", retryable=transient)
-    return ShipError(f"{what}: {exc}", retryable=True)
+    sent = pushing and isinstance(exc, ConnectionLost) and exc.sent
+    return ShipError(f"{what}: {exc}", retryable=True, maybe_delivered=sent)
 
 
 def _utcnow() -> dt.datetime:
@@ -117,6 +119,6 @@ class FaktorySink:
                 self._link.lost(exc)
             if self._metrics is not None:
                 self._metrics.push_failed(command, in_batch=bool(self.bid))
-            raise ship_error(exc, what) from None
+            raise ship_error(exc, what, pushing=command == "PUSH") from None
         if self._link is not None:
             self._link.restored()

@@ -33,6 +33,7 @@ from trunner.kube.auth import Authenticator, Credentials, authenticator
 from trunner.kube.config import KubeConfig
 from trunner.kube.errors import (
     KubeError,
+    ResponseTooLarge,
     StatusError,
     TooManyRequests,
     TransportError,
@@ -48,6 +49,8 @@ from trunner.kube.websocket import HandshakeStream, handshake, reader_nursery, s
 from trunner.retry import RetryPolicy, parse_retry_after
 
 USER_AGENT = "trunner"
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""The largest answer read (a list of a namespace's job objects is far smaller)."""
 
 
 @attrs.frozen
@@ -236,14 +239,15 @@ class KubeClient:
                 headers["Content-Type"] = kind
             try:
                 with trio.fail_after(limit):
-                    response = await self._http.request(
+                    async with self._http.stream(
                         method,
                         path,
                         params=httpx.QueryParams(query_items(params)),
                         content=body,
                         headers=headers,
                         extensions=self._extensions,
-                    )
+                    ) as response:
+                        content = await _read_bounded(response, method, path)
             except trio.TooSlowError:
                 raise TransportError(f"{method} {path}: no answer within {limit:g} s") from None
             except httpx.HTTPError as exc:
@@ -251,13 +255,13 @@ class KubeClient:
             if response.status_code >= 400:
                 raise error_from_response(
                     response.status_code,
-                    response.content,
+                    content,
                     retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
-            if not response.content:
+            if not content:
                 return None
             try:
-                return response.json()
+                return _decode(content)
             except ValueError:
                 raise TransportError(f"{method} {path}: answer {response.status_code} is not JSON") from None
 
@@ -385,6 +389,21 @@ class KubeClient:
                 reauthenticated = True
                 continue
             raise error
+
+
+def _decode(content: bytes) -> Any:
+    return json.loads(content)
+
+
+async def _read_bounded(response: httpx.Response, method: str, path: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise ResponseTooLarge(f"{method} {path}: the answer is larger than {MAX_RESPONSE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _encode(body: Any) -> bytes:

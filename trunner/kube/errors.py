@@ -90,6 +90,11 @@ class TransportError(KubeError):
         super().__init__(message)
 
 
+class ResponseTooLarge(KubeError):
+    """An answer (or one watch event) larger than the client reads; not retried: the same call
+    would get the same answer."""
+
+
 class StatusError(KubeError):
     """The API server answered with an error. ``status`` is its ``metav1.Status`` (synthesised
     from the HTTP code and body text when the body was not a Status)."""

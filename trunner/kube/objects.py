@@ -1,6 +1,6 @@
 """attrs models of the Kubernetes objects the job layer writes and reads, and their converters.
 
-Only the subset trunner emits (ConfigMap, PodDisruptionBudget, Pod) and the user-supplied pod
+Only the subset trunner emits (Secret, ConfigMap, PodDisruptionBudget, Pod) and the user-supplied pod
 settings it passes through (security context, tolerations, affinity, resources) are modelled for
 writing; a Pod is read back only as far as waiting for it needs (:class:`PodObservation`).
 Attribute names are snake_case; on the wire they are camelCase and ``None`` is left out.
@@ -36,6 +36,14 @@ class ObjectMeta:
 
 
 @attrs.frozen
+class OwnerReference:
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+
+@attrs.frozen
 class LabelSelectorRequirement:
     key: str
     operator: str
@@ -58,6 +66,17 @@ class ConfigMap:
     metadata: ObjectMeta
     immutable: bool = True
     data: dict[str, str]
+
+
+@attrs.frozen(kw_only=True)
+class Secret:
+    api_version: str = "v1"
+    kind: str = "Secret"
+    metadata: ObjectMeta
+    immutable: bool = True
+    type: str = "Opaque"
+    data: dict[str, str]
+    """Values base64-encoded, as the API stores them."""
 
 
 @attrs.frozen
@@ -212,9 +231,21 @@ class Affinity:
 
 
 @attrs.frozen
+class SecretKeySelector:
+    name: str
+    key: str
+
+
+@attrs.frozen
+class EnvVarSource:
+    secret_key_ref: SecretKeySelector
+
+
+@attrs.frozen
 class EnvVar:
     name: str
-    value: str
+    value: str | None = None
+    value_from: EnvVarSource | None = None
 
 
 @attrs.frozen
@@ -225,8 +256,27 @@ class VolumeMount:
 
 
 @attrs.frozen
+class Capabilities:
+    add: tuple[str, ...] | None = None
+    drop: tuple[str, ...] | None = None
+
+
+@attrs.frozen
 class SecurityContext:
+    """A container's security context: every field of the v1 ``SecurityContext``."""
+
+    allow_privilege_escalation: bool | None = None
+    app_armor_profile: AppArmorProfile | None = None
+    capabilities: Capabilities | None = None
     privileged: bool | None = None
+    proc_mount: str | None = None
+    read_only_root_filesystem: bool | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    run_as_user: int | None = None
+    se_linux_options: SELinuxOptions | None = None
+    seccomp_profile: SeccompProfile | None = None
+    windows_options: WindowsSecurityContextOptions | None = None
 
 
 @attrs.frozen
@@ -248,6 +298,19 @@ class ConfigMapVolumeSource:
 
 
 @attrs.frozen
+class KeyToPath:
+    key: str
+    path: str
+
+
+@attrs.frozen
+class SecretVolumeSource:
+    secret_name: str
+    items: tuple[KeyToPath, ...] | None = None
+    default_mode: int | None = None
+
+
+@attrs.frozen
 class EmptyDirVolumeSource:
     medium: str | None = None
 
@@ -256,6 +319,7 @@ class EmptyDirVolumeSource:
 class Volume:
     name: str
     config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
     empty_dir: EmptyDirVolumeSource | None = None
 
 

@@ -12,6 +12,7 @@ import httpx
 
 from trunner.kube.errors import (
     InternalError,
+    ResponseTooLarge,
     StatusParseError,
     TransportError,
     error_for_status,
@@ -42,11 +43,16 @@ class WatchEvent:
         return str(value)
 
 
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+"""The longest watch event line read (etcd holds objects of at most 1.5 MiB)."""
+
+
 class WatchEvents:
-    """Async iterator over the JSON lines of a watch response."""
+    """Async iterator over the JSON lines of a watch response, each at most ``MAX_EVENT_BYTES``."""
 
     def __init__(self, response: httpx.Response, path: str, read_timeout: float) -> None:
-        self._lines = response.aiter_lines()
+        self._chunks = response.aiter_bytes()
+        self._buffer = bytearray()
         self._path = path
         self._read_timeout = read_timeout
 
@@ -55,14 +61,35 @@ class WatchEvents:
 
     async def __anext__(self) -> WatchEvent:
         while True:
+            line = await self._line()
+            if line.strip():
+                return parse_event(line.decode("utf-8", "replace"), self._path)
+
+    async def _line(self) -> bytes:
+        searched = 0
+        while True:
+            end = self._buffer.find(b"\n", searched)
+            if end < 0:
+                searched = len(self._buffer)
+            if end > MAX_EVENT_BYTES or searched > MAX_EVENT_BYTES:
+                raise ResponseTooLarge(f"watch {self._path}: an event is larger than {MAX_EVENT_BYTES} bytes")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                return line
             try:
-                line = await self._lines.__anext__()
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                if not self._buffer:
+                    raise
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line
             except httpx.ReadTimeout:
                 raise TransportError(f"watch {self._path}: no data for {self._read_timeout:g} s") from None
             except httpx.HTTPError as exc:
                 raise transport_error("GET", self._path, exc) from None
-            if line.strip():
-                return parse_event(line, self._path)
+            self._buffer += chunk
 
 
 def watch_events(response: httpx.Response, path: str, read_timeout: float) -> AsyncIterator[WatchEvent]:

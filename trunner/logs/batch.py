@@ -40,12 +40,15 @@ class Batch:
     """How many of the lines are trunner's gap markers (counted in ``line_count``)."""
     counts: list[int] = attrs.Factory(_zero_counts)
     """Per source (:data:`SOURCES`), four numbers: its lines and bytes in this batch (markers
-    not included), then the lines and bytes its markers announce as dropped (not in this batch)."""
+    not included; bytes of the lines as printed, each with its line break, without trunner's
+    prefix), then the lines and bytes its markers announce as dropped (not in this batch)."""
 
-    def add_block(self, block: bytes, lines: int, source: int = RUNNER) -> None:
+    def add_block(self, block: bytes, lines: int, source: int = RUNNER, prefix_size: int = 0) -> None:
+        """``prefix_size``: bytes of trunner's prefix in front of each line, which the byte
+        counts leave out (markers state the job's bytes)."""
         self._append(block, lines)
         self.counts[4 * source] += lines
-        self.counts[4 * source + 1] += len(block) + 1
+        self.counts[4 * source + 1] += len(block) + 1 - lines * prefix_size
 
     def add_marker(self, marker: bytes, source: int, lines: int, size: int) -> None:
         """A marker line announcing ``lines`` lines (``size`` bytes) of ``source`` dropped."""

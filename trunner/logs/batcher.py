@@ -48,6 +48,7 @@ class Batcher:
         one slice of the drain); returns the batch sealed to make room, if one was. The job's
         first lines are sealed at once, so they show without waiting for the interval."""
         source = SOURCE_INDEX[stream]
+        prefix_size = len(self._line_prefix())
         sealed = None
         room = self._max - self.current.size
         if len(block) + 1 > room:
@@ -55,11 +56,11 @@ class Batcher:
             if cut > 0:
                 head = block[:cut]
                 head_lines = head.count(b"\n") + 1
-                self.current.add_block(head, head_lines, source)
+                self.current.add_block(head, head_lines, source, prefix_size)
                 block, lines = block[cut + 1 :], lines - head_lines
             if self.current:
                 sealed = self.seal()
-        self.current.add_block(block, lines, source)
+        self.current.add_block(block, lines, source, prefix_size)
         if not self._sealed_any:
             return self.seal()
         return sealed
@@ -75,7 +76,10 @@ class Batcher:
         """When the current batch is due; infinite while it is empty."""
         return self.last_sealed + self._interval if self.current else float("inf")
 
-    def drop(self, stream: Source, lines: int, size: int) -> None:
+    def drop(self, stream: Source, block: bytes, lines: int) -> None:
+        """Count ``block`` (``lines`` prefixed lines) as dropped: the job's bytes, without
+        trunner's prefix of each line."""
+        size = len(block) + 1 - lines * len(self._line_prefix())
         counts = self._drops.setdefault(stream, [0, 0])
         counts[0] += lines
         counts[1] += size

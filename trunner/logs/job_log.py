@@ -362,7 +362,7 @@ class Drain:
                 await self._hand_off(held)
                 self.batcher.announce_drops(self._reason)
             elif not await self._retry_held():
-                self.batcher.drop(source, lines, len(block) + 1)
+                self.batcher.drop(source, block, lines)
                 return
         sealed = self.batcher.add(source, block, lines)
         if sealed is not None:
@@ -570,6 +570,12 @@ class JobLog:
         """Lines that did not reach the sink: dropped while stalled, given up by the shipper, or
         left when the final flush ended."""
         return self._drain.batcher.dropped_lines + self._shipper.lost_lines
+
+    @property
+    def unconfirmed_lines(self) -> int:
+        """Lines whose delivery failed after an attempt that may have delivered them all the
+        same (not in :attr:`lost_lines`)."""
+        return self._shipper.unconfirmed_lines
 
     @property
     def spool_peak(self) -> int:

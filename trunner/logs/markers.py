@@ -20,13 +20,32 @@ MAX_REASON_BYTES = 200
 keeps every marker's text under 300 bytes, which bounds what markers add to a batch."""
 
 
+UNCONFIRMED = "not confirmed, may have been delivered"
+"""What a marker says of lines whose delivery failed after an attempt whose result is unknown
+(sent in full, then no answer): they may be in the log already, so they are not called dropped."""
+
+_UNCONFIRMED_REASON_BYTES = MAX_REASON_BYTES - len(UNCONFIRMED) + len("dropped")
+
+
+def _cut(reason: str, limit: int) -> str:
+    encoded = reason.encode("utf-8", "replace")
+    if len(encoded) > limit:
+        return encoded[: limit - 3].decode("utf-8", "ignore") + "…"
+    return reason
+
+
 def dropped(lines: int, size: int, reason: str, stream: str | None = None) -> bytes:
     """Announces a gap; ``stream`` names whose lines they were when the gap is one stream's."""
     of = f" of {stream}" if stream else ""
-    encoded = reason.encode("utf-8", "replace")
-    if len(encoded) > MAX_REASON_BYTES:
-        reason = encoded[: MAX_REASON_BYTES - 3].decode("utf-8", "ignore") + "…"
+    reason = _cut(reason, MAX_REASON_BYTES)
     return f"[trunner: {lines} lines ({size} bytes){of} dropped: {reason}]".encode("utf-8", "replace")
+
+
+def unconfirmed(lines: int, size: int, reason: str, stream: str) -> bytes:
+    """Announces lines that may or may not have reached the sink (as long as :func:`dropped`)."""
+    reason = _cut(reason, _UNCONFIRMED_REASON_BYTES)
+    text = f"[trunner: {lines} lines ({size} bytes) of {stream} {UNCONFIRMED}: {reason}]"
+    return text.encode("utf-8", "replace")
 
 
 def note(text: str) -> bytes:

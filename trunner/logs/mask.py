@@ -5,8 +5,9 @@ can never fall inside a secret: by the time the splitter sees the text, every se
 already ``**********``. The needles are every form of every secret
 (:mod:`trunner.logs.secret_forms`); one Aho-Corasick automaton (Rust, ``ahocorasick-rs``) finds
 all of them, overlapping ones included, in one pass over each chunk, and the union of the
-matched ranges is replaced (ranges that overlap or touch become one mask), so the result does
-not depend on the order of the needles, on hashing or on where reads end.
+matched ranges is replaced (ranges that overlap or touch become one mask per line they touch,
+their line breaks kept), so the result does not depend on the order of the needles, on hashing
+or on where reads end, and masking never changes the number of lines.
 
 A stream keeps back only the bytes that may begin a needle still being printed (the longest
 suffix of what it has seen that is a proper prefix of a needle), so memory per stream is below
@@ -83,6 +84,17 @@ def _merge(matches: list[tuple[int, int, int]], carry: int) -> list[_Interval]:
         else:
             merged.append([start, end])
     return merged
+
+
+def _cover(covered: bytes, continuing: bool) -> bytes:
+    """The mask for a matched range: one ``**********`` per line it touches, its line breaks
+    kept, so that masking never joins lines (a value ending in a line break would otherwise
+    glue the next line, an outcome variable's end directive say, to the mask). ``continuing``:
+    the range goes on from a mask already released on the same line."""
+    if b"\n" not in covered:
+        return b"" if continuing else MASK
+    lines = covered.split(b"\n")
+    return b"\n".join(MASK if line and not (i == 0 and continuing) else b"" for i, line in enumerate(lines))
 
 
 class Masker:
@@ -227,11 +239,11 @@ class Masker:
             if start >= hold:
                 break
             pieces.append(buf[position:start])
-            if not (start == 0 and open_):
-                pieces.append(MASK)
+            covered = buf[start : min(end, hold)]
+            pieces.append(_cover(covered, start == 0 and open_))
             if end >= hold:
                 next_carry = end - hold
-                ends_masked = True
+                ends_masked = not covered.endswith(b"\n")
                 position = hold
                 break
             position = end

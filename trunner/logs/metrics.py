@@ -44,6 +44,25 @@ class LogMetrics:
             labels,
             registry=registry,
         ).labels(runner)
+        self.batches_unconfirmed = Counter(
+            "trunner_log_batches_unconfirmed",
+            "Log batches given up after an attempt whose result is unknown (they may have been delivered).",
+            labels,
+            registry=registry,
+        ).labels(runner)
+        self.lines_unconfirmed = Counter(
+            "trunner_log_lines_unconfirmed",
+            "Job log lines of batches given up after an attempt whose result is unknown: they may have "
+            "been delivered (not counted as dropped).",
+            labels,
+            registry=registry,
+        ).labels(runner)
+        self.batches_resent = Counter(
+            "trunner_log_batches_resent",
+            "Log batches delivered after an attempt whose result is unknown (their lines may appear twice).",
+            labels,
+            registry=registry,
+        ).labels(runner)
         self.ship_attempts_failed = Counter(
             "trunner_log_ship_attempts_failed",
             "Failed attempts to deliver a log batch (retried or not).",

@@ -111,10 +111,19 @@ def _percent_table(unreserved: bytes, plus: bool, hex_format: str) -> list[str]:
     return table
 
 
+_URL_SAFE: tuple[tuple[bytes, tuple[bool, ...]], ...] = (
+    (b"-._~", (False, True)),  # RFC 3986; Python quote(safe=""), quote_plus; Go QueryEscape
+    (b"-._~/", (False, True)),  # Python quote() (safe="/")
+    (b"-._*", (False, True)),  # HTML form encoding (URLSearchParams), Java URLEncoder
+    (b"-._", (False, True)),  # PHP urlencode (space as +)
+    (b"-._~!*'()", (False, True)),  # JavaScript encodeURIComponent
+    (b"-._~!*'();,/?:@&=+$#", (False,)),  # JavaScript encodeURI
+)
+
 _PERCENT_TABLES = [
     (_ALNUM + safe, _percent_table(_ALNUM + safe, plus, hex_format))
-    for safe in (b"-._~", b"-._~/", b"-._*")
-    for plus in (False, True)
+    for safe, pluses in _URL_SAFE
+    for plus in pluses
     for hex_format in ("%%%02X", "%%%02x")
 ]
 
@@ -124,11 +133,18 @@ is, and no single call holds the GIL for long while a worker thread builds a mas
 
 
 def _url(value: str) -> Iterator[str | bytes]:
-    """RFC 3986 escaping (``-._~`` unreserved), with ``/`` kept or not, JavaScript's ``*`` kept,
-    and form encoding (space as ``+``), each with upper- and lower-case hex."""
+    """Percent-encoding as the common tools do it (:data:`_URL_SAFE`: which characters each
+    keeps, and whether space may be ``+``), each with upper- and lower-case hex."""
     raw = raw_bytes(value)
     slices = [raw[i : i + _URL_SLICE] for i in range(0, len(raw), _URL_SLICE)]
+    special = sorted(set(raw.translate(None, _ALNUM)))
+    done: set[tuple[str, ...]] = set()
     for unreserved, table in _PERCENT_TABLES:
+        # Tables that treat the value's own characters alike give the same text: made once.
+        key = tuple(table[byte] for byte in special)
+        if key in done:
+            continue
+        done.add(key)
         yield "".join(
             [
                 piece.decode("ascii")

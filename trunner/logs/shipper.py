@@ -4,6 +4,10 @@ Each batch gets attempts until ``retry_timeout`` has passed since it was taken; 
 counted as lost and the next batch that gets through starts with one marker per stream it had
 lines of, each stating that stream's lines and bytes (the gap is right there: batches are
 delivered in order). The shipper never holds more than the one batch it is delivering.
+
+The sinks have no idempotency key, so an attempt that was sent in full and got no answer may
+have been carried out: the retry may deliver the batch twice, and if every attempt fails its
+lines are not called dropped but counted apart and announced as not confirmed.
 """
 
 from __future__ import annotations
@@ -43,10 +47,17 @@ class Shipper:
         self._log = log or logging.getLogger("trunner.shipper")
         self._gaps = [(0, 0)] * len(SOURCES)
         """Per source, lines and bytes lost and not yet announced."""
+        self._unconfirmed = [(0, 0)] * len(SOURCES)
+        """Per source, lines and bytes that may or may not have been delivered, not yet announced."""
         self._front = (0, 0)
         """Lines and bytes of the markers put in front of the batch in flight."""
         self._last_error = ""
+        self._unconfirmed_error = ""
+        self._result_unknown = False
+        """Whether an attempt at the batch in flight failed in a way that may have delivered it."""
         self.lost_lines = 0
+        self.unconfirmed_lines = 0
+        """Lines whose batch failed after an attempt with an unknown result (not in ``lost_lines``)."""
         self.in_flight: Batch | None = None
 
     async def run(self) -> None:
@@ -59,7 +70,7 @@ class Shipper:
             self.in_flight = batch
             await self._deliver(batch)
             self.in_flight = batch = None  # not held while the next one is awaited
-        if any(lines for lines, _ in self._gaps):
+        if self._announcing():
             # Lines lost at the very end: the log ends with their markers, not silently.
             self.in_flight = Batch(seq=seq + 1)
             await self._deliver(self.in_flight)
@@ -86,11 +97,19 @@ class Shipper:
             self._metrics.lines_dropped.inc(lines)
             self._metrics.bytes_dropped.inc(sum(counts[1::4]))
 
+    def _announcing(self) -> bool:
+        return any(lines for lines, _ in self._gaps) or any(lines for lines, _ in self._unconfirmed)
+
     def _put_markers_in_front(self, batch: Batch) -> None:
         prefix = self._line_prefix()
         front = [
             prefix + markers.dropped(lines, size, self._last_error, SOURCES[source])
             for source, (lines, size) in enumerate(self._gaps)
+            if lines
+        ]
+        front += [
+            prefix + markers.unconfirmed(lines, size, self._unconfirmed_error, SOURCES[source])
+            for source, (lines, size) in enumerate(self._unconfirmed)
             if lines
         ]
         batch.blocks[:0] = front
@@ -105,22 +124,36 @@ class Shipper:
         self._front = (0, 0)
 
     async def _deliver(self, batch: Batch) -> None:
-        marked = any(lines for lines, _ in self._gaps)
-        if marked:
+        if self._announcing():
             self._put_markers_in_front(batch)
         taken = trio.current_time()
+        self._result_unknown = False
         failure = await deliver(
             partial(self._sink.ship, batch),
             timeout=self._retry_timeout,
             what=f"log batch {batch.seq} delivery",
             log=self._log,
             on_failed_attempt=self._count_failed_attempt,
+            on_unknown_result=self._unknown_result,
         )
         if failure is not None:
             self._take_markers_off(batch)
-            self._fail(batch, failure)
+            if self._result_unknown:
+                self._unconfirm(batch, failure)
+            else:
+                self._fail(batch, failure)
             return
+        if self._result_unknown:
+            self._log.warning(
+                "log batch %d (%d lines) was sent again after an attempt whose result is unknown: "
+                "its lines may appear twice in the job's log",
+                batch.seq,
+                batch.line_count,
+            )
+            if self._metrics is not None:
+                self._metrics.batches_resent.inc()
         self._gaps = [(0, 0)] * len(SOURCES)
+        self._unconfirmed = [(0, 0)] * len(SOURCES)
         self._front = (0, 0)
         self._on_delivered()
         if self._metrics is not None:
@@ -128,6 +161,32 @@ class Shipper:
             self._metrics.lines_shipped.inc(batch.line_count)
             self._metrics.bytes_shipped.inc(batch.size)
             self._metrics.ship_latency.observe(trio.current_time() - taken)
+
+    def _unknown_result(self) -> None:
+        self._result_unknown = True
+
+    def _unconfirm(self, batch: Batch, reason: str) -> None:
+        """The batch's own lines may have been delivered: counted apart and announced as such;
+        the gaps its markers announced are certain, so they are announced again as dropped."""
+        self._log.error(
+            "log batch %d (%d lines) not confirmed: %s; it may have been delivered",
+            batch.seq,
+            batch.line_count,
+            reason,
+        )
+        counts = batch.counts
+        own = [(counts[4 * s], counts[4 * s + 1]) for s in range(len(SOURCES))]
+        announced = [(counts[4 * s + 2], counts[4 * s + 3]) for s in range(len(SOURCES))]
+        self._unconfirmed = [(a + b, c + d) for (a, c), (b, d) in zip(self._unconfirmed, own, strict=True)]
+        self._unconfirmed_error = f"log delivery failed: {reason}"
+        if any(lines for lines, _ in announced):
+            self._gaps = [(a + b, c + d) for (a, c), (b, d) in zip(self._gaps, announced, strict=True)]
+            self._last_error = self._unconfirmed_error
+        lines = sum(lines for lines, _ in own)
+        self.unconfirmed_lines += lines
+        if self._metrics is not None:
+            self._metrics.batches_unconfirmed.inc()
+            self._metrics.lines_unconfirmed.inc(lines)
 
     def _count_failed_attempt(self) -> None:
         if self._metrics is not None:

@@ -8,6 +8,7 @@ import json
 import logging
 import platform
 import random
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
@@ -24,6 +25,7 @@ from trunner.opslevel.errors import (
     ApiGraphQLError,
     ApiPayloadError,
     ApiResponseError,
+    ApiResponseTooLarge,
     ApiStatusError,
     ApiTransportError,
 )
@@ -47,9 +49,26 @@ log = logging.getLogger("trunner.opslevel.client")
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Job payloads carry file contents; anything larger than this is not a real response."""
+OFF_LOOP_BYTES = 1024 * 1024
+"""Answers larger than this are decoded in a worker thread: decoding tens of MiB (a job's files)
+would stall every other task for as long."""
+MAX_SCANNED_BYTES = 1024 * 1024 * 1024
+"""How much of an oversized response is read (and discarded) looking for the ids it names."""
+_ID_KEY = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.){1,512})"')
+"""An ``"id"`` key with its text value. Never matches inside a JSON string, where every quote is
+escaped."""
+_ID_KEY_MAX = 1100
 
 TOKEN_REJECTED_TEXT = "Please provide a valid OpsLevel API token"
 """What older API versions say in a GraphQL error when the token is wrong."""
+
+
+def _json_text(raw: bytes) -> str:
+    try:
+        text = json.loads(b'"' + raw + b'"')
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+    return text if isinstance(text, str) else raw.decode("utf-8", "replace")
 
 
 def graphql_endpoint(api_url: str) -> str:
@@ -84,10 +103,14 @@ class RequestBody:
     def of(cls, data: bytes) -> RequestBody:
         return cls(len(data), lambda: (data,))
 
-    def content(self) -> AsyncIterator[bytes]:
+    def content(self, on_sent: Callable[[], object] = lambda: None) -> AsyncIterator[bytes]:
+        """The pieces for one attempt; ``on_sent`` is called once the transport has asked past
+        the last one, that is, has written the whole body."""
+
         async def produce() -> AsyncIterator[bytes]:
             for piece in self.pieces():
                 yield piece
+            on_sent()
 
         return produce()
 
@@ -223,36 +246,60 @@ class OpsLevelClient:
         label = operation.label
         started = trio.current_time()
         status = "connection_error"
+        sent = False
+
+        def whole_body_sent() -> None:
+            nonlocal sent
+            sent = True
+
         try:
             with trio.fail_after(self.timeout):
                 async with self._http.stream(
                     "POST",
                     self.endpoint,
-                    content=body.content(),
+                    content=body.content(whole_body_sent),
                     headers={"Content-Length": str(body.length)},
                 ) as response:
                     status = str(response.status_code)
                     answer = await self._read_body(response, label)
         except (trio.TooSlowError, httpx.TimeoutException):
             status = "timeout"
-            raise ApiTransportError(label, f"no response within {self.timeout:g} s") from None
+            raise ApiTransportError(label, f"no response within {self.timeout:g} s", sent=sent) from None
         except httpx.TransportError as exc:
-            raise ApiTransportError(label, f"connection failed ({_describe_transport_error(exc)})") from None
+            raise ApiTransportError(
+                label, f"connection failed ({_describe_transport_error(exc)})", sent=sent
+            ) from None
         finally:
             elapsed = trio.current_time() - started
             self._metrics.request(label, status, elapsed)
             log.debug("OpsLevel API call", extra={"operation": label, "status": status, "seconds": elapsed})
+        if len(answer) > OFF_LOOP_BYTES:
+            return await trio.to_thread.run_sync(
+                self._payload, operation, response.status_code, response.headers, answer
+            )
         return self._payload(operation, response.status_code, response.headers, answer)
 
     @staticmethod
     async def _read_body(response: httpx.Response, label: str) -> bytes:
         chunks: list[bytes] = []
         size = 0
+        ids: list[str] = []
+        tail = b""
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > MAX_RESPONSE_BYTES:
-                raise ApiResponseError(label, f"the response is larger than {MAX_RESPONSE_BYTES} bytes")
+                if not ids:
+                    # Scanned as it streams by, so that a too large job answer still names its job.
+                    window = b"".join(chunks) + chunk if chunks else tail + chunk
+                    chunks.clear()
+                    ids = [_json_text(m[1]) for m in _ID_KEY.finditer(window)]
+                    tail = window[-_ID_KEY_MAX:]
+                if ids or size > MAX_SCANNED_BYTES:
+                    raise ApiResponseTooLarge(label, MAX_RESPONSE_BYTES, ids)
+                continue
             chunks.append(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise ApiResponseTooLarge(label, MAX_RESPONSE_BYTES, ids)
         return b"".join(chunks)
 
     @staticmethod

@@ -15,6 +15,9 @@ TOKEN_HINT = "set a valid token with 'export OPSLEVEL_API_TOKEN=<token>' or '--a
 
 class ApiError(Exception):
     retryable: bool = False
+    maybe_done: bool = False
+    """Whether the server may have carried the call out all the same: the whole request reached
+    it and no answer said it was refused."""
 
     def __init__(self, operation: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{operation}: {message}")
@@ -23,9 +26,14 @@ class ApiError(Exception):
 
 
 class ApiTransportError(ApiError):
-    """No HTTP response: connection refused or reset, or no answer within the timeout."""
+    """No HTTP response: connection refused or reset, or no answer within the timeout.
+    ``sent``: the whole request had been written to the connection."""
 
     retryable = True
+
+    def __init__(self, operation: str, message: str, *, sent: bool = False) -> None:
+        super().__init__(operation, message)
+        self.maybe_done = sent
 
 
 class ApiStatusError(ApiError):
@@ -39,6 +47,9 @@ class ApiStatusError(ApiError):
         self.status = status
         self.detail = detail
         self.retryable = status in self.RETRYABLE
+        # A 503 (or a 4xx) says the request was not handled; after a 500, or from a gateway
+        # (502, 504), the server behind may have carried it out.
+        self.maybe_done = status >= 500 and status != 503
 
 
 class ApiAuthenticationError(ApiError):
@@ -80,3 +91,15 @@ class ApiPayloadError(ApiError):
 
 class ApiResponseError(ApiError):
     """A 200 response that is not the GraphQL document the operation expects."""
+
+    maybe_done = True
+
+
+class ApiResponseTooLarge(ApiResponseError):
+    """A response over the size limit. ``ids`` are the values of its ``"id"`` keys, found by
+    scanning the whole response (read and discarded past the limit, within the call's timeout)."""
+
+    def __init__(self, operation: str, limit: int, ids: Sequence[str]) -> None:
+        self.limit = limit
+        self.ids = tuple(ids)
+        super().__init__(operation, f"the response is larger than {limit} bytes")

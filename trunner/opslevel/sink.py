@@ -111,7 +111,9 @@ class OpsLevelSink:
         try:
             await self._client.send(RUNNER_APPEND_JOB_LOG, body, retry=NO_RETRIES)
         except ApiError as exc:
-            raise ShipError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from exc
+            raise ShipError(
+                str(exc), retryable=exc.retryable, retry_after=exc.retry_after, maybe_delivered=exc.maybe_done
+            ) from exc
 
     async def report(self, outcome: JobOutcome) -> None:
         variables = ReportJobOutcomeVariables(
@@ -122,4 +124,6 @@ class OpsLevelSink:
         try:
             await self._client.call(RUNNER_REPORT_JOB_OUTCOME, variables, retry=NO_RETRIES)
         except ApiError as exc:
-            raise ShipError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from exc
+            raise ShipError(
+                str(exc), retryable=exc.retryable, retry_after=exc.retry_after, maybe_delivered=exc.maybe_done
+            ) from exc

@@ -23,7 +23,7 @@ from trunner.logs.mask import Masker
 from trunner.logs.sinks import Sink
 from trunner.models import JobOutcome, JobStatus, Outcome, RunnerJob, job_number
 from trunner.opslevel.client import OpsLevelClient
-from trunner.opslevel.errors import ApiError, ApiTransportError
+from trunner.opslevel.errors import ApiError, ApiResponseTooLarge, ApiTransportError
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.opslevel.operations import (
     RUNNER_GET_PENDING_JOB,
@@ -77,6 +77,13 @@ def _secrets(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _binary_size(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} bytes"
+
+
 def _log_line(text: str) -> Batch:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     batch = Batch(seq=0)
@@ -112,6 +119,23 @@ class PendingJobSource:
         while True:
             try:
                 payload = await self._poll()
+            except ApiResponseTooLarge as exc:
+                if len(exc.ids) != 1:
+                    failures += 1
+                    self._metrics.poll_error()
+                    wait = self.error_wait(failures, None)
+                    log.error(
+                        "the API's answer to a poll is larger than %d bytes and names no single job "
+                        "(ids found: %s); next poll in %.1fs",
+                        exc.limit,
+                        ", ".join(exc.ids) or "none",
+                        wait,
+                    )
+                    await trio.sleep(wait)
+                    continue
+                failures = 0
+                await self._reject_oversized(exc.ids[0], exc.limit)
+                continue
             except ApiError as exc:
                 failures += 1
                 self._metrics.poll_error()
@@ -192,6 +216,16 @@ class PendingJobSource:
             return None
         log.info("claimed job %s", job.number())
         return ClaimedJob(job, self.sink_for(job.id))
+
+    async def _reject_oversized(self, job_id: str, limit: int) -> None:
+        self._metrics.job_rejected()
+        with job_fields(job_number(job_id)):
+            message = (
+                f"the job sent by the API cannot be run: its definition is larger than {limit} bytes "
+                f"({_binary_size(limit)}), the most this runner reads"
+            )
+            log.error("job %s rejected: %s", job_id, message)
+            await self._close_unrun(job_id, JobOutcome(Outcome.FAILED, message))
 
     async def _hand_back(self, raw: Any) -> None:
         if isinstance(raw, Mapping) and raw.get("id") not in (None, ""):

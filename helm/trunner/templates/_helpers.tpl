@@ -53,6 +53,43 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Pod Security Standards' restricted level for job pods (jobPods.securityProfile: restricted). */}}
+{{- define "trunner.restrictedJobPod" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  fsGroup: 65532
+  seccompProfile:
+    type: RuntimeDefault
+containerSecurityContext:
+  allowPrivilegeEscalation: false
+  capabilities:
+    drop: [ALL]
+{{- end -}}
+
+{{/* The "kubernetes:" section of trunner's config file: jobPods.config over the security profile. */}}
+{{- define "trunner.jobPodConfig" -}}
+{{- $config := deepCopy .Values.jobPods.config -}}
+{{- if eq .Values.jobPods.securityProfile "restricted" -}}
+{{- if or (get $config "agentMode") (has "--job-agent-mode" .Values.runner.extraArgs) -}}
+{{- fail "jobPods.securityProfile restricted cannot be combined with agent mode, which runs job containers privileged as root" -}}
+{{- end -}}
+{{- $config = mergeOverwrite (include "trunner.restrictedJobPod" . | fromYaml) $config -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* Job pods must not run as the runner: its account may create pods and exec into them. trunner matches
+the config's keys case-insensitively, so the check does too. */}}
+{{- define "trunner.checkJobServiceAccount" -}}
+{{- range $key, $value := .Values.jobPods.config -}}
+{{- if and (eq (lower $key) "serviceaccountname") (eq (toString $value) (include "trunner.serviceAccountName" $)) (eq (include "trunner.jobNamespace" $) $.Release.Namespace) -}}
+{{- fail (printf "jobPods.config.%s is %q, the runner's own ServiceAccount: every job would get its rights to create pods and exec into them; give job pods an account of their own (or none)" $key (toString $value)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Namespace of the job pods. */}}
 {{- define "trunner.jobNamespace" -}}
 {{- default .Release.Namespace .Values.jobPods.namespace -}}
@@ -228,6 +265,7 @@ ca-bundle.crt
 {{- if hasKey .Values.jobPods.config "namespace" -}}
 {{- fail "set the job pod namespace with jobPods.namespace, not jobPods.config.namespace" -}}
 {{- end -}}
+{{- include "trunner.checkJobServiceAccount" . -}}
 {{- end -}}
 
 {{/*

@@ -5,6 +5,7 @@ its outcome, and cleanup on every exit path (success, failure, cancellation, exc
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,11 +18,12 @@ import trio
 
 from tests.doubles.kube import KubeApiDouble, PodBehaviour, matching, serve_kube_api
 from tests.doubles.kube_exec import Abort, ExecRequest, Exit, Fail, Pause, Script, Sever, Stderr, Stdout
+from tests.doubles.kube_store import ResourcePath
 from tests.kube.transport_support import NS, RecordingFeed, client_for
 from trunner.config import SettingsSource, add_arguments
 from trunner.executors import kubernetes, registry
 from trunner.executors.base import ExitKind, ExitResult, JobNaming
-from trunner.executors.kubernetes import KubernetesExecutor, open_executor
+from trunner.executors.kubernetes import KubernetesExecutor, open_executor, podspec
 from trunner.executors.kubernetes.podspec import main_command
 from trunner.executors.kubernetes.settings import JobPodConfig, KubernetesSettings
 from trunner.models import JobFile, JobVariable, Outcome, RunnerJob, VariableScope
@@ -39,8 +41,10 @@ JOB = RunnerJob(
     init_commands=("true",),
 )
 NAME = "opslevel-job-225-1734383310"
-CONFIG = JobPodConfig(namespace=NS, owner="runner-0", helper_image=None)
-PLURALS = (("pods", "v1"), ("poddisruptionbudgets", "policy/v1"), ("configmaps", "v1"))
+CONFIG = JobPodConfig(namespace=NS, owner="runner-0", helper_image=None, durable=False)
+"""The single-stream exec, whose scripted sessions these tests play; the durable stage is in
+test_durable.py."""
+PLURALS = (("pods", "v1"), ("poddisruptionbudgets", "policy/v1"), ("secrets", "v1"), ("configmaps", "v1"))
 
 
 def job_objects(api: KubeApiDouble) -> dict[str, list[str]]:
@@ -50,7 +54,7 @@ def job_objects(api: KubeApiDouble) -> dict[str, list[str]]:
     }
 
 
-NOTHING_LEFT = {"pods": [], "poddisruptionbudgets": [], "configmaps": []}
+NOTHING_LEFT = {"pods": [], "poddisruptionbudgets": [], "secrets": [], "configmaps": []}
 
 
 @asynccontextmanager
@@ -117,10 +121,18 @@ async def test_objects_are_created_in_order_with_the_job_labels(
         assert feed.stdout == b"line 1\nline 2\n" and feed.stderr == b"warn\n"
         creates = [r for r in api.requests if r.method == "POST"]
         assert [r.path for r in creates] == [
-            f"/api/v1/namespaces/{NS}/configmaps",
+            f"/api/v1/namespaces/{NS}/secrets",
             f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets",
             f"/api/v1/namespaces/{NS}/pods",
         ]
+        [patch] = [r for r in api.requests if r.method == "PATCH"]
+        assert patch.path == f"/api/v1/namespaces/{NS}/secrets/{NAME}"
+        assert patch.header("content-type") == "application/merge-patch+json"
+        [owner] = patch.json()["metadata"]["ownerReferences"]
+        assert (
+            owner == {"apiVersion": "v1", "kind": "Pod", "name": NAME, "uid": owner["uid"]} and owner["uid"]
+        )
+        assert api.requests.index(patch) > api.requests.index(creates[2])
         for request in creates:
             body = request.json()
             assert body["metadata"]["name"] == NAME
@@ -131,15 +143,66 @@ async def test_objects_are_created_in_order_with_the_job_labels(
             for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]
         }
         assert env == {"init": {"GREETING", "CLONE_TOKEN"}, "job": {"GREETING"}}
+        assert "s3cr3t" not in json.dumps(pod)
         deletes = sorted(r.path for r in api.requests if r.method == "DELETE")
         assert deletes == sorted(
             [
                 f"/api/v1/namespaces/{NS}/pods/{NAME}",
                 f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{NAME}",
-                f"/api/v1/namespaces/{NS}/configmaps/{NAME}",
+                f"/api/v1/namespaces/{NS}/secrets/{NAME}",
             ]
         )
         assert job_objects(api) == NOTHING_LEFT
+
+
+async def test_the_job_secret_belongs_to_the_pod_and_goes_with_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Deleted by someone else mid-job, the pod takes its Secret with it (the garbage collector
+    follows ownerReferences): no Secret outlives its pod even if this runner never deletes it."""
+    async with serve_kube_api() as api:
+        seen: dict[str, Any] = {}
+
+        def take_pod(request: Any) -> Any:
+            secret = api.store.find("v1", NS, "secrets", NAME)
+            pod = api.store.find("v1", NS, "pods", NAME)
+            assert secret is not None and pod is not None
+            seen["owner"] = secret["metadata"]["ownerReferences"][0]["uid"]
+            seen["pod"] = pod["metadata"]["uid"]
+            api.store.remove(ResourcePath("", "v1", NS, "pods", NAME))
+            assert api.store.find("v1", NS, "secrets", NAME) is None
+            return Script((Exit(0),))
+
+        api.exec_plan = take_pod
+        await run_job(api)
+        assert seen["owner"] == seen["pod"]
+        assert job_objects(api) == NOTHING_LEFT
+
+
+async def test_a_refused_owner_patch_is_logged_and_the_secret_still_deleted(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serve_kube_api() as api:
+        api.fail(403, "Forbidden", "secrets is forbidden", match=matching("PATCH", r"/secrets/"))
+        api.script_exec(Exit(0))
+        result, _ = await run_job(api)
+        assert result == ExitResult.exited(0)
+        assert f"could not make pod {NS}/{NAME} the owner of its Secret" in caplog.text
+        assert job_objects(api) == NOTHING_LEFT
+
+
+@pytest.mark.parametrize("failing", ["poddisruptionbudgets", "pods"])
+async def test_no_secret_is_left_when_a_later_object_cannot_be_created(
+    autojump_clock: trio.testing.MockClock, failing: str
+) -> None:
+    async with serve_kube_api() as api:
+        api.fail(403, "Forbidden", f"{failing} is forbidden", match=matching("POST", rf"/{failing}$"))
+        result, _ = await run_job(api)
+        assert result.kind is ExitKind.COULD_NOT_START
+        assert job_objects(api) == NOTHING_LEFT
+        assert f"/api/v1/namespaces/{NS}/secrets/{NAME}" in [
+            r.path for r in api.requests if r.method == "DELETE"
+        ]
 
 
 async def test_faktory_naming_uses_the_job_id(autojump_clock: trio.testing.MockClock) -> None:
@@ -263,16 +326,17 @@ async def test_an_existing_object_of_the_same_name_is_never_deleted(
         api.put_object(
             {
                 "apiVersion": "v1",
-                "kind": "ConfigMap",
+                "kind": "Secret",
                 "metadata": {"name": NAME, "namespace": NS},
-                "data": {"theirs": "1"},
-            }
+                "data": {"theirs": "MQ=="},
+            },
+            plural="secrets",
         )
         result, _ = await run_job(api)
         assert result.kind is ExitKind.COULD_NOT_START
         assert "AlreadyExists" in result.message
-        assert job_objects(api)["configmaps"] == [NAME]
-        assert not any(r.method == "DELETE" and "/configmaps/" in r.path for r in api.requests)
+        assert job_objects(api)["secrets"] == [NAME]
+        assert not any(r.method == "DELETE" and "/secrets/" in r.path for r in api.requests)
 
 
 async def test_a_job_that_cannot_run_in_a_pod_creates_nothing(autojump_clock: trio.testing.MockClock) -> None:
@@ -281,11 +345,27 @@ async def test_a_job_that_cannot_run_in_a_pod_creates_nothing(autojump_clock: tr
         async with executor_for(api) as executor:
             assert executor.check_job(job) == [
                 "image: a Kubernetes job needs an image",
-                "files: the job's files hold 1048577 bytes, more than the 1048576 bytes (1 MiB) "
-                "a Kubernetes ConfigMap can hold",
+                "files: the job's files and sensitive variables hold 1048577 bytes, more than the 1048576 "
+                "bytes (1 MiB) a Kubernetes Secret can hold",
             ]
             result = await executor.run(job, RecordingFeed())
         assert result.kind is ExitKind.COULD_NOT_START and "1 MiB" in result.message
+        assert api.requests == []
+
+
+async def test_commands_too_long_for_one_exec_argument_fail_before_any_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With the executor's own shell and job directory: the check sees the argv it would exec."""
+    async with serve_kube_api() as api:
+        config = attrs.evolve(CONFIG, workdir="/" + "w" * 200)
+        job = RunnerJob(id="1", image="alpine", commands=("x" * (128 * 1024 - 150),))
+        assert podspec.job_problems(job) == []  # fits with the default job directory
+        async with executor_for(api, config) as executor:
+            [problem] = executor.check_job(job)
+            assert problem.startswith("commands: the script of the job's commands is ")
+            result = await executor.run(job, RecordingFeed())
+        assert result.kind is ExitKind.COULD_NOT_START and "MAX_ARG_STRLEN" in result.message
         assert api.requests == []
 
 
@@ -464,6 +544,7 @@ def plant_leftovers(api: KubeApiDouble) -> None:
         api.put_object(
             leftover("PodDisruptionBudget", "policy/v1", name, owner), plural="poddisruptionbudgets"
         )
+        api.put_object(leftover("Secret", "v1", name, owner), plural="secrets")
         api.put_object(leftover("ConfigMap", "v1", name, owner))
 
 
@@ -471,7 +552,7 @@ async def test_leftovers_of_this_runner_are_deleted(autojump_clock: trio.testing
     async with serve_kube_api() as api:
         plant_leftovers(api)
         async with executor_for(api) as executor:
-            assert await executor.delete_leftovers() == 6
+            assert await executor.delete_leftovers() == 8
         # Another runner's objects (a live job, perhaps) are left alone.
         assert job_objects(api) == {k: ["opslevel-job-3-3"] for k in NOTHING_LEFT}
 
@@ -499,7 +580,9 @@ async def test_open_executor_deletes_leftovers_at_startup_then_runs_jobs(
     async with serve_kube_api() as api:
         plant_leftovers(api)
         api.script_exec(Stdout(b"ok\n"), Exit(0))
-        settings = kube_settings(api, tmp_path, ["--job-pod-owner", "runner-0"])
+        settings = kube_settings(
+            api, tmp_path, ["--job-pod-owner", "runner-0", "--job-pod-durable-exec", "false"]
+        )
         latencies: list[float] = []
         async with open_executor(
             settings, runner_id="faktory", naming=JobNaming.ID, observe_pod_start=latencies.append
@@ -511,7 +594,7 @@ async def test_open_executor_deletes_leftovers_at_startup_then_runs_jobs(
             result = await executor.run(RunnerJob(id="42", image="alpine", commands=("echo ok",)), feed)
         assert result == ExitResult.exited(0) and feed.stdout == b"ok\n"
         assert len(latencies) == 1
-        assert "deleted 6 leftover job objects of owner runner-0" in caplog.text
+        assert "deleted 8 leftover job objects of owner runner-0" in caplog.text
         [session] = api.exec_sessions
         assert session.request.command[3].startswith(f"exec 2>&1;\nmkdir -p {tmp_path}/jobs/42;")
 
@@ -524,6 +607,15 @@ async def test_startup_survives_a_forbidden_leftover_listing(
         async with open_executor(kube_settings(api, tmp_path, []), runner_id="1") as executor:
             assert executor.naming is JobNaming.NUMBER
         assert "cannot list leftover ConfigMaps" in caplog.text
+
+
+def test_the_durable_stage_is_the_default_and_a_setting_turns_it_off(tmp_path: Path) -> None:
+    async def settings(argv: list[str]) -> KubernetesSettings:
+        async with serve_kube_api() as api:
+            return kube_settings(api, tmp_path, argv)
+
+    assert trio.run(settings, []).pods.durable is True
+    assert trio.run(settings, ["--job-pod-durable-exec", "false"]).pods.durable is False
 
 
 def test_settings_groups_are_registered() -> None:
@@ -543,6 +635,7 @@ async def test_job_pod_exec_max_wait_bounds_the_start_of_the_exec(
         api.delay(answer_after, match=lambda r: r.path.endswith("/exec"))
         api.script_exec(Stdout(b"ok\n"), Exit(0))
         argv = ["--job-pod-owner", "runner-0", "--job-pod-exec-max-wait", str(exec_max_wait)]
+        argv += ["--job-pod-durable-exec", "false"]
         async with open_executor(kube_settings(api, tmp_path, argv), runner_id="1") as executor:
             feed = RecordingFeed()
             before = trio.current_time()

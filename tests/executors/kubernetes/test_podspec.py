@@ -1,27 +1,33 @@
-"""The job's ConfigMap, PodDisruptionBudget and Pod, checked against the real Kubernetes 1.33 JSON
+"""The job's Secret, PodDisruptionBudget and Pod, checked against the real Kubernetes 1.33 JSON
 schemas (strict: no unknown fields) and against the Go runner's shapes."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+import attrs
 import kubernetes_validate
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.executors.kubernetes.pod_security import baseline_violations, restricted_violations
 from trunner.executors.base import JobNaming
 from trunner.executors.kubernetes.names import JobIdentity, job_identity
 from trunner.executors.kubernetes.podspec import (
-    CONFIG_MAP_MAX_BYTES,
+    MAX_ARGUMENT_BYTES,
+    SECRET_MAX_BYTES,
     PodSpecError,
     build_job_objects,
     job_problems,
     main_command,
+    shell_command,
 )
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.kube.objects import (
     Affinity,
+    Capabilities,
     LabelSelector,
     NodeAffinity,
     NodeSelector,
@@ -33,6 +39,7 @@ from trunner.kube.objects import (
     Quantity,
     ResourceRequirements,
     SeccompProfile,
+    SecurityContext,
     Toleration,
     WeightedPodAffinityTerm,
     to_wire,
@@ -119,9 +126,16 @@ def identity_for(job: RunnerJob) -> JobIdentity:
     )
 
 
-def wire(job: RunnerJob, config: JobPodConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def wire(
+    job: RunnerJob, config: JobPodConfig
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
     objects = build_job_objects(job, identity_for(job), config)
-    return to_wire(objects.config_map), to_wire(objects.pod_disruption_budget), to_wire(objects.pod)
+    secret = None if objects.secret is None else to_wire(objects.secret)
+    return secret, to_wire(objects.pod_disruption_budget), to_wire(objects.pod)
+
+
+def secret_values(secret: dict[str, Any] | None) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (secret or {}).get("data", {}).items()}
 
 
 def validate(obj: dict[str, Any]) -> None:
@@ -133,38 +147,76 @@ def containers(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
 
 
-def env_of(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+def env_of(container: dict[str, Any], secret: dict[str, Any] | None = None) -> dict[str, str]:
+    """The container's environment, with the values of ``secret`` that ``secretKeyRef`` names."""
+    env = {}
+    for entry in container.get("env", []):
+        if "valueFrom" in entry:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            assert secret is not None and ref["name"] == secret["metadata"]["name"]
+            env[entry["name"]] = secret_values(secret)[ref["key"]]
+        else:
+            env[entry["name"]] = entry["value"]
+    return env
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("job", [JOB, RunnerJob(id="7", image="busybox")], ids=["init+files", "bare"])
 def test_every_object_passes_the_strict_kubernetes_schema(name: str, job: RunnerJob) -> None:
     for obj in wire(job, CONFIGS[name]):
-        validate(obj)
+        if obj is not None:
+            validate(obj)
 
 
-def test_config_map_holds_the_files_immutably() -> None:
-    config_map, _, pod = wire(JOB, JobPodConfig())
-    assert config_map["kind"] == "ConfigMap" and config_map["immutable"] is True
-    assert config_map["metadata"]["name"] == "opslevel-job-225-1734383310"
-    assert config_map["data"] == {"clone-repo": JOB.files[0].contents, "empty": ""}
-    [volume] = [v for v in pod["spec"]["volumes"] if "configMap" in v]
-    assert volume["configMap"] == {"name": "opslevel-job-225-1734383310", "defaultMode": 0o777}
+def test_the_secret_holds_the_files_and_the_sensitive_values_immutably() -> None:
+    secret, _, pod = wire(JOB, JobPodConfig())
+    assert secret is not None
+    assert secret["kind"] == "Secret" and secret["immutable"] is True and secret["type"] == "Opaque"
+    assert secret["metadata"]["name"] == "opslevel-job-225-1734383310"
+    assert secret_values(secret) == {
+        "file.0": JOB.files[0].contents,
+        "file.1": "",
+        "variable.2": "https://token@example.com/repo.git",
+    }
+    [volume] = [v for v in pod["spec"]["volumes"] if "secret" in v]
+    assert volume["secret"] == {
+        "secretName": "opslevel-job-225-1734383310",
+        "items": [{"key": "file.0", "path": "clone-repo"}, {"key": "file.1", "path": "empty"}],
+        "defaultMode": 0o777,
+    }
     assert {"name": volume["name"], "mountPath": "/opslevel", "readOnly": True} in containers(pod)["job"][
         "volumeMounts"
     ]
+    assert "configMap" not in repr(pod)
+
+
+def test_no_value_of_a_sensitive_variable_is_in_the_pod_spec() -> None:
+    _, _, pod = wire(JOB, JobPodConfig())
+    assert "token@example.com" not in repr(pod)
+    assert containers(pod)["init"]["env"][1] == {
+        "name": "REPO_CLONE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "opslevel-job-225-1734383310", "key": "variable.2"}},
+    }
+
+
+def test_a_job_without_files_or_sensitive_values_gets_no_secret() -> None:
+    job = RunnerJob(id="7", image="busybox", variables=(JobVariable("PLAIN", "x"),))
+    secret, _, pod = wire(job, JobPodConfig())
+    assert secret is None
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "scripts"]
+    assert volume == {"name": "scripts", "emptyDir": {}}
+    assert env_of(containers(pod)["job"]) == {"PLAIN": "x"}
 
 
 def test_every_object_carries_the_job_labels() -> None:
-    config_map, pdb, pod = wire(JOB, JobPodConfig())
+    secret, pdb, pod = wire(JOB, JobPodConfig())
     labels = {
         "app.kubernetes.io/instance": "opslevel-job-225-1734383310",
         "app.kubernetes.io/managed-by": "runner-1234",
         "runner.opslevel.com/owner": "runner-0",
     }
-    for obj in (config_map, pdb, pod):
-        assert obj["metadata"]["labels"] == labels
+    for obj in (secret, pdb, pod):
+        assert obj is not None and obj["metadata"]["labels"] == labels
         assert obj["metadata"]["namespace"] == "default"
 
 
@@ -245,10 +297,10 @@ def test_helper_can_be_disabled() -> None:
 
 
 def test_variables_reach_only_their_scope() -> None:
-    _, _, pod = wire(JOB, JobPodConfig())
+    secret, _, pod = wire(JOB, JobPodConfig())
     by_name = containers(pod)
-    assert env_of(by_name["job"]) == {"EVERYWHERE": "both", "AWS_ACCESS_KEY": "main-only"}
-    assert env_of(by_name["init"]) == {
+    assert env_of(by_name["job"], secret) == {"EVERYWHERE": "both", "AWS_ACCESS_KEY": "main-only"}
+    assert env_of(by_name["init"], secret) == {
         "EVERYWHERE": "both",
         "REPO_CLONE_URL": "https://token@example.com/repo.git",
     }
@@ -333,20 +385,29 @@ def test_agent_mode_runs_job_containers_privileged_as_root() -> None:
 
 
 def test_files_up_to_one_mebibyte_fit() -> None:
-    job = RunnerJob(
-        id="1", image="x", files=(JobFile("a", "x" * (CONFIG_MAP_MAX_BYTES - 2)), JobFile("b", "é"))
-    )
+    job = RunnerJob(id="1", image="x", files=(JobFile("a", "x" * (SECRET_MAX_BYTES - 2)), JobFile("b", "é")))
     assert job_problems(job) == []
-    validate(wire(job, JobPodConfig())[0])
+    secret = wire(job, JobPodConfig())[0]
+    assert secret is not None
+    validate(secret)
 
 
-def test_files_over_one_mebibyte_fail_the_job_clearly() -> None:
-    job = RunnerJob(id="1", image="x", files=(JobFile("a", "x" * CONFIG_MAP_MAX_BYTES), JobFile("b", "é")))
+@pytest.mark.parametrize("sensitive", [False, True])
+def test_files_and_sensitive_values_over_one_mebibyte_fail_the_job_clearly(sensitive: bool) -> None:
+    job = RunnerJob(
+        id="1",
+        image="x",
+        files=(JobFile("a", "x" * (SECRET_MAX_BYTES - 8)), JobFile("b", "é")),
+        variables=(JobVariable("TOKEN", "12345678", sensitive=sensitive),),
+    )
+    if not sensitive:
+        assert job_problems(job) == []
+        return
     with pytest.raises(PodSpecError) as caught:
         build_job_objects(job, identity_for(job), JobPodConfig())
     assert caught.value.problems == [
-        "files: the job's files hold 1048578 bytes, more than the 1048576 bytes (1 MiB) "
-        "a Kubernetes ConfigMap can hold"
+        "files: the job's files and sensitive variables hold 1048578 bytes, more than the 1048576 bytes "
+        "(1 MiB) a Kubernetes Secret can hold"
     ]
 
 
@@ -399,9 +460,109 @@ def test_any_runnable_job_gives_valid_objects(
         init_commands=tuple(init_commands),
         commands=("true",),
     )
-    config_map, pdb, pod = wire(job, config)
-    for obj in (config_map, pdb, pod):
-        validate(obj)
+    secret, pdb, pod = wire(job, config)
+    for obj in (secret, pdb, pod):
+        if obj is not None:
+            validate(obj)
     by_name = containers(pod)
-    main_keys = {e["name"] for e in by_name["job"].get("env", [])}
-    assert main_keys == {v.key for v in variables if v.scope is not VariableScope.INIT}
+    main = [v for v in variables if v.scope is not VariableScope.INIT]
+    assert {e["name"] for e in by_name["job"].get("env", [])} == {v.key for v in main}
+    expected: dict[str, str] = {}
+    for variable in main:
+        expected[variable.key] = variable.value
+    assert env_of(by_name["job"], secret) == expected
+    assert (secret is None) == (not files and not any(v.sensitive for v in variables))
+    for variable in variables:
+        if variable.sensitive and variable.value:
+            assert f"'value': {variable.value!r}" not in repr(pod)
+
+
+# --- security contexts ------------------------------------------------------------------------------
+
+RESTRICTED = JobPodConfig(
+    security_context=PodSecurityContext(
+        run_as_non_root=True,
+        run_as_user=65532,
+        run_as_group=65532,
+        fs_group=65532,
+        seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+    ),
+    container_security_context=SecurityContext(
+        allow_privilege_escalation=False, capabilities=Capabilities(drop=("ALL",))
+    ),
+)
+
+
+def test_every_container_gets_the_container_security_context() -> None:
+    context = SecurityContext(
+        allow_privilege_escalation=False,
+        capabilities=Capabilities(drop=("ALL",)),
+        read_only_root_filesystem=True,
+        run_as_user=1000,
+        seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+    )
+    _, _, pod = wire(JOB, JobPodConfig(container_security_context=context))
+    validate(pod)
+    by_name = containers(pod)
+    assert set(by_name) == {"helper", "init", "job"}
+    for container in by_name.values():
+        assert container["securityContext"] == to_wire(context)
+
+
+def test_agent_mode_adds_privileged_to_the_job_containers_only() -> None:
+    context = SecurityContext(read_only_root_filesystem=True)
+    _, _, pod = wire(JOB, JobPodConfig(agent_mode=True, container_security_context=context))
+    by_name = containers(pod)
+    assert (
+        by_name["job"]["securityContext"]
+        == by_name["init"]["securityContext"]
+        == {
+            "privileged": True,
+            "readOnlyRootFilesystem": True,
+        }
+    )
+    assert by_name["helper"]["securityContext"] == {"readOnlyRootFilesystem": True}
+
+
+@pytest.mark.parametrize("job", [JOB, RunnerJob(id="7", image="busybox")], ids=["init+files", "bare"])
+def test_the_restricted_profile_passes_the_restricted_pod_security_level(job: RunnerJob) -> None:
+    _, _, pod = wire(job, RESTRICTED)
+    validate(pod)
+    assert restricted_violations(pod) == []
+
+
+def test_without_a_profile_a_job_pod_breaks_the_restricted_level_in_each_container() -> None:
+    _, _, pod = wire(JOB, JobPodConfig())
+    found = restricted_violations(pod)
+    for container in ("helper", "init", "job"):
+        for control in ("privilege escalation", "running as non-root", "seccomp", "capabilities"):
+            assert f"{control}: container {container}" in "\n".join(found)
+    _, _, agent = wire(JOB, CONFIGS["agent mode"])
+    assert "privileged: container job" in baseline_violations(agent)
+
+
+# --- argument size ----------------------------------------------------------------------------------
+
+
+def _script_size(job: RunnerJob, commands: tuple[str, ...]) -> int:
+    return len(shell_command(JobPodConfig(), job, commands)[3].encode())
+
+
+@pytest.mark.parametrize("field", ["commands", "init_commands"])
+def test_a_script_longer_than_one_exec_argument_may_be_is_refused_before_anything_runs(field: str) -> None:
+    job = RunnerJob(id="1", image="alpine")
+    overhead = _script_size(job, ("",))
+    fits = attrs.evolve(job, **{field: ("x" * (MAX_ARGUMENT_BYTES - overhead),)})
+    assert _script_size(fits, getattr(fits, field)) == MAX_ARGUMENT_BYTES == 131071
+    assert job_problems(fits) == []
+    # Bytes count, not characters: one "é" more than fits in characters of one byte.
+    too_long = attrs.evolve(job, **{field: ("x" * (MAX_ARGUMENT_BYTES - overhead - 1) + "é",)})
+    wire_name = "commands" if field == "commands" else "initCommands"
+    [problem] = job_problems(too_long)
+    assert problem == (
+        f"{wire_name}: the script of the job's {wire_name} is {MAX_ARGUMENT_BYTES + 1} bytes, more than the "
+        "131071 bytes Linux takes in one argument (MAX_ARG_STRLEN, 128 KiB with its terminating NUL); it "
+        "cannot be run in a pod (put long scripts in the job's files)"
+    )
+    with pytest.raises(PodSpecError):
+        build_job_objects(too_long, identity_for(too_long), JobPodConfig())

@@ -28,12 +28,16 @@ from trunner.executors.kubernetes.settings import (
 from trunner.executors.registry import job_pod_config
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.objects import (
+    AppArmorProfile,
+    Capabilities,
     PodSecurityContext,
     Quantity,
     ResourceRequirements,
     SeccompProfile,
+    SecurityContext,
     SELinuxOptions,
     Toleration,
+    WindowsSecurityContextOptions,
     to_wire,
 )
 from trunner.models import RunnerJob
@@ -373,3 +377,122 @@ KUBERNETES:
         "opslevel.yaml: kubernetes.serviceAccount: unknown key, ignored",
         "opslevel.yaml: kubernetes.securityContext.seLinuxOptions.usr: unknown key, ignored",
     ]
+
+
+# --- security contexts ------------------------------------------------------------------------------
+
+
+def test_container_settings_under_the_pod_security_context_are_an_error_not_ignored() -> None:
+    file = """
+kubernetes:
+  securityContext: {runAsNonRoot: true, allowPrivilegeEscalation: false, Capabilities: {drop: [ALL]}}
+"""
+    assert problems(file=file) == [
+        f"opslevel.yaml: kubernetes.securityContext.{key}: a container setting, which the pod securityContext "
+        "does not have; put it under kubernetes.containerSecurityContext (it applies to the helper, init and "
+        "job containers)"
+        for key in ("allowPrivilegeEscalation", "Capabilities")
+    ]
+
+
+def test_every_container_security_context_field_is_read() -> None:
+    file = """
+kubernetes:
+  containerSecurityContext:
+    allowPrivilegeEscalation: false
+    appArmorProfile: {type: Localhost, localhostProfile: jobs}
+    capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}
+    privileged: false
+    procMount: Default
+    readOnlyRootFilesystem: true
+    runAsGroup: 3000
+    runAsNonRoot: true
+    runAsUser: '2000'
+    seLinuxOptions: {level: "s0:c123,c456"}
+    seccompProfile: {type: RuntimeDefault}
+    windowsOptions: {runAsUserName: job}
+"""
+    config = job_pod_config(source(file=file))
+    assert config.container_security_context == SecurityContext(
+        allow_privilege_escalation=False,
+        app_armor_profile=AppArmorProfile("Localhost", "jobs"),
+        capabilities=Capabilities(add=("NET_BIND_SERVICE",), drop=("ALL",)),
+        privileged=False,
+        proc_mount="Default",
+        read_only_root_filesystem=True,
+        run_as_group=3000,
+        run_as_non_root=True,
+        run_as_user=2000,
+        se_linux_options=SELinuxOptions(level="s0:c123,c456"),
+        seccomp_profile=SeccompProfile("RuntimeDefault"),
+        windows_options=WindowsSecurityContextOptions(run_as_user_name="job"),
+    )
+    assert set(to_wire(config.container_security_context)) == {
+        "allowPrivilegeEscalation",
+        "appArmorProfile",
+        "capabilities",
+        "privileged",
+        "procMount",
+        "readOnlyRootFilesystem",
+        "runAsGroup",
+        "runAsNonRoot",
+        "runAsUser",
+        "seLinuxOptions",
+        "seccompProfile",
+        "windowsOptions",
+    }
+
+
+def test_wrong_security_context_values_are_reported_together() -> None:
+    file = """
+kubernetes:
+  securityContext:
+    runAsUser: -1
+    fsGroupChangePolicy: Sometimes
+    seccompProfile: {type: Localhost}
+  containerSecurityContext:
+    allowPrivilegeEscalation: false
+    privileged: true
+    procMount: Masked
+    capabilities: {add: [CAP_SYS_ADMIN, " "]}
+    appArmorProfile: {type: runtime/default}
+    seccompProfile: {type: RuntimeDefault, localhostProfile: x.json}
+    allowPrivilegeescalation: maybe
+"""
+    assert problems(file=file) == [
+        "opslevel.yaml: kubernetes.containerSecurityContext.allowPrivilegeEscalation: expected true or false, "
+        "got 'maybe'"
+    ]
+    file = file.replace("    allowPrivilegeescalation: maybe\n", "")
+    w, c = "opslevel.yaml: kubernetes.securityContext", "opslevel.yaml: kubernetes.containerSecurityContext"
+    assert problems(file=file) == [
+        f"{w}.runAsUser: must be between 0 and 2147483647, got -1",
+        f"{w}.fsGroupChangePolicy: must be one of OnRootMismatch, Always, got 'Sometimes'",
+        f"{w}.seccompProfile.localhostProfile: required when the type is Localhost",
+        f"{c}.procMount: must be one of Default, Unmasked, got 'Masked'",
+        f"{c}.seccompProfile.localhostProfile: only allowed when the type is Localhost",
+        f"{c}.appArmorProfile.type: must be one of RuntimeDefault, Localhost, Unconfined, got 'runtime/default'",
+        f"{c}.capabilities.add[1]: must be a capability name such as NET_BIND_SERVICE or ALL",
+        f"{c}: allowPrivilegeEscalation false and privileged true cannot be set together",
+        f"{c}: allowPrivilegeEscalation false and capabilities.add SYS_ADMIN cannot be set together",
+    ]
+
+
+def test_non_root_with_uid_0_is_refused_across_pod_and_container() -> None:
+    file = (
+        "kubernetes:\n  securityContext: {runAsNonRoot: true}\n  containerSecurityContext: {runAsUser: 0}\n"
+    )
+    assert problems(file=file) == [
+        "opslevel.yaml: kubernetes.securityContext/containerSecurityContext: runAsNonRoot true with runAsUser 0: "
+        "the kubelet would not start the containers"
+    ]
+
+
+@pytest.mark.parametrize("where", ["section", "flag"])
+def test_agent_mode_contradicting_the_container_security_context_is_refused(where: str) -> None:
+    file = "kubernetes:\n  containerSecurityContext: {allowPrivilegeEscalation: false, runAsNonRoot: true}\n"
+    if where == "section":
+        file += "  agentMode: true\n"
+    found = problems(file=file, argv=["--job-agent-mode"] if where == "flag" else None)
+    assert len(found) == 2
+    assert all("contradicts agent mode" in p for p in found)

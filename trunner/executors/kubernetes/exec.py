@@ -9,6 +9,7 @@ code, 1000 included) is *severed*: the command's result is unknown and never cou
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import attrs
@@ -31,8 +32,10 @@ STATUS_CHANNEL = 3
 
 @attrs.frozen
 class ExecTiming:
-    """Keepalive of an exec session: a ping every ``ping_interval`` seconds (5-30, as kubectl's
-    5 s); a pong not back within ``ping_timeout`` seconds means the connection is dead."""
+    """Keepalive of an exec session: a ping after ``ping_interval`` seconds (5-30, as kubectl's
+    5 s) in which the reader listened and heard nothing. The connection is dead when a ping is out
+    and nothing at all (pong or data) is heard for ``ping_timeout`` seconds of the time the reader
+    listens; time it is held by the log's back-pressure does not count."""
 
     ping_interval: float = 10.0
     ping_timeout: float = 60.0
@@ -100,12 +103,18 @@ class _Session:
     status_parts: list[bytes] = attrs.Factory(list)
     close: trio_websocket.CloseReason | None = None
     silent_for: float | None = None
+    heard_at: float = 0.0
+    """When the reader last took a message or was let go by the log: the server's silence counts
+    from here. A reader held by back-pressure is not listening (trio-websocket's reader task waits
+    on its full message queue, so pongs behind the data are not read), so silence is never
+    counted while ``held``."""
+    held: bool = False
 
 
 async def _session(
     ws: trio_websocket.WebSocketConnection, output: OutputFeed, timing: ExecTiming
 ) -> ExitResult:
-    session = _Session()
+    session = _Session(heard_at=trio.current_time())
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_keepalive, ws, timing, session, nursery.cancel_scope)
         await _read(ws, output, session)
@@ -116,6 +125,7 @@ async def _session(
 async def _read(ws: trio_websocket.WebSocketConnection, output: OutputFeed, session: _Session) -> None:
     feed = output.feed
     parts = session.status_parts
+    now = trio.current_time
     while True:
         try:
             message = await ws.get_message()
@@ -124,19 +134,19 @@ async def _read(ws: trio_websocket.WebSocketConnection, output: OutputFeed, sess
             return
         if isinstance(message, str):
             message = message.encode()
-        if not message:
-            continue
-        channel = message[0]
-        if channel == STDOUT_CHANNEL:
-            if len(message) > 1:
-                feed(Stream.STDOUT, message[1:])
-                await output.wait_for_room()
-        elif channel == STDERR_CHANNEL:
-            if len(message) > 1:
-                feed(Stream.STDERR, message[1:])
-                await output.wait_for_room()
-        elif channel == STATUS_CHANNEL:
-            parts.append(message[1:])
+        if message:
+            channel = message[0]
+            if channel in (STDOUT_CHANNEL, STDERR_CHANNEL):
+                if len(message) > 1:
+                    feed(Stream.STDOUT if channel == STDOUT_CHANNEL else Stream.STDERR, message[1:])
+                    session.held = True
+                    try:
+                        await output.wait_for_room()
+                    finally:
+                        session.held = False
+            elif channel == STATUS_CHANNEL:
+                parts.append(message[1:])
+        session.heard_at = now()
 
 
 async def _keepalive(
@@ -145,17 +155,59 @@ async def _keepalive(
     session: _Session,
     reader: trio.CancelScope,
 ) -> None:
+    """Pings once the reader has listened for ``ping_interval`` without hearing anything; the
+    connection is dead when a ping has been out for ``ping_timeout`` of the reader's listening
+    time without any frame heard.
+
+    Nothing is sent while the reader is held: a pong could not be read anyway, and the server may
+    have written its last output and closed meanwhile; a frame sent to a closed socket is answered
+    with a reset, which may cost what the kernel still holds for the reader (the end of the output
+    and the exit status). After ``ping_interval`` of listening in silence, nothing is left unread."""
     while True:
-        await trio.sleep(timing.ping_interval)
-        try:
-            with trio.move_on_after(timing.ping_timeout) as waited:
-                await ws.ping()
-        except trio_websocket.ConnectionClosed:
-            return
-        if waited.cancelled_caught:
-            session.silent_for = timing.ping_timeout
+        now = trio.current_time()
+        quiet_from = session.heard_at + timing.ping_interval
+        if session.held or now < quiet_from:
+            await trio.sleep_until(
+                max(quiet_from, now + timing.ping_interval) if session.held else quiet_from
+            )
+            continue
+        answered = await _ping_watched(ws, timing, session)
+        if answered is None:
             reader.cancel()
             return
+        if not answered:
+            return
+
+
+async def _ping_watched(
+    ws: trio_websocket.WebSocketConnection, timing: ExecTiming, session: _Session
+) -> bool | None:
+    """True when the pong came, False when the connection closed meanwhile, None when the server
+    stayed silent for ``ping_timeout`` while the reader listened."""
+    sent = trio.current_time()
+    answered = False
+    async with trio.open_nursery() as nursery:
+
+        async def ping() -> None:
+            nonlocal answered
+            with contextlib.suppress(trio_websocket.ConnectionClosed):
+                await ws.ping()
+                answered = True
+                session.heard_at = max(session.heard_at, trio.current_time())
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(ping)
+        while True:
+            now = trio.current_time()
+            deadline = max(sent, session.heard_at) + timing.ping_timeout
+            if session.held:
+                deadline = max(deadline, now + timing.ping_timeout)
+            elif now >= deadline:
+                session.silent_for = timing.ping_timeout
+                nursery.cancel_scope.cancel()
+                return None
+            await trio.sleep_until(deadline)
+    return answered
 
 
 def _result(session: _Session) -> ExitResult:

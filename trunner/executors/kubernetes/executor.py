@@ -1,11 +1,20 @@
-"""Runs each job in its own Kubernetes pod, as the Go runner does: an immutable ConfigMap of the
-job's files, a PodDisruptionBudget so a drain cannot evict the running job, and a pod whose ``job``
-container sleeps while the commands are exec'd into it over the exec WebSocket.
+"""Runs each job in its own Kubernetes pod, as the Go runner does: the job's files, a
+PodDisruptionBudget so a drain cannot evict the running job, and a pod whose ``job`` container
+sleeps while the commands are exec'd into it over the exec WebSocket.
 
-Beyond the Go runner: the pod wait watches instead of polling and says why a pod is not running;
+The files and the sensitive variables' values are in an immutable Secret of the job (the Go runner
+uses a ConfigMap and plain ``env`` values). It is created before the pod, so the kubelet finds it
+at once, and then made the pod's dependent (``ownerReferences``), so the garbage collector deletes
+it with the pod even if this runner never comes back; until then it carries the job's labels like
+the other objects, which the deletion after the job and the leftover deletion at startup find.
+
+Beyond the Go runner: the commands run by default as a durable stage
+(:mod:`~trunner.executors.kubernetes.durable`), detached in the pod and read by byte offset, so a
+dropped exec stream is resumed instead of ending the job; the pod wait watches instead of polling
+and says why a pod is not running;
 an exec that outlives the job's lifetime ends as ``execution_timeout`` (not ``failed``); the exit
 code is reported; when the exec ends badly the pod is read once more to name an OOM kill or an
-eviction; the three objects are deleted on every exit path, cancellation included, in a shielded
+eviction; the job's objects are deleted on every exit path, cancellation included, in a shielded
 scope with its own deadline; and objects left behind by a crashed predecessor of this runner
 process are deleted at startup.
 """
@@ -24,16 +33,25 @@ import trio
 from trunner.contracts import OutputFeed
 from trunner.executors.base import ExecutorUnavailable, ExitKind, ExitResult, JobNaming
 from trunner.executors.kubernetes import names, podspec
+from trunner.executors.kubernetes.durable import ResumePolicy, StageTarget, run_stage
 from trunner.executors.kubernetes.exec import ExecTiming, exec_stream
 from trunner.executors.kubernetes.names import JobIdentity
 from trunner.executors.kubernetes.podstate import explain_stop
 from trunner.executors.kubernetes.settings import JobPodConfig, KubeJobSettings, KubernetesSettings
+from trunner.executors.kubernetes.stage import job_stage
 from trunner.executors.kubernetes.wait import pod_path, wait_until_running
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.config import KubeConfig
 from trunner.kube.errors import AlreadyExists, KubeError, NotFound, StatusError, TransportError
-from trunner.kube.objects import ObjectError, PodObservation, from_wire, lenient, to_wire
+from trunner.kube.objects import (
+    ObjectError,
+    OwnerReference,
+    PodObservation,
+    from_wire,
+    lenient,
+    to_wire,
+)
 from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
 from trunner.retry import RetryPolicy
@@ -63,11 +81,15 @@ class ObjectKind:
         return f"{self.collection(namespace)}/{name}"
 
 
+SECRETS = ObjectKind("Secret", "/api/v1", "secrets")
 CONFIG_MAPS = ObjectKind("ConfigMap", "/api/v1", "configmaps")
 DISRUPTION_BUDGETS = ObjectKind("PodDisruptionBudget", "/apis/policy/v1", "poddisruptionbudgets")
 PODS = ObjectKind("Pod", "/api/v1", "pods")
-JOB_KINDS = (PODS, DISRUPTION_BUDGETS, CONFIG_MAPS)
-"""In deletion order: the pod first, so nothing keeps using the ConfigMap."""
+JOB_KINDS = (PODS, DISRUPTION_BUDGETS, SECRETS)
+"""What a job creates."""
+LEFTOVER_KINDS = (*JOB_KINDS, CONFIG_MAPS)
+"""What a crashed runner may have left: trunner versions before the job Secret put the files in a
+ConfigMap."""
 
 
 def _api_problem(exc: KubeError) -> str:
@@ -90,6 +112,8 @@ class KubernetesExecutor:
         exec_timing: ExecTiming | None = None,
         wall_clock: Callable[[], float] = time.time,
         cleanup_timeout: float = CLEANUP_TIMEOUT,
+        resume_policy: ResumePolicy | None = None,
+        observe_resume: Callable[[float], None] | None = None,
     ) -> None:
         self.client = client
         self.config = config
@@ -99,9 +123,11 @@ class KubernetesExecutor:
         self._exec_timing = exec_timing
         self._wall_clock = wall_clock
         self._cleanup_timeout = cleanup_timeout
+        self._resume_policy = resume_policy
+        self._observe_resume = observe_resume
 
     def check_job(self, job: RunnerJob) -> list[str]:
-        return podspec.job_problems(job)
+        return podspec.job_problems(job, self.config)
 
     def identity(self, job: RunnerJob) -> JobIdentity:
         return names.job_identity(
@@ -135,15 +161,18 @@ class KubernetesExecutor:
     ) -> ExitResult:
         namespace = self.config.namespace
         name = objects.pod.metadata.name
+        pod: Any = None
         for kind, obj in (
-            (CONFIG_MAPS, objects.config_map),
+            (SECRETS, objects.secret),
             (DISRUPTION_BUDGETS, objects.pod_disruption_budget),
             (PODS, objects.pod),
         ):
+            if obj is None:
+                continue
             # Recorded before the call: a create that timed out may still have happened.
             created.append(kind)
             try:
-                await self.client.request("POST", kind.collection(namespace), json=to_wire(obj))
+                answer = await self.client.request("POST", kind.collection(namespace), json=to_wire(obj))
             except KubeError as exc:
                 if isinstance(exc, AlreadyExists):
                     created.remove(kind)  # someone else's object: never delete it
@@ -151,6 +180,10 @@ class KubernetesExecutor:
                     ExitKind.COULD_NOT_START,
                     message=f"could not create the {kind.kind} {namespace}/{name}: {_api_problem(exc)}",
                 )
+            if kind is PODS:
+                pod = answer
+        if objects.secret is not None:
+            await self._own_secret(name, pod)
         pod_created = trio.current_time()
         not_running = await wait_until_running(
             self.client, namespace, name, max_wait=self.config.max_wait, output=output
@@ -159,16 +192,27 @@ class KubernetesExecutor:
             return not_running
         if self._observe_pod_start is not None:
             self._observe_pod_start(trio.current_time() - pod_created)
+        timing = self._exec_timing or ExecTiming(connect_timeout=self.config.exec_max_wait)
         with trio.move_on_at(started + self.config.lifetime) as lifetime:
-            result = await exec_stream(
-                self.client,
-                namespace,
-                name,
-                podspec.JOB_CONTAINER,
-                podspec.main_command(self.config, job),
-                output,
-                timing=self._exec_timing or ExecTiming(connect_timeout=self.config.exec_max_wait),
-            )
+            if self.config.durable:
+                result = await run_stage(
+                    StageTarget(self.client, namespace, name, podspec.JOB_CONTAINER, timing),
+                    job_stage(self.config.shell, self.config.workdir, job.id),
+                    podspec.main_command(self.config, job),
+                    output,
+                    policy=self._resume_policy,
+                    observe_resume=self._observe_resume,
+                )
+            else:
+                result = await exec_stream(
+                    self.client,
+                    namespace,
+                    name,
+                    podspec.JOB_CONTAINER,
+                    podspec.main_command(self.config, job),
+                    output,
+                    timing=timing,
+                )
         if lifetime.cancelled_caught:
             return ExitResult(
                 ExitKind.LIFETIME_EXCEEDED,
@@ -177,6 +221,29 @@ class KubernetesExecutor:
         if result.kind is not ExitKind.EXITED or result.exit_code in (137, 143):
             return await self._explained(name, result)
         return result
+
+    async def _own_secret(self, name: str, pod: Any) -> None:
+        """Make the job's Secret a dependent of its pod. Not needed for the job to run (the
+        Secret is deleted after it either way), so a failure is logged, not fatal."""
+        uid = ((pod or {}).get("metadata") or {}).get("uid") if isinstance(pod, dict) else None
+        if not isinstance(uid, str) or not uid:
+            logger.warning("the API server returned pod %s without a uid; its Secret has no owner", name)
+            return
+        owner = OwnerReference(api_version="v1", kind="Pod", name=name, uid=uid)
+        try:
+            await self.client.request(
+                "PATCH",
+                SECRETS.item(self.config.namespace, name),
+                json={"metadata": {"ownerReferences": [to_wire(owner)]}},
+            )
+        except KubeError as exc:
+            logger.warning(
+                "could not make pod %s/%s the owner of its Secret (it is deleted after the job all the "
+                "same): %s",
+                self.config.namespace,
+                name,
+                _api_problem(exc),
+            )
 
     async def _explained(self, name: str, result: ExitResult) -> ExitResult:
         """``result`` with what happened to the pod appended, when the pod tells (OOM kill,
@@ -226,8 +293,10 @@ class KubernetesExecutor:
         after a crash; returns how many were deleted. Problems are logged, not raised: the runner
         can work without this."""
         selector = names.leftover_selector(self.config.owner)
-        deleted = 0
-        for kind in JOB_KINDS:
+        deleted = await self._delete_leftover_secrets(selector)
+        for kind in LEFTOVER_KINDS:
+            if kind is SECRETS:
+                continue
             try:
                 listing = await self.client.request(
                     "GET", kind.collection(self.config.namespace), params={"labelSelector": selector}
@@ -242,6 +311,23 @@ class KubernetesExecutor:
                     if await self._delete(kind, name):
                         deleted += 1
         return deleted
+
+    async def _delete_leftover_secrets(self, selector: str) -> int:
+        """One deletecollection by label: the Role then needs no ``list`` of Secrets, which would
+        let the runner read every Secret of the namespace."""
+        try:
+            answer = await self.client.request(
+                "DELETE",
+                SECRETS.collection(self.config.namespace),
+                params={"labelSelector": selector, "propagationPolicy": "Background"},
+            )
+        except KubeError as exc:
+            logger.warning("cannot delete leftover Secrets (%s): %s", selector, exc)
+            return 0
+        names_deleted = [(item.get("metadata") or {}).get("name") for item in (answer or {}).get("items", [])]
+        for name in names_deleted:
+            logger.info("deleted leftover Secret %s/%s", self.config.namespace, name)
+        return len(names_deleted)
 
 
 REACHABILITY_TIMEOUT = 10.0
@@ -273,6 +359,7 @@ async def open_executor(
     naming: JobNaming = JobNaming.NUMBER,
     metrics: RunnerMetrics | None = None,
     observe_pod_start: Callable[[float], None] | None = None,
+    resume_policy: ResumePolicy | None = None,
 ) -> AsyncIterator[KubernetesExecutor]:
     """The executor with its API client; leftovers of a previous run are deleted before it is
     handed out. Each pod's seconds from creation to running go to ``observe_pod_start``, or
@@ -293,6 +380,8 @@ async def open_executor(
             runner_id=runner_id,
             naming=naming,
             observe_pod_start=observe_pod_start,
+            resume_policy=resume_policy,
+            observe_resume=metrics.exec_resumed if metrics is not None else None,
         )
         with trio.move_on_after(LEFTOVER_TIMEOUT) as startup:
             deleted = await executor.delete_leftovers()

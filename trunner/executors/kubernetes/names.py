@@ -1,6 +1,6 @@
 """Names and labels of a job's Kubernetes objects.
 
-Every object of a job (ConfigMap, PodDisruptionBudget, Pod) is called
+Every object of a job (Secret, PodDisruptionBudget, Pod) is called
 ``opslevel-job-<job key>-<unix time>``, as in the Go runner, but made safe: the Go runner pastes
 the raw key in, so a Faktory job id with capitals or underscores gives a name the API rejects.
 The name is also the value of the ``app.kubernetes.io/instance`` label, so it must satisfy both

@@ -1,32 +1,37 @@
 """Pure builders of a job's Kubernetes objects and of the command exec'd into its pod.
 
-The shapes follow the Go runner (``src/pkg/k8s.go``): an immutable ConfigMap of the job's files
-mounted at ``/opslevel`` (mode 0777), a PodDisruptionBudget with ``maxUnavailable: 0`` so a node
-drain cannot evict a running job, and a Pod whose ``job`` container sleeps for the job's lifetime
-while the commands are exec'd into it. Differences, all deliberate: every object carries the job's
-labels (the Go runner labels only the Pod, so its ConfigMaps and PDBs cannot be found after a
-crash); the configured pull policy and DNS policy apply to every container (the Go runner reads
-``dnsPolicy`` but never sets it, and hard-codes ``IfNotPresent`` on the job and init containers);
-the job directory is shell-quoted when it needs quoting (``trunner.executors.script``); tolerations and affinity can be set.
+The shapes follow the Go runner (``src/pkg/k8s.go``): the job's files mounted at ``/opslevel``
+(mode 0777), a PodDisruptionBudget with ``maxUnavailable: 0`` so a node drain cannot evict a running
+job, and a Pod whose ``job`` container sleeps for the job's lifetime while the commands are exec'd
+into it. Differences, all deliberate: the files and the sensitive variables' values are in an
+immutable Secret of the job (the Go runner puts the files in a ConfigMap and every value in the
+pod's ``env``, where whoever may read pods or ConfigMaps reads them), the variables reach the
+containers through ``secretKeyRef``; every object carries the job's labels (the Go runner labels
+only the Pod, so its ConfigMaps and PDBs cannot be found after a crash); the configured pull policy
+and DNS policy apply to every container (the Go runner reads ``dnsPolicy`` but never sets it, and
+hard-codes ``IfNotPresent`` on the job and init containers); the job directory is shell-quoted when
+it needs quoting (``trunner.executors.script``); tolerations and affinity can be set.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
 from trunner.executors.kubernetes.names import JobIdentity
+from trunner.executors.kubernetes.security import job_container_context
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.executors.script import phase_argv
 from trunner.kube.objects import (
-    ConfigMap,
-    ConfigMapVolumeSource,
     Container,
     EmptyDirVolumeSource,
     EnvVar,
+    EnvVarSource,
+    KeyToPath,
     LabelSelector,
     ObjectMeta,
     Pod,
@@ -34,7 +39,9 @@ from trunner.kube.objects import (
     PodDisruptionBudgetSpec,
     PodSecurityContext,
     PodSpec,
-    SecurityContext,
+    Secret,
+    SecretKeySelector,
+    SecretVolumeSource,
     Volume,
     VolumeMount,
 )
@@ -47,13 +54,17 @@ HELPER_CONTAINER = "helper"
 FILES_MOUNT = "/opslevel"
 HELPER_MOUNT = "/mount"
 FILES_MODE = 0o777
-CONFIG_MAP_MAX_BYTES = 1024 * 1024
-"""The API server's limit on a ConfigMap's data (``MaxSecretSize``)."""
+SECRET_MAX_BYTES = 1024 * 1024
+"""The API server's limit on a Secret's data (``MaxSecretSize``)."""
+MAX_ARGUMENT_BYTES = 128 * 1024 - 1
+"""Linux's limit on one argument of ``execve`` (``MAX_ARG_STRLEN``: 32 pages of 4 KiB, terminating NUL
+included); a longer one fails with E2BIG, "argument list too long". The commands of a phase are one
+``-c`` argument."""
 
 _FILES_VOLUME = "scripts"
 _HELPER_VOLUME = "shared"
 _WORKSPACE_VOLUME = "workspace"
-_CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_FILE_NAME = re.compile(r"[-._a-zA-Z0-9]+")
 
 
 class PodSpecError(ValueError):
@@ -66,20 +77,38 @@ class PodSpecError(ValueError):
 
 @attrs.frozen
 class JobObjects:
-    config_map: ConfigMap
+    secret: Secret | None
+    """None when the job has no files and no sensitive variables."""
     pod_disruption_budget: PodDisruptionBudget
     pod: Pod
 
 
-def job_problems(job: RunnerJob) -> list[str]:
-    """Why ``job`` cannot run in a pod, as ``<field>: <reason>``; empty if it can."""
+def _argument_problems(config: JobPodConfig, job: RunnerJob) -> list[str]:
+    problems = []
+    for field, commands in (("commands", job.commands), ("initCommands", job.init_commands)):
+        if not commands:
+            continue
+        for argument in shell_command(config, job, commands):
+            size = len(argument.encode())
+            if size > MAX_ARGUMENT_BYTES:
+                problems.append(
+                    f"{field}: the script of the job's {field} is {size} bytes, more than the "
+                    f"{MAX_ARGUMENT_BYTES} bytes Linux takes in one argument (MAX_ARG_STRLEN, 128 KiB with "
+                    "its terminating NUL); it cannot be run in a pod (put long scripts in the job's files)"
+                )
+    return problems
+
+
+def job_problems(job: RunnerJob, config: JobPodConfig | None = None) -> list[str]:
+    """Why ``job`` cannot run in a pod built with ``config`` (default: the default config), as
+    ``<field>: <reason>``; empty if it can."""
     problems: list[str] = []
     if not job.image.strip():
         problems.append("image: a Kubernetes job needs an image")
     seen: set[str] = set()
     for index, file in enumerate(job.files):
         where = f"files[{index}].name"
-        if len(file.name) > 253 or file.name in (".", "..") or not _CONFIG_MAP_KEY.fullmatch(file.name):
+        if len(file.name) > 253 or file.name in (".", "..") or not _FILE_NAME.fullmatch(file.name):
             problems.append(
                 f"{where}: {file.name!r} is not a valid file name here "
                 "(1-253 letters, digits, '-', '_' or '.'; not '.' or '..')"
@@ -87,17 +116,18 @@ def job_problems(job: RunnerJob) -> list[str]:
         elif file.name in seen:
             problems.append(f"{where}: {file.name!r} appears more than once")
         seen.add(file.name)
-    size = sum(len(file.contents.encode()) for file in job.files)
-    if size > CONFIG_MAP_MAX_BYTES:
+    size = sum(len(value) for value in secret_data(job).values())
+    if size > SECRET_MAX_BYTES:
         problems.append(
-            f"files: the job's files hold {size} bytes, more than the {CONFIG_MAP_MAX_BYTES} bytes (1 MiB) "
-            "a Kubernetes ConfigMap can hold"
+            f"files: the job's files and sensitive variables hold {size} bytes, more than the "
+            f"{SECRET_MAX_BYTES} bytes (1 MiB) a Kubernetes Secret can hold"
         )
     for index, variable in enumerate(job.variables):
         if not variable.key or "=" in variable.key or not variable.key.isprintable():
             problems.append(
                 f"variables[{index}].key: {variable.key!r} is not a valid environment variable name"
             )
+    problems += _argument_problems(config or JobPodConfig(), job)
     return problems
 
 
@@ -112,16 +142,41 @@ def main_command(config: JobPodConfig, job: RunnerJob) -> tuple[str, ...]:
     return shell_command(config, job, job.commands)
 
 
-def _env(variables: Iterable[JobVariable]) -> tuple[EnvVar, ...] | None:
-    env = tuple(EnvVar(v.key, v.value) for v in variables)
+def _file_key(index: int) -> str:
+    return f"file.{index}"
+
+
+def _variable_key(index: int) -> str:
+    return f"variable.{index}"
+
+
+def secret_data(job: RunnerJob) -> dict[str, bytes]:
+    """What the job's Secret holds: each file, and each sensitive variable's value."""
+    data = {_file_key(i): file.contents.encode() for i, file in enumerate(job.files)}
+    data.update({_variable_key(i): v.value.encode() for i, v in enumerate(job.variables) if v.sensitive})
+    return data
+
+
+def _env(
+    job: RunnerJob, identity: JobIdentity, reaches: Callable[[JobVariable], bool]
+) -> tuple[EnvVar, ...] | None:
+    env = tuple(
+        EnvVar(v.key, value_from=EnvVarSource(SecretKeySelector(identity.name, _variable_key(i))))
+        if v.sensitive
+        else EnvVar(v.key, v.value)
+        for i, v in enumerate(job.variables)
+        if reaches(v)
+    )
     return env or None
 
 
-def build_config_map(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> ConfigMap:
-    return ConfigMap(
+def build_secret(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Secret | None:
+    data = secret_data(job)
+    if not data:
+        return None
+    return Secret(
         metadata=ObjectMeta(identity.name, config.namespace, dict(identity.labels)),
-        immutable=True,
-        data={file.name: file.contents for file in job.files},
+        data={key: base64.b64encode(value).decode("ascii") for key, value in data.items()},
     )
 
 
@@ -135,7 +190,7 @@ def build_pod_disruption_budget(identity: JobIdentity, config: JobPodConfig) -> 
 
 
 def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Pod:
-    privileged = SecurityContext(privileged=True) if config.agent_mode else None
+    job_security = job_container_context(config.container_security_context, agent_mode=config.agent_mode)
     pod_security = (
         PodSecurityContext(run_as_user=0, fs_group=0) if config.agent_mode else config.security_context
     )
@@ -143,8 +198,11 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
     workspace_mount = VolumeMount(_WORKSPACE_VOLUME, config.workdir)
 
     init_containers: list[Container] = []
+    files = tuple(KeyToPath(_file_key(i), file.name) for i, file in enumerate(job.files))
     volumes = [
-        Volume(_FILES_VOLUME, config_map=ConfigMapVolumeSource(identity.name, default_mode=FILES_MODE))
+        Volume(_FILES_VOLUME, secret=SecretVolumeSource(identity.name, files, default_mode=FILES_MODE))
+        if files
+        else Volume(_FILES_VOLUME, empty_dir=EmptyDirVolumeSource())
     ]
     job_mounts = [files_mount, workspace_mount]
     if config.helper_image is not None:
@@ -154,6 +212,7 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
                 image=config.helper_image,
                 image_pull_policy=config.pull_policy,
                 command=("cp", "/opslevel-runner", HELPER_MOUNT),
+                security_context=config.container_security_context,
                 volume_mounts=(VolumeMount(_HELPER_VOLUME, HELPER_MOUNT),),
             )
         )
@@ -167,9 +226,9 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
                 image=job.init_image or job.image,
                 image_pull_policy=config.pull_policy,
                 command=shell_command(config, job, job.init_commands),
-                env=_env(v for v in job.variables if v.scope.reaches_init()),
+                env=_env(job, identity, lambda v: v.scope.reaches_init()),
                 resources=config.resources,
-                security_context=privileged,
+                security_context=job_security,
                 volume_mounts=(files_mount, workspace_mount),
             )
         )
@@ -178,9 +237,9 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
         image=job.image,
         image_pull_policy=config.pull_policy,
         command=(config.shell, "-c", f"sleep {math.ceil(config.lifetime)}"),
-        env=_env(v for v in job.variables if v.scope.reaches_main()),
+        env=_env(job, identity, lambda v: v.scope.reaches_main()),
         resources=config.resources,
-        security_context=privileged,
+        security_context=job_security,
         volume_mounts=tuple(job_mounts),
     )
     return Pod(
@@ -210,12 +269,12 @@ def build_pod(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> Po
 
 
 def build_job_objects(job: RunnerJob, identity: JobIdentity, config: JobPodConfig) -> JobObjects:
-    """All three objects of a job; raises :class:`PodSpecError` if the job cannot run in a pod."""
-    problems = job_problems(job)
+    """The objects of a job; raises :class:`PodSpecError` if the job cannot run in a pod."""
+    problems = job_problems(job, config)
     if problems:
         raise PodSpecError(problems)
     return JobObjects(
-        build_config_map(job, identity, config),
+        build_secret(job, identity, config),
         build_pod_disruption_budget(identity, config),
         build_pod(job, identity, config),
     )

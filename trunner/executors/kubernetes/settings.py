@@ -31,6 +31,7 @@ from trunner.config import (
     positive,
     setting,
 )
+from trunner.executors.kubernetes import security
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.client import KubeApiSettings
 from trunner.kube.config import KubeConfig
@@ -41,6 +42,7 @@ from trunner.kube.objects import (
     PodSecurityContext,
     Quantity,
     ResourceRequirements,
+    SecurityContext,
     Toleration,
     from_wire,
     parse_quantity,
@@ -77,6 +79,13 @@ class KubeJobSettings:
         help="Seconds the exec of a job's commands may take to start (the API server's answer to the "
         "exec request); then the job fails.",
         checks=[positive],
+    )
+    job_pod_durable_exec: bool = setting(
+        True,
+        help="Run the job's commands detached in the pod, their output in files on the pod's work "
+        "directory volume, and read it by byte offset: a dropped exec stream is resumed where it "
+        "stopped instead of ending the job. Needs only a POSIX sh with mkdir, wc, dd, sleep, mv and "
+        "cat in the job image. Off: one exec stream carries the commands, as in the Go runner.",
     )
     job_pod_requests_cpu: int = setting(
         1000, help="CPU request of the job containers, in millicores (0: none).", checks=[non_negative]
@@ -152,6 +161,8 @@ class KubernetesSection:
     dns_policy: str | None = None
     pull_policy: str | None = None
     security_context: PodSecurityContext | None = None
+    container_security_context: SecurityContext | None = None
+    """Not in the Go runner: the securityContext of every container of a job pod."""
     node_selector: dict[str, str] | None = None
     agent_mode: bool | None = None
     helper_image: str | None = None
@@ -169,6 +180,8 @@ class JobPodConfig:
     lifetime: float = 3600.0
     max_wait: float = 60.0
     exec_max_wait: float = 60.0
+    durable: bool = True
+    """The commands run detached and are read by offset (``durable``), or over one exec stream."""
     resources: ResourceRequirements | None = None
     helper_image: str | None = DEFAULT_HELPER_IMAGE
     """``None``: no helper init container."""
@@ -180,6 +193,7 @@ class JobPodConfig:
     node_selector: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
     security_context: PodSecurityContext | None = None
+    container_security_context: SecurityContext | None = None
     tolerations: tuple[Toleration, ...] | None = None
     affinity: Affinity | None = None
     owner: str = "trunner"
@@ -239,6 +253,18 @@ def _section_problems(section: KubernetesSection) -> list[str]:
     return [
         f"kubernetes.{key}: must be {expected[key]}, got {value!r}" for key, value, ok in checks if not ok
     ]
+
+
+def _security_problems(section: KubernetesSection) -> list[str]:
+    pod, container = section.security_context, section.container_security_context
+    problems = [
+        *security.pod_context_problems(pod, "kubernetes.securityContext"),
+        *security.container_context_problems(container, "kubernetes.containerSecurityContext"),
+        *security.effective_problems(pod, container, "kubernetes.securityContext/containerSecurityContext"),
+    ]
+    if section.agent_mode:
+        problems += security.agent_mode_problems(container, "kubernetes.containerSecurityContext")
+    return problems
 
 
 _SECTION_TO_SETTING: dict[str, tuple[type[Any], str]] = {
@@ -321,12 +347,13 @@ def read_section_with_warnings(
     if not found or raw is None:
         return KubernetesSection(), []
     warnings: list[str] = []
+    misplaced = security.misplaced_container_keys(raw)
     view = go_json_view(raw, KubernetesSection, "kubernetes", warnings)
     try:
         section = from_wire(view, KubernetesSection, where="kubernetes")
     except ObjectError as exc:
-        raise ConfigError([f"{source_name}: {problem}" for problem in exc.problems]) from None
-    problems = _section_problems(section)
+        raise ConfigError([f"{source_name}: {problem}" for problem in misplaced + exc.problems]) from None
+    problems = misplaced + _section_problems(section) + _security_problems(section)
     if problems:
         raise ConfigError([f"{source_name}: {problem}" for problem in problems])
     return section, [f"{source_name}: {warning}" for warning in warnings]
@@ -440,6 +467,10 @@ def resolve(
     )
     resources, resource_problems = _resources(flags, section.resources)
     problems = selector_problems + annotation_problems + resource_problems
+    if flags.job_agent_mode and not section.agent_mode:
+        problems += security.agent_mode_problems(
+            section.container_security_context, "kubernetes.containerSecurityContext (with --job-agent-mode)"
+        )
     if problems:
         raise ConfigError(problems)
     return JobPodConfig(
@@ -449,6 +480,7 @@ def resolve(
         lifetime=run.job_pod_max_lifetime,
         max_wait=flags.job_pod_max_wait,
         exec_max_wait=flags.job_pod_exec_max_wait,
+        durable=flags.job_pod_durable_exec,
         resources=resources,
         helper_image=(flags.job_pod_helper_image or DEFAULT_HELPER_IMAGE)
         if flags.job_pod_helper_enabled
@@ -461,6 +493,7 @@ def resolve(
         node_selector=node_selector or None,
         annotations=annotations or None,
         security_context=section.security_context,
+        container_security_context=section.container_security_context,
         tolerations=section.tolerations,
         affinity=section.affinity,
         owner=flags.job_pod_owner or hostname,
