@@ -62,7 +62,9 @@ class SyntheticExecutor:
     """``flood <start> <seconds> <width>``: from wall-clock time ``start`` (so that every job floods
     at once, whatever order they were claimed in), lines of ``width`` bytes as fast as possible;
     ``count <start> <lines> <width>``: from ``start``, that many lines as fast as possible;
-    ``tick <lines> <every>``: one line carrying the wall-clock time every ``every`` seconds."""
+    ``tick <lines> <every>``: one line carrying the wall-clock time every ``every`` seconds;
+    ``longline <start> <bytes>``: one line of that many bytes; ``outvar <start> <bytes> <width>``:
+    a multi-line outcome variable of that many bytes in lines of ``width``."""
 
     name = "synthetic"
 
@@ -71,8 +73,14 @@ class SyntheticExecutor:
 
     async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
         verb, *words = job.commands[0].split()
-        if verb in ("flood", "count"):
+        if verb in ("flood", "count", "longline", "outvar"):
             await trio.sleep(max(0.0, float(words.pop(0)) - time.time()))
+        if verb == "longline":
+            await _long_line(output, int(words[0]))
+            return ExitResult.exited(0)
+        if verb == "outvar":
+            await _outcome_variable(output, int(words[0]), int(words[1]))
+            return ExitResult.exited(0)
         first, second = words
         if verb == "tick":
             for _ in range(int(first)):
@@ -97,6 +105,26 @@ class SyntheticExecutor:
                 await output.wait_for_room()
                 await trio.lowlevel.checkpoint()
         return ExitResult.exited(0)
+
+
+async def _long_line(output: OutputFeed, size: int) -> None:
+    piece = b"z" * 65536
+    for _ in range(size // len(piece)):
+        output.feed(Stream.STDOUT, piece)
+        await output.wait_for_room()
+    output.feed(Stream.STDOUT, b"\n")
+    await output.wait_for_room()
+
+
+async def _outcome_variable(output: OutputFeed, size: int, width: int) -> None:
+    line = b"v" * (width - 1) + b"\n"
+    body = line * (size // width)
+    output.feed(Stream.STDOUT, b"::start-multiline-outcome-var big\n")
+    for start in range(0, len(body), 65536):
+        output.feed(Stream.STDOUT, body[start : start + 65536])
+        await output.wait_for_room()
+    output.feed(Stream.STDOUT, b"::end-multiline-outcome-var\n")
+    await output.wait_for_room()
 
 
 @asynccontextmanager

@@ -15,13 +15,9 @@ import random
 import string
 import time
 
-import trio
+from bench_pipeline import drain_seconds
 
-from trunner.contracts import Stream
-from trunner.logs.batch import Batch
 from trunner.logs.mask import masker_for
-from trunner.logs.pipeline import Pipeline
-from trunner.logs.settings import LogSettings
 from trunner.models import JobVariable, RunnerJob
 
 TOTAL_BYTES = 64 * 1024 * 1024
@@ -59,19 +55,7 @@ def bare_split(chunks: list[bytes]) -> float:
 
 
 def drain(chunks: list[bytes], job: RunnerJob) -> float:
-    def offer(batch: Batch) -> bool:
-        return True
-
-    async def main() -> float:
-        pipeline = Pipeline(job, offer, settings=LogSettings(), worker="1")
-        start = time.perf_counter()
-        for chunk in chunks:
-            pipeline.feed(Stream.STDOUT, chunk)
-        pipeline.finish()
-        pipeline.batcher.flush()
-        return time.perf_counter() - start
-
-    return trio.run(main)
+    return drain_seconds(chunks, job)[0]
 
 
 def token(rng: random.Random) -> str:

@@ -105,8 +105,13 @@ def where_the_time_goes(job: RunnerJob) -> tuple[float, float, float, int]:
 async def open_jobs(jobs: list[RunnerJob]) -> None:
     async def one(job: RunnerJob) -> None:
         masker = await build_masker(job)
-        async with JobLog(job, DiscardingSink(), LogSettings(), masker=masker).running() as log:
+        log = JobLog(job, DiscardingSink(), LogSettings(), masker=masker)
+
+        async def read() -> None:
             log.feed(Stream.STDOUT, b"started\n")
+            await log.wait_for_room()
+
+        await log.run(read)
 
     async with trio.open_nursery() as nursery:
         for job in jobs:

@@ -25,7 +25,7 @@ from trunner.executors.base import ExitResult
 from trunner.job import run_job
 from trunner.logs import spool
 from trunner.logs.batch import Batch
-from trunner.logs.pipeline import Pipeline
+from trunner.logs.job_log import JobLog
 from trunner.logs.settings import LogSettings
 from trunner.models import JobOutcome, JobVariable, RunnerJob
 
@@ -47,27 +47,41 @@ def bare_split(chunks: list[bytes]) -> float:
     return time.perf_counter() - start
 
 
-def pipeline_rate(chunks: list[bytes], job: RunnerJob) -> tuple[float, int]:
-    settings = LogSettings()
-    shipped = 0
+class DiscardingSink:
+    def __init__(self) -> None:
+        self.lines = 0
+
+    async def ship(self, batch: Batch) -> None:
+        self.lines += batch.line_count
+
+    async def report(self, outcome: JobOutcome) -> None:
+        return None
+
+
+def drain_seconds(
+    chunks: list[bytes], job: RunnerJob, settings: LogSettings | None = None
+) -> tuple[float, int]:
+    """The job log's tasks (reader's channel send, drain, hand-off channel, shipper) carrying
+    ``chunks`` of stdout into a sink that takes every batch at once; seconds and lines shipped."""
+    sink = DiscardingSink()
 
     async def main() -> float:
-        nonlocal shipped
+        job_log = JobLog(job, sink, settings or LogSettings(job_log_buffer="memory"), worker="1")
 
-        def offer(batch: Batch) -> bool:
-            nonlocal shipped
-            shipped += batch.line_count
-            return True
+        async def read() -> None:
+            for chunk in chunks:
+                job_log.feed(Stream.STDOUT, chunk)
+                await job_log.wait_for_room()
 
-        pipeline = Pipeline(job, offer, settings=settings, worker="1")
         start = time.perf_counter()
-        for chunk in chunks:
-            pipeline.feed(Stream.STDOUT, chunk)
-        pipeline.finish()
-        pipeline.batcher.flush()
+        await job_log.run(read)
         return time.perf_counter() - start
 
-    return trio.run(main), shipped
+    return trio.run(main), sink.lines
+
+
+def pipeline_rate(chunks: list[bytes], job: RunnerJob) -> tuple[float, int]:
+    return drain_seconds(chunks, job)
 
 
 class StalledSink:

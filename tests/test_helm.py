@@ -926,3 +926,24 @@ def test_memory_only_job_logs_get_no_spool_volume(chart: helm.Chart) -> None:
     assert rendered.flag("--job-log-buffer") == "memory"
     assert rendered.flag("--job-log-spool-dir") is None
     assert "jobLogBuffer" in render_error(chart, _merge(TOKEN, {"runner": {"jobLogBuffer": "disk"}}))
+
+
+def test_memory_request_and_limit_follow_from_job_concurrency_and_batch_size(chart: helm.Chart) -> None:
+    per_job = 5 * 1_000_000 + 4 * 1048576
+    rendered = render(chart, TOKEN)
+    resources = rendered.container["resources"]
+    assert resources["requests"] == {"cpu": "100m", "memory": 64 * 1048576 + 3 * per_job}
+    assert resources["limits"] == {"memory": 2 * (64 * 1048576 + 3 * per_job)}
+    assert rendered.flag("--job-pod-log-max-size") == "1000000"
+    bigger = render(chart, _merge(TOKEN, {"runner": {"jobConcurrency": 20, "jobPodLogMaxSize": 256000}}))
+    request = 64 * 1048576 + 20 * (5 * 256000 + 4 * 1048576)
+    assert bigger.container["resources"]["requests"]["memory"] == request
+    assert bigger.container["resources"]["limits"]["memory"] == 2 * request
+    chosen = render(
+        chart, _merge(TOKEN, {"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}})
+    )
+    assert chosen.container["resources"]["requests"]["memory"] == "1Gi"
+    assert chosen.container["resources"]["limits"]["memory"] == "2Gi"
+    assert "job-pod-log-max-size" in render_error(
+        chart, _merge(TOKEN, {"runner": {"extraArgs": ["--job-pod-log-max-size=5"]}})
+    )

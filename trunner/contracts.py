@@ -15,9 +15,9 @@ class Stream(enum.IntEnum):
 
 class OutputFeed(Protocol):
     """Where an executor puts what a job prints. ``feed`` and ``note`` are synchronous and never
-    block on the network; the log behind them is bounded, so a reader must ``await
-    wait_for_room()`` after each ``feed`` before it reads more: that is how a slow sink holds
-    back the job's output (back-pressure) instead of losing it."""
+    block; what they take waits for the reader's next ``wait_for_room()``, the send into the job
+    log's bounded channel. A reader must await it after each ``feed`` before it reads more: that
+    is how a slow sink holds back the job's output (back-pressure) instead of losing it."""
 
     def feed(self, stream: Stream, data: bytes) -> None:
         """Raw bytes as they arrive, in any chunking."""
@@ -26,4 +26,4 @@ class OutputFeed(Protocol):
         """A line written by the runner itself into the job's log (e.g. what a pod waits for)."""
 
     async def wait_for_room(self) -> None:
-        """Returns when the log takes input again (at once, unless it is held)."""
+        """Returns when the drain has taken what was fed (at once, unless it is busy or held)."""

@@ -2,10 +2,11 @@
 
 Task layout (nothing outlives ``run_job``)::
 
-    run_job ── job log (trunner.logs.job_log) ─┬─ delivery (own shielded scope): shipper, spool writer
-                                               ├─ interval timer
-                                               └─ (body) executor.run, feeding the log
-    then: the bounded final flush, the outcome report (shielded, bounded)
+    run_job ── the job log's nursery (trunner.logs.job_log) ─┬─ reader: executor.run, feeding the log
+                                                              ├─ drain (and its interval timer)
+                                                              ├─ spool stage (writer, forwarder)
+                                                              └─ shipper
+    within it the bounded final flush; then the outcome report (shielded, bounded)
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from functools import partial
 import trio
 
 from trunner import errorreport
-from trunner.executors.base import Executor, ExitResult
-from trunner.logs.job_log import JobLog, build_masker, is_cancellation
+from trunner.executors.base import Executor, ExitKind, ExitResult
+from trunner.logs.job_log import JobLog, build_masker, describe_exception, is_cancellation
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
@@ -49,16 +50,10 @@ async def run_job(
     job_log: JobLog | None = None
     try:
         masker = await build_masker(job)
-        async with JobLog(
+        job_log = JobLog(
             job, sink, settings, metrics=metrics, worker=worker, wallclock=wallclock, log=log, masker=masker
-        ).running() as job_log:
-            try:
-                with errorreport.masking(job_log.pipeline.mask_text):
-                    result = await _execute(job, executor, job_log, job_log.pipeline.log)
-            except BaseException as exc:
-                if is_cancellation(exc):
-                    job_log.note("job canceled: the runner is shutting down")
-                raise
+        )
+        result = await job_log.run(partial(_read, job, executor, job_log))
     finally:
         outcome = _complete(result, job_log)
         await _report(sink, outcome, settings.job_outcome_timeout, log)
@@ -79,6 +74,17 @@ async def run_job(
     return outcome
 
 
+async def _read(job: RunnerJob, executor: Executor, job_log: JobLog) -> JobOutcome:
+    try:
+        with errorreport.masking(job_log.pipeline.mask_text):
+            return await _execute(job, executor, job_log, job_log.pipeline.log)
+    except BaseException as exc:
+        if is_cancellation(exc):
+            job_log.end_of_output(severed=True)
+            job_log.note("job canceled: the runner is shutting down")
+        raise
+
+
 async def _execute(
     job: RunnerJob, executor: Executor, job_log: JobLog, log: logging.LoggerAdapter[logging.Logger]
 ) -> JobOutcome:
@@ -96,21 +102,20 @@ async def _execute(
     except Exception as exc:
         log.exception("job failed with an internal error")
         message = f"internal error: {describe_exception(exc)}"
+        job_log.end_of_output(severed=True)
         job_log.note(message)
         return JobOutcome(Outcome.FAILED, message)
+    job_log.end_of_output(severed=exit_result.kind is not ExitKind.EXITED)
     if exit_result.message:
         job_log.note(exit_result.message)
     return JobOutcome(exit_result.outcome(), exit_result.message, exit_result.exit_code)
 
 
-def describe_exception(exc: BaseException) -> str:
-    """``Type: message`` of each leaf of an exception group, for outcome messages."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe_exception(inner) for inner in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _complete(result: JobOutcome | None, job_log: JobLog | None) -> JobOutcome:
+    if job_log is not None and job_log.failure is not None:
+        result = JobOutcome(
+            Outcome.FAILED, f"internal error: the job log failed: {describe_exception(job_log.failure)}"
+        )
     if result is None:
         result = JobOutcome(Outcome.CANCELED, "canceled: the runner shut down before the job finished")
     if job_log is None:

@@ -19,9 +19,9 @@ import trio
 from trunner import errorreport
 from trunner.config import at_most, non_negative, one_of, positive, setting
 from trunner.executors.base import Executor
-from trunner.job import describe_exception, run_job
+from trunner.job import run_job
 from trunner.logs.batch import Batch
-from trunner.logs.job_log import clear_spool_dir
+from trunner.logs.job_log import clear_spool_dir, describe_exception
 from trunner.logs.mask import MaskedLog, masker_for
 from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink

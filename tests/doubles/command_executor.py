@@ -36,8 +36,10 @@ class CommandExecutor(TracksRuns):
                 verb, _, rest = command.partition(" ")
                 if verb == "say":
                     output.feed(Stream.STDOUT, rest.encode() + b"\n")
+                    await output.wait_for_room()
                 elif verb == "err":
                     output.feed(Stream.STDERR, rest.encode() + b"\n")
+                    await output.wait_for_room()
                 elif verb == "print":
                     count, _, text = rest.partition(" ")
                     for start in range(1, int(count) + 1, CHUNK_LINES):
@@ -45,6 +47,7 @@ class CommandExecutor(TracksRuns):
                         output.feed(
                             Stream.STDOUT, b"".join(f"{text} {i}\n".encode() for i in range(start, stop))
                         )
+                        await output.wait_for_room()
                         await trio.sleep(self.chunk_pause)
                 elif verb == "sleep":
                     await trio.sleep(float(rest))

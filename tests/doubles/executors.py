@@ -144,6 +144,7 @@ class SleepyExecutor(TracksRuns):
     async def run(self, job: RunnerJob, output: OutputFeed) -> ExitResult:
         with self.tracking(job):
             output.feed(Stream.STDOUT, f"job {job.id} running\n".encode())
+            await output.wait_for_room()
             await trio.sleep(float(job.commands[0]))
             return ExitResult.exited(0)
 
@@ -164,9 +165,12 @@ class CountingExecutor(TracksRuns):
         self.jobs.append(job)
         with self.tracking(job):
             output.feed(Stream.STDOUT, f"hello from {job.id}\n".encode())
+            await output.wait_for_room()
             await trio.sleep(self.duration / 2)
             output.feed(Stream.STDERR, b"halfway\n")
+            await output.wait_for_room()
             output.feed(Stream.STDOUT, f"::set-outcome-var who={job.id}\n".encode())
+            await output.wait_for_room()
             if self.hang:
                 await trio.sleep_forever()
             await trio.sleep(self.duration / 2)

@@ -57,8 +57,8 @@ async def test_the_tail_in_the_pipe_is_read_to_the_end_however_long_the_sink_hol
     executor = LocalExecutor(settings, base_env={"PATH": os.environ["PATH"]})
     sink = RecordingSink(ship_delay=5.0)
     job = RunnerJob(id="21", commands=(printing(count),))
-    async with JobLog(job, sink, log_settings(tmp_path, buffer)).running() as job_log:
-        result = await executor.run(job, job_log)
+    job_log = JobLog(job, sink, log_settings(tmp_path, buffer))
+    result = await job_log.run(lambda: executor.run(job, job_log))
     assert result == ExitResult.exited(0)
     shipped = [body for body in sink.bodies() if NUMBERED.fullmatch(body)]
     assert shipped == [f"{i:08d} " + "x" * 91 for i in range(count)]

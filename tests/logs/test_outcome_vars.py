@@ -137,3 +137,26 @@ def test_pieces_that_turn_out_not_to_be_a_directive_are_shipped_as_they_were():
     assert parser.filter(first) is None
     assert parser.filter(second + b"\n") == first + b"\n" + second + b"\n"
     assert parser.variables() == {}
+
+
+def test_a_multiline_value_of_short_lines_holds_about_its_size():
+    """One object for the value, not one per line (20-byte lines would otherwise cost 3 x)."""
+    import tracemalloc
+
+    body = b"\n".join(b"v" * 19 for _ in range(45_000))
+    parser = OutcomeVarParser()
+    blocks = [
+        b"::start-multiline-outcome-var big",
+        *(body[i : i + 65536] for i in range(0, len(body), 65536)),
+    ]
+    tracemalloc.start()
+    try:
+        parser.filter(blocks[0])
+        start = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for block in blocks[1:]:
+            parser.filter(block.strip(b"\n"))
+        held = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert held <= 1.5 * len(body), held / len(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -11,7 +12,16 @@ import trio
 
 from trunner.logs import spool as spool_module
 from trunner.logs.batch import Batch
-from trunner.logs.spool import LOCK_NAME, RUNNER_PREFIX, Spool, SpoolError, record_size, remove_leftovers
+from trunner.logs.spool import (
+    DIR_PREFIX,
+    HEADER_SIZE,
+    LOCK_NAME,
+    RUNNER_PREFIX,
+    Spool,
+    SpoolError,
+    record_size,
+    remove_leftovers,
+)
 
 
 def batch(seq: int, *lines: str) -> Batch:
@@ -34,7 +44,7 @@ async def test_records_read_back_oldest_first_and_read_segments_are_deleted(tmp_
         assert spool.used <= spool.budget
     assert spool.path is not None
     segments = sorted(p.name for p in spool.path.iterdir() if p.name != LOCK_NAME)
-    assert len(segments) <= 5, segments
+    assert len(segments) <= spool_module.SEGMENTS_PER_BUDGET + 1, segments
     order = []
     while spool.records:
         order.append((await spool.read()).seq)
@@ -150,3 +160,46 @@ async def test_file_operations_run_in_worker_threads(tmp_path: Path, monkeypatch
 
     assert threads and threading.get_ident() not in threads
     assert trio.current_time() >= 0
+
+
+async def test_a_zeroed_spool_record_does_not_read_back(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "job", budget=1 << 20)
+    for seq in range(3):
+        b = Batch(seq=seq)
+        b.add_block(b"line %d" % seq, 1)
+        await spool.append(b)
+    assert spool.path is not None
+    segment = next(p for p in spool.path.iterdir() if p.name.endswith(".seg"))
+    with segment.open("r+b") as f:
+        f.write(b"\0" * HEADER_SIZE)
+    with pytest.raises(SpoolError):
+        await spool.read()
+    await spool.remove()
+
+
+async def test_a_spool_directory_without_its_lock_is_removed(tmp_path: Path) -> None:
+    leftover = tmp_path / f"{RUNNER_PREFIX}nolock"
+    leftover.mkdir(mode=0o700)
+    (leftover / f"{DIR_PREFIX}x-1").mkdir(mode=0o700)
+    (leftover / f"{DIR_PREFIX}x-1" / "00000000.seg").write_bytes(b"x" * 100)
+    assert remove_leftovers(tmp_path) == 1
+    assert not leftover.exists()
+
+
+async def test_a_spool_whose_lock_could_not_be_created_is_removed(tmp_path: Path, monkeypatch) -> None:
+    real_open = os.open
+
+    def no_lock(path, flags, *args, **kwargs):
+        if str(path) == LOCK_NAME or str(path).endswith(f"/{LOCK_NAME}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, *args, **kwargs)
+
+    spool = Spool(tmp_path, "job", budget=1 << 20)
+    b = Batch(seq=0)
+    b.add_block(b"x", 1)
+    monkeypatch.setattr(spool_module.os, "open", no_lock)
+    with pytest.raises(OSError):
+        await spool.append(b)
+    monkeypatch.undo()
+    await spool.remove()
+    assert list(tmp_path.iterdir()) == []

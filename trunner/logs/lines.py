@@ -63,12 +63,22 @@ class LineSplitter:
             out.extend(self._cut_partial())
         return out
 
-    def finish(self) -> list[Segment]:
-        """The trailing line that never got a newline, if any."""
+    @property
+    def partial(self) -> bytes:
+        """The unfinished line."""
+        return self._partial
+
+    def finish(self, *, cut: bool = False) -> list[Segment]:
+        """The trailing line that never got a newline, if any; with ``cut`` (the stream was cut
+        off) it ends with the cut marker: what followed it is unknown."""
         if not self._partial:
             return []
         tail, self._partial = self._partial, b""
-        return self._complete(tail)
+        segments = self._complete(tail)
+        if cut:
+            block, continues = segments[-1]
+            segments[-1] = (block + CUT_SUFFIX, continues)
+        return segments
 
     def _complete(self, block: bytes) -> list[Segment]:
         if b"\r" in block:

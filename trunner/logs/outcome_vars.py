@@ -50,7 +50,9 @@ class OutcomeVarParser:
         self._max_total = max_total_bytes
         self._total = 0
         self._multiline_key: str | None = None
-        self._multiline: list[bytes] = []
+        self._multiline = bytearray()
+        """The value so far, its lines joined by newlines: one object, not one per line."""
+        self._multiline_lines = 0
         self._multiline_size = 0
         self._multiline_truncated = False
         self._cut: str | None = None
@@ -119,7 +121,12 @@ class OutcomeVarParser:
             return True
         if match := _START.match(text):
             self._multiline_key = match[1].decode()
-            self._multiline, self._multiline_size, self._multiline_truncated = [], len(match[1]), False
+            self._multiline, self._multiline_size, self._multiline_truncated = (
+                bytearray(),
+                len(match[1]),
+                False,
+            )
+            self._multiline_lines = 0
             self._cut = "skip" if more else None
             return True
         return False
@@ -185,14 +192,17 @@ class OutcomeVarParser:
         if self._multiline_size + len(line) + 1 > self._room() + self._size_of(self._multiline_key or ""):
             self._truncate_multiline()
             return
-        self._multiline.append(line)
+        if self._multiline_lines:
+            self._multiline += b"\n"
+        self._multiline += line
+        self._multiline_lines += 1
         self._multiline_size += len(line) + 1
 
     def _join_multiline(self, piece: bytes) -> None:
         if self._multiline_size + len(piece) > self._room() + self._size_of(self._multiline_key or ""):
             self._truncate_multiline()
             return
-        self._multiline[-1] += piece
+        self._multiline += piece
         self._multiline_size += len(piece)
 
     def _truncate_multiline(self) -> None:
@@ -205,8 +215,11 @@ class OutcomeVarParser:
     def _close_multiline(self) -> None:
         key = self._multiline_key
         assert key is not None
-        self._set(key, b"\n".join(self._multiline).rstrip(b"\n"))
-        self._multiline_key, self._multiline = None, []
+        value = self._multiline
+        while value.endswith(b"\n"):
+            del value[-1]
+        self._set(key, value)
+        self._multiline_key, self._multiline = None, bytearray()
 
     def _room(self) -> int:
         return self._max_total - self._total
@@ -222,7 +235,7 @@ class OutcomeVarParser:
             "bytes in all"
         )
 
-    def _set(self, key: str, value: bytes) -> None:
+    def _set(self, key: str, value: bytes | bytearray) -> None:
         previous = self._values.pop(key, None)
         if previous is not None:
             self._total -= len(key) + len(previous.encode())

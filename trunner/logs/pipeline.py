@@ -1,13 +1,13 @@
-"""The drain: executor bytes -> valid UTF-8 -> masking -> lines -> outcome variables -> prefix -> batches.
+"""The drain's work: executor bytes -> valid UTF-8 -> masking -> lines -> outcome variables -> prefix.
 
-Everything here is synchronous and does no I/O; the only hand-off to the network side is the
-batcher's non-blocking offer. Lines reach the batcher in parts that grow (with their prefixes)
-to at most :func:`slice_budget` bytes; once the batcher is held, the rest waits in order
-(:attr:`Pipeline.held`) until :meth:`Pipeline.resume`. Memory held here (see
-:mod:`trunner.logs.job_log` for the job's whole bound): per stream, the masker's hold-back
-(below 2 x the longest needle) and an unfinished line (<= ``max_line``), outcome variables
-(<= 1 MiB), a 20-line tail, and the chunk the executor last fed (masked: a run of a one-character
-secret grows at most 10 times).
+Everything here is synchronous and does no I/O. Input leaves as prefixed parts (blocks of whole
+lines) that grow to at most :func:`slice_budget` bytes, one at a time (:meth:`Pipeline.parts` is
+a generator), so the drain hands each on before the next is made and one large read is never
+held processed in full. Memory held here (see :mod:`trunner.logs.job_log` for the job's whole
+bound): per stream, the masker's hold-back (below 2 x the longest needle) and an unfinished line
+(<= ``max_line``), outcome variables (<= 1 MiB), a tail of :data:`TAIL_LINES` lines of at most
+:data:`TAIL_LINE_BYTES`, and the chunk being drained (masked: a run of a one-character secret
+grows at most 10 times).
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from trunner.contracts import Stream
 from trunner.logs import markers
-from trunner.logs.batch import Batch
-from trunner.logs.batcher import Batcher, Source
+from trunner.logs.batcher import Source
 from trunner.logs.lines import LineSplitter, Segment
 from trunner.logs.mask import MaskedLog, Masker, masker_for
 from trunner.logs.metrics import LogMetrics
@@ -30,14 +28,19 @@ from trunner.logs.settings import LogSettings
 from trunner.models import OutcomeVariable, RunnerJob
 
 TAIL_LINES = 20
+TAIL_LINE_BYTES = 1024
+"""The failure tail keeps the start of each of its lines only: 20 cut 64 KiB lines would
+otherwise stay in memory for a message that shows a few lines."""
 
 _PREFIX_SLACK = 256
 """Room in a batch beyond the longest line for its prefix and markers."""
 
+Part = tuple[Source, bytes, int]
+"""Prefixed lines joined by ``\\n``, their source and how many there are."""
+
 
 def slice_budget(settings: LogSettings) -> int:
-    """Most bytes one slice of input may become (prefixes included) before the drain checks
-    for room again: what the batcher may hold beyond a full batch."""
+    """Most bytes one part may have (prefixes included), unless it is one line."""
     return max(1024, settings.job_pod_log_max_size // 16)
 
 
@@ -52,9 +55,7 @@ class Pipeline:
     def __init__(
         self,
         job: RunnerJob,
-        offer: Callable[[Batch], bool],
         *,
-        busy: Callable[[], bool] = lambda: False,
         settings: LogSettings,
         worker: str,
         metrics: LogMetrics | None = None,
@@ -81,82 +82,56 @@ class Pipeline:
         self._metrics = metrics
         self._tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
         self._slice = slice_budget(settings)
-        self._pending: deque[tuple[Source, bytes, int, int]] = deque()
-        """Input waiting for room, in order: (stream, bytes not yet split, -1, from where) or
-        (stream, processed lines not yet prefixed, their count, 0)."""
-        self.batcher = Batcher(
-            offer,
-            busy=busy,
-            max_size=settings.job_pod_log_max_size,
-            interval=settings.job_pod_log_max_interval,
-            line_prefix=self.line_prefix,
-            metrics=metrics,
-        )
+        self.unread: tuple[Stream, bytes, int] | None = None
+        """The chunk being drained and where the rest after the slice being drained starts."""
+        self._draining: tuple[Stream, list[Segment]] | None = None
+        self._yielded = [0, 0]
+        """The lines of the slice being drained, and how many lines and bytes of them went on."""
 
-    # --- OutputFeed ---
-
-    def feed(self, stream: Stream, data: bytes) -> None:
+    def parts(self, stream: Stream, data: bytes) -> Iterator[Part]:
+        """``data`` (raw bytes as they arrived) processed, a slice at a time."""
         data = self._stream_maskers[stream].feed(data) if data else data
-        if not data:
+        if len(data) <= self._slice:
+            yield from self._split(stream, data)
             return
-        if self._pending or self.batcher.held:
-            self._pending.append((stream, data, -1, 0))
-        else:
-            self._consume(stream, data, 0)
+        for position in range(0, len(data), self._slice):
+            self.unread = (stream, data, position + self._slice)
+            yield from self._split(stream, data[position : position + self._slice])
+        self.unread = None
 
-    def note(self, text: str) -> None:
+    def note(self, text: str) -> Iterator[Part]:
         block = self._masker.mask(markers.note(text).replace(b"\n", b" "))
-        self._emit(None, block, 1)
+        yield from self._emit(None, block, 1)
 
-    # --- room ---
-
-    @property
-    def held(self) -> bool:
-        """Whether fed input is waiting for room (the executor's reader should wait too)."""
-        return bool(self._pending) or self.batcher.held
-
-    def resume(self) -> bool:
-        """Process waiting input as far as room allows; True when none is left waiting."""
-        if not self.batcher.resume():
-            return False
-        while self._pending:
-            source, data, lines, position = self._pending.popleft()
-            rest, self._pending = self._pending, deque()
-            if lines < 0:
-                assert source is not None
-                self._consume(source, data, position)
-            else:
-                self._emit(source, data, lines)
-            self._pending.extend(rest)
-            if self.batcher.held:
-                return False
-        return True
-
-    def start_dropping(self, reason: str) -> None:
-        """Delivery has stalled: drop (counted, marked) instead of waiting for room."""
-        self.batcher.start_dropping(reason)
-        self.resume()
-
-    def waiting(self) -> tuple[int, int]:
-        """Lines and bytes not yet handed to the job log (unprocessed input counted by its
-        newlines, and at least one line for a piece without one)."""
-        lines, size = self.batcher.waiting()
-        for _, data, count, position in self._pending:
-            lines += count if count >= 0 else (data.count(b"\n", position) or 1)
-            size += len(data) - position
-        return lines, size
-
-    # --- end of job ---
-
-    def finish(self) -> None:
-        """Flush unfinished lines into the batcher; call once nothing is :attr:`held`."""
+    def finish(self, *, severed: bool) -> Iterator[Part]:
+        """Unfinished lines; a line cut off by a severed stream ends with the cut marker."""
         for stream in self._splitters:
             masked = self._stream_maskers[stream].finish()
             if masked:
-                self._split(stream, masked)
-            self._split(stream, None)
+                yield from self._split(stream, masked)
+            yield from self._process(stream, self._splitters[stream].finish(cut=severed))
         self._outcome_vars.finish()
-        self._drain_warnings()
+        yield from self._warnings()
+
+    def unfinished(self) -> dict[Stream, tuple[int, int]]:
+        """Per stream, lines and bytes of input not yet drained: the lines of the slice being
+        drained not yet handed on, its unfinished line and the rest of the chunk."""
+        left: dict[Stream, tuple[int, int]] = {}
+        for stream in Stream:
+            partial = self._splitters[stream].partial
+            rest = b""
+            if self.unread is not None and self.unread[0] is stream:
+                rest = self.unread[1][self.unread[2] :]
+            lines = size = 0
+            if self._draining is not None and self._draining[0] is stream:
+                segments = self._draining[1]
+                lines = sum(block.count(b"\n") + 1 for block, _ in segments) - self._yielded[0]
+                size = sum(len(block) + 1 for block, _ in segments) - self._yielded[1]
+            text = partial + rest
+            lines += text.count(b"\n") + (0 if not text or text.endswith(b"\n") else 1)
+            if lines:
+                left[stream] = (lines, size + len(text))
+        return left
 
     def outcome_variables(self) -> tuple[OutcomeVariable, ...]:
         return tuple(
@@ -170,8 +145,9 @@ class Pipeline:
         return self._masker.mask_text(text)
 
     def tail(self) -> list[str]:
-        """The last lines processed (masked, without prefix), for failure messages."""
-        return [line.decode() for line in self._tail]
+        """The last lines processed (masked, without prefix, each cut to
+        :data:`TAIL_LINE_BYTES`), for failure messages."""
+        return [line.decode("utf-8", "ignore") for line in self._tail]
 
     def line_prefix(self) -> bytes:
         now = int(self._wallclock())
@@ -183,59 +159,40 @@ class Pipeline:
 
     # --- internals ---
 
-    def _consume(self, stream: Stream, data: bytes, position: int) -> None:
-        """Split ``data[position:]``, a slice budget of input at a time when it is longer than
-        that (so one large read is never held processed in full); the rest waits once held."""
-        if position == 0 and len(data) <= self._slice:
-            self._split(stream, data)
-            return
-        while position < len(data):
-            if self.batcher.held:
-                self._pending.append((stream, data, -1, position))
-                return
-            self._split(stream, data[position : position + self._slice])
-            position += self._slice
-
-    def _split(self, stream: Stream, data: bytes | None) -> None:
-        """Feed ``data`` to the stream's splitter (None: the end of the stream) and process it."""
+    def _split(self, stream: Stream, data: bytes) -> Iterator[Part]:
         splitter = self._splitters[stream]
         cuts = splitter.cuts
-        self._process(stream, splitter.feed(data) if data is not None else splitter.finish())
+        segments = splitter.feed(data)
         if splitter.cuts != cuts and self._metrics is not None:
             self._metrics.lines_cut.inc(splitter.cuts - cuts)
+        self._draining = (stream, segments)
+        self._yielded = [0, 0]
+        yield from self._process(stream, segments)
+        self._draining = None
 
-    def _process(self, stream: Stream, segments: list[Segment]) -> None:
+    def _process(self, stream: Stream, segments: list[Segment]) -> Iterator[Part]:
         for block, _continues in segments:
             if stream is Stream.STDOUT:
                 filtered = self._outcome_vars.filter(block)
                 if self._outcome_vars.warnings:
-                    self._drain_warnings()
+                    yield from self._warnings()
                 if filtered is None:
                     continue
                 block = filtered
-            self._emit(stream, block, block.count(b"\n") + 1)
+            yield from self._emit(stream, block, block.count(b"\n") + 1)
 
-    def _emit(self, stream: Source, block: bytes, lines: int) -> None:
-        """Prefix ``block`` and add it to the batcher, in parts that grow to at most the slice
-        budget; once the batcher is held, what is left waits (processed, unprefixed) in order."""
-        if self._pending or self.batcher.held:
-            self._pending.append((stream, block, lines, 0))
-            return
+    def _emit(self, stream: Source, block: bytes, lines: int) -> Iterator[Part]:
+        """Prefix ``block`` in parts that grow to at most the slice budget."""
         prefix = self.line_prefix()
-        if len(block) + lines * len(prefix) > self._slice:
-            self._emit_in_parts(stream, block, lines, prefix)
+        if len(block) + lines * len(prefix) <= self._slice:
+            self._keep_tail(block)
+            self._yielded[0] += lines
+            self._yielded[1] += len(block) + 1
+            yield stream, prefix + block.replace(b"\n", b"\n" + prefix), lines
             return
-        self._tail.extend(block.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:])
-        self.batcher.add(stream, prefix + block.replace(b"\n", b"\n" + prefix), lines)
-
-    def _emit_in_parts(self, stream: Source, block: bytes, lines: int, prefix: bytes) -> None:
         position, end_of_block = 0, len(block)
         step = max(1, self._slice * end_of_block // (end_of_block + lines * len(prefix)))
         while position < end_of_block:
-            if self.batcher.held:
-                rest = block[position:]
-                self._pending.append((stream, rest, rest.count(b"\n") + 1, 0))
-                return
             end = min(end_of_block, position + step)
             if end < end_of_block:
                 cut = block.rfind(b"\n", position, end)
@@ -247,11 +204,19 @@ class Pipeline:
             if count > 1 and len(part) + count * len(prefix) > self._slice:
                 step = max(1, step // 2)  # denser than the block's average: a smaller part
                 continue
-            self._tail.extend(part.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:])
-            self.batcher.add(stream, prefix + part.replace(b"\n", b"\n" + prefix), count)
+            self._keep_tail(part)
+            self._yielded[0] += count
+            self._yielded[1] += len(part) + 1
+            yield stream, prefix + part.replace(b"\n", b"\n" + prefix), count
             position = end + 1
 
-    def _drain_warnings(self) -> None:
+    def _keep_tail(self, block: bytes) -> None:
+        lines = block.rsplit(b"\n", TAIL_LINES)[-TAIL_LINES:]
+        if len(block) > TAIL_LINE_BYTES and max(map(len, lines)) > TAIL_LINE_BYTES:
+            lines = [line[:TAIL_LINE_BYTES] for line in lines]
+        self._tail.extend(lines)
+
+    def _warnings(self) -> Iterator[Part]:
         warnings, self._outcome_vars.warnings = self._outcome_vars.warnings, []
         for warning in warnings:
-            self.note(warning)
+            yield from self.note(warning)

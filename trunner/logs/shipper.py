@@ -69,7 +69,7 @@ class Shipper:
             seq = batch.seq
             self.in_flight = batch
             await self._deliver(batch)
-            self.in_flight = None
+            self.in_flight = batch = None  # not held while the next one is awaited
         if self._announcing():
             # Lines lost at the very end: the log ends with their markers, not silently.
             self.in_flight = Batch(seq=seq + 1)

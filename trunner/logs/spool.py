@@ -7,7 +7,8 @@ lock (:func:`remove_leftovers`). A job's spool is a private directory of segment
 Everything below the root is opened through directory descriptors, never through a symlink and
 never as an existing file (:mod:`trunner.privdir`): another local user can neither redirect nor
 read a spool, even in a shared root such as /tmp. Records are
-``header (seq, lines, markers, per-source counts, payload size, crc32) + payload``; a fully read segment is deleted, so the
+``header (seq, lines, markers, per-source counts, payload size, crc32) + payload``, the CRC
+covering the header's other fields too (a zeroed record does not pass); a fully read segment is deleted, so the
 bytes on disk (``used``) never exceed the budget. Every file operation runs in a worker thread.
 """
 
@@ -35,11 +36,13 @@ from trunner.logs.batch import COUNTS, Batch
 RUNNER_PREFIX = "trunner-spool-"
 DIR_PREFIX = "trunner-job-"
 LOCK_NAME = "lock"
-_HEADER = struct.Struct(f"<QII{COUNTS}QII")
-HEADER_SIZE = _HEADER.size
+_FIELDS = struct.Struct(f"<QII{COUNTS}QI")
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _FIELDS.size + _CRC.size
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
-_SEGMENTS_PER_BUDGET = 4
-"""A segment is at most a quarter of the budget: at most that much read-but-undeleted space."""
+SEGMENTS_PER_BUDGET = 16
+"""A segment is at most a sixteenth of the budget (or one record): at most that much
+read-but-undeleted space."""
 
 
 Offload = Callable[..., Awaitable[Any]]
@@ -85,8 +88,18 @@ class _RunnerDir:
         finally:
             os.close(root_fd)
         self.path = root / self.name
-        self.lock_fd = privdir.create_file(LOCK_NAME, dir_fd=self.fd, flags=os.O_WRONLY)
-        fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            self.lock_fd = privdir.create_file(LOCK_NAME, dir_fd=self.fd, flags=os.O_WRONLY)
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                root_fd = privdir.open_root(root)
+                try:
+                    shutil.rmtree(self.name, ignore_errors=True, dir_fd=root_fd)
+                finally:
+                    os.close(root_fd)
+            raise
 
     def gone(self) -> bool:
         """The directory was deleted under the runner (a temporary-files cleaner)."""
@@ -143,7 +156,7 @@ class Spool:
         self._dir: Path | None = None
         self._dir_fd: int | None = None
         self._runner: _RunnerDir | None = None
-        self._segment_limit = max(budget // _SEGMENTS_PER_BUDGET, 1)
+        self._segment_limit = max(budget // SEGMENTS_PER_BUDGET, 1)
         self._write_index = 0
         self._write_offset = 0
         self._write_fd: int | None = None
@@ -174,11 +187,12 @@ class Spool:
 
     async def append(self, batch: Batch) -> None:
         """Write ``batch`` as the newest record; raises :class:`OSError` if the disk refuses."""
-        crc = 0
+        length = max(batch.size - 1, 0)
+        fields = _FIELDS.pack(batch.seq, batch.line_count, batch.markers, *batch.counts, length)
+        crc = zlib.crc32(fields)
         for index, block in enumerate(batch.blocks):
             crc = zlib.crc32(block, zlib.crc32(b"\n", crc) if index else crc)
-        length = max(batch.size - 1, 0)
-        header = _HEADER.pack(batch.seq, batch.line_count, batch.markers, *batch.counts, length, crc)
+        header = fields + _CRC.pack(crc)
         if self._dir is None:
             await offload(self._create)
         roll = self._write_offset > 0 and (
@@ -225,7 +239,11 @@ class Spool:
             f"{DIR_PREFIX}{self._name}-", dir_fd=runner.fd, shown_root=runner.path
         )
         self._runner, self._dir, self._dir_fd = runner, runner.path / name, fd
-        self._write_fd = self._open_segment(self._write_index, create=True)
+        try:
+            self._write_fd = self._open_segment(self._write_index, create=True)
+        except OSError:
+            self._remove_sync()
+            raise
 
     def _open_segment(self, index: int, *, create: bool = False) -> int:
         assert self._dir_fd is not None
@@ -268,9 +286,12 @@ class Spool:
         header = os.pread(self._read_fd, HEADER_SIZE, self._read_offset)
         if len(header) != HEADER_SIZE:
             raise SpoolError(errno.EIO, "spool record header is truncated")
-        seq, lines, marks, *counts, length, crc = _HEADER.unpack(header)
+        fields, (crc,) = header[: _FIELDS.size], _CRC.unpack(header[_FIELDS.size :])
+        seq, lines, marks, *counts, length = _FIELDS.unpack(fields)
+        if length > self.budget:
+            raise SpoolError(errno.EIO, "spool record header is damaged")
         payload = os.pread(self._read_fd, length, self._read_offset + HEADER_SIZE)
-        if len(payload) != length or zlib.crc32(payload) != crc:
+        if len(payload) != length or zlib.crc32(payload, zlib.crc32(fields)) != crc:
             raise SpoolError(errno.EIO, "spool record does not read back intact")
         self._read_offset += HEADER_SIZE + length
         return seq, lines, marks, counts, payload
@@ -302,9 +323,9 @@ class Spool:
 
 
 def remove_leftovers(root: Path) -> int:
-    """Delete the runner directories under ``root`` of runners that are gone (their lock is free
-    and they belong to this user); returns how many. Blocking: call it through
-    ``trio.to_thread``."""
+    """Delete the runner directories under ``root`` of runners that are gone (their lock is free,
+    or they have none: the runner could not create it) and that belong to this user; returns how
+    many. Blocking: call it through ``trio.to_thread``."""
     try:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -330,6 +351,8 @@ def _is_abandoned(name: str, root_fd: int) -> bool:
         return False
     try:
         lock_fd = os.open(LOCK_NAME, os.O_RDONLY | privdir.NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return True
     except OSError:
         return False
     finally:

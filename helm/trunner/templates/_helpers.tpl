@@ -175,6 +175,7 @@ unambiguous prefix of a long flag, so runner.extraArgs may hold no prefix of the
 --job-outcome-timeout=runner.jobOutcomeTimeout
 --job-log-buffer=runner.jobLogBuffer
 --job-log-spool-size=runner.jobLogSpoolSize
+--job-pod-log-max-size=runner.jobPodLogMaxSize
 --job-log-spool-dir=(the chart's job-log-spool emptyDir)
 --log-level=runner.logLevel
 --log-format=runner.logFormat
@@ -265,4 +266,25 @@ ca-bundle.crt
 {{- fail "set the job pod namespace with jobPods.namespace, not jobPods.config.namespace" -}}
 {{- end -}}
 {{- include "trunner.checkJobServiceAccount" . -}}
+{{- end -}}
+
+{{/*
+The runner container's resources: memory follows from the jobs it runs at once and their batch size
+(README, Sizing) unless set in resources.
+*/}}
+{{- define "trunner.resources" -}}
+{{- $resources := deepCopy (.Values.resources | default dict) -}}
+{{- $perJob := add (mul 5 (int64 .Values.runner.jobPodLogMaxSize)) 4194304 -}}
+{{- $request := add 67108864 (mul (int64 .Values.runner.jobConcurrency) $perJob) -}}
+{{- $requests := get $resources "requests" | default dict -}}
+{{- if not (hasKey $requests "memory") -}}
+{{- $_ := set $requests "memory" $request -}}
+{{- end -}}
+{{- $limits := get $resources "limits" | default dict -}}
+{{- if not (hasKey $limits "memory") -}}
+{{- $_ := set $limits "memory" (mul 2 $request) -}}
+{{- end -}}
+{{- $_ := set $resources "requests" $requests -}}
+{{- $_ := set $resources "limits" $limits -}}
+{{- toYaml $resources -}}
 {{- end -}}

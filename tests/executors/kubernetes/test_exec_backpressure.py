@@ -67,9 +67,15 @@ async def test_a_slow_steady_sink_holds_the_reader_for_minutes_without_killing_t
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         api.script_exec(steps.Stdout("".join(line + "\n" for line in lines).encode()), steps.Exit(3))
         started = trio.current_time()
-        async with JobLog(JOB, sink, log_settings(tmp_path, buffer)).running() as job_log:
+        job_log = JobLog(JOB, sink, log_settings(tmp_path, buffer))
+
+        async def read() -> tuple[ExitResult, float]:
             result = await exec_stream(client, NS, pod, "job", ["sh", "-c", "true"], job_log)
-            held_for = trio.current_time() - started
+            return result, trio.current_time() - started
+
+        ran = await job_log.run(read)
+        assert ran is not None
+        result, held_for = ran
         assert result == ExitResult(ExitKind.EXITED, 3, "command exited with code 3")
         assert held_for > 10 * 60
         assert sink.bodies() == lines
@@ -84,10 +90,16 @@ async def test_a_server_that_dies_while_the_reader_is_held_is_noticed_once_it_li
     sink = RecordingSink(ship_delay=15.0)
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         api.script_exec(steps.Stdout("".join(line + "\n" for line in lines).encode()), steps.Hang())
-        async with JobLog(JOB, sink, log_settings(tmp_path, "memory")).running() as job_log:
-            feed = Released(job_log)
+        job_log = JobLog(JOB, sink, log_settings(tmp_path, "memory"))
+        feed = Released(job_log)
+
+        async def read() -> tuple[ExitResult, float]:
             result = await exec_stream(client, NS, pod, "job", ["true"], feed, timing=timing)
-            ended = trio.current_time()
+            return result, trio.current_time()
+
+        ran = await job_log.run(read)
+        assert ran is not None
+        result, ended = ran
         assert result.kind is ExitKind.SEVERED
         assert "did not answer a ping within 20 s" in result.message
         assert sink.bodies() == lines
@@ -154,9 +166,14 @@ async def test_an_api_hung_for_less_than_the_stall_timeout_costs_nothing(
     )
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
         api.script_exec(steps.Stdout("".join(line + "\n" for line in lines).encode()), steps.Exit(0))
-        async with JobLog(JOB, sink, settings).running() as job_log:
+        job_log = JobLog(JOB, sink, settings)
+
+        async def read() -> ExitResult:
             result = await exec_stream(client, NS, pod, "job", ["true"], job_log)
             assert trio.current_time() >= 100
+            return result
+
+        result = await job_log.run(read)
     assert result == ExitResult.exited(0)
     assert sink.bodies() == lines
     assert job_log.lost_lines == 0
