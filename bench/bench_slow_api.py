@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.doubles.kube import serve_kube_api
 from tests.doubles.kube_exec import ExecRequest, Exit, Script, Stdout
+from trunner.executors import local
 from trunner.executors.kubernetes import KubernetesExecutor
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.executors.local import LocalExecutor
@@ -134,7 +135,10 @@ async def kubernetes_job(lines: int, sink: SteadySink, settings: LogSettings) ->
         config = KubeConfig(server=api.url, namespace=NS, auth=StaticAuth("bench"), source="bench")
         async with KubeClient.open(config, KubeApiSettings(), rng=random.Random(1)) as client:
             # A lifetime beyond reach: at 30 s per append the job is held for hours (virtual).
-            pod_config = JobPodConfig(namespace=NS, owner="runner-bench", helper_image=None, lifetime=1e7)
+            # The double plays one scripted exec stream: the single-stream exec, not the durable stage.
+            pod_config = JobPodConfig(
+                namespace=NS, owner="runner-bench", helper_image=None, lifetime=1e7, durable=False
+            )
             executor = KubernetesExecutor(client, pod_config, runner_id="bench")
             job = RunnerJob(id="slow-api", image="bench", commands=("print lines",))
             return await run_job(job, executor=executor, sink=sink, settings=settings)
@@ -150,6 +154,14 @@ async def local_job(lines: int, sink: SteadySink, settings: LogSettings) -> JobO
         run_settings = JobRunSettings(
             job_pod_shell="/bin/sh", job_pod_workdir=workdir, job_pod_max_lifetime=math.inf
         )
+        # Probing for a PID namespace runs a process under a 10 s limit, which virtual time cuts
+        # short; the job's child runs in the namespace where the host allows one, as in production.
+        local_probe = local._probe_isolation
+
+        async def probe_on_the_real_clock(wrapper: list[str]) -> str | None:
+            return await trio.to_thread.run_sync(lambda: trio.run(local_probe, wrapper))
+
+        local._probe_isolation = probe_on_the_real_clock
         executor = LocalExecutor(run_settings, base_env={"PATH": os.environ["PATH"]})
         return await run_job(
             RunnerJob(id="slow-api", commands=(command,)), executor=executor, sink=sink, settings=settings

@@ -361,9 +361,9 @@ def test_grace_period_covers_the_shutdown_grace_and_every_deadline_after_it(char
     assert code_shutdown_deadlines() == 50
     assert slack == 10
     rendered = render(chart, TOKEN)
-    assert grace(rendered) == required_grace(runner, slack) == 3600 + 30 + 30 + 50 + 10
+    assert grace(rendered) == required_grace(runner, slack) == 3600 + 60 + 30 + 50 + 10
     assert rendered.flag("--shutdown-grace") == "3600"
-    assert rendered.flag("--log-flush-timeout") == "30"
+    assert rendered.flag("--log-flush-timeout") == "60"
     assert rendered.flag("--job-outcome-timeout") == "30"
 
 
@@ -381,14 +381,14 @@ def test_grace_period_follows_the_values_and_rounds_up(chart: helm.Chart) -> Non
     assert rendered.flag("--shutdown-grace") == "600"
     assert rendered.flag("--log-flush-timeout") == "12.5"
     short = render(chart, _merge(TOKEN, {"runner": {"shutdownGrace": 20}, "terminationGraceSlackSeconds": 0}))
-    assert grace(short) == 20 + 30 + 30 + 50
+    assert grace(short) == 20 + 60 + 30 + 50
 
 
 def test_explicit_grace_period_must_not_be_shorter_than_trunner_needs(chart: helm.Chart) -> None:
-    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 3720})) == 3720
+    assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 3750})) == 3750
     assert grace(render(chart, {**TOKEN, "terminationGracePeriodSeconds": 4000})) == 4000
-    error = render_error(chart, {**TOKEN, "terminationGracePeriodSeconds": 3719})
-    assert "terminationGracePeriodSeconds 3719 is shorter than trunner needs" in error and "= 3720" in error
+    error = render_error(chart, {**TOKEN, "terminationGracePeriodSeconds": 3749})
+    assert "terminationGracePeriodSeconds 3749 is shorter than trunner needs" in error and "= 3750" in error
 
 
 def test_trunner_shutdown_defaults_match_the_chart() -> None:
@@ -477,7 +477,7 @@ def test_probes_and_metrics_port(chart: helm.Chart) -> None:
 def test_large_numbers_are_not_rendered_in_exponent_form(chart: helm.Chart) -> None:
     rendered = render(chart, _merge(TOKEN, {"runner": {"shutdownGrace": 1000000}}))
     assert rendered.flag("--shutdown-grace") == "1000000"
-    assert grace(rendered) == 1000000 + 30 + 30 + 50 + 10
+    assert grace(rendered) == 1000000 + 60 + 30 + 50 + 10
 
 
 def container_environment(rendered: Rendered) -> dict[str, str]:
@@ -807,7 +807,7 @@ def test_readme_table_lists_every_value_with_its_default() -> None:
 
 def test_notes_render(chart: helm.Chart) -> None:
     notes = render(chart, SCALING).manifests["trunner/templates/NOTES.txt"]
-    assert "between 2 and 7" in notes and "termination grace period is 3720 s" in notes
+    assert "between 2 and 7" in notes and "termination grace period is 3750 s" in notes
 
 
 # --- RBAC against the requests trunner really makes --------------------------------------------------------

@@ -75,9 +75,10 @@ class LogSettings:
         checks=[positive],
     )
     log_flush_timeout: float = setting(
-        30.0,
+        60.0,
         help="Seconds the final flush of a job's log may go without a batch delivered before what is left "
-        "is counted as lost; also the flush's limit once the job was canceled by a shutdown.",
+        "is counted as lost (as long as one append may take: the default --api-timeout); also the flush's "
+        "limit once the job was canceled by a shutdown.",
         checks=[positive],
     )
     log_flush_max_time: float = setting(
