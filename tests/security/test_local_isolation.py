@@ -5,6 +5,7 @@ variables are)."""
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,12 @@ def running_with(marker: str) -> list[int]:
     return found
 
 
+def unique_sleep() -> str:
+    """A sleep duration no other process on the host has in its command line (test runs of
+    other checkouts may run at the same time)."""
+    return f"312.{os.getpid()}{secrets.randbelow(10**6):06d}"
+
+
 async def isolated() -> bool:
     for wrapper in local.pid_namespace_wrappers(os.geteuid()):
         if await local._probe_isolation(wrapper) is None:
@@ -47,11 +54,12 @@ async def isolated() -> bool:
 async def test_a_setsid_process_dies_with_its_job() -> None:
     if not await isolated():
         pytest.skip("no PID namespace here (unshare --pid is refused); see the tracking test below")
-    job = RunnerJob(id="a", commands=("setsid sleep 312.345 & true",))
+    marker = unique_sleep()
+    job = RunnerJob(id="a", commands=(f"setsid sleep {marker} & true",))
     with trio.fail_after(30):
         result = await executor().run(job, Collect())
     assert result.exit_code == 0
-    assert running_with("312.345") == []
+    assert running_with(marker) == []
 
 
 async def test_without_a_pid_namespace_tracked_descendants_are_killed(
@@ -64,11 +72,12 @@ async def test_without_a_pid_namespace_tracked_descendants_are_killed(
         return "refused for this test"
 
     monkeypatch.setattr(local, "_probe_isolation", unavailable)
-    job = RunnerJob(id="a", commands=("setsid sleep 312.346 & sleep 2",))
+    marker = unique_sleep()
+    job = RunnerJob(id="a", commands=(f"setsid sleep {marker} & sleep 2",))
     with trio.fail_after(30):
         result = await executor().run(job, Collect())
     assert result.exit_code == 0
-    assert running_with("312.346") == []
+    assert running_with(marker) == []
 
 
 async def test_a_job_cannot_read_another_jobs_environment(tmp_path: Path) -> None:
