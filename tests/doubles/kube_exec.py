@@ -267,7 +267,9 @@ class WsPeer:
         await self.message(bytes([channel]) + data)
         self.output_sent += len(data)
         cuts = self.cuts
-        if cuts is not None and self.output_sent >= cuts.after_bytes and cuts.take():
+        # Both output pumps come through here: the second can pass the threshold while the first
+        # is still sending the close frame, and a session is cut (and counted) once.
+        if cuts is not None and not self.session.cut and self.output_sent >= cuts.after_bytes and cuts.take():
             self.session.cut = True
             if cuts.abort:
                 await self.abort()

@@ -5,10 +5,13 @@ bare 403, stdin and the v5 CLOSE signal."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 
 import trio
+import trio.testing
 import trio_websocket
+from wsproto.connection import Connection, ConnectionType
 
 from tests.doubles import kube_exec as steps
 from tests.doubles.kube import serve_kube_api
@@ -302,3 +305,35 @@ async def test_scale_subresource_bodies_are_the_apiservers(autojump_clock: trio.
         assert event["type"] == "MODIFIED"
         assert event["object"]["spec"]["replicas"] == 0
         assert event["object"]["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"]
+
+
+async def test_a_cut_session_spends_one_cut_when_both_streams_pass_the_threshold(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server, client = trio.testing.lockstep_stream_pair()
+    request = steps.ExecRequest(NS, POD, "job", ("sh",), False, True, True, False, {}, {})
+    session = steps.ExecSession(request=request, subprotocol="v5.channel.k8s.io", offered=())
+    peer = steps.WsPeer(server, Connection(ConnectionType.SERVER), session)
+    budget = steps.CutBudget(2, after_bytes=1, abort=False)
+    peer.cuts = budget
+    received = bytearray()
+
+    async def output(channel: int) -> None:
+        with contextlib.suppress(steps.SessionEnded):
+            await peer.command_output(channel, b"x")
+
+    async def drain() -> None:
+        while chunk := await client.receive_some(65536):
+            received.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        # stderr is mid-send (holding the peer's lock) when stdout queues behind it; both reach
+        # the threshold, one after the other, in the same session.
+        nursery.start_soon(output, steps.STDERR)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(output, steps.STDOUT)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(drain)
+    assert session.cut
+    assert budget.times == 1
+    assert received.endswith(b"cut by the test")
