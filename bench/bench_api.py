@@ -44,8 +44,8 @@ from trunner.contracts import OutputFeed, Stream  # noqa: E402
 from trunner.executors.base import ExitResult  # noqa: E402
 from trunner.logs.batch import Batch  # noqa: E402
 from trunner.logs.settings import LogSettings  # noqa: E402
-from trunner.metrics import RunnerMetrics  # noqa: E402
 from trunner.models import JobOutcome, RunnerJob  # noqa: E402
+from trunner.observability.metrics import RunnerMetrics  # noqa: E402
 from trunner.opslevel.mode import ApiMode  # noqa: E402
 from trunner.runner import ClaimedJob, Runner, RunSettings  # noqa: E402
 

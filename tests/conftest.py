@@ -23,8 +23,9 @@ import trio
 import trio.testing
 
 from tests.doubles.opslevel import OpsLevelDouble
-from trunner import credentials, errorreport
 from trunner.logs import spool
+from trunner.observability import errorreport
+from trunner.process import credentials
 
 
 async def _inline(fn: Callable[..., Any], *args: Any) -> Any:

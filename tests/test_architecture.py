@@ -62,3 +62,22 @@ def test_executors_take_typed_settings_not_the_settings_source() -> None:
         and {"SettingsSource", "load", "*"} & names_imported_from(path, "trunner.config")
     ]
     assert readers == []
+
+
+def test_at_most_ten_modules_sit_at_the_top_of_the_package() -> None:
+    """``__init__.py`` and ``__main__.py`` count; sub-packages hold the rest."""
+    top = sorted(path.name for path in (ROOT / "trunner").glob("*.py"))
+    assert len(top) <= 10, top
+
+
+def test_the_readme_package_map_names_every_module_of_the_grouped_packages() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z_]+(?:\.py|/))`", section))
+    for package in ("cli", "observability", "net", "process"):
+        parts = {
+            path.name + ("/" if path.is_dir() else "")
+            for path in (ROOT / "trunner" / package).iterdir()
+            if (path.suffix == ".py" or (path / "__init__.py").exists()) and path.name != "__init__.py"
+        }
+        assert parts <= named, (package, sorted(parts - named))

@@ -172,7 +172,7 @@ def test_entrypoint_is_tini_then_the_trunner_console_script(
     assert callable(getattr(importlib.import_module(module_name), function))
     cmd = exec_form(runtime.last("CMD"))
     assert cmd == ["run"]
-    cli = importlib.import_module("trunner.cli")
+    cli = importlib.import_module("trunner.cli.app")
     assert cmd[0] in cli.COMMANDS
 
 
@@ -210,7 +210,7 @@ def test_dockerignore_keeps_tests_and_local_state_out_of_the_context() -> None:
     patterns = ignore_patterns()
     for path in ("tests/test_helm.py", ".venv/bin/python", ".git/HEAD", "helm/trunner/Chart.yaml", "bench"):
         assert dockerignore_excludes(path, patterns), path
-    for path in ("trunner/cli.py", "pyproject.toml", "README.md"):
+    for path in ("trunner/cli/app.py", "pyproject.toml", "README.md"):
         assert not dockerignore_excludes(path, patterns), path
     assert dockerignore_excludes("trunner/__pycache__/cli.cpython-311.pyc", patterns)
 

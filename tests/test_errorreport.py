@@ -23,10 +23,10 @@ import trio.testing
 from tests.doubles.executors import RecordingSink, ScriptedExecutor
 from tests.doubles.sentry import SentryStandIn, parse_envelope, running_sentry, unused_port_dsn
 from tests.test_job import SETTINGS
-from trunner import errorreport
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.job import run_job
 from trunner.models import JobOutcome, JobVariable, Outcome, RunnerJob
+from trunner.observability import errorreport
 
 T = TypeVar("T")
 
@@ -259,8 +259,8 @@ def test_the_standin_reads_envelopes_as_sentry_defines_them():
 def test_an_exception_that_ends_the_command_is_reported_then_raised(monkeypatch, tmp_path):
     """The command line's top-level failure path: the crash is one fatal event, masked, flushed
     before the exception leaves ``main``."""
-    from trunner import cli
-    from trunner.commands import test as test_command
+    from trunner.cli import app as cli
+    from trunner.cli.commands import test as test_command
 
     def crash(path: str) -> RunnerJob:
         raise RuntimeError(f"job file reader broke on {API_TOKEN}")

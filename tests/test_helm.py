@@ -503,8 +503,8 @@ def test_trunner_accepts_the_rendered_arguments_environment_and_config_file(
 ) -> None:
     """`trunner run` parses the chart's arguments and resolves every setting from them, the container's
     environment and the mounted config file without a problem (what it does at start in the pod)."""
-    from trunner.cli import build_parser
-    from trunner.commands.run import MODES
+    from trunner.cli.app import build_parser
+    from trunner.cli.commands.run import MODES
     from trunner.executors import registry
     from trunner.executors.registry import job_pod_config
     from trunner.executors.settings import JobRunSettings

@@ -57,7 +57,7 @@ def managed_flags() -> dict[str, str]:
 
 
 def run_parser_options() -> set[str]:
-    from trunner.cli import build_parser
+    from trunner.cli.app import build_parser
 
     parser = build_parser()
     [subparsers] = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
@@ -213,7 +213,7 @@ def test_ca_bundle_is_mounted_read_only_and_named_by_ssl_cert_file(chart: helm.C
 def test_trunner_reads_ssl_cert_file_for_every_client() -> None:
     """SSL_CERT_FILE reaches the OpsLevel client (tested in tests/opslevel/test_opslevel_client.py), Faktory
     TLS and the kubeconfig client without a CA (tests/compat/test_system_trust.py): each builds its context
-    from the system trust store (trunner.tls, truststore), which honours the variable as OpenSSL does."""
+    from the system trust store (trunner.net.tls, truststore), which honours the variable as OpenSSL does."""
     for module in ("trunner.opslevel.client", "trunner.faktory.client", "trunner.kube.tls"):
         source = Path(importlib.import_module(module).__file__ or "").read_text()
         assert "system_trust_context()" in source, module
@@ -224,8 +224,8 @@ def test_trunner_reads_ssl_cert_file_for_every_client() -> None:
 
 
 def test_faktory_mode_runs_the_faktory_worker_from_a_secret(chart: helm.Chart) -> None:
-    from trunner.cli import build_parser
-    from trunner.commands.run import MODES
+    from trunner.cli.app import build_parser
+    from trunner.cli.commands.run import MODES
     from trunner.executors import registry
     from trunner.executors.settings import JobRunSettings
     from trunner.faktory.client import locate_server

@@ -15,9 +15,9 @@ from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.job import run_job
 from trunner.logs.settings import LogSettings
-from trunner.metrics import RunnerMetrics
 from trunner.models import JobVariable, Outcome, RunnerJob
-from trunner.retry import ShipError
+from trunner.net.retry import ShipError
+from trunner.observability.metrics import RunnerMetrics
 
 SETTINGS = LogSettings(
     job_pod_log_max_size=4096,

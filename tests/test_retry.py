@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from trunner.retry import ShipError, deliver, parse_retry_after
+from trunner.net.retry import ShipError, deliver, parse_retry_after
 
 log = logging.getLogger("tests.retry")
 

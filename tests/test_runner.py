@@ -8,8 +8,8 @@ import trio
 
 from tests.doubles.executors import Chunk, RecordingSink, ScriptedExecutor, SleepyExecutor
 from trunner.logs.settings import LogSettings
-from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, Outcome, RunnerJob
+from trunner.observability.metrics import RunnerMetrics
 from trunner.runner import ClaimedJob, Runner, RunSettings
 from trunner.service import serve_until_signalled
 

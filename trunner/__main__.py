@@ -1,3 +1,3 @@
-from trunner.cli import main
+from trunner.cli.app import main
 
 raise SystemExit(main())

@@ -18,15 +18,15 @@ from functools import partial
 
 import trio
 
-from trunner import errorreport
 from trunner.executors.base import Executor, ExitKind, ExitResult
 from trunner.logs.job_log import JobLog, build_masker, describe_exception, is_cancellation
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
 from trunner.models import JobOutcome, Outcome, RunnerJob
-from trunner.retry import deliver
-from trunner.runlog import bind_job
+from trunner.net.retry import deliver
+from trunner.observability import errorreport
+from trunner.observability.runlog import bind_job
 
 logger = logging.getLogger("trunner.job")
 

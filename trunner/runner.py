@@ -16,7 +16,6 @@ from typing import Protocol
 import attrs
 import trio
 
-from trunner import errorreport
 from trunner.config import at_most, non_negative, one_of, positive, setting
 from trunner.executors.base import Executor
 from trunner.job import run_job
@@ -25,9 +24,10 @@ from trunner.logs.job_log import clear_spool_dir, describe_exception
 from trunner.logs.mask import MaskedLog, masker_for
 from trunner.logs.settings import LogSettings
 from trunner.logs.sinks import Sink
-from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, Outcome, RunnerJob
-from trunner.runlog import TRACE, bind_job
+from trunner.observability import errorreport
+from trunner.observability.metrics import RunnerMetrics
+from trunner.observability.runlog import TRACE, bind_job
 
 logger = logging.getLogger("trunner.runner")
 

@@ -21,13 +21,14 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from trunner import errorreport, exits
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry as executors
 from trunner.executors.base import Executor, ExecutorUnavailable, JobNaming
-from trunner.http import MetricsServerSettings, serve_http
 from trunner.logs.settings import LogSettings
-from trunner.metrics import RunnerMetrics
+from trunner.observability import errorreport
+from trunner.observability.health import MetricsServerSettings, serve_http
+from trunner.observability.metrics import RunnerMetrics
+from trunner.process import exits
 from trunner.runner import JobRecord, Runner, RunSettings
 
 log = logging.getLogger("trunner.service")

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.cli.support import trunner, write_job
-from trunner.runlog import TextFormatter, logfmt_value
+from trunner.observability.runlog import TextFormatter, logfmt_value
 
 PAIR = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)(?: |$)')
 

@@ -9,7 +9,7 @@ import time
 from tests.cli.support import clean_env, trunner, write_job
 from tests.doubles.sentry import running_sentry
 from tests.test_errorreport import API_TOKEN, SECRET, assert_no_secret
-from trunner import errorreport
+from trunner.observability import errorreport
 
 FAILING = f"""\
 id: "31"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.opslevel.scaling_support import api
-from trunner.cli import main
+from trunner.cli.app import main
 
 __all__ = ["api", "cli"]
 

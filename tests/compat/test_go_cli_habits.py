@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from tests.cli.support import trunner
-from trunner.cli import build_parser
-from trunner.commands.completion import describe
+from trunner.cli.app import build_parser
+from trunner.cli.commands.completion import describe
 
 
 @pytest.mark.parametrize("command", ["run", "test", "validate", "enqueue", "version", "completion"])

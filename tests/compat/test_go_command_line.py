@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from trunner.cli import build_parser, parse_args
-from trunner.commands.run import ModeSettings
+from trunner.cli.app import build_parser, parse_args
+from trunner.cli.commands.run import ModeSettings
+from trunner.cli.gocli import hoist_global_flags, split_go_flags
 from trunner.config import SettingsSource, read_config_file, unknown_keys
 from trunner.faktory.settings import FaktorySettings
-from trunner.gocli import hoist_global_flags, split_go_flags
 from trunner.runner import RunSettings
 
 

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
-from trunner.cli import parse_args
-from trunner.commands.run import ModeSettings
+from trunner.cli.app import parse_args
+from trunner.cli.commands.run import ModeSettings
 from trunner.config import SettingsSource
 from trunner.executors.registry import job_pod_config
 from trunner.faktory.definition import parse_job_definition
 from trunner.faktory.settings import FaktorySettings
+from trunner.observability.runlog import RunnerLogSettings
 from trunner.opslevel.scaling import ScalingSettings, check_scaling
 from trunner.opslevel.settings import ApiSettings, PollSettings
-from trunner.runlog import RunnerLogSettings
 from trunner.runner import RunSettings
 
 CHART = yaml.safe_load((Path(__file__).parent / "fixtures" / "opslevel_chart.yaml").read_text())

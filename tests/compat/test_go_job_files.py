@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.cli.support import ROOT, clean_env, trunner
-from trunner import exits
 from trunner.local.gojob import go_bool, go_text
 from trunner.local.jobfile import JobFileError, parse_job
 from trunner.models import JobVariable
+from trunner.process import exits
 
 JOBS = Path(__file__).parent / "fixtures" / "jobs"
 

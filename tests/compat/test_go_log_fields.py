@@ -20,10 +20,10 @@ from tests.doubles.executors import RecordingSink, ScriptedExecutor
 from tests.doubles.faktory import faktory_double
 from tests.doubles.opslevel import Delay, HttpStatus, OpsLevelDouble, job_payload
 from tests.opslevel.harness import start_mode
-from trunner import runlog
 from trunner.job import run_job
 from trunner.logs.settings import LogSettings
 from trunner.models import RunnerJob
+from trunner.observability import runlog
 
 
 @pytest.fixture(autouse=True)

@@ -18,11 +18,11 @@ from tests.opslevel.harness import start_mode
 from tests.opslevel.test_opslevel_mode import FAST
 from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.sink import FaktorySink
-from trunner.gometrics import exposition
-from trunner.http import route
-from trunner.metrics import RunnerMetrics
 from trunner.models import Outcome
-from trunner.retry import ShipError
+from trunner.net.retry import ShipError
+from trunner.observability.gometrics import exposition
+from trunner.observability.health import route
+from trunner.observability.metrics import RunnerMetrics
 
 GO_BUCKETS = ["5", "30", "60", "120", "300", "600", "900", "1200", "+Inf"]
 

@@ -12,7 +12,7 @@ import trio
 from tests.cli.support import ROOT, clean_env
 from tests.doubles.opslevel import OpsLevelDouble
 from trunner import __version__
-from trunner.commands.version import ping_url
+from trunner.cli.commands.version import ping_url
 
 
 async def version(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -15,10 +15,10 @@ import attrs
 import pytest
 
 import trunner
-from trunner.cli import build_parser
+from trunner.cli.app import build_parser
 from trunner.config import _META, SettingsSource, _fields
-from trunner.gometrics import exposition
-from trunner.metrics import RunnerMetrics
+from trunner.observability.gometrics import exposition
+from trunner.observability.metrics import RunnerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 SURFACE = json.loads((Path(__file__).parent / "fixtures" / "go_runner_surface.json").read_text())

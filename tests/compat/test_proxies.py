@@ -28,10 +28,10 @@ from tests.doubles.opslevel import OpsLevelDouble
 from tests.doubles.proxy import running_proxy, serve_proxy
 from trunner.kube.config import load_config
 from trunner.kube.errors import KubeConfigError
+from trunner.net.proxy import ProxyEnvironment, ProxyError, parse_proxy
+from trunner.net.retry import RetryPolicy
 from trunner.opslevel.client import OpsLevelClient, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
-from trunner.proxy import ProxyEnvironment, ProxyError, parse_proxy
-from trunner.retry import RetryPolicy
 
 # --- which proxy, as Go chooses it ----------------------------------------------------------------
 
@@ -330,7 +330,7 @@ def test_in_cluster_and_kubeconfig_servers_take_the_environments_proxy(tmp_path)
 
 def test_sentry_events_go_through_the_proxy_with_its_credentials() -> None:
     from tests.doubles.sentry import PROJECT, PUBLIC_KEY, running_sentry
-    from trunner import errorreport
+    from trunner.observability import errorreport
 
     with running_sentry() as standin, running_proxy(credentials=("ops", "pw")) as proxy:
         environ = {

@@ -17,7 +17,7 @@ from tests.kube.transport_support import client_for
 from trunner.faktory.client import WorkerIdentity, connect, parse_server_url
 from trunner.faktory.protocol import ConnectionLost
 from trunner.kube.errors import KubeError
-from trunner.tls import system_trust_context
+from trunner.net.tls import system_trust_context
 
 IDENTITY = WorkerIdentity.producer()
 

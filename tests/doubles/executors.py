@@ -13,7 +13,7 @@ from trunner.contracts import OutputFeed, Stream
 from trunner.executors.base import ExitResult
 from trunner.logs.batch import Batch
 from trunner.models import JobOutcome, RunnerJob
-from trunner.retry import ShipError
+from trunner.net.retry import ShipError
 
 
 @attrs.frozen

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from tests.doubles.faktory import faktory_double
-from trunner.cli import main
+from trunner.cli.app import main
 from trunner.faktory.definition import JobDefinitionError, parse_job_definition
 
 NOW = dt.datetime(2026, 7, 1, 12, 0, 0, tzinfo=dt.UTC)

@@ -24,7 +24,7 @@ from trunner.executors import registry
 from trunner.executors.base import Executor, JobNaming
 from trunner.faktory import mode
 from trunner.faktory.mode import FaktoryMode
-from trunner.metrics import RunnerMetrics
+from trunner.observability.metrics import RunnerMetrics
 
 
 def source_for(server: FaktoryDouble, password: str | None = None, **settings: str) -> SettingsSource:

@@ -14,7 +14,7 @@ from tests.faktory.conftest import worker_client
 from trunner.faktory.sink import FaktorySink
 from trunner.logs.batch import Batch
 from trunner.models import JobOutcome, Outcome, OutcomeVariable
-from trunner.retry import ShipError
+from trunner.net.retry import ShipError
 
 SENT_AT = dt.datetime(2026, 7, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 

@@ -16,7 +16,7 @@ from trunner.contracts import Stream
 from trunner.kube.auth import AuthSpec, StaticAuth
 from trunner.kube.client import KubeApiSettings, KubeClient
 from trunner.kube.config import KubeConfig
-from trunner.retry import RetryPolicy
+from trunner.net.retry import RetryPolicy
 
 NS = "ci"
 

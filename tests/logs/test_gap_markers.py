@@ -14,7 +14,7 @@ from trunner.job import run_job
 from trunner.logs.batch import Batch
 from trunner.logs.settings import LogSettings
 from trunner.models import RunnerJob
-from trunner.retry import ShipError
+from trunner.net.retry import ShipError
 
 JOB = RunnerJob(id="10", commands=("true",))
 GAP = re.compile(r"\[trunner: (\d+) lines \((\d+) bytes\) of (\w+) dropped: (.*)\]")

@@ -18,8 +18,8 @@ from trunner.logs import spool as spool_module
 from trunner.logs.batch import Batch
 from trunner.logs.job_log import JobLog, clear_spool_dir
 from trunner.logs.settings import LogSettings
-from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, RunnerJob
+from trunner.observability.metrics import RunnerMetrics
 
 JOB = RunnerJob(id="7", commands=("true",))
 MARKER = re.compile(r"\[trunner: (\d+) lines \((\d+) bytes\)(?: of (\w+))? dropped: (.*)\]")
@@ -382,7 +382,7 @@ async def test_a_spool_that_cannot_be_read_back_is_announced_per_stream_at_the_g
 async def test_a_rejected_batch_that_carried_gap_markers_announces_them_again_per_stream(
     autojump_clock, tmp_path
 ):
-    from trunner.retry import ShipError
+    from trunner.net.retry import ShipError
 
     class RejectsFirstMarkedBatch(TimedSink):
         rejected = 0

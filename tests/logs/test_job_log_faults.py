@@ -21,8 +21,8 @@ from trunner.logs.batch import Batch
 from trunner.logs.markers import CUT_SUFFIX
 from trunner.logs.settings import LogSettings
 from trunner.logs.spool import DIR_PREFIX, SpoolError
-from trunner.metrics import RunnerMetrics
 from trunner.models import Outcome, RunnerJob
+from trunner.observability.metrics import RunnerMetrics
 
 JOB = RunnerJob(id="7", commands=("true",))
 MARKER = re.compile(r"\[trunner: (\d+) lines \((\d+) bytes\)(?: of (\w+))? dropped: (.*)\]")

@@ -21,7 +21,7 @@ from trunner.logs.mask import MAX_SECRET_BYTES
 from trunner.logs.secret_forms import forms_of
 from trunner.logs.settings import LogSettings
 from trunner.models import JobOutcome, JobVariable, Outcome, RunnerJob
-from trunner.retry import ShipError
+from trunner.net.retry import ShipError
 
 MASK = "**********"
 

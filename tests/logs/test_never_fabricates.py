@@ -20,7 +20,7 @@ from trunner.logs.markers import CONTINUED_PREFIX, CUT_SUFFIX
 from trunner.logs.settings import LogSettings
 from trunner.logs.spool import DIR_PREFIX
 from trunner.models import RunnerJob
-from trunner.retry import ShipError
+from trunner.net.retry import ShipError
 
 GAP = re.compile(
     r"\[trunner: (\d+) lines \((\d+) bytes\)(?: of (\w+))? (dropped|not confirmed, may have been delivered): .*\]"

@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry
 
 from tests.doubles.opslevel import OpsLevelDouble
 from tests.opslevel.scaling_support import api  # noqa: F401  (the scaling tests' cluster)
+from trunner.net.retry import RetryPolicy
 from trunner.opslevel.client import OpsLevelClient, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
-from trunner.retry import RetryPolicy
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from tests.doubles.kube_store import Obj
 from tests.doubles.opslevel import OpsLevelDouble
 from tests.kube.transport_support import NS, client_for
 from trunner.kube.leader import LeaseTimings
+from trunner.net.retry import RetryPolicy
 from trunner.opslevel.client import OpsLevelClient, graphql_endpoint
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.opslevel.scaling import Scaler, ScalingMetrics, ScalingSettings, serve_scaling
-from trunner.retry import RetryPolicy
 
 DEPLOYMENT = "runner"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{DEPLOYMENT}"

@@ -25,6 +25,7 @@ from tests.doubles.opslevel import (
     job_payload,
 )
 from trunner import __version__
+from trunner.net.retry import NO_RETRIES, RetryPolicy
 from trunner.opslevel.client import (
     OpsLevelClient,
     graphql_endpoint,
@@ -53,7 +54,6 @@ from trunner.opslevel.operations import (
     RunnerRegisterPayload,
 )
 from trunner.opslevel.settings import ApiSettings
-from trunner.retry import NO_RETRIES, RetryPolicy
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:

@@ -10,7 +10,13 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from trunner.config import ConfigError, SettingsSource
-from trunner.http import HEAD_TIMEOUT, MAX_CONNECTIONS, REQUEST_TIMEOUT, MetricsServerSettings, serve_http
+from trunner.observability.health import (
+    HEAD_TIMEOUT,
+    MAX_CONNECTIONS,
+    REQUEST_TIMEOUT,
+    MetricsServerSettings,
+    serve_http,
+)
 
 
 class Readiness:

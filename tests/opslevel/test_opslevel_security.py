@@ -19,12 +19,12 @@ from tests.doubles.command_executor import CommandExecutor
 from tests.doubles.opslevel import job_payload
 from tests.opslevel.harness import start_mode
 from tests.opslevel.test_opslevel_mode import FAST, metric
+from trunner.net.retry import RetryPolicy
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiError, ApiTlsError
 from trunner.opslevel.metrics import ApiMetrics
 from trunner.opslevel.mode import warn_if_unencrypted
 from trunner.opslevel.settings import ApiSettings
-from trunner.retry import RetryPolicy
 
 
 async def test_a_certificate_that_does_not_verify_is_a_tls_error_and_not_retried(

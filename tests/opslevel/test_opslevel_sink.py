@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from tests.doubles.opslevel import HttpStatus, OpsLevelDouble, PayloadErrors, Reset, Runner, Stall
 from trunner.logs.batch import Batch
 from trunner.models import JobOutcome, Outcome, OutcomeVariable
+from trunner.net.retry import ShipError
 from trunner.opslevel.client import OpsLevelClient, encode_body
 from trunner.opslevel.operations import RUNNER_APPEND_JOB_LOG, AppendJobLogVariables, RunnerAppendJobLogInput
 from trunner.opslevel.sink import PART_SIZE, OpsLevelSink, append_body, parts_of
-from trunner.retry import ShipError
 
 SENT_NS = 1_656_637_200_123_456_789
 

@@ -25,9 +25,9 @@ from trunner.logs.batch import Batch
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.settings import LogSettings
 from trunner.models import RunnerJob
+from trunner.net.retry import RetryPolicy, ShipError
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.sink import OpsLevelSink
-from trunner.retry import RetryPolicy, ShipError
 
 APPEND = "RunnerAppendJobLog"
 DROPPED = re.compile(r".*\[trunner: \d+ lines \(\d+ bytes\) of \w+ dropped: .*\]")

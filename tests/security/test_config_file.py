@@ -13,8 +13,8 @@ import pytest
 
 from tests.cli.support import ROOT, clean_env
 from tests.security.other_user import as_other, needs_other_user, other_uid, shared_directory
-from trunner import cli
-from trunner.commands.common import settings_source
+from trunner.cli import app
+from trunner.cli.commands.common import settings_source
 from trunner.config import ConfigError, read_config_file
 
 
@@ -62,5 +62,5 @@ def test_the_runner_log_names_the_config_file_it_read(
 ) -> None:
     path = tmp_path / "runner.yaml"
     path.write_text("log-level: INFO\n")
-    settings_source(cli.parse_args(["validate", "-c", str(path)]))
+    settings_source(app.parse_args(["validate", "-c", str(path)]))
     assert f"read the config file {path}" in capsys.readouterr().err

@@ -18,11 +18,12 @@ import yaml
 
 from tests.cli.support import ROOT, clean_env, trunner
 from tests.security.other_user import OTHER, needs_other_user, other_uid, shared_directory
-from trunner import cli, credentials, hardening
-from trunner.commands.common import settings_source
+from trunner.cli import app
+from trunner.cli.commands.common import settings_source
 from trunner.config import ConfigError, SettingsSource
 from trunner.opslevel.errors import TOKEN_HINT
 from trunner.opslevel.settings import ApiSettings
+from trunner.process import credentials, hardening
 
 TOKEN = "opslevel-token-0a1b2c3d4e5f"
 FAKTORY_PASSWORD = "faktory-pass-9z8y7x"
@@ -85,7 +86,7 @@ def runner_log() -> Iterator[None]:
 
 def test_the_runner_log_masks_its_credentials(capsys: pytest.CaptureFixture[str], runner_log: None) -> None:
     env = {k: v for k, v in runner_env().items() if k != "SENTRY_DSN"}
-    settings_source_with(cli.parse_args(["validate"]), env)
+    settings_source_with(app.parse_args(["validate"]), env)
     log = logging.getLogger("trunner.test")
     log.error("a proxy echoed: Authorization: Bearer %s", TOKEN)
     log.error("faktory said %s", FAKTORY_PASSWORD, extra={"detail": f"x {TOKEN}"})
@@ -108,7 +109,7 @@ def settings_source_with(args: object, env: dict[str, str]) -> SettingsSource:
 def test_the_token_on_the_command_line_is_warned_about_and_not_shown(
     capsys: pytest.CaptureFixture[str], runner_log: None
 ) -> None:
-    args = cli.parse_args(["run", "--api-token", TOKEN])
+    args = app.parse_args(["run", "--api-token", TOKEN])
     settings_source_with(args, clean_env())
     err = capsys.readouterr().err
     assert "--api-token is given on the command line, where every local user can read it" in err
@@ -120,9 +121,9 @@ def test_the_token_file_is_read_once_and_its_newline_dropped(tmp_path: Path) -> 
     path = tmp_path / "token"
     path.write_text(TOKEN + "\n")
     for args, environ, file in (
-        (cli.parse_args(["run", "--api-token-file", str(path)]), {}, {}),
-        (cli.parse_args(["run"]), {"OPSLEVEL_API_TOKEN_FILE": str(path)}, {}),
-        (cli.parse_args(["run"]), {}, {"api-token-file": str(path)}),
+        (app.parse_args(["run", "--api-token-file", str(path)]), {}, {}),
+        (app.parse_args(["run"]), {"OPSLEVEL_API_TOKEN_FILE": str(path)}, {}),
+        (app.parse_args(["run"]), {}, {"api-token-file": str(path)}),
     ):
         source = SettingsSource(args=args, environ=environ, file=file)
         assert source.get(ApiSettings).api_token == TOKEN
@@ -132,12 +133,12 @@ def test_the_token_file_is_read_once_and_its_newline_dropped(tmp_path: Path) -> 
 
 
 def test_a_token_with_a_trailing_newline_loses_it() -> None:
-    source = SettingsSource(args=cli.parse_args(["run"]), environ={"OPSLEVEL_API_TOKEN": TOKEN + "\r\n"})
+    source = SettingsSource(args=app.parse_args(["run"]), environ={"OPSLEVEL_API_TOKEN": TOKEN + "\r\n"})
     assert source.get(ApiSettings).api_token == TOKEN
 
 
 def test_an_unreadable_token_file_is_a_clear_error(tmp_path: Path) -> None:
-    source = SettingsSource(args=cli.parse_args(["run", "--api-token-file", str(tmp_path / "missing")]))
+    source = SettingsSource(args=app.parse_args(["run", "--api-token-file", str(tmp_path / "missing")]))
     with pytest.raises(Exception, match=r"--api-token-file: cannot read .*missing: No such file"):
         source.get(ApiSettings)
 
@@ -198,7 +199,7 @@ def test_the_runner_process_is_not_dumpable() -> None:
         [
             sys.executable,
             "-c",
-            "from trunner import hardening as h; h.make_undumpable(); print(h.is_dumpable())",
+            "from trunner.process import hardening as h; h.make_undumpable(); print(h.is_dumpable())",
         ],
         capture_output=True,
         text=True,
@@ -211,7 +212,7 @@ def test_the_runner_process_is_not_dumpable() -> None:
 
 
 def test_a_token_a_header_cannot_carry_is_refused_without_showing_it() -> None:
-    source = SettingsSource(args=cli.parse_args(["run"]), environ={"OPSLEVEL_API_TOKEN": "tok en\x01-abc"})
+    source = SettingsSource(args=app.parse_args(["run"]), environ={"OPSLEVEL_API_TOKEN": "tok en\x01-abc"})
     with pytest.raises(ConfigError) as caught:
         source.get(ApiSettings)
     assert "which an HTTP header cannot carry" in str(caught.value)

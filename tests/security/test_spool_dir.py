@@ -11,7 +11,7 @@ import pytest
 from tests.security.other_user import as_other, needs_other_user, other_uid, shared_directory
 from trunner.logs.batch import Batch
 from trunner.logs.spool import LOCK_NAME, RUNNER_PREFIX, Spool, remove_leftovers
-from trunner.privdir import UnsafeDirectoryError
+from trunner.process.privdir import UnsafeDirectoryError
 
 
 def batch(seq: int, text: str) -> Batch:

@@ -27,12 +27,12 @@ from typing import Any
 import attrs
 import trio
 
-from trunner import privdir
 from trunner.contracts import OutputFeed, Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.script import phase_argv, phase_script
 from trunner.executors.settings import JobRunSettings
 from trunner.models import JobVariable, RunnerJob, validate_job
+from trunner.process import privdir
 
 logger = logging.getLogger("trunner.executors.local")
 

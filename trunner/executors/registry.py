@@ -26,7 +26,7 @@ from trunner.executors.kubernetes.settings import (
 from trunner.executors.settings import JobRunSettings
 from trunner.kube.client import KubeApiSettings
 from trunner.kube.config import load_config
-from trunner.metrics import RunnerMetrics
+from trunner.observability.metrics import RunnerMetrics
 
 log = logging.getLogger("trunner.kubernetes")
 

@@ -38,8 +38,9 @@ from trunner.faktory.protocol import (
     ReplyParser,
     SimpleString,
 )
-from trunner.retry import exponential_backoff
-from trunner.tls import system_trust_context
+from trunner.net.errors import describe_network_error
+from trunner.net.retry import exponential_backoff
+from trunner.net.tls import system_trust_context
 
 log = logging.getLogger("trunner.faktory")
 
@@ -200,7 +201,9 @@ class Connection:
                     f"{self._label}: no reply to {verb} within {self._timeout + extra_wait:g}s", sent=sent
                 ) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError) as exc:
-                raise ConnectionLost(f"{self._label}: {verb} failed: {_describe(exc)}", sent=sent) from None
+                raise ConnectionLost(
+                    f"{self._label}: {verb} failed: {describe_network_error(exc)}", sent=sent
+                ) from None
             finally:
                 if not completed:
                     self.broken = True
@@ -215,7 +218,7 @@ class Connection:
             raise ConnectionLost(f"{self._label}: no greeting within {self._timeout:g}s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError) as exc:
             self.broken = True
-            raise ConnectionLost(f"{self._label}: {_describe(exc)}") from None
+            raise ConnectionLost(f"{self._label}: {describe_network_error(exc)}") from None
 
     async def _read_reply(self) -> Reply:
         while True:
@@ -278,16 +281,6 @@ class Connection:
             await trio.aclose_forcefully(self._stream)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
-        return _describe(exc.__cause__)
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
 async def connect(
     location: ServerLocation,
     identity: WorkerIdentity,
@@ -303,7 +296,7 @@ async def connect(
     except trio.TooSlowError:
         raise ConnectionLost(f"{label}: could not connect within {timeout:g}s") from None
     except OSError as exc:
-        raise ConnectionLost(f"{label}: cannot connect: {_describe(exc)}") from None
+        raise ConnectionLost(f"{label}: cannot connect: {describe_network_error(exc)}") from None
     if location.tls:
         context = ssl_context or _default_tls_context()
         stream = trio.SSLStream(stream, context, server_hostname=location.host)

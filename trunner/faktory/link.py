@@ -26,7 +26,7 @@ import trio
 from trunner.faktory.client import FaktoryClient
 from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import ConnectionLost, FaktoryError, HandshakeRejected, ProtocolViolation
-from trunner.retry import RetryPolicy
+from trunner.net.retry import RetryPolicy
 
 log = logging.getLogger("trunner.faktory")
 

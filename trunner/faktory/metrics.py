@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from trunner.gometrics import GoRunnerMetrics
+from trunner.observability.gometrics import GoRunnerMetrics
 
 
 class FaktoryMetrics:

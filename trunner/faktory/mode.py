@@ -35,9 +35,9 @@ from trunner.faktory.protocol import FaktoryError, HandshakeRejected
 from trunner.faktory.settings import FaktorySettings
 from trunner.faktory.sink import RUNNER_ID
 from trunner.faktory.worker import FaktoryWorker
-from trunner.http import MetricsServerSettings
 from trunner.logs.settings import LogSettings
-from trunner.metrics import RunnerMetrics
+from trunner.observability.health import MetricsServerSettings
+from trunner.observability.metrics import RunnerMetrics
 from trunner.runner import Runner, RunSettings
 from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, ServiceMode, check_settings
 

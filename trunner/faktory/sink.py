@@ -12,7 +12,7 @@ app to consume, as the Go runner's Faktory processors push them.
   connection, ``PUSH`` with ``custom.bid`` set to the bid the server returned; no COMMIT.
 
 Delivery only: batching, retries and deadlines belong to the shared shipper. Failures become
-:class:`~trunner.retry.ShipError`, retryable when another attempt may succeed.
+:class:`~trunner.net.retry.ShipError`, retryable when another attempt may succeed.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from trunner.faktory.metrics import FaktoryMetrics
 from trunner.faktory.protocol import ConnectionLost, FaktoryError, ServerError
 from trunner.logs.batch import Batch
 from trunner.models import JobOutcome
+from trunner.net.retry import ShipError
 from trunner.opslevel import operations
 from trunner.opslevel.operations import RunnerAppendJobLogInput, RunnerReportJobOutcomeInput
-from trunner.retry import ShipError
 
 log = logging.getLogger("trunner.faktory.sink")
 

@@ -31,7 +31,7 @@ from trunner.faktory.protocol import (
 )
 from trunner.faktory.sink import FaktorySink
 from trunner.models import JobOutcome, job_number
-from trunner.runlog import job_fields
+from trunner.observability.runlog import job_fields
 from trunner.runner import ClaimedJob
 
 log = logging.getLogger("trunner.faktory")

@@ -46,9 +46,9 @@ from trunner.kube.ratelimit import TokenBucket
 from trunner.kube.tls import load_client_certificate, ssl_context
 from trunner.kube.watch import WatchEvent, watch_events
 from trunner.kube.websocket import HandshakeStream, handshake, reader_nursery, single_exception, ws_failure
-from trunner.proxy import httpx_proxy
-from trunner.retry import RetryPolicy, parse_retry_after
-from trunner.tls import system_trust_context
+from trunner.net.proxy import httpx_proxy
+from trunner.net.retry import RetryPolicy, parse_retry_after
+from trunner.net.tls import system_trust_context
 
 USER_AGENT = "trunner"
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024

@@ -33,7 +33,7 @@ from trunner.kube.auth import (
     TokenFileAuth,
 )
 from trunner.kube.errors import KubeConfigError
-from trunner.proxy import Proxy, ProxyEnvironment, ProxyError, parse_proxy
+from trunner.net.proxy import Proxy, ProxyEnvironment, ProxyError, parse_proxy
 from trunner.wire import WireConverter, WireError, structure
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")

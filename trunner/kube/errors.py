@@ -14,6 +14,7 @@ import attrs
 import httpx
 
 from trunner.config import ConfigError
+from trunner.net.errors import describe_network_error
 from trunner.wire import WireConverter, WireError, structure
 
 
@@ -234,29 +235,8 @@ def error_from_response(code: int, body: bytes, *, retry_after: float | None = N
     return error_for_status(code, status, retry_after=retry_after)
 
 
-def describe(exc: BaseException) -> str:
-    """The messages along an exception's cause chain (httpx and trio wrap the SSL error that
-    says what actually went wrong)."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        # A group's str() repeats its message with a count; what went wrong is in its members
-        # (trio's connect gives one group per address tried).
-        group = current if isinstance(current, BaseExceptionGroup) else None
-        text = (group.message if group is not None else str(current)).strip()
-        if text and text not in parts:
-            parts.append(text)
-        if group is not None and len(group.exceptions) == 1:
-            current = group.exceptions[0]
-        else:
-            current = current.__cause__ or current.__context__
-    return ": ".join(parts) or "connection failed"
-
-
 def transport_error(method: str, path: str, exc: httpx.HTTPError) -> TransportError:
     not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     return TransportError(
-        f"{method} {path}: {type(exc).__name__}: {describe(exc)}", request_not_sent=not_sent
+        f"{method} {path}: {type(exc).__name__}: {describe_network_error(exc)}", request_not_sent=not_sent
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from trunner.kube.config import KubeConfig
 from trunner.kube.errors import KubeConfigError
-from trunner.tls import system_trust_context
+from trunner.net.tls import system_trust_context
 
 
 def load_client_certificate(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:

@@ -12,9 +12,10 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from trunner.kube.errors import KubeError, TransportError, describe, error_from_response
-from trunner.proxy import Proxy, ProxyError, open_tunnel
-from trunner.tls import system_trust_context
+from trunner.kube.errors import KubeError, TransportError, error_from_response
+from trunner.net.errors import describe_network_error
+from trunner.net.proxy import Proxy, ProxyError, open_tunnel
+from trunner.net.tls import system_trust_context
 
 
 def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -107,7 +108,7 @@ async def handshake(
     except trio.TooSlowError:
         raise TransportError(f"websocket {where}: no handshake within {limit:g} s") from None
     except (OSError, trio.BrokenResourceError, ssl.SSLError, ProxyError) as exc:
-        raise TransportError(f"websocket {where}: cannot connect: {describe(exc)}") from None
+        raise TransportError(f"websocket {where}: cannot connect: {describe_network_error(exc)}") from None
     if offered and ws.subprotocol not in offered:
         with trio.CancelScope(shield=True), trio.move_on_after(1):
             await ws.aclose()
@@ -130,7 +131,7 @@ def ws_failure(exc: BaseException, path: str, watched: list[HandshakeStream]) ->
     answer = watched[0].answer_summary() if watched else None
     if answer is not None:
         return TransportError(f"websocket {path}: the handshake answer was not accepted ({answer})")
-    return TransportError(f"websocket {path}: handshake failed: {describe(exc)}")
+    return TransportError(f"websocket {path}: handshake failed: {describe_network_error(exc)}")
 
 
 class HandshakeStream(trio.abc.Stream):

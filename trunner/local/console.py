@@ -13,7 +13,7 @@ import trio
 from trunner.logs.batch import Batch
 from trunner.logs.settings import LogSettings
 from trunner.models import JobOutcome
-from trunner.runlog import printable
+from trunner.observability.runlog import printable
 
 _write_lock = trio.Lock()
 

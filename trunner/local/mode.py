@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trunner import exits
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry
 from trunner.local.console import ConsoleSink, console_log_settings
 from trunner.local.jobfile import JobFileError, job_files, load_job
 from trunner.logs.settings import LogSettings
-from trunner.metrics import RunnerMetrics
 from trunner.models import Outcome
+from trunner.observability.metrics import RunnerMetrics
+from trunner.process import exits
 from trunner.runner import ClaimedJob, JobRecord, Runner, RunSettings
 from trunner.service import Shutdown, executor_name, serve_until_signalled
 

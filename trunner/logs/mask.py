@@ -26,10 +26,10 @@ from typing import Any
 
 import ahocorasick_rs
 
-from trunner import credentials
 from trunner.logs.markers import MASK
 from trunner.logs.secret_forms import MIN_PART, forms_of, raw_bytes, stream_bytes
 from trunner.models import RunnerJob
+from trunner.process import credentials
 
 SHORT_SECRET = MIN_PART
 """Secrets shorter than this are masked, with a warning: they mask innocent text too."""

@@ -22,7 +22,7 @@ from trunner.logs import markers
 from trunner.logs.batch import COUNTS, SOURCES, Batch, gaps_of
 from trunner.logs.metrics import LogMetrics
 from trunner.logs.sinks import Sink
-from trunner.retry import deliver
+from trunner.net.retry import deliver
 
 
 class Shipper:

@@ -11,9 +11,9 @@ from trunner.models import JobOutcome
 
 class Sink(Protocol):
     async def ship(self, batch: Batch) -> None:
-        """Deliver one batch, in order. Raise :class:`~trunner.retry.ShipError` on failure."""
+        """Deliver one batch, in order. Raise :class:`~trunner.net.retry.ShipError` on failure."""
         ...
 
     async def report(self, outcome: JobOutcome) -> None:
-        """Deliver the job's outcome, after the last batch. Raise :class:`~trunner.retry.ShipError` on failure."""
+        """Deliver the job's outcome, after the last batch. Raise :class:`~trunner.net.retry.ShipError` on failure."""
         ...

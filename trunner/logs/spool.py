@@ -5,7 +5,7 @@ the configured root, holding a ``lock`` file it keeps locked with ``flock`` for 
 directory of a runner that died (crash, SIGKILL) is told apart from a live one by trying that
 lock (:func:`remove_leftovers`). A job's spool is a private directory of segment files in it.
 Everything below the root is opened through directory descriptors, never through a symlink and
-never as an existing file (:mod:`trunner.privdir`): another local user can neither redirect nor
+never as an existing file (:mod:`trunner.process.privdir`): another local user can neither redirect nor
 read a spool, even in a shared root such as /tmp. Records are
 ``header (seq, lines, markers, per-source counts, payload size, crc32) + payload``, the CRC
 covering the header's other fields too (a zeroed record does not pass); a fully read segment is deleted, so the
@@ -30,8 +30,8 @@ from typing import Any
 
 import trio
 
-from trunner import privdir
 from trunner.logs.batch import COUNTS, Batch
+from trunner.process import privdir
 
 RUNNER_PREFIX = "trunner-spool-"
 DIR_PREFIX = "trunner-job-"

@@ -19,7 +19,11 @@ import attrs
 import httpx
 import trio
 
-from trunner import __version__, credentials
+from trunner import __version__
+from trunner.net.errors import describe_network_error
+from trunner.net.proxy import httpx_proxy, proxy_for
+from trunner.net.retry import RetryPolicy, parse_retry_after
+from trunner.net.tls import system_trust_context
 from trunner.opslevel.errors import (
     ApiAuthenticationError,
     ApiError,
@@ -41,9 +45,7 @@ from trunner.opslevel.operations import (
     structure_payload,
 )
 from trunner.opslevel.settings import ApiSettings
-from trunner.proxy import httpx_proxy, proxy_for
-from trunner.retry import RetryPolicy, parse_retry_after
-from trunner.tls import system_trust_context
+from trunner.process import credentials
 
 V = TypeVar("V")
 P = TypeVar("P")
@@ -116,14 +118,6 @@ class RequestBody:
             on_sent()
 
         return produce()
-
-
-def _describe_transport_error(exc: httpx.TransportError) -> str:
-    if isinstance(exc, httpx.LocalProtocolError):
-        # its text quotes the offending header, which may be the Authorization header
-        return f"{type(exc).__name__}: the request could not be sent (a header value is not valid)"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _certificate_failure(exc: BaseException) -> str | None:
@@ -295,7 +289,7 @@ class OpsLevelClient:
                     "store (or SSL_CERT_FILE) must hold the CA that signed the server's certificate",
                 ) from None
             raise ApiTransportError(
-                label, f"connection failed ({_describe_transport_error(exc)})", sent=sent
+                label, f"connection failed ({describe_network_error(exc)})", sent=sent
             ) from None
         finally:
             elapsed = trio.current_time() - started

@@ -19,13 +19,14 @@ from urllib.parse import urlsplit
 import trio
 from prometheus_client import CollectorRegistry
 
-from trunner import credentials
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors.base import Executor
-from trunner.http import MetricsServerSettings
 from trunner.kube.client import KubeApiSettings
 from trunner.logs.settings import LogSettings
-from trunner.metrics import RunnerMetrics
+from trunner.net.proxy import ProxyEnvironment, ProxyError
+from trunner.net.retry import RetryPolicy
+from trunner.observability.health import MetricsServerSettings
+from trunner.observability.metrics import RunnerMetrics
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiAuthenticationError, ApiError
 from trunner.opslevel.metrics import ApiMetrics
@@ -38,8 +39,7 @@ from trunner.opslevel.operations import (
 from trunner.opslevel.scaling import ScalingSettings, check_scaling, run_scaling
 from trunner.opslevel.settings import ApiSettings, PollSettings
 from trunner.opslevel.source import PendingJobSource
-from trunner.proxy import ProxyEnvironment, ProxyError
-from trunner.retry import RetryPolicy
+from trunner.process import credentials
 from trunner.runner import Runner, RunSettings
 from trunner.service import EXIT_FAILED, EXIT_OK, OpenExecutor, Service, ServiceMode, check_settings
 

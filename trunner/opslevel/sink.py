@@ -17,6 +17,7 @@ from itertools import repeat
 
 from trunner.logs.batch import Batch
 from trunner.models import JobOutcome
+from trunner.net.retry import NO_RETRIES, ShipError
 from trunner.opslevel.client import OpsLevelClient, RequestBody, encode_body
 from trunner.opslevel.errors import ApiError
 from trunner.opslevel.operations import (
@@ -28,7 +29,6 @@ from trunner.opslevel.operations import (
     RunnerReportJobOutcomeInput,
     rfc3339_nano,
 )
-from trunner.retry import NO_RETRIES, ShipError
 
 _PLACEHOLDER = '"logChunk":["@"]'
 

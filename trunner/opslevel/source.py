@@ -22,6 +22,8 @@ from trunner.logs.batch import Batch
 from trunner.logs.mask import Masker
 from trunner.logs.sinks import Sink
 from trunner.models import JobOutcome, JobStatus, Outcome, RunnerJob, job_number
+from trunner.net.retry import NO_RETRIES, deliver, exponential_backoff
+from trunner.observability.runlog import job_fields
 from trunner.opslevel.client import OpsLevelClient
 from trunner.opslevel.errors import ApiError, ApiResponseTooLarge, ApiTransportError
 from trunner.opslevel.metrics import ApiMetrics
@@ -32,8 +34,6 @@ from trunner.opslevel.operations import (
 )
 from trunner.opslevel.settings import PollSettings
 from trunner.opslevel.sink import OpsLevelSink
-from trunner.retry import NO_RETRIES, deliver, exponential_backoff
-from trunner.runlog import job_fields
 from trunner.runner import ClaimedJob
 from trunner.wire import WireError, structure
 

@@ -33,8 +33,8 @@ from trunner.executors.kubernetes.podspec import main_command
 from trunner.executors.kubernetes.settings import JobPodConfig
 from trunner.executors.kubernetes.stage import LAUNCH, READ, Stage, job_stage
 from trunner.kube.client import KubeClient
-from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
+from trunner.observability.metrics import RunnerMetrics
 
 SH = shutil.which("dash") or "sh"
 FAST = ResumePolicy(base=0.01, cap=0.05)

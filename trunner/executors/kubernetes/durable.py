@@ -35,7 +35,7 @@ from trunner.executors.kubernetes.stage import NOT_STARTED, Stage
 from trunner.executors.kubernetes.wait import pod_path
 from trunner.kube.client import KubeClient
 from trunner.kube.errors import KubeError, NotFound
-from trunner.retry import exponential_backoff
+from trunner.net.retry import exponential_backoff
 
 logger = logging.getLogger("trunner.executors.kubernetes")
 

@@ -52,9 +52,9 @@ from trunner.kube.objects import (
     lenient,
     to_wire,
 )
-from trunner.metrics import RunnerMetrics
 from trunner.models import RunnerJob
-from trunner.retry import RetryPolicy
+from trunner.net.retry import RetryPolicy
+from trunner.observability.metrics import RunnerMetrics
 
 logger = logging.getLogger("trunner.executors.kubernetes")
 

@@ -22,7 +22,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from trunner.config import port, setting
-from trunner.gometrics import exposition
+from trunner.observability.gometrics import exposition
 
 log = logging.getLogger("trunner.http")
 

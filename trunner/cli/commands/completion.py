@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from trunner import exits
+from trunner.process import exits
 
 SHELLS = ("bash", "zsh", "fish", "powershell")
 _PATH_FLAGS = {"--file", "--config", "--jobs", "--kubeconfig"}

@@ -9,8 +9,7 @@ from typing import Any
 
 import trio
 
-from trunner import exits
-from trunner.commands.common import add_common_arguments, settings_source
+from trunner.cli.commands.common import add_common_arguments, settings_source
 from trunner.config import add_settings_arguments
 from trunner.executors import registry
 from trunner.executors.base import ExecutorUnavailable
@@ -21,8 +20,9 @@ from trunner.local.console import ConsoleSink, console_log_settings
 from trunner.local.jobfile import DEFAULT_JOB_FILE, JobFileError, load_job
 from trunner.logs.job_log import clear_spool_dir
 from trunner.logs.settings import LogSettings
-from trunner.metrics import RunnerMetrics
 from trunner.models import JobOutcome, Outcome, RunnerJob
+from trunner.observability.metrics import RunnerMetrics
+from trunner.process import exits
 
 
 def register(subparsers: Any) -> None:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
-from trunner import exits
+from trunner.process import exits
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import logging
 
-from trunner import credentials, errorreport, gocli, runlog
+from trunner.cli import gocli
 from trunner.config import (
     ConfigError,
     SettingsSource,
@@ -17,8 +17,10 @@ from trunner.config import (
 )
 from trunner.faktory.client import locate_server
 from trunner.logs.mask import Masker
+from trunner.observability import errorreport, runlog
+from trunner.observability.runlog import RunnerLogSettings
 from trunner.opslevel.settings import ApiSettings
-from trunner.runlog import RunnerLogSettings
+from trunner.process import credentials
 
 log = logging.getLogger("trunner.config")
 

@@ -7,9 +7,8 @@ import argparse
 import sys
 from typing import Any
 
-from trunner import exits
-from trunner.commands.common import add_common_arguments, settings_source
-from trunner.commands.run import setting_groups
+from trunner.cli.commands.common import add_common_arguments, settings_source
+from trunner.cli.commands.run import setting_groups
 from trunner.config import ConfigError, SettingsSource
 from trunner.executors import registry
 from trunner.executors.kubernetes import podspec
@@ -17,6 +16,7 @@ from trunner.executors.local import LocalExecutor
 from trunner.executors.settings import JobRunSettings
 from trunner.local.jobfile import JobFileError, load_job
 from trunner.models import RunnerJob
+from trunner.process import exits
 
 GO_TOLERATED = {
     "--job-concurrency": "the Go runner runs 1 job at a time for a value below 1",

@@ -6,9 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from trunner import __version__, clihelp, errorreport, gocli, hardening
-from trunner.commands import completion, enqueue, help, run, test, validate, version
+from trunner import __version__
+from trunner.cli import gocli, usage
+from trunner.cli.commands import completion, enqueue, help, run, test, validate, version
 from trunner.config import ConfigError
+from trunner.observability import errorreport
+from trunner.process import hardening
 
 COMMANDS = {
     "test": test.register,
@@ -22,7 +25,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = clihelp.Parser(
+    parser = usage.Parser(
         prog="trunner",
         usage="trunner <command> [flags]",
         description="Run OpsLevel jobs as Kubernetes pods (or locally) with bounded, masked log shipping.",
@@ -33,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for register in COMMANDS.values():
         register(subparsers)
-    clihelp.finish(parser, _commands(parser))
+    usage.finish(parser, _commands(parser))
     parser.set_defaults(root_parser=parser)
     return parser
 
@@ -72,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if not (sys.argv[1:] if argv is None else argv):
-        clihelp.print_help_and_exit(build_parser())
+        usage.print_help_and_exit(build_parser())
     args = parse_args(argv)
     hardening.make_undumpable()
     try:

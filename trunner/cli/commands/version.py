@@ -16,10 +16,10 @@ import httpx
 import trio
 
 from trunner import __version__
-from trunner.commands.common import add_common_arguments, settings_source
+from trunner.cli.commands.common import add_common_arguments, settings_source
 from trunner.config import add_arguments, setting
-from trunner.proxy import httpx_proxy, proxy_for
-from trunner.tls import system_trust_context
+from trunner.net.proxy import httpx_proxy, proxy_for
+from trunner.net.tls import system_trust_context
 
 log = logging.getLogger("trunner.version")
 

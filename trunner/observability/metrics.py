@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from trunner.gometrics import GoRunnerMetrics
 from trunner.logs.metrics import LogMetrics
 from trunner.models import Outcome
+from trunner.observability.gometrics import GoRunnerMetrics
 
 
 class RunnerMetrics:

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import trio
 
-from trunner.commands.common import add_common_arguments, settings_source
+from trunner.cli.commands.common import add_common_arguments, settings_source
 from trunner.config import add_arguments, at_most, positive, setting
 from trunner.faktory.client import ServerLocation, WorkerIdentity, connect, locate_server
 from trunner.faktory.definition import JobDefinition, JobDefinitionError, parse_job_definition

@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from trunner import exits
-from trunner.clihelp import did_you_mean
-from trunner.commands.common import add_common_arguments
+from trunner.cli.commands.common import add_common_arguments
+from trunner.cli.usage import did_you_mean
+from trunner.process import exits
 
 
 def register(subparsers: Any) -> None:

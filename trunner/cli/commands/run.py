@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from trunner.commands.common import add_common_arguments, settings_source
+from trunner.cli.commands.common import add_common_arguments, settings_source
 from trunner.config import SettingsSource, add_settings_arguments, one_of, setting
 from trunner.executors import registry
 from trunner.executors.settings import JobRunSettings

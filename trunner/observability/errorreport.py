@@ -29,7 +29,7 @@ from sentry_sdk.integrations.dedupe import DedupeIntegration
 
 from trunner import __version__
 from trunner.logs.mask import Masker
-from trunner.proxy import proxy_for
+from trunner.net.proxy import proxy_for
 
 DSN_ENV = "SENTRY_DSN"
 FLUSH_TIMEOUT = 2.0
