@@ -4,41 +4,25 @@ from __future__ import annotations
 
 import errno
 import math
-import re
 from pathlib import Path
 
-import attrs
 import pytest
 import trio
 
 from tests.doubles.executors import Chunk, RecordingSink, ScriptedExecutor
+from tests.logs.support import MARKER, job_log_settings
 from trunner.contracts import Stream
 from trunner.job import run_job
 from trunner.logs import spool as spool_module
 from trunner.logs.batch import Batch
 from trunner.logs.job_log import JobLog, clear_spool_dir
-from trunner.logs.settings import LogSettings
 from trunner.models import JobOutcome, RunnerJob
 from trunner.observability.metrics import RunnerMetrics
 
 JOB = RunnerJob(id="7", commands=("true",))
-MARKER = re.compile(r"\[trunner: (\d+) lines \((\d+) bytes\)(?: of (\w+))? dropped: (.*)\]")
 
 
-def settings(tmp_path: Path, **overrides: object) -> LogSettings:
-    base = LogSettings(
-        job_pod_log_max_size=4096,
-        job_pod_log_max_interval=5.0,
-        job_pod_log_max_line_length=1024,
-        job_log_spool_dir=str(tmp_path / "spool"),
-        job_log_spool_size=64 * 1024,
-        log_stall_timeout=60.0,
-        log_flush_timeout=30.0,
-        log_flush_max_time=300.0,
-        job_outcome_timeout=10.0,
-        log_ship_retry_timeout=600.0,
-    )
-    return attrs.evolve(base, **overrides)
+settings = job_log_settings
 
 
 class TimedSink(RecordingSink):

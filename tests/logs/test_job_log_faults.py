@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import errno
 import itertools
-import re
 from pathlib import Path
 
-import attrs
 import trio
 
 from tests.doubles.executors import Chunk, RecordingSink, ScriptedExecutor
+from tests.logs.support import MARKER, job_log_settings
 from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.job import run_job
@@ -25,23 +24,10 @@ from trunner.models import Outcome, RunnerJob
 from trunner.observability.metrics import RunnerMetrics
 
 JOB = RunnerJob(id="7", commands=("true",))
-MARKER = re.compile(r"\[trunner: (\d+) lines \((\d+) bytes\)(?: of (\w+))? dropped: (.*)\]")
 
 
 def settings(tmp_path: Path, **overrides: object) -> LogSettings:
-    base = LogSettings(
-        job_pod_log_max_size=4096,
-        job_pod_log_max_interval=5.0,
-        job_pod_log_max_line_length=1024,
-        job_log_spool_dir=str(tmp_path / "spool"),
-        job_log_spool_size=1 << 20,
-        log_stall_timeout=60.0,
-        log_flush_timeout=30.0,
-        log_flush_max_time=300.0,
-        job_outcome_timeout=10.0,
-        log_ship_retry_timeout=600.0,
-    )
-    return attrs.evolve(base, **overrides)
+    return job_log_settings(tmp_path, **{"job_log_spool_size": 1 << 20, **overrides})
 
 
 def numbered(count: int, width: int = 40, start: int = 0) -> list[bytes]:
