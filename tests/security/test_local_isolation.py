@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.executors.test_local import Collect
+from tests.executors.test_local import Collect, running_with
 from trunner.executors import local
 from trunner.executors.local import LocalExecutor
 from trunner.executors.settings import JobRunSettings
@@ -23,19 +23,6 @@ SECRET = "job-b-secret-value-31337"
 def executor() -> LocalExecutor:
     settings = JobRunSettings(job_pod_shell="/bin/sh", job_pod_max_lifetime=60)
     return LocalExecutor(settings, base_env={"PATH": os.environ["PATH"]})
-
-
-def running_with(marker: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline:
-                found.append(int(name))
-    return found
 
 
 def unique_sleep() -> str:
