@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import trio
 import trustme
 
 from tests.doubles.kube import KubeApiDouble, serve_kube_api
@@ -63,6 +64,18 @@ class RecordingFeed:
     @property
     def stderr(self) -> bytes:
         return bytes(self.data[Stream.STDERR])
+
+
+class StartedFeed(RecordingFeed):
+    """A RecordingFeed whose ``started`` is set by the first output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = trio.Event()
+
+    def feed(self, stream: Stream, data: bytes) -> None:
+        super().feed(stream, data)
+        self.started.set()
 
 
 def config_for(api: KubeApiDouble, *, auth: AuthSpec | None = None, **changes: Any) -> KubeConfig:

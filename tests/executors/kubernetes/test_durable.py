@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 from tests.doubles import kube_exec as steps
 from tests.doubles.kube import KubeApiDouble, serve_kube_api
 from tests.executors.kubernetes.test_executor import kube_settings
-from tests.kube.transport_support import NS, RecordingFeed, client_for, running_pod
-from trunner.contracts import Stream
+from tests.kube.transport_support import NS, RecordingFeed, StartedFeed, client_for, running_pod
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.kubernetes import KubernetesExecutor, open_executor
 from trunner.executors.kubernetes.durable import ResumePolicy, StageTarget, run_stage
@@ -336,18 +335,11 @@ async def test_a_second_run_of_the_same_stage_reads_it_without_running_it_again(
 
 async def test_deleting_the_pod_ends_the_stage_and_kills_its_commands(tmp_path: Path) -> None:
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
-        started = trio.Event()
-
-        class StartFeed(RecordingFeed):
-            def feed(self, stream: Stream, data: bytes) -> None:
-                super().feed(stream, data)
-                started.set()
-
-        feed = StartFeed()
+        feed = StartedFeed()
         stage = Stage(SH, str(tmp_path / "stage"))
 
         async def delete_when_started() -> None:
-            await started.wait()
+            await feed.started.wait()
             await client.request("DELETE", f"/api/v1/namespaces/{NS}/pods/{pod}")
 
         with trio.fail_after(30):

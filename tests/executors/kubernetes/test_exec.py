@@ -16,7 +16,7 @@ import trio
 
 from tests.doubles import kube_exec as steps
 from tests.doubles.kube import PodBehaviour, serve_kube_api
-from tests.kube.transport_support import NS, POD, RecordingFeed, client_for, running_pod
+from tests.kube.transport_support import NS, POD, RecordingFeed, StartedFeed, client_for, running_pod
 from trunner.contracts import Stream
 from trunner.executors.base import ExitKind, ExitResult
 from trunner.executors.kubernetes.exec import ExecTiming, exec_stream, status_result
@@ -375,18 +375,11 @@ async def test_subprocess_missing_executable() -> None:
 
 async def test_subprocess_killed_when_the_pod_is_deleted() -> None:
     async with serve_kube_api() as api, client_for(api) as client, running_pod(api, client) as pod:
-        started = trio.Event()
-
-        class StartFeed(RecordingFeed):
-            def feed(self, stream: Stream, data: bytes) -> None:
-                super().feed(stream, data)
-                started.set()
-
-        feed = StartFeed()
+        feed = StartedFeed()
         async with trio.open_nursery() as nursery:
 
             async def delete_when_started() -> None:
-                await started.wait()
+                await feed.started.wait()
                 await client.request("DELETE", f"/api/v1/namespaces/{NS}/pods/{pod}")
 
             nursery.start_soon(delete_when_started)
